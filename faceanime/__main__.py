@@ -1,0 +1,5 @@
+import sys
+
+from faceanime.cli import main
+
+sys.exit(main())

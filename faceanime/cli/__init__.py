@@ -1,0 +1,52 @@
+"""The ``faceanime`` console command: a thin layer over the Python API.
+
+Each subcommand lives in its own module with a ``register(subparsers)`` function that adds its
+parser and sets ``func`` to a callable taking the parsed namespace. Typed errors
+(:class:`~faceanime.errors.FaceAnimeError`) are caught here, once, and printed as one line with
+exit status 1; a wrong command line exits with argparse's status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from faceanime import __version__
+from faceanime.errors import FaceAnimeError
+
+EXIT_ERROR = 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from faceanime.cli import landmarks, model
+
+    parser = argparse.ArgumentParser(
+        prog="faceanime",
+        description="3D-prior face video generation: landmarks, 3D morphable model fitting, "
+                    "retargeting, prediction and animation of faces.",
+    )
+    parser.add_argument("--version", action="version", version=f"faceanime {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    model.register(sub)
+    landmarks.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``faceanime`` command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except FaceAnimeError as exc:
+        print(f"faceanime: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("faceanime: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""The coefficients of a fitted face: the currency between the pipeline's stages.
+
+One identity (shape) vector per person, and per frame an expression vector, a jaw angle and a pose.
+Saved as ``.npz`` (the format of ``faceanime fit``; docs/fitting.md documents it). Arrays are
+tensors inside the pipeline and numpy only in :meth:`Coefficients.save` / :meth:`Coefficients.load`.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from faceanime.errors import InputError
+from faceanime.io.atomic import save_npz
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Coefficients:
+    """Fitted coefficients of one face over ``T`` frames (``T`` = 1 for a photo).
+
+    Attributes:
+        model: name of the morphable model the coefficients belong to.
+        shape: ``(Ks,)`` identity coefficients (standard deviations), shared by all frames.
+        expression: ``(T, Ke)`` expression coefficients.
+        jaw: ``(T,)`` jaw opening angle in radians (0 = closed as in the model's mean).
+        rotation: ``(T, 3, 3)`` model-to-camera rotation.
+        translation: ``(T, 3)``: pixels (x, y; z unused) for the orthographic camera, model units
+            for the perspective one.
+        scale: ``(T,)`` pixels per model unit (orthographic), or the focal length in pixels
+            (perspective).
+        camera: ``"orthographic"`` or ``"perspective"``.
+        image_size: ``(2,)`` int ``[height, width]`` of the frames the pose refers to.
+        landmarks: ``(T, 68, 2)`` detected landmarks in pixels (NaN where not detected), or None.
+        fitted_landmarks: ``(T, 68, 2)`` the model's projected landmarks, NaN where a point has no
+            model counterpart, or None.
+        valid: ``(T,)`` bool, False for frames with no detected face (their coefficients are
+            interpolated from neighbours, never zero).
+        fps: frame rate of the source video (0 for a photo).
+    """
+
+    model: str
+    shape: torch.Tensor
+    expression: torch.Tensor
+    jaw: torch.Tensor
+    rotation: torch.Tensor
+    translation: torch.Tensor
+    scale: torch.Tensor
+    camera: str = "orthographic"
+    image_size: torch.Tensor | None = None
+    landmarks: torch.Tensor | None = None
+    fitted_landmarks: torch.Tensor | None = None
+    valid: torch.Tensor | None = None
+    fps: float = 0.0
+
+    def __post_init__(self) -> None:
+        t = self.expression.shape[0]
+        expect = {"jaw": (t,), "rotation": (t, 3, 3), "translation": (t, 3), "scale": (t,)}
+        for name, shape in expect.items():
+            got = tuple(getattr(self, name).shape)
+            if got != shape:
+                raise InputError(f"coefficients: {name} must be {shape}, got {got}")
+        if self.shape.ndim != 1:
+            raise InputError(f"coefficients: shape must be (Ks,), got {tuple(self.shape.shape)}")
+        for name in ("landmarks", "fitted_landmarks"):
+            value = getattr(self, name)
+            if value is not None and tuple(value.shape) != (t, 68, 2):
+                raise InputError(f"coefficients: {name} must be ({t}, 68, 2), "
+                                 f"got {tuple(value.shape)}")
+
+    @property
+    def n_frames(self) -> int:
+        return self.expression.shape[0]
+
+    def to(self, device: torch.device | str | None = None,
+           dtype: torch.dtype | None = None) -> Coefficients:
+        changes = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, torch.Tensor):
+                cast = dtype if (dtype is not None and value.is_floating_point()) else None
+                changes[f.name] = value.to(device=device, dtype=cast)
+        return replace(self, **changes)
+
+    def frames(self, index: slice | torch.Tensor | list[int]) -> Coefficients:
+        """The coefficients of a subset of frames (the identity is shared)."""
+        changes = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, torch.Tensor) and f.name not in ("shape", "image_size"):
+                changes[f.name] = value[index]
+        return replace(self, **changes)
+
+    # --- the per-frame vector view used by the dynamics model -------------------------------
+    def to_tensor(self) -> torch.Tensor:
+        """``(T, Ke + 1 + 3 + 3 + 1)`` per-frame vector: expression, jaw, rotation vector,
+        translation, log scale. The identity is carried separately (it is not animated)."""
+        from faceanime.geometry.rotation import so3_log
+
+        return torch.cat([self.expression, self.jaw[:, None], so3_log(self.rotation),
+                          self.translation, self.scale.log()[:, None]], -1)
+
+    def with_tensor(self, vector: torch.Tensor) -> Coefficients:
+        """Inverse of :meth:`to_tensor`: new per-frame values from a ``(T', D)`` vector, keeping
+        the identity, model, camera and image size (landmarks are dropped)."""
+        from faceanime.geometry.rotation import so3_exp
+
+        ke = self.expression.shape[1]
+        if vector.ndim != 2 or vector.shape[1] != ke + 8:
+            raise InputError(f"coefficient vector must be (T, {ke + 8}), got {tuple(vector.shape)}")
+        return Coefficients(
+            model=self.model, shape=self.shape, expression=vector[:, :ke], jaw=vector[:, ke],
+            rotation=so3_exp(vector[:, ke + 1:ke + 4]), translation=vector[:, ke + 4:ke + 7],
+            scale=vector[:, ke + 7].exp(), camera=self.camera, image_size=self.image_size,
+            fps=self.fps)
+
+    # --- files -------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the ``.npz`` coefficient file atomically."""
+        arrays: dict[str, np.ndarray] = {"format_version": np.array(FORMAT_VERSION),
+                                         "model": np.array(self.model),
+                                         "camera": np.array(self.camera),
+                                         "fps": np.array(self.fps, dtype=np.float64)}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, torch.Tensor):
+                arrays[f.name] = value.detach().cpu().numpy()
+        return save_npz(path, **arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Coefficients:
+        """Read a coefficient ``.npz``; a missing key or wrong shape names the file and key."""
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"{path}: no such coefficient file")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+            raise InputError(f"{path}: not a coefficient .npz file ({exc})") from exc
+        required = ("shape", "expression", "rotation", "translation", "scale")
+        missing = [k for k in required if k not in arrays]
+        if missing:
+            raise InputError(f"{path}: missing {', '.join(missing)}; expected a file written by "
+                             "'faceanime fit'")
+        t = arrays["expression"].shape[0] if arrays["expression"].ndim == 2 else -1
+
+        def tensor(name: str, dtype=torch.float32) -> torch.Tensor | None:
+            return torch.as_tensor(arrays[name], dtype=dtype) if name in arrays else None
+
+        try:
+            return cls(
+                model=str(arrays.get("model", np.array("unknown"))),
+                shape=tensor("shape"), expression=tensor("expression"),
+                jaw=tensor("jaw") if "jaw" in arrays else torch.zeros(max(t, 0)),
+                rotation=tensor("rotation"), translation=tensor("translation"),
+                scale=tensor("scale"), camera=str(arrays.get("camera", np.array("orthographic"))),
+                image_size=tensor("image_size", torch.long), landmarks=tensor("landmarks"),
+                fitted_landmarks=tensor("fitted_landmarks"),
+                valid=tensor("valid", torch.bool), fps=float(arrays.get("fps", 0.0)))
+        except InputError as exc:
+            raise InputError(f"{path}: {exc}") from exc

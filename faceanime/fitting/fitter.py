@@ -1,0 +1,562 @@
+"""Fit a morphable model to 68-point landmarks: one identity per sequence, per-frame expression,
+jaw and pose, by batched Levenberg–Marquardt.
+
+Objective (residuals in units of the sequence's face size ``d``, so that the weights do not depend
+on the image resolution)::
+
+    E = sum_f sum_l m_fl ||(pi_f(X_l(alpha, beta_f, theta_f)) - y_fl) / d||^2
+        + w_shape ||alpha||^2 + w_expr sum_f ||beta_f||^2 + w_jaw sum_f theta_f^2
+        + w_time sum_f ||x_f - x_(f-1)||^2
+
+``alpha`` is in standard deviations (the bases are eigenvalue-scaled), so the shape term is the
+eigenvalue-scaled Tikhonov prior. The normal equations have block-arrow structure (per-frame
+blocks coupled only through the shared identity), solved exactly by a Schur complement: a batched
+``D x D`` solve per frame and one ``Ks x Ks`` solve — no loop over frames. The temporal term is
+linearised Jacobi-style (neighbours held at the current iterate), which keeps the per-frame blocks
+independent.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from faceanime.coefficients import Coefficients
+from faceanime.errors import FaceNotFoundError, InputError
+from faceanime.fitting.contour import LEFT_JAW, RIGHT_JAW, contour_correspondences
+from faceanime.fitting.init import init_orthographic_pose
+from faceanime.geometry.rotation import matrix_to_euler, so3_exp, so3_log
+from faceanime.morphable.jaw import Jaw, _rot_x, build_jaw
+from faceanime.morphable.model import N_LANDMARKS, FaceModel
+
+_JAW_IDS = torch.tensor(RIGHT_JAW + LEFT_JAW)
+
+
+@dataclass
+class FitConfig:
+    """Fitter settings. Weights are relative to a landmark residual measured in face sizes
+    (the landmarks' bounding-box diagonal), so they hold at any resolution."""
+
+    camera: Literal["orthographic", "perspective"] = "orthographic"
+    """Camera model: scaled orthographic (FaceAnime's) or perspective."""
+    focal: float | None = None
+    """Perspective focal length in pixels; None estimates it by a search over a range."""
+    n_shape: int | None = None
+    """Identity components to fit (the leading ones); None fits all."""
+    shape_weight: float = 2e-5
+    """Tikhonov weight on the identity coefficients (standard deviations). Larger: closer to the
+    mean face, less over-fitting of landmark noise."""
+    expression_weight: float = 2e-5
+    """Tikhonov weight on the expression coefficients."""
+    jaw_weight: float = 1e-5
+    """Tikhonov weight on the jaw angle (radians)."""
+    temporal_weight: float = 1e-3
+    """Smoothness of expression, jaw and pose between consecutive frames (videos only)."""
+    iterations: int = 15
+    """Levenberg–Marquardt iterations."""
+    contour: bool = True
+    """Match the jaw-outline landmarks to the model's contour candidates."""
+    contour_both_sides_deg: float = 15.0
+    """Below this |yaw| both jaw sides are used; above it only the side facing the camera."""
+    jaw: bool = True
+    """Fit the articulated jaw (mouth opening)."""
+    max_jaw_deg: float = 35.0
+    """Largest jaw opening angle."""
+    nonnegative_blendshapes: bool = True
+    """Keep blendshape weights >= 0 (for blendshape models such as SFM; PCA bases are signed)."""
+    device: str | None = None
+    """Device to fit on (None: the model's)."""
+
+
+@dataclass
+class _Problem:
+    """The fixed data of one fit, on the fitter's device and dtype."""
+
+    mean: torch.Tensor  # (V, 3) over the vertex subset U
+    shape_basis: torch.Tensor  # (V, 3, Ks)
+    expr_basis: torch.Tensor  # (V, 3, Ke)
+    jaw_weights: torch.Tensor  # (V,)
+    pivot: torch.Tensor  # (3,)
+    fixed_index: torch.Tensor  # (68,) index into U, -1 where no fixed vertex
+    contour: tuple[torch.Tensor, torch.Tensor]  # candidate indices into U
+    targets: torch.Tensor  # (T, 68, 2) pixels
+    point_mask: torch.Tensor  # (T, 68) detected
+    face_size: float
+    center: torch.Tensor  # (2,) principal point
+    nonneg: bool
+
+
+@dataclass
+class _Corr:
+    """Per-frame correspondences of the 68 landmarks: virtual vertices between ``first`` and
+    ``second`` (indices into U) at ``weight``, and the mask of points used. All ``(T, 68)``."""
+
+    first: torch.Tensor
+    second: torch.Tensor
+    weight: torch.Tensor
+    use: torch.Tensor
+    sliding: torch.Tensor | None = None  # columns whose vertices change between frames
+
+
+def _lerp_rows(attr: torch.Tensor, first: torch.Tensor, second: torch.Tensor,
+               weight: torch.Tensor, batched: bool = False) -> torch.Tensor:
+    """Rows of ``attr`` ``(V, ...)`` (or ``(T, V, ...)`` with ``batched``) at virtual vertices
+    ``(1 - weight) * attr[first] + weight * attr[second]``; indices and weight ``(T, L)``."""
+    wt = weight.view(*weight.shape, *([1] * (attr.ndim - 1 - batched)))
+    if batched:
+        t_idx = torch.arange(attr.shape[0], device=attr.device)[:, None]
+        return attr[t_idx, first] * (1 - wt) + attr[t_idx, second] * wt
+    return attr[first] * (1 - wt) + attr[second] * wt
+
+
+@dataclass
+class _State:
+    shape: torch.Tensor  # (Ks,)
+    rotation: torch.Tensor  # (T, 3, 3)
+    trans: torch.Tensor  # (T, 3)
+    log_scale: torch.Tensor  # (T,) log(pixels per unit) | unused for perspective
+    expression: torch.Tensor  # (T, Ke)
+    jaw: torch.Tensor  # (T,)
+    focal: float
+
+
+def _vertex_subset(model: FaceModel) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                              torch.Tensor]:
+    """The vertices the fit touches: mapped landmarks and contour candidates, remapped."""
+    mapped = model.landmark_indices[model.landmark_indices >= 0]
+    subset = torch.unique(torch.cat([mapped, model.contour_right, model.contour_left]))
+    lookup = torch.full((model.n_vertices,), -1, dtype=torch.long)
+    lookup[subset] = torch.arange(len(subset))
+    li = model.landmark_indices
+    fixed = torch.where(li >= 0, lookup[li.clamp_min(0)], -1)
+    return subset, fixed, lookup[model.contour_right], lookup[model.contour_left]
+
+
+def _landmarks_face_size(targets: torch.Tensor, mask: torch.Tensor) -> float:
+    lo = torch.where(mask[..., None], targets, torch.inf).amin(1)
+    hi = torch.where(mask[..., None], targets, -torch.inf).amax(1)
+    diag = (hi - lo).norm(dim=-1)
+    diag = diag[torch.isfinite(diag)]
+    return float(diag.mean())
+
+
+class _Evaluator:
+    """Residuals and analytic Jacobians of the landmark term for a given correspondence."""
+
+    def __init__(self, p: _Problem, camera: str) -> None:
+        self.p = p
+        self.camera = camera
+
+    def _articulate(self, s: _State, x: torch.Tensor, w: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Open the jaw of points ``x`` (T, L, 3) with weights ``w`` (T, L, 1); also returns the
+        blend matrices ``(T, L, 3, 3)`` and ``d x / d theta`` ``(T, L, 3)``."""
+        rx = _rot_x(s.jaw)  # (T, 3, 3)
+        rel = x - self.p.pivot
+        moved = rel @ rx.transpose(-1, -2)
+        # d(Rx)/d(theta) applied to rel.
+        c, sn = torch.cos(s.jaw)[:, None], torch.sin(s.jaw)[:, None]
+        drel = torch.stack([torch.zeros_like(rel[..., 0]),
+                            -sn * rel[..., 1] - c * rel[..., 2],
+                            c * rel[..., 1] - sn * rel[..., 2]], -1)
+        eye = torch.eye(3, dtype=x.dtype, device=x.device)
+        m = (1 - w[..., None]) * eye + w[..., None] * rx[:, None]
+        return x + w * (moved - rel), m, w * drel
+
+    def vertices(self, s: _State) -> torch.Tensor:
+        """Unarticulated positions ``(T, V, 3)`` of the whole vertex subset U."""
+        p = self.p
+        return (p.mean + torch.einsum("vdk,k->vd", p.shape_basis, s.shape)
+                + torch.einsum("vdk,tk->tvd", p.expr_basis, s.expression))
+
+    def points(self, s: _State, corr: _Corr, pieces: bool = False) -> dict[str, torch.Tensor]:
+        """Model points ``(T, L, 3)`` at the correspondences (with ``pieces``, also what their
+        Jacobians need). A point is a virtual vertex ``(1 - a) v_i + a v_j``."""
+        p = self.p
+
+        x = _lerp_rows(self.vertices(s), corr.first, corr.second, corr.weight, batched=True)
+        w = _lerp_rows(p.jaw_weights, corr.first, corr.second, corr.weight)[..., None]
+        xj, m, dtheta = self._articulate(s, x, w)
+        out = {"x": xj}
+        if pieces:
+            out.update(eb=_lerp_rows(p.expr_basis, corr.first, corr.second, corr.weight),
+                       m=m, dtheta=dtheta)
+        return out
+
+    def shape_jacobian(self, km: torch.Tensor, corr: _Corr) -> torch.Tensor:
+        """``(T, L, 2, Ks)`` = ``km @ shape rows``. The fixed landmarks' rows are the same in every
+        frame and are broadcast; only the sliding jaw points' rows are gathered per frame."""
+        p = self.p
+        fixed_rows = p.shape_basis[p.fixed_index.clamp_min(0)]  # (L, 3, Ks)
+        jac = torch.einsum("tlij,ljk->tlik", km, fixed_rows)
+        if corr.sliding is not None:
+            cols = corr.sliding
+            rows = _lerp_rows(p.shape_basis, corr.first[:, cols], corr.second[:, cols],
+                              corr.weight[:, cols])
+            jac[:, cols] = km[:, cols] @ rows
+        return jac
+
+    def project(self, s: _State, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pixels ``(T, L, 2)`` and the Jacobian of pixels w.r.t. rotated points ``(T, L, 2, 3)``."""
+        pr = x @ s.rotation.transpose(-1, -2)
+        if self.camera == "orthographic":
+            scale = s.log_scale.exp()[:, None]
+            uv = torch.stack([scale * pr[..., 0] + s.trans[:, None, 0],
+                              s.trans[:, None, 1] - scale * pr[..., 1]], -1)
+            pi = torch.zeros(*pr.shape[:2], 2, 3, dtype=x.dtype, device=x.device)
+            pi[..., 0, 0] = scale
+            pi[..., 1, 1] = -scale
+            return uv, pi
+        pc = pr + s.trans[:, None]
+        z = (-pc[..., 2]).clamp_min(1e-6)
+        f = s.focal
+        uv = torch.stack([self.p.center[0] + f * pc[..., 0] / z,
+                          self.p.center[1] - f * pc[..., 1] / z], -1)
+        pi = torch.zeros(*pr.shape[:2], 2, 3, dtype=x.dtype, device=x.device)
+        pi[..., 0, 0] = f / z
+        pi[..., 0, 2] = f * pc[..., 0] / z**2
+        pi[..., 1, 1] = -f / z
+        pi[..., 1, 2] = -f * pc[..., 1] / z**2
+        return uv, pi
+
+    def residual(self, s: _State, corr: _Corr, jacobian: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Residual ``(T, 2L)``; with ``jacobian``, local ``(T, 2L, D)`` and shape ``(T, 2L, Ks)``
+        Jacobians. Local parameters: rotation increment (3), translation (2 ortho | 3 persp),
+        log scale (ortho only), expression (Ke), jaw (1)."""
+        p = self.p
+        parts = self.points(s, corr, pieces=jacobian)
+        uv, pi = self.project(s, parts["x"])
+        target = torch.nan_to_num(p.targets)
+        mk = corr.use[..., None].to(uv.dtype)
+        r = ((uv - target) * mk / p.face_size).flatten(1)
+        if not jacobian:
+            return r, None, None
+        t, n = corr.first.shape
+        rot = s.rotation[:, None]  # (T, 1, 3, 3)
+        k = pi @ rot  # (T, L, 2, 3): d pixel / d model point
+        pr = parts["x"] @ s.rotation.transpose(-1, -2)
+        # Left rotation increment: d(exp(w) P)/dw = -[P]x.
+        zero = torch.zeros_like(pr[..., 0])
+        neg_skew = torch.stack([
+            torch.stack([zero, pr[..., 2], -pr[..., 1]], -1),
+            torch.stack([-pr[..., 2], zero, pr[..., 0]], -1),
+            torch.stack([pr[..., 1], -pr[..., 0], zero], -1)], -2)
+        j_rot = pi @ neg_skew  # (T, L, 2, 3)
+        km = k @ parts["m"]  # (T, L, 2, 3)
+        j_expr = km @ parts["eb"]
+        j_jaw = (k @ parts["dtheta"][..., None])  # (T, L, 2, 1)
+        j_shape = self.shape_jacobian(km, corr)
+        if self.camera == "orthographic":
+            eye2 = torch.eye(2, dtype=uv.dtype, device=uv.device).expand(t, n, 2, 2)
+            centred = (uv - s.trans[:, None, :2])[..., None]  # d uv / d log s
+            j_cam = torch.cat([eye2, centred], -1)
+        else:
+            j_cam = pi  # d uv / d translation (3)
+        j_local = torch.cat([j_rot, j_cam, j_expr, j_jaw], -1) * mk[..., None] / p.face_size
+        j_shape = j_shape * mk[..., None] / p.face_size
+        return r, j_local.flatten(1, 2), j_shape.flatten(1, 2)
+
+
+def _prepare(model: FaceModel, landmarks: torch.Tensor, config: FitConfig,
+             dtype: torch.dtype, device: torch.device) -> tuple[_Problem, Jaw | None]:
+    subset, fixed, cand_r, cand_l = _vertex_subset(model.to("cpu"))
+    m = model.to(device, dtype)
+    subset = subset.to(device)
+    ks = model.n_shape if config.n_shape is None else min(config.n_shape, model.n_shape)
+    jaw = build_jaw(model).to(device, dtype) if config.jaw else None
+    targets = landmarks.to(device, dtype)
+    mask = torch.isfinite(targets).all(-1)
+    size = _landmarks_face_size(targets, mask)
+    return _Problem(
+        mean=m.mean[subset],
+        shape_basis=m.shape_basis[:ks, subset].permute(1, 2, 0).contiguous(),
+        expr_basis=m.expression_basis[:, subset].permute(1, 2, 0).contiguous(),
+        jaw_weights=(jaw.weights[subset] if jaw is not None
+                     else torch.zeros(len(subset), dtype=dtype, device=device)),
+        pivot=(jaw.pivot if jaw is not None else torch.zeros(3, dtype=dtype, device=device)),
+        fixed_index=fixed.to(device), contour=(cand_r.to(device), cand_l.to(device)),
+        targets=targets, point_mask=mask, face_size=size,
+        center=torch.zeros(2, dtype=dtype, device=device),
+        nonneg=config.nonnegative_blendshapes and model.expression_eigenvalues is None,
+    ), jaw
+
+
+def _correspondences(ev: _Evaluator, s: _State, config: FitConfig, has_contour: bool) -> _Corr:
+    """The 68 landmarks' correspondences at the current state (contour points re-matched)."""
+    p = ev.p
+    t = p.targets.shape[0]
+    index = p.fixed_index.clamp_min(0).expand(t, -1).clone()
+    second = index.clone()
+    weight = torch.zeros(index.shape, dtype=p.mean.dtype, device=index.device)
+    use = p.point_mask & (p.fixed_index >= 0)
+    if config.contour and has_contour:
+        xj, _, _ = ev._articulate(s, ev.vertices(s), p.jaw_weights[None, :, None])
+        uv, _ = ev.project(s, xj)
+        yaw = matrix_to_euler(s.rotation)[:, 0]
+        first, sec, wt, side = contour_correspondences(
+            uv, p.targets, p.contour, yaw, math.radians(config.contour_both_sides_deg))
+        jaw_ids = _JAW_IDS.to(index.device)
+        index[:, jaw_ids], second[:, jaw_ids], weight[:, jaw_ids] = first, sec, wt.to(weight.dtype)
+        use[:, jaw_ids] = p.point_mask[:, jaw_ids] & side
+        return _Corr(index, second, weight, use, sliding=jaw_ids)
+    return _Corr(index, second, weight, use)
+
+
+def _temporal(s: _State, valid_pairs: torch.Tensor, unit: torch.Tensor,
+              camera: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Differences to the previous frame ``(T-1, D)`` in the local parameter space (rotation as
+    the relative rotation vector), scaled by ``unit``; and per-frame neighbour counts ``(T,)``."""
+    rot = so3_log(s.rotation[1:] @ s.rotation[:-1].transpose(-1, -2))
+    trans = s.trans[:, :2] if camera == "orthographic" else s.trans
+    cam = [trans]
+    if camera == "orthographic":
+        cam.append(s.log_scale[:, None])
+    x = torch.cat([*cam, s.expression, s.jaw[:, None]], -1)
+    diff = torch.cat([rot, x[1:] - x[:-1]], -1) / unit
+    diff = diff * valid_pairs[:, None]
+    t = s.rotation.shape[0]
+    count = torch.zeros(t, dtype=diff.dtype, device=diff.device)
+    count[1:] += valid_pairs
+    count[:-1] += valid_pairs
+    return diff, count, valid_pairs
+
+
+def _cost(r: torch.Tensor, s: _State, config: FitConfig, tdiff: torch.Tensor | None,
+          ks: int) -> torch.Tensor:
+    c = (r**2).sum() + config.shape_weight * (s.shape[:ks] ** 2).sum()
+    c = c + config.expression_weight * (s.expression**2).sum() + config.jaw_weight * (s.jaw**2).sum()
+    if tdiff is not None:
+        c = c + config.temporal_weight * (tdiff**2).sum()
+    return c
+
+
+def _interpolate_invalid(s: _State, valid: torch.Tensor) -> None:
+    """Fill frames with no landmarks from their valid neighbours (linear; rotations by slerp),
+    in place. Frames before the first or after the last valid one copy it."""
+    t = valid.shape[0]
+    if bool(valid.all()):
+        return
+    idx = torch.arange(t, device=valid.device)
+    vidx = idx[valid]
+    pos = torch.searchsorted(vidx, idx).clamp(1, len(vidx) - 1) if len(vidx) > 1 else None
+    if pos is None:
+        prev = nxt = vidx.expand(t)
+        a = torch.zeros(t, dtype=s.trans.dtype, device=valid.device)
+    else:
+        prev, nxt = vidx[pos - 1], vidx[pos]
+        a = ((idx - prev).to(s.trans.dtype) / (nxt - prev).to(s.trans.dtype)).clamp(0, 1)
+    fill = ~valid
+    for name in ("trans", "log_scale", "expression", "jaw"):
+        v = getattr(s, name)
+        shape = (-1,) + (1,) * (v.ndim - 1)
+        interp = v[prev] + a.view(shape) * (v[nxt] - v[prev])
+        v[fill] = interp[fill]
+    rel = so3_log(s.rotation[prev].transpose(-1, -2) @ s.rotation[nxt])
+    slerp = s.rotation[prev] @ so3_exp(a[:, None] * rel)
+    s.rotation[fill] = slerp[fill]
+
+
+def _solve(p: _Problem, model: FaceModel, config: FitConfig, s: _State,
+           valid: torch.Tensor, has_contour: bool) -> tuple[_State, _Corr]:
+    """Levenberg–Marquardt on all frames at once; returns the state and final correspondences."""
+    ev = _Evaluator(p, config.camera)
+    t = p.targets.shape[0]
+    ks = p.shape_basis.shape[-1]
+    ke = p.expr_basis.shape[-1]
+    ortho = config.camera == "orthographic"
+    dtype, device = p.mean.dtype, p.mean.device
+    n_cam = 3 if ortho else 3  # (tx, ty, log s) or (tx, ty, tz)
+    d = 3 + n_cam + ke + 1
+    # Units of the temporal differences: radians, face sizes, log-scale, blend weights, radians.
+    model_size = float((p.mean.amax(0) - p.mean.amin(0)).norm())
+    tunit = [1.0] * 3 + ([p.face_size, p.face_size, 1.0] if ortho else [model_size] * 3)
+    unit = torch.tensor(tunit + [1.0] * (ke + 1), dtype=dtype, device=device)
+    valid_pairs = (valid[1:] & valid[:-1]).to(dtype)
+    use_time = config.temporal_weight > 0 and t > 1
+
+    prior_diag = torch.zeros(d, dtype=dtype, device=device)
+    prior_diag[3 + n_cam:3 + n_cam + ke] = config.expression_weight
+    prior_diag[-1] = config.jaw_weight
+    lam = 1e-3
+    jaw_max = math.radians(config.max_jaw_deg) if config.jaw else 0.0
+    for _ in range(config.iterations):
+        corr = _correspondences(ev, s, config, has_contour)
+        r, jl, js = ev.residual(s, corr, jacobian=True)
+        tdiff = count = None
+        if use_time:
+            tdiff, count, _ = _temporal(s, valid_pairs, unit, config.camera)
+        cost = _cost(r, s, config, tdiff, ks)
+
+        local = torch.cat([torch.zeros(t, 3, dtype=dtype, device=device),
+                           s.trans[:, :2] if ortho else s.trans] +
+                          ([s.log_scale[:, None]] if ortho else []) +
+                          [s.expression, s.jaw[:, None]], -1)
+        a = jl.transpose(1, 2) @ jl + torch.diag_embed(prior_diag.expand(t, d))
+        g = (jl.transpose(1, 2) @ r[..., None])[..., 0] + prior_diag * local
+        if use_time:
+            w = config.temporal_weight
+            a = a + torch.diag_embed(w * count[:, None] / unit**2)
+            grad_t = torch.zeros(t, d, dtype=dtype, device=device)
+            grad_t[1:] += tdiff / unit
+            grad_t[:-1] -= tdiff / unit
+            g = g + w * grad_t
+        b = jl.transpose(1, 2) @ js  # (T, D, Ks)
+        c = (js.transpose(1, 2) @ js).sum(0) + config.shape_weight * torch.eye(
+            ks, dtype=dtype, device=device)
+        gs = (js.transpose(1, 2) @ r[..., None])[..., 0].sum(0) + config.shape_weight * s.shape
+
+        for _ in range(6):  # LM damping search
+            a_d = a + lam * torch.diag_embed(a.diagonal(dim1=-2, dim2=-1) + 1e-9)
+            c_d = c + lam * torch.diag(c.diagonal() + 1e-9)
+            a_inv_b = torch.linalg.solve(a_d, b)
+            a_inv_g = torch.linalg.solve(a_d, g[..., None])[..., 0]
+            schur = c_d - (b.transpose(1, 2) @ a_inv_b).sum(0)
+            rhs = -gs + (b.transpose(1, 2) @ a_inv_g[..., None])[..., 0].sum(0)
+            ds = torch.linalg.solve(schur, rhs)
+            dl = -a_inv_g - (a_inv_b @ ds[:, None])[..., 0]
+            trial = _apply(s, dl, ds, ortho, ke, p.nonneg, jaw_max)
+            r_new, _, _ = ev.residual(trial, corr, jacobian=False)
+            td_new = _temporal(trial, valid_pairs, unit, config.camera)[0] if use_time else None
+            new_cost = _cost(r_new, trial, config, td_new, ks)
+            if new_cost <= cost:
+                s = trial
+                lam = max(lam / 3, 1e-7)
+                break
+            lam *= 4
+        else:
+            break
+        if (cost - new_cost) < 1e-10 * cost:
+            break
+    return s, _correspondences(ev, s, config, has_contour)
+
+
+def _apply(s: _State, dl: torch.Tensor, ds: torch.Tensor, ortho: bool, ke: int, nonneg: bool,
+           jaw_max: float) -> _State:
+    rotation = so3_exp(dl[:, :3]) @ s.rotation
+    if ortho:
+        trans = s.trans.clone()
+        trans[:, :2] = trans[:, :2] + dl[:, 3:5]
+        log_scale = s.log_scale + dl[:, 5]
+    else:
+        trans = s.trans + dl[:, 3:6]
+        log_scale = s.log_scale
+    expression = s.expression + dl[:, 6:6 + ke]
+    if nonneg:
+        expression = expression.clamp_min(0)
+    jaw = (s.jaw + dl[:, 6 + ke]).clamp(-0.02, jaw_max) if jaw_max > 0 else s.jaw
+    shape = s.shape + ds
+    return _State(shape=shape, rotation=rotation, trans=trans, log_scale=log_scale,
+                  expression=expression, jaw=jaw, focal=s.focal)
+
+
+def fit_landmarks(model: FaceModel, landmarks: torch.Tensor,
+                  image_size: tuple[int, int] | torch.Tensor,
+                  config: FitConfig | None = None, fps: float = 0.0) -> Coefficients:
+    """Fit ``model`` to the 68-point landmarks of one person over ``T`` frames.
+
+    Args:
+        model: the morphable model (needs a landmark mapping).
+        landmarks: ``(T, 68, 2)`` pixels; NaN marks points (or whole frames) not detected.
+        image_size: ``(height, width)`` of the frames.
+        config: settings; defaults to :class:`FitConfig`.
+        fps: frame rate, stored in the result.
+
+    Returns:
+        :class:`~faceanime.coefficients.Coefficients` with ``landmarks`` and
+        ``fitted_landmarks``; frames with no usable landmarks have ``valid`` False and
+        coefficients interpolated from their neighbours.
+
+    Raises:
+        InputError: wrong shape, or no landmark of the model is mapped.
+        FaceNotFoundError: no frame has enough landmarks.
+    """
+    config = config or FitConfig()
+    landmarks = torch.as_tensor(landmarks)
+    if landmarks.ndim == 2:
+        landmarks = landmarks[None]
+    if landmarks.ndim != 3 or landmarks.shape[1:] != (N_LANDMARKS, 2):
+        raise InputError(f"landmarks must be (T, {N_LANDMARKS}, 2), got {tuple(landmarks.shape)}")
+    if config.camera not in ("orthographic", "perspective"):
+        raise InputError(f"unknown camera {config.camera!r}; use orthographic or perspective")
+    device = torch.device(config.device) if config.device else model.device
+    dtype = torch.float64
+    height, width = (int(v) for v in torch.as_tensor(image_size).tolist())
+
+    p, _ = _prepare(model, landmarks, config, dtype, device)
+    p.center = torch.tensor([(width - 1) / 2, (height - 1) / 2], dtype=dtype, device=device)
+    usable = p.point_mask & (p.fixed_index >= 0)
+    valid = usable.sum(1) >= 6
+    if not bool(valid.any()):
+        raise FaceNotFoundError("no frame has enough landmarks to fit (need 6 or more)")
+    has_contour = len(p.contour[0]) > 0 and len(p.contour[1]) > 0
+
+    t = landmarks.shape[0]
+    ks, ke = p.shape_basis.shape[-1], p.expr_basis.shape[-1]
+    fixed = p.fixed_index.clamp_min(0)
+    rotation, trans, scale = init_orthographic_pose(
+        p.mean[fixed].expand(t, -1, -1), p.targets, usable)
+    zeros = torch.zeros(t, dtype=dtype, device=device)
+    state = _State(shape=torch.zeros(ks, dtype=dtype, device=device), rotation=rotation,
+                   trans=trans, log_scale=scale.clamp_min(1e-6).log(),
+                   expression=torch.zeros(t, ke, dtype=dtype, device=device), jaw=zeros.clone(),
+                   focal=0.0)
+    _interpolate_invalid(state, valid)
+
+    if config.camera == "orthographic":
+        state, corr = _solve(p, model, config, state, valid, has_contour)
+    else:
+        state, corr = _fit_perspective(p, model, config, state, valid, has_contour, width, height)
+    _interpolate_invalid(state, valid)
+
+    ev = _Evaluator(p, config.camera)
+    uv, _ = ev.project(state, ev.points(state, corr)["x"])
+    has_vertex = p.fixed_index >= 0
+    if config.contour and has_contour:
+        has_vertex = has_vertex.clone()
+        has_vertex[_JAW_IDS.to(device)] = True
+    fitted = torch.where(has_vertex[None, :, None], uv, torch.nan)
+
+    if config.camera == "orthographic":
+        scale_out, trans_out = state.log_scale.exp(), state.trans.clone()
+        trans_out[:, 2] = 0
+    else:
+        scale_out = torch.full((t,), state.focal, dtype=dtype, device=device)
+        trans_out = state.trans
+    return Coefficients(
+        model=model.name, shape=state.shape.float(), expression=state.expression.float(),
+        jaw=state.jaw.float(), rotation=state.rotation.float(), translation=trans_out.float(),
+        scale=scale_out.float(), camera=config.camera,
+        image_size=torch.tensor([height, width]), landmarks=landmarks.float(),
+        fitted_landmarks=fitted.float(), valid=valid, fps=fps)
+
+
+def _fit_perspective(p: _Problem, model: FaceModel, config: FitConfig, ortho: _State,
+                     valid: torch.Tensor, has_contour: bool, width: int,
+                     height: int) -> tuple[_State, _Corr]:
+    """Perspective fit from the orthographic initialisation; with no focal length given, a
+    search over focal lengths (0.5 to 8 image diagonals) keeps the lowest cost."""
+    diag = math.hypot(width, height)
+    focals = [config.focal] if config.focal else [diag * f for f in
+                                                  (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0)]
+    best = None
+    ev = _Evaluator(p, "perspective")
+    ks = p.shape_basis.shape[-1]
+    for f in focals:
+        scale = ortho.log_scale.exp()
+        tz = -f / scale
+        tx = (ortho.trans[:, 0] - p.center[0]) / scale
+        ty = (p.center[1] - ortho.trans[:, 1]) / scale
+        # The face's own depth shifts its apparent size: keep its centre, not the origin, at tz.
+        s0 = _State(shape=ortho.shape.clone(), rotation=ortho.rotation.clone(),
+                    trans=torch.stack([tx, ty, tz], -1), log_scale=ortho.log_scale.clone(),
+                    expression=ortho.expression.clone(), jaw=ortho.jaw.clone(), focal=f)
+        s, corr = _solve(p, model, config, s0, valid, has_contour)
+        r, _, _ = ev.residual(s, corr, jacobian=False)
+        cost = float(_cost(r, s, config, None, ks))
+        if best is None or cost < best[0]:
+            best = (cost, s, corr)
+    assert best is not None
+    return best[1], best[2]

@@ -1,0 +1,176 @@
+"""Image and video I/O at the pipeline's edges.
+
+Images are read with imageio (``(H, W, 3)`` uint8 RGB, whatever the file's colour mode); videos are
+decoded and encoded by imageio-ffmpeg's bundled ffmpeg as a stream, so memory stays flat in video
+length. Every failure becomes a :class:`~faceanime.errors.MediaError` naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import imageio.v3 as iio
+import imageio_ffmpeg
+import numpy as np
+
+from faceanime.errors import MediaError
+from faceanime.io.atomic import atomic_path
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".gif")
+
+
+def is_video_path(path: str | os.PathLike) -> bool:
+    """True where ``path``'s extension is a video container's."""
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def _require_file(path: Path) -> None:
+    if not path.exists():
+        raise MediaError(f"{path}: no such file")
+    if not path.is_file():
+        raise MediaError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise MediaError(f"{path}: file is empty")
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as ``(H, W, 3)`` uint8 RGB (grey and RGBA are converted).
+
+    Raises:
+        MediaError: missing, empty or not a readable image.
+    """
+    path = Path(path)
+    _require_file(path)
+    try:
+        image = iio.imread(path, plugin="pillow", mode="RGB")
+    except Exception as exc:  # imageio raises many types for undecodable input
+        raise MediaError(f"{path}: not a readable image ({type(exc).__name__}); "
+                         "expected PNG, JPEG or another common image format") from exc
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise MediaError(f"{path}: unexpected image layout {image.shape} {image.dtype}")
+    return np.ascontiguousarray(image)
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
+    """Write a ``(H, W, 3)`` uint8 image atomically (format from the extension)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        try:
+            iio.imwrite(tmp, np.asarray(image), extension=path.suffix.lower())
+        except (OSError, ValueError, TypeError) as exc:
+            raise MediaError(f"{path}: cannot write image ({exc})") from exc
+    return path
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a video file holds, as ffmpeg reports it.
+
+    Attributes:
+        fps: frames per second.
+        size: ``(width, height)`` in pixels.
+        duration: seconds (0 when unknown).
+        has_audio: whether an audio stream is present.
+    """
+
+    fps: float
+    size: tuple[int, int]
+    duration: float
+    has_audio: bool
+
+
+def _open_reader(path: Path) -> tuple[Iterator[bytes], dict]:
+    _require_file(path)
+    try:
+        gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
+        meta = next(gen)
+    except (OSError, RuntimeError, StopIteration) as exc:
+        raise MediaError(f"{path}: not a readable video ({str(exc).splitlines()[0][:120]}); "
+                         "check that the file is complete and is a video ffmpeg can decode") from exc
+    if not meta.get("size") or not meta.get("fps"):
+        gen.close()
+        raise MediaError(f"{path}: no video stream found")
+    return gen, meta
+
+
+def read_video_info(path: str | os.PathLike) -> VideoInfo:
+    """Frame rate, size, duration and audio presence of a video, without decoding its frames."""
+    path = Path(path)
+    gen, meta = _open_reader(path)
+    gen.close()
+    return VideoInfo(fps=float(meta["fps"]), size=tuple(int(s) for s in meta["size"]),
+                     duration=float(meta.get("duration") or 0.0),
+                     has_audio=bool(meta.get("audio_codec")))
+
+
+def iter_video_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
+    """Decode a video as a stream of ``(H, W, 3)`` uint8 RGB frames.
+
+    Raises:
+        MediaError: missing, empty, corrupt, or holding no decodable frame.
+    """
+    path = Path(path)
+    gen, meta = _open_reader(path)
+    width, height = (int(s) for s in meta["size"])
+    count = 0
+    try:
+        for raw in gen:
+            frame = np.frombuffer(raw, dtype=np.uint8)
+            if frame.size != width * height * 3:
+                break  # a truncated last frame: keep what decoded cleanly
+            count += 1
+            yield frame.reshape(height, width, 3)
+    except (OSError, RuntimeError) as exc:
+        if count == 0:
+            raise MediaError(f"{path}: video could not be decoded ({exc}); "
+                             "the file may be corrupt") from exc
+        # ffmpeg stops at the first broken packet: the frames so far are sound.
+    finally:
+        gen.close()
+    if count == 0:
+        raise MediaError(f"{path}: video holds no decodable frame; the file may be corrupt")
+
+
+def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float,
+                audio_from: str | os.PathLike | None = None, quality: int = 7) -> int:
+    """Encode ``(H, W, 3)`` uint8 frames as H.264 mp4 (yuv420p), streaming, written atomically.
+
+    Args:
+        path: output file.
+        frames: an iterable of equally sized frames.
+        fps: frame rate.
+        audio_from: a media file whose audio track is muxed in (AAC), or None.
+        quality: imageio-ffmpeg quality, 0–10.
+
+    Returns:
+        The number of frames written.
+    """
+    path = Path(path)
+    count = 0
+    with atomic_path(path) as tmp:
+        writer = None
+        try:
+            for frame in frames:
+                frame = np.ascontiguousarray(frame, dtype=np.uint8)
+                if writer is None:
+                    h, w = frame.shape[:2]
+                    kwargs = {}
+                    if audio_from is not None:
+                        kwargs = {"audio_path": str(audio_from), "audio_codec": "aac"}
+                    writer = imageio_ffmpeg.write_frames(
+                        str(tmp), (w, h), fps=fps, codec="libx264", pix_fmt_out="yuv420p",
+                        quality=quality, macro_block_size=2, ffmpeg_log_level="error", **kwargs)
+                    writer.send(None)
+                writer.send(frame)
+                count += 1
+        finally:
+            if writer is not None:
+                writer.close()
+        if count == 0:
+            raise MediaError(f"{path}: no frames to write")
+    return count

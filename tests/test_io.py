@@ -1,0 +1,102 @@
+"""Media I/O on the real files: decoding, metadata, atomic writes and clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from faceanime.errors import MediaError
+from faceanime.io import (
+    atomic_path,
+    iter_video_frames,
+    read_image,
+    read_video_info,
+    save_npz,
+    write_image,
+    write_video,
+)
+
+
+def test_read_image_colour_and_grey(data_dir, tmp_path):
+    import imageio.v3 as iio
+
+    colour = read_image(data_dir / "faces" / "s1.jpg")
+    old_photo = read_image(data_dir / "faces" / "s12.jpg")
+    grey_file = tmp_path / "grey.png"
+    iio.imwrite(grey_file, colour[..., 1])  # a single-channel PNG
+    grey = read_image(grey_file)
+    for img in (colour, old_photo, grey):
+        assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
+    # Grey input is replicated into three equal channels, not left single-channel.
+    assert np.array_equal(grey[..., 0], colour[..., 1])
+    assert np.array_equal(grey[..., 0], grey[..., 1]) and np.array_equal(grey[..., 1], grey[..., 2])
+    assert not np.array_equal(colour[..., 0], colour[..., 2])
+
+
+def test_video_info_and_frame_count(data_dir):
+    info = read_video_info(data_dir / "videos" / "d3.mp4")
+    assert info.size == (512, 512) and info.fps == pytest.approx(30.0) and info.has_audio
+    assert not read_video_info(data_dir / "videos" / "d0.mp4").has_audio
+    frames = list(iter_video_frames(data_dir / "videos" / "d0.mp4"))
+    assert len(frames) == 78
+    assert frames[0].shape == (512, 512, 3) and frames[0].dtype == np.uint8
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not an image at all" * 10])
+def test_bad_image_names_the_file(tmp_path, content):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(content)
+    with pytest.raises(MediaError, match="bad.png"):
+        read_image(bad)
+    with pytest.raises(MediaError, match="no such file"):
+        read_image(tmp_path / "missing.png")
+
+
+def test_corrupt_and_empty_video(tmp_path, data_dir):
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(np.random.default_rng(0).bytes(50_000))
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes((data_dir / "videos" / "d0.mp4").read_bytes()[:2000])
+    for path in (empty, garbage, truncated):
+        with pytest.raises(MediaError, match=path.name):
+            list(iter_video_frames(path))
+
+
+def test_write_video_round_trip_keeps_audio(tmp_path, data_dir):
+    src = data_dir / "videos" / "d3.mp4"
+    frames = [f for _, f in zip(range(30), iter_video_frames(src))]
+    out = tmp_path / "out.mp4"
+    assert write_video(out, frames, fps=30.0, audio_from=src) == 30
+    info = read_video_info(out)
+    assert info.size == (512, 512) and info.has_audio and info.fps == pytest.approx(30.0)
+    back = list(iter_video_frames(out))
+    assert len(back) == 30
+    # Lossy H.264: close to the input, not identical.
+    err = np.abs(back[10].astype(float) - frames[10].astype(float)).mean()
+    assert err < 4.0
+    assert list(tmp_path.glob(".*part*")) == []
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    target = tmp_path / "x.npz"
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []
+
+    def frames():
+        yield np.zeros((16, 16, 3), np.uint8)
+        raise RuntimeError("generator failed mid-way")
+
+    with pytest.raises(RuntimeError):
+        write_video(tmp_path / "v.mp4", frames(), fps=10)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_destination(tmp_path):
+    with pytest.raises(MediaError, match="does not exist"):
+        save_npz(tmp_path / "no" / "such" / "dir.npz", a=np.zeros(3))
+    with pytest.raises(MediaError, match="x.png"):
+        write_image(tmp_path / "missing_dir" / "x.png", np.zeros((4, 4, 3), np.uint8))
