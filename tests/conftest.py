@@ -24,3 +24,19 @@ def data_dir() -> Path:
         pytest.skip(f"real test data not found at {root}: set FACEANIME_TEST_DATA to the folder "
                     "holding sfm/, faces/ and videos/")
     return root
+
+
+@pytest.fixture(scope="session")
+def sfm_model(data_dir):
+    """The Surrey Face Model from the shared data, loaded once."""
+    from faceanime.morphable import load_model
+
+    return load_model(data_dir / "sfm" / "sfm_shape_3448.bin")
+
+
+@pytest.fixture(scope="session")
+def d3_track(data_dir):
+    """dlib landmarks of videos/d3.mp4 (354 frames, talking), tracked once per session."""
+    from faceanime.landmarks import TrackerConfig, track_video
+
+    return track_video(data_dir / "videos" / "d3.mp4", TrackerConfig(progress=False))

@@ -33,6 +33,7 @@ from faceanime.morphable.jaw import Jaw, _rot_x, build_jaw
 from faceanime.morphable.model import N_LANDMARKS, FaceModel
 
 _JAW_IDS = torch.tensor(RIGHT_JAW + LEFT_JAW)
+_JAW_MIN = -0.02  # radians: a closed mouth may sit slightly tighter than the model's mean
 
 
 @dataclass
@@ -53,8 +54,10 @@ class FitConfig:
     """Tikhonov weight on the expression coefficients."""
     jaw_weight: float = 1e-5
     """Tikhonov weight on the jaw angle (radians)."""
-    temporal_weight: float = 1e-3
-    """Smoothness of expression, jaw and pose between consecutive frames (videos only)."""
+    temporal_weight: float = 0.3
+    """Smoothness of expression, jaw and pose between consecutive frames (videos only), relative
+    to how precisely one frame's landmarks determine each of them: 1 trusts a neighbour's value
+    as much as the frame's own landmarks; 0 fits every frame independently."""
     iterations: int = 15
     """Levenberg–Marquardt iterations."""
     contour: bool = True
@@ -99,6 +102,21 @@ class _Corr:
     weight: torch.Tensor
     use: torch.Tensor
     sliding: torch.Tensor | None = None  # columns whose vertices change between frames
+    # (T, len(sliding), 2) unit normals of the contour where the sliding points matched: their
+    # residual is measured along it only (point-to-line), so the match may slide along the
+    # outline without cost, which makes re-matching converge in a few iterations, not dozens.
+    normal: torch.Tensor | None = None
+
+
+def _to_normal(x: torch.Tensor, corr: _Corr) -> torch.Tensor:
+    """Replace the sliding points' 2D residual rows ``x[:, cols, :2]`` (``(T, L, 2)`` or
+    ``(T, L, 2, K)``) by their component along the contour normal (and a zero row)."""
+    cols = corr.sliding
+    n = corr.normal if x.ndim == 3 else corr.normal[..., None]
+    along = (x[:, cols] * n).sum(2, keepdim=True)
+    x = x.clone()
+    x[:, cols] = torch.cat([along, torch.zeros_like(along)], 2)
+    return x
 
 
 def _lerp_rows(attr: torch.Tensor, first: torch.Tensor, second: torch.Tensor,
@@ -231,7 +249,10 @@ class _Evaluator:
         uv, pi = self.project(s, parts["x"])
         target = torch.nan_to_num(p.targets)
         mk = corr.use[..., None].to(uv.dtype)
-        r = ((uv - target) * mk / p.face_size).flatten(1)
+        err = uv - target
+        if corr.normal is not None:
+            err = _to_normal(err, corr)
+        r = (err * mk / p.face_size).flatten(1)
         if not jacobian:
             return r, None, None
         t, n = corr.first.shape
@@ -255,7 +276,10 @@ class _Evaluator:
             j_cam = torch.cat([eye2, centred], -1)
         else:
             j_cam = pi  # d uv / d translation (3)
-        j_local = torch.cat([j_rot, j_cam, j_expr, j_jaw], -1) * mk[..., None] / p.face_size
+        j_local = torch.cat([j_rot, j_cam, j_expr, j_jaw], -1)
+        if corr.normal is not None:
+            j_local, j_shape = _to_normal(j_local, corr), _to_normal(j_shape, corr)
+        j_local = j_local * mk[..., None] / p.face_size
         j_shape = j_shape * mk[..., None] / p.face_size
         return r, j_local.flatten(1, 2), j_shape.flatten(1, 2)
 
@@ -301,7 +325,11 @@ def _correspondences(ev: _Evaluator, s: _State, config: FitConfig, has_contour: 
         jaw_ids = _JAW_IDS.to(index.device)
         index[:, jaw_ids], second[:, jaw_ids], weight[:, jaw_ids] = first, sec, wt.to(weight.dtype)
         use[:, jaw_ids] = p.point_mask[:, jaw_ids] & side
-        return _Corr(index, second, weight, use, sliding=jaw_ids)
+        t_idx = torch.arange(t, device=index.device)[:, None]
+        tangent = uv[t_idx, sec] - uv[t_idx, first]
+        tangent = tangent / tangent.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+        normal = torch.stack([-tangent[..., 1], tangent[..., 0]], -1)
+        return _Corr(index, second, weight, use, sliding=jaw_ids, normal=normal)
     return _Corr(index, second, weight, use)
 
 
@@ -370,10 +398,11 @@ def _solve(p: _Problem, model: FaceModel, config: FitConfig, s: _State,
     dtype, device = p.mean.dtype, p.mean.device
     n_cam = 3 if ortho else 3  # (tx, ty, log s) or (tx, ty, tz)
     d = 3 + n_cam + ke + 1
-    # Units of the temporal differences: radians, face sizes, log-scale, blend weights, radians.
-    model_size = float((p.mean.amax(0) - p.mean.amin(0)).norm())
-    tunit = [1.0] * 3 + ([p.face_size, p.face_size, 1.0] if ortho else [model_size] * 3)
-    unit = torch.tensor(tunit + [1.0] * (ke + 1), dtype=dtype, device=device)
+    # The temporal term's unit for each parameter is how precisely the data pins it down in one
+    # frame (1 / sqrt of its Gauss-Newton curvature, averaged over frames, fixed at the first
+    # iteration), so one dimensionless weight balances smoothness against the landmarks alike
+    # for rotations, translations and the weakly observed expression weights.
+    unit = torch.ones(d, dtype=dtype, device=device)
     valid_pairs = (valid[1:] & valid[:-1]).to(dtype)
     use_time = config.temporal_weight > 0 and t > 1
 
@@ -382,9 +411,17 @@ def _solve(p: _Problem, model: FaceModel, config: FitConfig, s: _State,
     prior_diag[-1] = config.jaw_weight
     lam = 1e-3
     jaw_max = math.radians(config.max_jaw_deg) if config.jaw else 0.0
-    for _ in range(config.iterations):
+    lower = torch.full((d,), -torch.inf, dtype=dtype, device=device)
+    upper = torch.full((d,), torch.inf, dtype=dtype, device=device)
+    if p.nonneg:
+        lower[3 + n_cam:3 + n_cam + ke] = 0.0
+    lower[-1], upper[-1] = (_JAW_MIN, jaw_max) if config.jaw else (0.0, 0.0)
+    for it in range(config.iterations):
         corr = _correspondences(ev, s, config, has_contour)
         r, jl, js = ev.residual(s, corr, jacobian=True)
+        if use_time and it == 0:
+            curvature = (jl**2).sum(1)[valid].mean(0) + prior_diag
+            unit = curvature.clamp_min(1e-12).rsqrt()
         tdiff = count = None
         if use_time:
             tdiff, count, _ = _temporal(s, valid_pairs, unit, config.camera)
@@ -404,31 +441,49 @@ def _solve(p: _Problem, model: FaceModel, config: FitConfig, s: _State,
             grad_t[:-1] -= tdiff / unit
             g = g + w * grad_t
         b = jl.transpose(1, 2) @ js  # (T, D, Ks)
-        c = (js.transpose(1, 2) @ js).sum(0) + config.shape_weight * torch.eye(
-            ks, dtype=dtype, device=device)
-        gs = (js.transpose(1, 2) @ r[..., None])[..., 0].sum(0) + config.shape_weight * s.shape
+        js_all = js.flatten(0, 1)  # one GEMM over all frames beats a batched product
+        c = js_all.T @ js_all + config.shape_weight * torch.eye(ks, dtype=dtype, device=device)
+        gs = js_all.T @ r.flatten() + config.shape_weight * s.shape
 
+        # Bounds (blendshape weights >= 0, jaw range) by an active set: a variable at its bound
+        # whose gradient pushes it out is frozen for this step, so the Gauss-Newton direction of
+        # the others stays a descent direction (clamping alone can stall the iteration).
+        active = ((local <= lower + 1e-9) & (g > 0)) | ((local >= upper - 1e-9) & (g < 0))
+        free = (~active).to(dtype)
+        a = a * free[:, :, None] * free[:, None, :] + torch.diag_embed(active.to(dtype))
+        g = g * free
+        b = b * free[..., None]
+        rhs_local = torch.cat([b, g[..., None]], -1)
+
+        accepted = False
         for _ in range(6):  # LM damping search
             a_d = a + lam * torch.diag_embed(a.diagonal(dim1=-2, dim2=-1) + 1e-9)
             c_d = c + lam * torch.diag(c.diagonal() + 1e-9)
-            a_inv_b = torch.linalg.solve(a_d, b)
-            a_inv_g = torch.linalg.solve(a_d, g[..., None])[..., 0]
+            sol = torch.linalg.solve(a_d, rhs_local)
+            a_inv_b, a_inv_g = sol[..., :-1], sol[..., -1]
             schur = c_d - (b.transpose(1, 2) @ a_inv_b).sum(0)
             rhs = -gs + (b.transpose(1, 2) @ a_inv_g[..., None])[..., 0].sum(0)
             ds = torch.linalg.solve(schur, rhs)
             dl = -a_inv_g - (a_inv_b @ ds[:, None])[..., 0]
-            trial = _apply(s, dl, ds, ortho, ke, p.nonneg, jaw_max)
-            r_new, _, _ = ev.residual(trial, corr, jacobian=False)
-            td_new = _temporal(trial, valid_pairs, unit, config.camera)[0] if use_time else None
-            new_cost = _cost(r_new, trial, config, td_new, ks)
-            if new_cost <= cost:
+            # Backtrack along the step before damping more: a bound met part-way bends the
+            # projected step, and a shorter one usually still descends.
+            for step in (1.0, 0.5, 0.2):
+                trial = _apply(s, step * dl, step * ds, ortho, ke, p.nonneg, jaw_max)
+                r_new, _, _ = ev.residual(trial, corr, jacobian=False)
+                td_new = (_temporal(trial, valid_pairs, unit, config.camera)[0] if use_time
+                          else None)
+                new_cost = _cost(r_new, trial, config, td_new, ks)
+                if new_cost <= cost:
+                    accepted = True
+                    break
+            if accepted:
                 s = trial
                 lam = max(lam / 3, 1e-7)
                 break
             lam *= 4
-        else:
-            break
-        if (cost - new_cost) < 1e-10 * cost:
+        if not accepted:
+            break  # no step lowers the cost: converged as far as this precision allows
+        if (cost - new_cost) < 1e-9 * cost:
             break
     return s, _correspondences(ev, s, config, has_contour)
 
@@ -446,7 +501,7 @@ def _apply(s: _State, dl: torch.Tensor, ds: torch.Tensor, ortho: bool, ke: int, 
     expression = s.expression + dl[:, 6:6 + ke]
     if nonneg:
         expression = expression.clamp_min(0)
-    jaw = (s.jaw + dl[:, 6 + ke]).clamp(-0.02, jaw_max) if jaw_max > 0 else s.jaw
+    jaw = (s.jaw + dl[:, 6 + ke]).clamp(_JAW_MIN, jaw_max) if jaw_max > 0 else s.jaw
     shape = s.shape + ds
     return _State(shape=shape, rotation=rotation, trans=trans, log_scale=log_scale,
                   expression=expression, jaw=jaw, focal=s.focal)

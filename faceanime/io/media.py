@@ -144,13 +144,16 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
         path: output file.
         frames: an iterable of equally sized frames.
         fps: frame rate.
-        audio_from: a media file whose audio track is muxed in (AAC), or None.
+        audio_from: a media file whose audio track is muxed in (AAC), or None; a file without
+            audio is ignored.
         quality: imageio-ffmpeg quality, 0–10.
 
     Returns:
         The number of frames written.
     """
     path = Path(path)
+    if audio_from is not None and not read_video_info(audio_from).has_audio:
+        audio_from = None
     count = 0
     with atomic_path(path) as tmp:
         writer = None

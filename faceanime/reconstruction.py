@@ -1,0 +1,58 @@
+"""From coefficients back to geometry: the posed 3D face of every frame and its projection.
+
+Shared by the fitter's outputs, the overlays, the renderer and evaluation, so that one formula
+turns a coefficient file into pixels everywhere.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from faceanime.coefficients import Coefficients
+from faceanime.errors import InputError
+from faceanime.geometry.camera import project_orthographic, project_perspective
+from faceanime.morphable.jaw import Jaw, apply_jaw, build_jaw
+from faceanime.morphable.model import FaceModel
+
+
+def face_vertices(model: FaceModel, coeffs: Coefficients, jaw: Jaw | None = None) -> torch.Tensor:
+    """Model-space vertices of every frame, jaw opened.
+
+    Args:
+        model: the model the coefficients were fitted with.
+        coeffs: ``T`` frames.
+        jaw: the model's jaw rig (built from the model when None).
+
+    Returns:
+        ``(T, N, 3)``.
+    """
+    if coeffs.shape.shape[0] > model.n_shape or coeffs.expression.shape[1] > model.n_expression:
+        raise InputError(f"coefficients ({coeffs.shape.shape[0]} shape, "
+                         f"{coeffs.expression.shape[1]} expression) do not fit model "
+                         f"{model.name} ({model.n_shape}, {model.n_expression})")
+    t = coeffs.n_frames
+    dtype, device = model.dtype, model.device
+    shape = coeffs.shape.to(device, dtype)[None].expand(t, -1)
+    verts = model.vertices(shape, coeffs.expression.to(device, dtype))
+    if bool((coeffs.jaw != 0).any()):
+        jaw = jaw if jaw is not None else build_jaw(model)
+        verts = apply_jaw(verts, coeffs.jaw.to(device, dtype), jaw.pivot.to(device, dtype),
+                          jaw.weights.to(device, dtype))
+    return verts
+
+
+def project_vertices(coeffs: Coefficients, vertices: torch.Tensor) -> torch.Tensor:
+    """Project ``(T, N, 3)`` model-space vertices with each frame's pose.
+
+    Returns:
+        ``(T, N, 3)``: pixel ``u, v`` and depth (larger = nearer), see :mod:`faceanime.geometry.camera`.
+    """
+    c = coeffs.to(vertices.device, vertices.dtype)
+    if c.camera == "orthographic":
+        return project_orthographic(vertices, c.rotation, c.translation, c.scale)
+    if c.image_size is None:
+        raise InputError("perspective coefficients need image_size for the principal point")
+    h, w = (float(v) for v in c.image_size)
+    center = torch.tensor([(w - 1) / 2, (h - 1) / 2], dtype=vertices.dtype,
+                          device=vertices.device).expand(c.n_frames, 2)
+    return project_perspective(vertices, c.rotation, c.translation, c.scale, center)
