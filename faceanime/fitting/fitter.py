@@ -204,18 +204,46 @@ class _Evaluator:
                        m=m, dtheta=dtheta)
         return out
 
-    def shape_jacobian(self, km: torch.Tensor, corr: _Corr) -> torch.Tensor:
-        """``(T, L, 2, Ks)`` = ``km @ shape rows``. The fixed landmarks' rows are the same in every
-        frame and are broadcast; only the sliding jaw points' rows are gathered per frame."""
+    def shape_blocks(self, r: torch.Tensor, jl: torch.Tensor, km: torch.Tensor, corr: _Corr
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The identity's blocks of the normal equations without forming its dense Jacobian.
+
+        The shape Jacobian of landmark ``l`` in frame ``t`` is ``km[t, l] @ S_l`` with ``S_l``
+        the ``(3, Ks)`` basis rows of its vertex. For the fixed landmarks ``S_l`` is the same in
+        every frame, so ``sum_t J^T J = sum_l S_l^T (sum_t km^T km) S_l`` costs ``O(L Ks^2)``
+        instead of ``O(T L Ks^2)``; only the sliding jaw points are formed per frame.
+
+        Args:
+            r: ``(T, L, 2)`` residuals; jl: ``(T, L, 2, D)`` local Jacobian;
+            km: ``(T, L, 2, 3)`` d residual / d model point (masked and scaled).
+
+        Returns:
+            ``B (T, D, Ks)`` = J_local^T J_shape, ``C (Ks, Ks)`` = sum J_shape^T J_shape and
+            ``g (Ks,)`` = sum J_shape^T r.
+        """
         p = self.p
         fixed_rows = p.shape_basis[p.fixed_index.clamp_min(0)]  # (L, 3, Ks)
-        jac = torch.einsum("tlij,ljk->tlik", km, fixed_rows)
+        km_fixed = km
+        if corr.sliding is not None:
+            km_fixed = km.clone()
+            km_fixed[:, corr.sliding] = 0
+        t, n, _, d = jl.shape
+        q = torch.einsum("tlai,tlaj->lij", km_fixed, km_fixed)
+        c = torch.einsum("lik,lim->km", fixed_rows, q @ fixed_rows)
+        g = torch.einsum("lik,li->k", fixed_rows, torch.einsum("tlai,tla->li", km_fixed, r))
+        m = torch.einsum("tlad,tlai->tdli", jl, km_fixed).reshape(t * d, n * 3)
+        b = (m @ fixed_rows.reshape(n * 3, -1)).view(t, d, -1)
         if corr.sliding is not None:
             cols = corr.sliding
             rows = _lerp_rows(p.shape_basis, corr.first[:, cols], corr.second[:, cols],
-                              corr.weight[:, cols])
-            jac[:, cols] = km[:, cols] @ rows
-        return jac
+                              corr.weight[:, cols])  # (T, S, 3, Ks)
+            js = (km[:, cols] @ rows).flatten(1, 2)  # (T, 2S, Ks)
+            jls = jl[:, cols].flatten(1, 2)  # (T, 2S, D)
+            flat = js.flatten(0, 1)
+            c = c + flat.T @ flat
+            g = g + flat.T @ r[:, cols].flatten()
+            b = b + jls.transpose(1, 2) @ js
+        return b, c, g
 
     def project(self, s: _State, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Pixels ``(T, L, 2)`` and the Jacobian of pixels w.r.t. rotated points ``(T, L, 2, 3)``."""
@@ -252,7 +280,7 @@ class _Evaluator:
         err = uv - target
         if corr.normal is not None:
             err = _to_normal(err, corr)
-        r = (err * mk / p.face_size).flatten(1)
+        r = err * mk / p.face_size
         if not jacobian:
             return r, None, None
         t, n = corr.first.shape
@@ -269,7 +297,6 @@ class _Evaluator:
         km = k @ parts["m"]  # (T, L, 2, 3)
         j_expr = km @ parts["eb"]
         j_jaw = (k @ parts["dtheta"][..., None])  # (T, L, 2, 1)
-        j_shape = self.shape_jacobian(km, corr)
         if self.camera == "orthographic":
             eye2 = torch.eye(2, dtype=uv.dtype, device=uv.device).expand(t, n, 2, 2)
             centred = (uv - s.trans[:, None, :2])[..., None]  # d uv / d log s
@@ -278,10 +305,10 @@ class _Evaluator:
             j_cam = pi  # d uv / d translation (3)
         j_local = torch.cat([j_rot, j_cam, j_expr, j_jaw], -1)
         if corr.normal is not None:
-            j_local, j_shape = _to_normal(j_local, corr), _to_normal(j_shape, corr)
+            j_local, km = _to_normal(j_local, corr), _to_normal(km, corr)
         j_local = j_local * mk[..., None] / p.face_size
-        j_shape = j_shape * mk[..., None] / p.face_size
-        return r, j_local.flatten(1, 2), j_shape.flatten(1, 2)
+        km = km * mk[..., None] / p.face_size
+        return r, j_local, km
 
 
 def _prepare(model: FaceModel, landmarks: torch.Tensor, config: FitConfig,
@@ -418,7 +445,9 @@ def _solve(p: _Problem, model: FaceModel, config: FitConfig, s: _State,
     lower[-1], upper[-1] = (_JAW_MIN, jaw_max) if config.jaw else (0.0, 0.0)
     for it in range(config.iterations):
         corr = _correspondences(ev, s, config, has_contour)
-        r, jl, js = ev.residual(s, corr, jacobian=True)
+        r, jl4, km = ev.residual(s, corr, jacobian=True)
+        b, c, gs = ev.shape_blocks(r, jl4, km, corr)
+        r, jl = r.flatten(1), jl4.flatten(1, 2)
         if use_time and it == 0:
             curvature = (jl**2).sum(1)[valid].mean(0) + prior_diag
             unit = curvature.clamp_min(1e-12).rsqrt()
@@ -440,10 +469,8 @@ def _solve(p: _Problem, model: FaceModel, config: FitConfig, s: _State,
             grad_t[1:] += tdiff / unit
             grad_t[:-1] -= tdiff / unit
             g = g + w * grad_t
-        b = jl.transpose(1, 2) @ js  # (T, D, Ks)
-        js_all = js.flatten(0, 1)  # one GEMM over all frames beats a batched product
-        c = js_all.T @ js_all + config.shape_weight * torch.eye(ks, dtype=dtype, device=device)
-        gs = js_all.T @ r.flatten() + config.shape_weight * s.shape
+        c = c + config.shape_weight * torch.eye(ks, dtype=dtype, device=device)
+        gs = gs + config.shape_weight * s.shape
 
         # Bounds (blendshape weights >= 0, jaw range) by an active set: a variable at its bound
         # whose gradient pushes it out is frozen for this step, so the Gauss-Newton direction of
