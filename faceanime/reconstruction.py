@@ -45,7 +45,8 @@ def project_vertices(coeffs: Coefficients, vertices: torch.Tensor) -> torch.Tens
     """Project ``(T, N, 3)`` model-space vertices with each frame's pose.
 
     Returns:
-        ``(T, N, 3)``: pixel ``u, v`` and depth (larger = nearer), see :mod:`faceanime.geometry.camera`.
+        ``(T, N, 3)``: pixel ``u, v`` and depth (larger = nearer); see
+        :mod:`faceanime.geometry.camera`.
     """
     c = coeffs.to(vertices.device, vertices.dtype)
     if c.camera == "orthographic":

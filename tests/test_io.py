@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import re
+
 import numpy as np
 import pytest
 
@@ -46,7 +49,7 @@ def test_video_info_and_frame_count(data_dir):
 def test_bad_image_names_the_file(tmp_path, content):
     bad = tmp_path / "bad.png"
     bad.write_bytes(content)
-    with pytest.raises(MediaError, match="bad.png"):
+    with pytest.raises(MediaError, match=r"bad\.png"):
         read_image(bad)
     with pytest.raises(MediaError, match="no such file"):
         read_image(tmp_path / "missing.png")
@@ -60,13 +63,13 @@ def test_corrupt_and_empty_video(tmp_path, data_dir):
     truncated = tmp_path / "truncated.mp4"
     truncated.write_bytes((data_dir / "videos" / "d0.mp4").read_bytes()[:2000])
     for path in (empty, garbage, truncated):
-        with pytest.raises(MediaError, match=path.name):
+        with pytest.raises(MediaError, match=re.escape(path.name)):
             list(iter_video_frames(path))
 
 
 def test_write_video_round_trip_keeps_audio(tmp_path, data_dir):
     src = data_dir / "videos" / "d3.mp4"
-    frames = [f for _, f in zip(range(30), iter_video_frames(src))]
+    frames = list(itertools.islice(iter_video_frames(src), 30))
     out = tmp_path / "out.mp4"
     assert write_video(out, frames, fps=30.0, audio_from=src) == 30
     info = read_video_info(out)
@@ -98,5 +101,5 @@ def test_failed_write_leaves_nothing(tmp_path):
 def test_unwritable_destination(tmp_path):
     with pytest.raises(MediaError, match="does not exist"):
         save_npz(tmp_path / "no" / "such" / "dir.npz", a=np.zeros(3))
-    with pytest.raises(MediaError, match="x.png"):
+    with pytest.raises(MediaError, match=r"x\.png"):
         write_image(tmp_path / "missing_dir" / "x.png", np.zeros((4, 4, 3), np.uint8))

@@ -61,7 +61,8 @@ def eos_projected(mesh, pose, width: int, height: int, vertex_ids: np.ndarray) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default = os.environ.get("FACEANIME_TEST_DATA", str(Path(__file__).parents[2] / "shared/data"))
-    parser.add_argument("--data", default=default, help="shared data folder (sfm/, faces/, videos/)")
+    parser.add_argument("--data", default=default,
+                        help="shared data folder (sfm/, faces/, videos/)")
     parser.add_argument("--eos-frames", type=int, default=40,
                         help="video frames eos fits for its per-frame rate (default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")

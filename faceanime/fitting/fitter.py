@@ -246,7 +246,7 @@ class _Evaluator:
         return b, c, g
 
     def project(self, s: _State, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pixels ``(T, L, 2)`` and the Jacobian of pixels w.r.t. rotated points ``(T, L, 2, 3)``."""
+        """Pixels ``(T, L, 2)`` and d pixel / d rotated point ``(T, L, 2, 3)``."""
         pr = x @ s.rotation.transpose(-1, -2)
         if self.camera == "orthographic":
             scale = s.log_scale.exp()[:, None]
@@ -268,7 +268,8 @@ class _Evaluator:
         pi[..., 1, 2] = -f * pc[..., 1] / z**2
         return uv, pi
 
-    def residual(self, s: _State, corr: _Corr, jacobian: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    def residual(self, s: _State, corr: _Corr, jacobian: bool
+                 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Residual ``(T, 2L)``; with ``jacobian``, local ``(T, 2L, D)`` and shape ``(T, 2L, Ks)``
         Jacobians. Local parameters: rotation increment (3), translation (2 ortho | 3 persp),
         log scale (ortho only), expression (Ke), jaw (1)."""
@@ -382,7 +383,8 @@ def _temporal(s: _State, valid_pairs: torch.Tensor, unit: torch.Tensor,
 def _cost(r: torch.Tensor, s: _State, config: FitConfig, tdiff: torch.Tensor | None,
           ks: int) -> torch.Tensor:
     c = (r**2).sum() + config.shape_weight * (s.shape[:ks] ** 2).sum()
-    c = c + config.expression_weight * (s.expression**2).sum() + config.jaw_weight * (s.jaw**2).sum()
+    c = c + config.expression_weight * (s.expression**2).sum()
+    c = c + config.jaw_weight * (s.jaw**2).sum()
     if tdiff is not None:
         c = c + config.temporal_weight * (tdiff**2).sum()
     return c
@@ -423,7 +425,7 @@ def _solve(p: _Problem, model: FaceModel, config: FitConfig, s: _State,
     ke = p.expr_basis.shape[-1]
     ortho = config.camera == "orthographic"
     dtype, device = p.mean.dtype, p.mean.device
-    n_cam = 3 if ortho else 3  # (tx, ty, log s) or (tx, ty, tz)
+    n_cam = 3  # (tx, ty, log s) orthographic, (tx, ty, tz) perspective
     d = 3 + n_cam + ke + 1
     # The temporal term's unit for each parameter is how precisely the data pins it down in one
     # frame (1 / sqrt of its Gauss-Newton curvature, averaged over frames, fixed at the first

@@ -8,7 +8,8 @@ import torch
 
 
 def init_orthographic_pose(model_points: torch.Tensor, image_points: torch.Tensor,
-                           weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                           weights: torch.Tensor
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Scaled-orthographic pose from 2D–3D correspondences, per frame.
 
     Args:

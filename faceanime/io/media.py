@@ -91,7 +91,7 @@ def _open_reader(path: Path) -> tuple[Iterator[bytes], dict]:
         meta = next(gen)
     except (OSError, RuntimeError, StopIteration) as exc:
         raise MediaError(f"{path}: not a readable video ({str(exc).splitlines()[0][:120]}); "
-                         "check that the file is complete and is a video ffmpeg can decode") from exc
+                         "check that the file is complete and a video ffmpeg can decode") from exc
     if not meta.get("size") or not meta.get("fps"):
         gen.close()
         raise MediaError(f"{path}: no video stream found")
