@@ -19,7 +19,7 @@ EXIT_ERROR = 1
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from faceanime.cli import landmarks, model
+    from faceanime.cli import fit, landmarks, model
 
     parser = argparse.ArgumentParser(
         prog="faceanime",
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     model.register(sub)
     landmarks.register(sub)
+    fit.register(sub)
     return parser
 
 

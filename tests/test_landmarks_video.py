@@ -1,0 +1,150 @@
+"""Video landmarks: every frame of the real videos, tracking vs detection, loss and re-detection,
+face selection, and smoothing measured on real frames (jitter on still stretches, lag on fast
+motion)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from faceanime.errors import FaceNotFoundError, InputError
+from faceanime.io import iter_video_frames, read_image
+from faceanime.landmarks import (
+    TrackerConfig,
+    create_detector,
+    detect_landmarks,
+    nme,
+    track_video,
+)
+from faceanime.landmarks.detector import resize_image
+
+QUIET = TrackerConfig(progress=False)
+RAW = TrackerConfig(progress=False, smooth=0)
+
+
+@pytest.fixture(scope="module")
+def det():
+    with create_detector("dlib") as detector:
+        yield detector
+
+
+@pytest.fixture(scope="module")
+def tracks(data_dir, det):
+    """Tracks of d3 (talking, with audio) and d0 (short), default smoothing."""
+    return {name: track_video(data_dir / "videos" / f"{name}.mp4", QUIET, detector=det)
+            for name in ("d3", "d0")}
+
+
+@pytest.fixture(scope="module")
+def first_frame(data_dir) -> np.ndarray:
+    return next(iter(iter_video_frames(data_dir / "videos" / "d3.mp4"))).copy()
+
+
+@pytest.mark.parametrize("name,frames,fps", [("d3", 354, 30.0), ("d0", 78, 25.0)])
+def test_every_frame_has_68_valid_landmarks(tracks, name, frames, fps):
+    track = tracks[name]
+    assert track.points.shape == (frames, 68, 2) and track.points.dtype == np.float32
+    assert track.raw.shape == (frames, 68, 2) and track.boxes.shape == (frames, 4)
+    assert track.valid.all() and np.isfinite(track.points).all() and np.isfinite(track.raw).all()
+    assert track.fps == fps and track.image_size == (512, 512) and track.backend == "dlib"
+    # Tracking, not per-frame detection: the detector ran on a few frames only.
+    assert track.detected[0] and track.detected.sum() <= max(2, 0.05 * frames)
+
+
+def test_tracked_points_match_per_frame_detection(data_dir, tracks, det):
+    track = tracks["d3"]
+    for t, frame in enumerate(iter_video_frames(data_dir / "videos" / "d3.mp4")):
+        if t % 50 == 0:
+            detected = detect_landmarks(frame, det).points
+            assert nme(track.raw[t], detected) < 0.02, f"frame {t}"
+
+
+def _jitter(points: np.ndarray) -> float:
+    """Mean frame-to-frame displacement of the points, px."""
+    return float(np.linalg.norm(np.diff(points, axis=0), axis=-1).mean())
+
+
+def test_smoothing_reduces_jitter_on_the_stillest_stretch(tracks):
+    track = tracks["d3"]
+    # The stillest 15-frame window of the raw track, chosen objectively (and in raw's favour).
+    motion = np.linalg.norm(np.diff(track.raw, axis=0), axis=-1).mean(axis=1)
+    start = int(np.convolve(motion, np.ones(14), "valid").argmin())
+    window = slice(start, start + 15)
+    raw, smooth = _jitter(track.raw[window]), _jitter(track.points[window])
+    assert smooth < 0.75 * raw, f"jitter raw {raw:.3f} px, smoothed {smooth:.3f} px"
+
+
+def test_smoothing_reduces_jitter_on_a_still_face(first_frame, det):
+    # One real frame repeated with sensor-like noise: any motion of the points is jitter.
+    rng = np.random.default_rng(0)
+    base = first_frame.astype(np.int16)
+    frames = [np.clip(base + rng.normal(0, 3, base.shape), 0, 255).astype(np.uint8)
+              for _ in range(30)]
+    track = track_video(frames, QUIET, detector=det)
+    raw, smooth = _jitter(track.raw), _jitter(track.points)
+    assert raw > 0.2, "the noise should make the raw points jitter"
+    assert smooth < 0.5 * raw, f"jitter raw {raw:.3f} px, smoothed {smooth:.3f} px"
+
+
+def _translated(image: np.ndarray, dx: int) -> np.ndarray:
+    """``image`` shifted right by ``dx`` px (edge pixels repeated), vectorised."""
+    cols = np.clip(np.arange(image.shape[1]) - dx, 0, image.shape[1] - 1)
+    return np.ascontiguousarray(image[:, cols])
+
+
+def test_fast_motion_lags_at_most_one_frame(first_frame, det):
+    speed = 8  # px per frame: 0.8 face sizes per second on this 300-px face at 30 fps
+    offsets = np.r_[np.zeros(8), np.arange(1, 21) * speed, np.full(8, 20 * speed)] - 80
+    frames = [_translated(first_frame, int(dx)) for dx in offsets]
+    track = track_video(frames, QUIET, detector=det)
+    assert track.valid.all()
+    raw_x, smooth_x = track.raw[..., 0].mean(axis=1), track.points[..., 0].mean(axis=1)
+    moving = slice(8, 29)
+    assert np.allclose(np.diff(raw_x)[8:27], speed, atol=1.5)  # the tracker follows the motion
+    lag = (raw_x[moving] - smooth_x[moving]) / speed
+    assert lag.max() <= 1.0, f"smoothed track lags {lag.max():.2f} frames"
+    # Cross-check by the best fractional time shift of the raw track onto the smoothed one.
+    t = np.arange(len(raw_x))
+    shifts = np.linspace(0, 3, 61)
+    errors = [np.abs(np.interp(t[moving] - s, t, raw_x) - smooth_x[moving]).mean()
+              for s in shifts]
+    assert shifts[int(np.argmin(errors))] <= 1.0
+
+
+def test_face_leaving_and_coming_back(first_frame, data_dir, det):
+    frames = [f.copy() for _, f in zip(range(8), iter_video_frames(data_dir / "videos" / "d3.mp4"),
+                                       strict=False)]
+    grey = np.full_like(first_frame, 128)
+    background = resize_image(np.ascontiguousarray(first_frame[:100, :100]), (512, 512))
+    sequence = frames + [grey] * 3 + [background] * 3 + frames
+    track = track_video(sequence, QUIET, detector=det)
+    assert track.valid.tolist() == [True] * 8 + [False] * 6 + [True] * 8
+    assert np.isnan(track.points[8:14]).all() and np.isnan(track.raw[8:14]).all()
+    assert np.isnan(track.boxes[8:14]).all()  # NaN, never zeros
+    assert track.detected[8:15].all()  # lost frames retry detection; the face is re-acquired
+
+
+def test_no_face_in_any_frame(det):
+    frames = np.full((5, 120, 160, 3), 100, dtype=np.uint8)
+    with pytest.raises(FaceNotFoundError, match=r"grey clip: no face found in any of the 5 frames"):
+        track_video(frames, QUIET, detector=det, name="grey clip")
+
+
+def test_face_index_tracks_the_chosen_face(data_dir, det):
+    big = read_image(data_dir / "faces" / "s42.jpg")
+    small = resize_image(read_image(data_dir / "faces" / "d19.jpg"), (300, 300))
+    canvas = np.full((512, 860, 3), 90, dtype=np.uint8)
+    canvas[:, :512] = big
+    canvas[100:400, 540:840] = small
+    frames = [canvas] * 4
+    second = track_video(frames, TrackerConfig(progress=False, face_index=1), detector=det)
+    assert second.valid.all() and (second.raw[..., 0] > 512).all()
+    first = track_video(frames, QUIET, detector=det)
+    assert (first.raw[..., 0] < 512).all()
+    with pytest.raises(FaceNotFoundError, match="face index 2 requested but at most 2 faces"):
+        track_video(frames, TrackerConfig(progress=False, face_index=2), detector=det)
+
+
+def test_frames_must_keep_their_size(first_frame, det):
+    with pytest.raises(InputError, match="frame 1 is 256×256"):
+        track_video([first_frame, first_frame[:256, :256]], QUIET, detector=det)
