@@ -23,14 +23,15 @@ from faceanime.morphable import (
     save_model,
     search_folders,
 )
-from faceanime.morphable.registry import ENV_MODEL_DIR
+from faceanime.morphable.registry import ENV_CACHE, ENV_MODEL_DIR
 
 
 @pytest.fixture
 def isolated(tmp_path, monkeypatch):
-    """An empty working directory, no $FACEANIME_MODEL_DIR, and without the checkout's bfm/ and
-    the package's data/ folders (which may hold real models)."""
+    """An empty working directory, no $FACEANIME_MODEL_DIR, an empty download cache, and without
+    the checkout's bfm/ and the package's data/ folders (which may hold real models)."""
     monkeypatch.delenv(ENV_MODEL_DIR, raising=False)
+    monkeypatch.setenv(ENV_CACHE, str(tmp_path / "cache"))
     package = Path(faceanime.__file__).resolve().parent
     fixed = {package.parent / "bfm", package / "data"}
     real = registry.search_folders
@@ -47,7 +48,7 @@ def test_search_order(isolated, monkeypatch):
     folders = search_folders()  # the real function, not the fixture's filtered one
     assert folders[:3] == [a, b, isolated / "work" / "bfm"]
     package = Path(faceanime.__file__).resolve().parent
-    assert folders[3:] == [package.parent / "bfm", package / "data"]
+    assert folders[3:] == [package.parent / "bfm", package / "data", isolated / "cache"]
 
 
 def test_sfm_by_name(data_dir, isolated, monkeypatch):

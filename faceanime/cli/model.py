@@ -1,4 +1,5 @@
-"""``faceanime model``: inspect a morphable model, export its mesh, convert it to ``.npz``."""
+"""``faceanime model``: inspect a morphable model, export its mesh, convert it to ``.npz``,
+download the Surrey Face Model."""
 
 from __future__ import annotations
 
@@ -11,8 +12,16 @@ import torch
 from faceanime.coefficients import Coefficients
 from faceanime.errors import InputError
 from faceanime.io.atomic import atomic_path
+from faceanime.morphable.download import SFM_REF, SFM_REPOSITORY, download_sfm
 from faceanime.morphable.model import N_LANDMARKS, FaceModel
-from faceanime.morphable.registry import KNOWN_MODELS, load_model, resolve_model
+from faceanime.morphable.registry import (
+    ENV_MODEL_DIR,
+    KNOWN_MODELS,
+    cache_dir,
+    load_model,
+    resolve_model,
+    search_folders,
+)
 from faceanime.morphable.storage import save_model
 from faceanime.reconstruction import face_vertices
 
@@ -20,17 +29,19 @@ MESH_SUFFIXES = (".obj", ".ply")
 COEFF_LAYOUT = ("shape (Ks,), expression (T, Ke), jaw (T,), rotation (T, 3, 3), "
                 "translation (T, 3), scale (T,), model (name)")
 MODEL_HELP = (f"a model name ({', '.join(s.name for s in KNOWN_MODELS)}, or NAME for a saved "
-              "NAME.npz; looked up in $FACEANIME_MODEL_DIR, then ./bfm) or a path to an eos .bin, "
-              "a BFM .mat, a .npz, or a folder holding one")
+              "NAME.npz; looked up in $FACEANIME_MODEL_DIR, ./bfm, then the download cache) or a "
+              "path to an eos .bin, a BFM .mat, a .npz, or a folder holding one")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``model`` command and its ``info``, ``export`` and ``convert`` subcommands."""
+    """Add the ``model`` command and its ``info``, ``export``, ``convert`` and ``download``
+    subcommands."""
     parser = subparsers.add_parser(
-        "model", help="inspect, export or convert a 3D morphable face model",
+        "model", help="inspect, export, convert or download a 3D morphable face model",
         description="Inspect a 3D morphable face model (SFM, BFM 2009, Deep3DFaceRecon's BFM, or a "
-                    "saved .npz), export its mesh for given coefficients, or convert it to .npz. "
-                    "Formats and where to get each model: docs/models.md.")
+                    "saved .npz), export its mesh for given coefficients, convert it to .npz, or "
+                    "download the Surrey Face Model. Formats and where to get each model: "
+                    "docs/models.md.")
     sub = parser.add_subparsers(dest="model_command", metavar="SUBCOMMAND", required=True)
 
     info = sub.add_parser(
@@ -68,6 +79,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     convert.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     convert.add_argument("output", metavar="OUT.npz", type=Path, help="model file to write")
     convert.set_defaults(func=run_convert)
+
+    download = sub.add_parser(
+        "download", help="download the Surrey Face Model (sfm) files, SHA-256 verified",
+        description=f"Download the Surrey Face Model files and the eos licence from the eos "
+                    f"repository ({SFM_REPOSITORY}, release {SFM_REF}) into the per-user cache "
+                    f"({cache_dir()}/sfm, set by $FACEANIME_CACHE), where '--model sfm' finds "
+                    "them. Each file is checked against its pinned SHA-256 before it is saved; "
+                    "files already present and intact are not downloaded again. Only 'sfm' can "
+                    "be downloaded: the Basel Face Model's licence requires each user to get it "
+                    "by hand (bfm/README.md).")
+    download.add_argument("model", metavar="MODEL", help="the model to download: sfm")
+    download.add_argument("--to", metavar="DIR", type=Path,
+                          help="folder to put the files in (default: the cache folder above)")
+    download.add_argument("--no-progress", dest="progress", action="store_false",
+                          help="do not show progress bars")
+    download.set_defaults(func=run_download)
 
 
 def run_info(args: argparse.Namespace) -> None:
@@ -139,6 +166,29 @@ def run_convert(args: argparse.Namespace) -> None:
     model = load_model(args.model)
     save_model(model, args.output)
     print(f"wrote {args.output}: model '{model.name}', {model.n_vertices} vertices")
+
+
+def run_download(args: argparse.Namespace) -> None:
+    key = args.model.strip().lower().replace("_", "-")
+    spec = next((s for s in KNOWN_MODELS if s.name == key), None)
+    if spec is None:
+        names = ", ".join(s.name for s in KNOWN_MODELS if s.downloadable)
+        raise InputError(f"unknown model '{args.model}': only {names} can be downloaded")
+    if not spec.downloadable:
+        raise InputError(f"model '{spec.name}' cannot be downloaded: the Basel Face Model's "
+                         "licence requires each user to register and download it by hand; "
+                         "see bfm/README.md in the faceanime repository")
+    folder = download_sfm(args.to, progress=args.progress)
+    print(f"{folder}: Surrey Face Model files of {SFM_REPOSITORY} {SFM_REF}, SHA-256 verified")
+    if not _is_searched(folder):
+        print(f"'--model sfm' does not look there: set {ENV_MODEL_DIR}={folder}, or pass "
+              f"--model {folder}")
+
+
+def _is_searched(folder: Path) -> bool:
+    """Whether ``load_model("sfm")`` looks in ``folder`` (a search folder or its ``sfm/``)."""
+    target = folder.resolve()
+    return any(target in (f.resolve(), (f / "sfm").resolve()) for f in search_folders())
 
 
 def coefficient_vertices(model: FaceModel, coeffs: Coefficients, path: Path, frame: int,

@@ -6,7 +6,9 @@ A name is looked up in these folders, in order (:func:`search_folders`):
 1. each folder of ``$FACEANIME_MODEL_DIR`` (several separated by ``os.pathsep``);
 2. ``bfm/`` in the current directory;
 3. ``bfm/`` in the source checkout this package runs from (if any);
-4. the package's own ``faceanime/data/`` folder (where a bundled SFM would live).
+4. the package's own ``faceanime/data/`` folder (where a bundled SFM would live);
+5. the per-user download cache, ``$FACEANIME_CACHE`` or else ``~/.cache/faceanime``
+   (:func:`cache_dir`), where ``faceanime model download sfm`` puts the SFM (in ``sfm/``).
 
 In each folder the model's file is looked for directly and in the subfolder named after its family
 (``sfm/`` or ``bfm/``), so ``FACEANIME_MODEL_DIR`` may point at the eos ``share/`` folder itself or
@@ -32,23 +34,28 @@ from faceanime.morphable import bfm, eos, storage
 from faceanime.morphable.model import FaceModel
 
 ENV_MODEL_DIR = "FACEANIME_MODEL_DIR"
+ENV_CACHE = "FACEANIME_CACHE"
 MODEL_SUFFIXES = (".bin", ".mat", ".npz")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A model known by name: its loader ``kind``, main ``filename`` and family ``subfolder``."""
+    """A model known by name: its loader ``kind``, main ``filename`` and family ``subfolder``;
+    ``downloadable`` when ``faceanime model download NAME`` can fetch it (its licence allows
+    redistribution)."""
 
     name: str
     kind: str
     filename: str
     subfolder: str
     description: str
+    downloadable: bool = False
 
 
 KNOWN_MODELS: tuple[ModelSpec, ...] = (
     ModelSpec("sfm", "eos", eos.DEFAULT_SHAPE_FILE, "sfm",
-              "Surrey Face Model: 3448 vertices, 63 shape components, 6 expression blendshapes"),
+              "Surrey Face Model: 3448 vertices, 63 shape components, 6 expression blendshapes",
+              downloadable=True),
     ModelSpec("bfm", "bfm2009", bfm.BFM2009_FILE, "bfm",
               "Basel Face Model 2009 with Guo et al.'s 79-component expression basis"),
     ModelSpec("bfm-front", "bfm-front", bfm.BFM_FRONT_FILE, "bfm",
@@ -67,12 +74,20 @@ class ModelSource:
     files: dict[str, Path | None]
 
 
+def cache_dir() -> Path:
+    """The per-user cache folder of downloaded models: ``$FACEANIME_CACHE`` if set, else
+    ``~/.cache/faceanime`` (it may not exist yet)."""
+    env = os.environ.get(ENV_CACHE, "")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "faceanime"
+
+
 def search_folders() -> list[Path]:
     """The folders a model name is looked up in, in order (see the module docstring)."""
     env = os.environ.get(ENV_MODEL_DIR, "")
     folders = [Path(p).expanduser() for p in env.split(os.pathsep) if p]
     package = Path(__file__).resolve().parents[1]
-    folders += [Path.cwd() / "bfm", package.parent / "bfm", package / "data"]
+    # The download cache comes last: a folder the user names, or a checkout's bfm/, wins over it.
+    folders += [Path.cwd() / "bfm", package.parent / "bfm", package / "data", cache_dir()]
     unique: list[Path] = []
     for folder in folders:
         if folder.resolve() not in [u.resolve() for u in unique]:
@@ -107,9 +122,10 @@ def resolve_model(name_or_path: str | os.PathLike) -> ModelSource:
                 if candidate.is_file():
                     return _source_for_file(candidate, spec.kind)
         hint = f" (for the folder {text}/ here, write ./{text})" if path.exists() else ""
+        fetch = f"run 'faceanime model download {spec.name}', or " if spec.downloadable else ""
         raise ModelFileError(
-            f"model '{spec.name}' not found: no {spec.filename} in {_listing(folders)}; set "
-            f"{ENV_MODEL_DIR} to the folder holding it (see docs/models.md){hint}")
+            f"model '{spec.name}' not found: no {spec.filename} in {_listing(folders)}; {fetch}"
+            f"set {ENV_MODEL_DIR} to the folder holding it (see docs/models.md){hint}")
     for folder in folders:
         if (folder / f"{text}.npz").is_file():
             return _source_for_file(folder / f"{text}.npz", "npz")
