@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 
 from faceanime import __version__
@@ -34,12 +35,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"faceanime: warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``faceanime`` command; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        args.func(args)
+        with warnings.catch_warnings():
+            # Library warnings (a model file without its optional companions, ...) are for people
+            # at a terminal here: one line each, no source location.
+            warnings.showwarning = _one_line_warning
+            args.func(args)
     except FaceAnimeError as exc:
         print(f"faceanime: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
