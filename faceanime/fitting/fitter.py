@@ -48,8 +48,9 @@ class FitConfig:
     n_shape: int | None = None
     """Identity components to fit (the leading ones); None fits all."""
     shape_weight: float = 2e-5
-    """Tikhonov weight on the identity coefficients (standard deviations). Larger: closer to the
-    mean face, less over-fitting of landmark noise."""
+    """Tikhonov weight on the identity coefficients (standard deviations), per frame with a face:
+    a video is regularised like a photo. Larger: closer to the mean face, less over-fitting of
+    landmark noise."""
     expression_weight: float = 2e-5
     """Tikhonov weight on the expression coefficients."""
     jaw_weight: float = 1e-5
@@ -361,17 +362,18 @@ def _correspondences(ev: _Evaluator, s: _State, config: FitConfig, has_contour: 
     return _Corr(index, second, weight, use)
 
 
-def _temporal(s: _State, valid_pairs: torch.Tensor, unit: torch.Tensor,
+def _temporal(s: _State, valid_pairs: torch.Tensor, metric_chol: torch.Tensor,
               camera: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Differences to the previous frame ``(T-1, D)`` in the local parameter space (rotation as
-    the relative rotation vector), scaled by ``unit``; and per-frame neighbour counts ``(T,)``."""
+    the relative rotation vector), times ``metric_chol`` (so their squared norm is measured in
+    the metric it factors); and per-frame neighbour counts ``(T,)``."""
     rot = so3_log(s.rotation[1:] @ s.rotation[:-1].transpose(-1, -2))
     trans = s.trans[:, :2] if camera == "orthographic" else s.trans
     cam = [trans]
     if camera == "orthographic":
         cam.append(s.log_scale[:, None])
     x = torch.cat([*cam, s.expression, s.jaw[:, None]], -1)
-    diff = torch.cat([rot, x[1:] - x[:-1]], -1) / unit
+    diff = torch.cat([rot, x[1:] - x[:-1]], -1) @ metric_chol
     diff = diff * valid_pairs[:, None]
     t = s.rotation.shape[0]
     count = torch.zeros(t, dtype=diff.dtype, device=diff.device)
@@ -381,8 +383,8 @@ def _temporal(s: _State, valid_pairs: torch.Tensor, unit: torch.Tensor,
 
 
 def _cost(r: torch.Tensor, s: _State, config: FitConfig, tdiff: torch.Tensor | None,
-          ks: int) -> torch.Tensor:
-    c = (r**2).sum() + config.shape_weight * (s.shape[:ks] ** 2).sum()
+          shape_prior: float) -> torch.Tensor:
+    c = (r**2).sum() + shape_prior * (s.shape**2).sum()
     c = c + config.expression_weight * (s.expression**2).sum()
     c = c + config.jaw_weight * (s.jaw**2).sum()
     if tdiff is not None:
@@ -427,11 +429,17 @@ def _solve(p: _Problem, model: FaceModel, config: FitConfig, s: _State,
     dtype, device = p.mean.dtype, p.mean.device
     n_cam = 3  # (tx, ty, log s) orthographic, (tx, ty, tz) perspective
     d = 3 + n_cam + ke + 1
-    # The temporal term's unit for each parameter is how precisely the data pins it down in one
-    # frame (1 / sqrt of its Gauss-Newton curvature, averaged over frames, fixed at the first
-    # iteration), so one dimensionless weight balances smoothness against the landmarks alike
-    # for rotations, translations and the weakly observed expression weights.
-    unit = torch.ones(d, dtype=dtype, device=device)
+    # Frame-to-frame changes are measured in the metric of one frame's data: the mean per-frame
+    # Gauss-Newton matrix (fixed at the first iteration). One dimensionless weight then balances
+    # smoothness against the landmarks alike for rotations, translations and weakly observed
+    # combinations (pitch against expression), and the Jacobi-style linearisation converges at
+    # the same rate in every direction (a diagonal metric leaves the weak ones crawling).
+    metric = torch.eye(d, dtype=dtype, device=device)
+    metric_chol = metric
+    # The data term grows with the number of frames while the identity prior would not: scale it
+    # so a video is regularised like a photo (landmark errors are not independent across frames:
+    # the detector's bias for a face repeats in every frame).
+    shape_prior = config.shape_weight * max(int(valid.sum()), 1)
     valid_pairs = (valid[1:] & valid[:-1]).to(dtype)
     use_time = config.temporal_weight > 0 and t > 1
 
@@ -451,12 +459,14 @@ def _solve(p: _Problem, model: FaceModel, config: FitConfig, s: _State,
         b, c, gs = ev.shape_blocks(r, jl4, km, corr)
         r, jl = r.flatten(1), jl4.flatten(1, 2)
         if use_time and it == 0:
-            curvature = (jl**2).sum(1)[valid].mean(0) + prior_diag
-            unit = curvature.clamp_min(1e-12).rsqrt()
+            metric = (jl.transpose(1, 2) @ jl)[valid].mean(0) + torch.diag(prior_diag)
+            metric = metric + 1e-9 * metric.diagonal().mean() * torch.eye(d, dtype=dtype,
+                                                                           device=device)
+            metric_chol = torch.linalg.cholesky(metric)
         tdiff = count = None
         if use_time:
-            tdiff, count, _ = _temporal(s, valid_pairs, unit, config.camera)
-        cost = _cost(r, s, config, tdiff, ks)
+            tdiff, count, _ = _temporal(s, valid_pairs, metric_chol, config.camera)
+        cost = _cost(r, s, config, tdiff, shape_prior)
 
         local = torch.cat([torch.zeros(t, 3, dtype=dtype, device=device),
                            s.trans[:, :2] if ortho else s.trans] +
@@ -466,13 +476,14 @@ def _solve(p: _Problem, model: FaceModel, config: FitConfig, s: _State,
         g = (jl.transpose(1, 2) @ r[..., None])[..., 0] + prior_diag * local
         if use_time:
             w = config.temporal_weight
-            a = a + torch.diag_embed(w * count[:, None] / unit**2)
+            a = a + w * count[:, None, None] * metric
+            step = tdiff @ metric_chol.T  # (x_f - x_f-1) @ metric
             grad_t = torch.zeros(t, d, dtype=dtype, device=device)
-            grad_t[1:] += tdiff / unit
-            grad_t[:-1] -= tdiff / unit
+            grad_t[1:] += step
+            grad_t[:-1] -= step
             g = g + w * grad_t
-        c = c + config.shape_weight * torch.eye(ks, dtype=dtype, device=device)
-        gs = gs + config.shape_weight * s.shape
+        c = c + shape_prior * torch.eye(ks, dtype=dtype, device=device)
+        gs = gs + shape_prior * s.shape
 
         # Bounds (blendshape weights >= 0, jaw range) by an active set: a variable at its bound
         # whose gradient pushes it out is frozen for this step, so the Gauss-Newton direction of
@@ -499,9 +510,9 @@ def _solve(p: _Problem, model: FaceModel, config: FitConfig, s: _State,
             for step in (1.0, 0.5, 0.2):
                 trial = _apply(s, step * dl, step * ds, ortho, ke, p.nonneg, jaw_max)
                 r_new, _, _ = ev.residual(trial, corr, jacobian=False)
-                td_new = (_temporal(trial, valid_pairs, unit, config.camera)[0] if use_time
-                          else None)
-                new_cost = _cost(r_new, trial, config, td_new, ks)
+                td_new = (_temporal(trial, valid_pairs, metric_chol, config.camera)[0]
+                          if use_time else None)
+                new_cost = _cost(r_new, trial, config, td_new, shape_prior)
                 if new_cost <= cost:
                     accepted = True
                     break
@@ -639,7 +650,7 @@ def _fit_perspective(p: _Problem, model: FaceModel, config: FitConfig, ortho: _S
                     expression=ortho.expression.clone(), jaw=ortho.jaw.clone(), focal=f)
         s, corr = _solve(p, model, config, s0, valid, has_contour)
         r, _, _ = ev.residual(s, corr, jacobian=False)
-        cost = float(_cost(r, s, config, None, ks))
+        cost = float(_cost(r, s, config, None, config.shape_weight * max(int(valid.sum()), 1)))
         if best is None or cost < best[0]:
             best = (cost, s, corr)
     assert best is not None
