@@ -13,7 +13,7 @@ class ModelFileError(FaceAnimeError):
 
 
 class MediaError(FaceAnimeError):
-    """An image or video cannot be read (not media, corrupt, empty) or an output cannot be written."""
+    """An image or video cannot be read (corrupt, empty, not media), or an output not written."""
 
 
 class FaceNotFoundError(FaceAnimeError):
@@ -21,7 +21,7 @@ class FaceNotFoundError(FaceAnimeError):
 
 
 class BackendUnavailableError(FaceAnimeError):
-    """An optional backend (mediapipe, face-alignment, pytorch3d) is not installed or cannot load."""
+    """An optional backend (mediapipe, face-alignment, pytorch3d) is missing or cannot load."""
 
 
 class InputError(FaceAnimeError):

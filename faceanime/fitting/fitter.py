@@ -652,7 +652,6 @@ def _fit_perspective(p: _Problem, model: FaceModel, config: FitConfig, ortho: _S
                                                   (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0)]
     best = None
     ev = _Evaluator(p, "perspective")
-    ks = p.shape_basis.shape[-1]
     for f in focals:
         scale = ortho.log_scale.exp()
         tz = -f / scale
