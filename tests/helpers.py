@@ -13,3 +13,20 @@ def assert_close(actual, expected, atol: float = 1e-6, rtol: float = 1e-5, msg: 
 
     a, e = tensor(actual), tensor(expected)
     torch.testing.assert_close(a, e.to(a.dtype), atol=atol, rtol=rtol, msg=msg or None)
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    """Run ``faceanime ARGV``; returns the exit status, stdout and stderr."""
+    from faceanime.cli import main
+
+    status = main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def assert_one_line_error(status: int, err: str, *fragments: str) -> None:
+    """Exit status 1 and exactly one ``faceanime: error:`` line holding every fragment."""
+    assert status == 1
+    assert err.count("\n") == 1 and err.startswith("faceanime: error: "), err
+    for fragment in fragments:
+        assert fragment in err, err

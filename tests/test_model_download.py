@@ -9,9 +9,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import assert_one_line_error, run_cli
 
 import faceanime
-from faceanime.cli import main
 from faceanime.cli import model as cli_model
 from faceanime.errors import ModelFileError
 from faceanime.morphable import load_model, registry, resolve_model
@@ -62,16 +62,7 @@ def listing(folder: Path) -> list[str]:
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
-    status = main(list(argv))
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def assert_one_line_error(status: int, err: str, *fragments: str) -> None:
-    assert status == 1
-    assert err.count("\n") == 1 and err.startswith("faceanime: error: "), err
-    for fragment in fragments:
-        assert fragment in err, err
+    return run_cli(capsys, *argv)
 
 
 def test_pinned_hashes_are_those_of_the_eos_files(data_dir):
