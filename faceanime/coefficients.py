@@ -8,7 +8,6 @@ tensors inside the pipeline and numpy only in :meth:`Coefficients.save` / :meth:
 from __future__ import annotations
 
 import os
-import zipfile
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import numpy as np
 import torch
 
 from faceanime.errors import InputError
-from faceanime.io.atomic import save_npz
+from faceanime.io.npz import load_npz, save_npz
 
 FORMAT_VERSION = 1
 
@@ -137,13 +136,7 @@ class Coefficients:
     def load(cls, path: str | os.PathLike) -> Coefficients:
         """Read a coefficient ``.npz``; a missing key or wrong shape names the file and key."""
         path = Path(path)
-        if not path.is_file():
-            raise InputError(f"{path}: no such coefficient file")
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
-        except (OSError, ValueError, zipfile.BadZipFile) as exc:
-            raise InputError(f"{path}: not a coefficient .npz file ({exc})") from exc
+        arrays = load_npz(path, "coefficient file")
         required = ("shape", "expression", "rotation", "translation", "scale")
         missing = [k for k in required if k not in arrays]
         if missing:

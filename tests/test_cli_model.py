@@ -224,7 +224,7 @@ def test_export_argument_errors(capsys, tiny, tmp_path):
     (tmp_path / "bad.npz").write_text("not a zip")
     status, _, err = run(capsys, "model", "export", str(tiny), str(tmp_path / "m.obj"),
                          "--coeffs", str(tmp_path / "bad.npz"))
-    assert_one_line_error(status, err, "bad.npz: not a coefficient .npz file")
+    assert_one_line_error(status, err, "bad.npz: not a readable .npz file")
     status, _, err = run(capsys, "model", "export", str(tiny), str(tmp_path / "no" / "m.obj"))
     assert_one_line_error(status, err, "does not exist")
 

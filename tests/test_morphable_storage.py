@@ -126,7 +126,7 @@ def test_not_an_npz(tmp_path):
     path.write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(ModelFileError, match=r"bad\.npz: not a readable \.npz file"):
         load_model_npz(path)
-    with pytest.raises(ModelFileError, match=r"nothere\.npz: model file not found"):
+    with pytest.raises(ModelFileError, match=r"nothere\.npz: no such model file"):
         load_model_npz(tmp_path / "nothere.npz")
 
 

@@ -1,7 +1,7 @@
 """Reading and writing media and files, atomically. numpy and file formats live only here and in
 the CLI; everything inside the pipeline takes and returns tensors."""
 
-from faceanime.io.atomic import atomic_path, save_npz
+from faceanime.io.atomic import atomic_path
 from faceanime.io.media import (
     IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
@@ -13,6 +13,7 @@ from faceanime.io.media import (
     write_image,
     write_video,
 )
+from faceanime.io.npz import load_npz, save_npz
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -21,6 +22,7 @@ __all__ = [
     "atomic_path",
     "is_video_path",
     "iter_video_frames",
+    "load_npz",
     "read_image",
     "read_video_info",
     "save_npz",

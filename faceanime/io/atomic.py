@@ -9,8 +9,6 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-
 from faceanime.errors import MediaError
 
 
@@ -41,11 +39,3 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
         raise
-
-
-def save_npz(target: str | os.PathLike, **arrays: np.ndarray) -> Path:
-    """Save arrays to ``target`` (.npz, uncompressed) atomically; returns the path."""
-    target = Path(target)
-    with atomic_path(target) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
-    return target

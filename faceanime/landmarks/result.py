@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from faceanime.errors import InputError
-from faceanime.io import save_npz
+from faceanime.io import load_npz, save_npz
 from faceanime.landmarks.detector import N_POINTS, Face
 
 NPZ_KEYS = ("landmarks", "raw_landmarks", "boxes", "valid", "image_size", "fps", "backend",
@@ -94,18 +94,12 @@ class VideoLandmarks:
             InputError: missing file, not an ``.npz``, missing keys or inconsistent shapes.
         """
         path = Path(path)
-        if not path.is_file():
-            raise InputError(f"{path}: no such landmarks file")
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                missing = [k for k in NPZ_KEYS if k not in data]
-                if missing:
-                    raise InputError(f"{path}: not a faceanime landmarks file (missing "
-                                     f"{', '.join(missing)})")
-                arrays = {k: data[k] for k in NPZ_KEYS}
-                detected = data["detected"].astype(bool) if "detected" in data else None
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{path}: not a readable .npz file ({exc})") from exc
+        arrays = load_npz(path, "landmarks file")
+        missing = [k for k in NPZ_KEYS if k not in arrays]
+        if missing:
+            raise InputError(f"{path}: not a faceanime landmarks file (missing "
+                             f"{', '.join(missing)})")
+        detected = arrays["detected"].astype(bool) if "detected" in arrays else None
         points = arrays["landmarks"].astype(np.float32)
         t = len(points)
         if (points.shape != (t, N_POINTS, 2) or arrays["raw_landmarks"].shape != points.shape

@@ -30,7 +30,6 @@ function, :func:`model_from_arrays`, validates every model whatever file it came
 from __future__ import annotations
 
 import os
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -38,7 +37,7 @@ import numpy as np
 import torch
 
 from faceanime.errors import InputError, ModelFileError
-from faceanime.io.atomic import save_npz
+from faceanime.io.npz import load_npz, save_npz
 from faceanime.morphable.model import N_LANDMARKS, FaceModel
 
 FORMAT_TAG = "faceanime-morphable-model"
@@ -166,13 +165,7 @@ def read_model_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
         ModelFileError: missing, not an npz, not a faceanime model, or of a newer format version.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"{path}: model file not found")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise ModelFileError(f"{path}: not a readable .npz file ({exc})") from exc
+    arrays = load_npz(path, "model file", ModelFileError)
     tag = arrays.pop("format", None)
     version = arrays.pop("format_version", None)
     if tag is None or str(tag) != FORMAT_TAG:
