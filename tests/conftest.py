@@ -40,3 +40,24 @@ def d3_track(data_dir):
     from faceanime.landmarks import TrackerConfig, track_video
 
     return track_video(data_dir / "videos" / "d3.mp4", TrackerConfig(progress=False))
+
+
+@pytest.fixture
+def isolated_models(tmp_path, monkeypatch) -> Path:
+    """Model lookup that sees only what a test puts there: an empty working directory, no
+    $FACEANIME_MODEL_DIR, $FACEANIME_CACHE at an empty ``tmp_path / "cache"``, and without the
+    checkout's bfm/ and the package's data/ folders (which may hold real models). Returns
+    ``tmp_path``."""
+    import faceanime
+    from faceanime.morphable import registry
+
+    monkeypatch.delenv(registry.ENV_MODEL_DIR, raising=False)
+    monkeypatch.setenv(registry.ENV_CACHE, str(tmp_path / "cache"))
+    package = Path(faceanime.__file__).resolve().parent
+    fixed = {package.parent / "bfm", package / "data"}
+    real = registry.search_folders
+    monkeypatch.setattr(registry, "search_folders", lambda: [f for f in real() if f not in fixed])
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return tmp_path

@@ -30,3 +30,18 @@ def assert_one_line_error(status: int, err: str, *fragments: str) -> None:
     assert err.count("\n") == 1 and err.startswith("faceanime: error: "), err
     for fragment in fragments:
         assert fragment in err, err
+
+
+def rewrite_npz(path, arrays: dict | None = None, **changes) -> None:
+    """Rewrite an ``.npz`` (from ``arrays``, or the file's own) with keys replaced, or dropped
+    where the new value is None: how tests make malformed files."""
+    if arrays is None:
+        with np.load(path) as data:
+            arrays = dict(data)
+    arrays = dict(arrays)
+    for key, value in changes.items():
+        if value is None:
+            arrays.pop(key)
+        else:
+            arrays[key] = value
+    np.savez(path, **arrays)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import trimesh
-from helpers import assert_close, assert_one_line_error, run_cli
+from helpers import assert_close, assert_one_line_error, rewrite_npz, run_cli
 from test_morphable_storage import assert_same_model, tiny_model
 
 from faceanime.cli import main
@@ -49,14 +49,7 @@ def write_coeffs(path, face_model, frames: int = 3, seed: int = 0, jaw: float = 
         camera=camera)
     coeffs.save(path)
     if changes:
-        with np.load(path) as data:
-            arrays = dict(data)
-        for key, value in changes.items():
-            if value is None:
-                arrays.pop(key)
-            else:
-                arrays[key] = value
-        np.savez(path, **arrays)
+        rewrite_npz(path, **changes)
     return path, coeffs
 
 

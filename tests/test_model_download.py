@@ -11,12 +11,11 @@ from pathlib import Path
 import pytest
 from helpers import assert_one_line_error, run_cli
 
-import faceanime
 from faceanime.cli import model as cli_model
 from faceanime.errors import ModelFileError
 from faceanime.morphable import load_model, registry, resolve_model
 from faceanime.morphable.download import SFM_BROWSE_URL, SFM_FILES, download_sfm
-from faceanime.morphable.registry import ENV_CACHE, ENV_MODEL_DIR
+from faceanime.morphable.registry import ENV_MODEL_DIR
 
 UNREACHABLE = "file:///nonexistent/dir"
 NAMES = [f.name for f in SFM_FILES]
@@ -35,21 +34,10 @@ def mirror(tmp_path, data_dir) -> Path:
 
 
 @pytest.fixture
-def cache(tmp_path, monkeypatch) -> Path:
-    """``$FACEANIME_CACHE`` set to an empty folder, no ``$FACEANIME_MODEL_DIR``, an empty working
-    directory, and without the checkout's bfm/ and the package's data/ (which may hold models),
-    so ``load_model("sfm")`` can only find what a test downloads."""
-    folder = tmp_path / "cache"
-    monkeypatch.setenv(ENV_CACHE, str(folder))
-    monkeypatch.delenv(ENV_MODEL_DIR, raising=False)
-    package = Path(faceanime.__file__).resolve().parent
-    fixed = {package.parent / "bfm", package / "data"}
-    real = registry.search_folders
-    monkeypatch.setattr(registry, "search_folders", lambda: [f for f in real() if f not in fixed])
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    return folder
+def cache(isolated_models) -> Path:
+    """Isolated model lookup (conftest); ``load_model("sfm")`` finds only what a test downloads
+    into this cache folder."""
+    return isolated_models / "cache"
 
 
 def sha256(path: Path) -> str:

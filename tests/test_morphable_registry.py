@@ -18,28 +18,16 @@ from faceanime.errors import InputError, ModelFileError
 from faceanime.morphable import (
     KNOWN_MODELS,
     load_model,
-    registry,
     resolve_model,
     save_model,
     search_folders,
 )
-from faceanime.morphable.registry import ENV_CACHE, ENV_MODEL_DIR
+from faceanime.morphable.registry import ENV_MODEL_DIR
 
 
 @pytest.fixture
-def isolated(tmp_path, monkeypatch):
-    """An empty working directory, no $FACEANIME_MODEL_DIR, an empty download cache, and without
-    the checkout's bfm/ and the package's data/ folders (which may hold real models)."""
-    monkeypatch.delenv(ENV_MODEL_DIR, raising=False)
-    monkeypatch.setenv(ENV_CACHE, str(tmp_path / "cache"))
-    package = Path(faceanime.__file__).resolve().parent
-    fixed = {package.parent / "bfm", package / "data"}
-    real = registry.search_folders
-    monkeypatch.setattr(registry, "search_folders", lambda: [f for f in real() if f not in fixed])
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    return tmp_path
+def isolated(isolated_models):
+    return isolated_models
 
 
 def test_search_order(isolated, monkeypatch):

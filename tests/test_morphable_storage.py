@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import rewrite_npz
 
 from faceanime.errors import InputError, MediaError, ModelFileError
 from faceanime.morphable.model import FaceModel
@@ -87,12 +88,7 @@ def test_load_with_dtype_and_device(tmp_path):
 def _write(path: Path, **changes) -> Path:
     arrays = model_to_arrays(tiny_model())
     arrays.update(format=np.array(FORMAT_TAG), format_version=np.array(FORMAT_VERSION))
-    for key, value in changes.items():
-        if value is None:
-            arrays.pop(key)
-        else:
-            arrays[key] = value
-    np.savez(path, **arrays)
+    rewrite_npz(path, arrays, **changes)
     return path
 
 
