@@ -5,11 +5,14 @@ Objective (residuals in units of the sequence's face size ``d``, so that the wei
 on the image resolution)::
 
     E = sum_f sum_l m_fl ||(pi_f(X_l(alpha, beta_f, theta_f)) - y_fl) / d||^2
-        + w_shape ||alpha||^2 + w_expr sum_f ||beta_f||^2 + w_jaw sum_f theta_f^2
-        + w_time sum_f ||x_f - x_(f-1)||^2
+        + w_shape T ||alpha||^2 + w_expr sum_f ||beta_f||^2 + w_jaw sum_f theta_f^2
+        + w_time sum_f (x_f - x_(f-1))^T H (x_f - x_(f-1))
 
 ``alpha`` is in standard deviations (the bases are eigenvalue-scaled), so the shape term is the
-eigenvalue-scaled Tikhonov prior. The normal equations have block-arrow structure (per-frame
+eigenvalue-scaled Tikhonov prior, counted once per frame with a face (``T``); ``H`` is the mean
+per-frame Gauss-Newton matrix, so the temporal weight is dimensionless (docs/fitting.md).
+
+The normal equations have block-arrow structure (per-frame
 blocks coupled only through the shared identity), solved exactly by a Schur complement: a batched
 ``D x D`` solve per frame and one ``Ks x Ks`` solve — no loop over frames. The temporal term is
 linearised Jacobi-style (neighbours held at the current iterate), which keeps the per-frame blocks
@@ -29,7 +32,7 @@ from faceanime.errors import FaceNotFoundError, InputError
 from faceanime.fitting.contour import LEFT_JAW, RIGHT_JAW, contour_correspondences
 from faceanime.fitting.init import init_orthographic_pose
 from faceanime.geometry.rotation import matrix_to_euler, so3_exp, so3_log
-from faceanime.morphable.jaw import Jaw, _rot_x, build_jaw
+from faceanime.morphable.jaw import build_jaw, rotation_x
 from faceanime.morphable.model import N_LANDMARKS, FaceModel
 
 _JAW_IDS = torch.tensor(RIGHT_JAW + LEFT_JAW)
@@ -180,11 +183,11 @@ class _Evaluator:
         self.p = p
         self.camera = camera
 
-    def _articulate(self, s: _State, x: torch.Tensor, w: torch.Tensor
+    def articulate(self, s: _State, x: torch.Tensor, w: torch.Tensor
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Open the jaw of points ``x`` (T, L, 3) with weights ``w`` (T, L, 1); also returns the
         blend matrices ``(T, L, 3, 3)`` and ``d x / d theta`` ``(T, L, 3)``."""
-        rx = _rot_x(s.jaw)  # (T, 3, 3)
+        rx = rotation_x(s.jaw)  # (T, 3, 3)
         rel = x - self.p.pivot
         moved = rel @ rx.transpose(-1, -2)
         # d(Rx)/d(theta) applied to rel.
@@ -211,7 +214,7 @@ class _Evaluator:
                        sliding=corr.sliding)
         w = _lerp_rows(p.jaw_weights, corr.first, corr.second, corr.weight,
                        sliding=corr.sliding)[..., None]
-        xj, m, dtheta = self._articulate(s, x, w)
+        xj, m, dtheta = self.articulate(s, x, w)
         out = {"x": xj}
         if pieces:
             out.update(eb=_lerp_rows(p.expr_basis, corr.first, corr.second, corr.weight,
@@ -328,7 +331,7 @@ class _Evaluator:
 
 
 def _prepare(model: FaceModel, landmarks: torch.Tensor, config: FitConfig,
-             dtype: torch.dtype, device: torch.device) -> tuple[_Problem, Jaw | None]:
+             dtype: torch.dtype, device: torch.device) -> _Problem:
     subset, fixed, cand_r, cand_l = _vertex_subset(model.to("cpu"))
     m = model.to(device, dtype)
     subset = subset.to(device)
@@ -348,7 +351,7 @@ def _prepare(model: FaceModel, landmarks: torch.Tensor, config: FitConfig,
         targets=targets, point_mask=mask, face_size=size,
         center=torch.zeros(2, dtype=dtype, device=device),
         nonneg=config.nonnegative_blendshapes and model.expression_eigenvalues is None,
-    ), jaw
+    )
 
 
 def _correspondences(ev: _Evaluator, s: _State, config: FitConfig, has_contour: bool) -> _Corr:
@@ -360,7 +363,7 @@ def _correspondences(ev: _Evaluator, s: _State, config: FitConfig, has_contour: 
     weight = torch.zeros(index.shape, dtype=p.mean.dtype, device=index.device)
     use = p.point_mask & (p.fixed_index >= 0)
     if config.contour and has_contour:
-        xj, _, _ = ev._articulate(s, ev.vertices(s), p.jaw_weights[None, :, None])
+        xj, _, _ = ev.articulate(s, ev.vertices(s), p.jaw_weights[None, :, None])
         uv, _ = ev.project(s, xj)
         yaw = matrix_to_euler(s.rotation)[:, 0]
         first, sec, wt, side = contour_correspondences(
@@ -377,7 +380,7 @@ def _correspondences(ev: _Evaluator, s: _State, config: FitConfig, has_contour: 
 
 
 def _temporal(s: _State, valid_pairs: torch.Tensor, metric_chol: torch.Tensor,
-              camera: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+              camera: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Differences to the previous frame ``(T-1, D)`` in the local parameter space (rotation as
     the relative rotation vector), times ``metric_chol`` (so their squared norm is measured in
     the metric it factors); and per-frame neighbour counts ``(T,)``."""
@@ -393,7 +396,7 @@ def _temporal(s: _State, valid_pairs: torch.Tensor, metric_chol: torch.Tensor,
     count = torch.zeros(t, dtype=diff.dtype, device=diff.device)
     count[1:] += valid_pairs
     count[:-1] += valid_pairs
-    return diff, count, valid_pairs
+    return diff, count
 
 
 def _cost(r: torch.Tensor, s: _State, config: FitConfig, tdiff: torch.Tensor | None,
@@ -432,7 +435,7 @@ def _interpolate_invalid(s: _State, valid: torch.Tensor) -> None:
     s.rotation[fill] = slerp[fill]
 
 
-def _solve(p: _Problem, model: FaceModel, config: FitConfig, s: _State,
+def _solve(p: _Problem, config: FitConfig, s: _State,
            valid: torch.Tensor, has_contour: bool) -> tuple[_State, _Corr]:
     """Levenberg–Marquardt on all frames at once; returns the state and final correspondences."""
     ev = _Evaluator(p, config.camera)
@@ -479,7 +482,7 @@ def _solve(p: _Problem, model: FaceModel, config: FitConfig, s: _State,
             metric_chol = torch.linalg.cholesky(metric)
         tdiff = count = None
         if use_time:
-            tdiff, count, _ = _temporal(s, valid_pairs, metric_chol, config.camera)
+            tdiff, count = _temporal(s, valid_pairs, metric_chol, config.camera)
         cost = _cost(r, s, config, tdiff, shape_prior)
 
         local = torch.cat([torch.zeros(t, 3, dtype=dtype, device=device),
@@ -594,7 +597,7 @@ def fit_landmarks(model: FaceModel, landmarks: torch.Tensor,
     dtype = torch.float64 if config.double else torch.float32
     height, width = (int(v) for v in torch.as_tensor(image_size).tolist())
 
-    p, _ = _prepare(model, landmarks, config, dtype, device)
+    p = _prepare(model, landmarks, config, dtype, device)
     p.center = torch.tensor([(width - 1) / 2, (height - 1) / 2], dtype=dtype, device=device)
     usable = p.point_mask & (p.fixed_index >= 0)
     valid = usable.sum(1) >= 6
@@ -615,9 +618,9 @@ def fit_landmarks(model: FaceModel, landmarks: torch.Tensor,
     _interpolate_invalid(state, valid)
 
     if config.camera == "orthographic":
-        state, corr = _solve(p, model, config, state, valid, has_contour)
+        state, corr = _solve(p, config, state, valid, has_contour)
     else:
-        state, corr = _fit_perspective(p, model, config, state, valid, has_contour, width, height)
+        state, corr = _fit_perspective(p, config, state, valid, has_contour, width, height)
     _interpolate_invalid(state, valid)
 
     ev = _Evaluator(p, config.camera)
@@ -642,7 +645,7 @@ def fit_landmarks(model: FaceModel, landmarks: torch.Tensor,
         fitted_landmarks=fitted.float(), valid=valid, fps=fps)
 
 
-def _fit_perspective(p: _Problem, model: FaceModel, config: FitConfig, ortho: _State,
+def _fit_perspective(p: _Problem, config: FitConfig, ortho: _State,
                      valid: torch.Tensor, has_contour: bool, width: int,
                      height: int) -> tuple[_State, _Corr]:
     """Perspective fit from the orthographic initialisation; with no focal length given, a
@@ -657,11 +660,10 @@ def _fit_perspective(p: _Problem, model: FaceModel, config: FitConfig, ortho: _S
         tz = -f / scale
         tx = (ortho.trans[:, 0] - p.center[0]) / scale
         ty = (p.center[1] - ortho.trans[:, 1]) / scale
-        # The face's own depth shifts its apparent size: keep its centre, not the origin, at tz.
         s0 = _State(shape=ortho.shape.clone(), rotation=ortho.rotation.clone(),
                     trans=torch.stack([tx, ty, tz], -1), log_scale=ortho.log_scale.clone(),
                     expression=ortho.expression.clone(), jaw=ortho.jaw.clone(), focal=f)
-        s, corr = _solve(p, model, config, s0, valid, has_contour)
+        s, corr = _solve(p, config, s0, valid, has_contour)
         r, _, _ = ev.residual(s, corr, jacobian=False)
         cost = float(_cost(r, s, config, None, config.shape_weight * max(int(valid.sum()), 1)))
         if best is None or cost < best[0]:

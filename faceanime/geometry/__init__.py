@@ -1,11 +1,6 @@
 """Rotations and cameras: batched pure functions on tensors shared by the fitter and renderer."""
 
-from faceanime.geometry.camera import (
-    OrthographicCamera,
-    PerspectiveCamera,
-    project_orthographic,
-    project_perspective,
-)
+from faceanime.geometry.camera import project_orthographic, project_perspective
 from faceanime.geometry.rotation import (
     euler_to_matrix,
     matrix_to_euler,
@@ -14,8 +9,6 @@ from faceanime.geometry.rotation import (
 )
 
 __all__ = [
-    "OrthographicCamera",
-    "PerspectiveCamera",
     "euler_to_matrix",
     "matrix_to_euler",
     "project_orthographic",

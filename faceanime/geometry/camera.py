@@ -13,8 +13,6 @@ renderer's z-test uses.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 
@@ -56,18 +54,3 @@ def project_perspective(points: torch.Tensor, rotation: torch.Tensor, translatio
     u = center[:, None, 0] + focal[:, None] * cam[..., 0] * inv_depth
     v = center[:, None, 1] - focal[:, None] * cam[..., 1] * inv_depth
     return torch.stack([u, v, cam[..., 2]], -1)
-
-
-@dataclass(frozen=True)
-class OrthographicCamera:
-    """Marker for the scaled orthographic camera (no intrinsics)."""
-
-    kind: str = "orthographic"
-
-
-@dataclass(frozen=True)
-class PerspectiveCamera:
-    """Pinhole intrinsics. ``focal`` None means: estimate it (the fitter searches a range)."""
-
-    focal: float | None = None
-    kind: str = "perspective"

@@ -49,7 +49,7 @@ class Jaw:
         return Jaw(self.pivot.to(device, dtype), self.weights.to(device, dtype))
 
 
-def _rot_x(angle: torch.Tensor) -> torch.Tensor:
+def rotation_x(angle: torch.Tensor) -> torch.Tensor:
     """``(B,) -> (B, 3, 3)`` rotations about +x (positive opens the mouth: chin down and back)."""
     c, s = torch.cos(angle), torch.sin(angle)
     one, zero = torch.ones_like(angle), torch.zeros_like(angle)
@@ -72,7 +72,7 @@ def apply_jaw(vertices: torch.Tensor, angle: torch.Tensor, pivot: torch.Tensor,
         ``(B, N, 3)``.
     """
     rel = vertices - pivot
-    moved = rel @ _rot_x(angle).transpose(-1, -2)
+    moved = rel @ rotation_x(angle).transpose(-1, -2)
     w = weights if weights.ndim == 2 else weights[None]
     return vertices + w[..., None] * (moved - rel)
 
