@@ -46,7 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="smoothness of expression and pose over time, videos only "
                         "(default: %(default)g)")
     p.add_argument("--iterations", type=int, default=_DEFAULT.iterations,
-                   help="Levenberg-Marquardt iterations (default: %(default)s)")
+                   help="most Levenberg-Marquardt iterations; the fit stops earlier once "
+                        "the cost stops falling (default: %(default)s)")
     p.add_argument("--no-jaw", action="store_true", help="do not fit the jaw opening")
     p.add_argument("--no-contour", action="store_true",
                    help="ignore the jaw-outline landmarks (1-17 but the chin)")

@@ -31,6 +31,7 @@ from faceanime.coefficients import Coefficients
 from faceanime.errors import FaceNotFoundError, InputError
 from faceanime.fitting.contour import LEFT_JAW, RIGHT_JAW, contour_correspondences
 from faceanime.fitting.init import init_orthographic_pose
+from faceanime.fitting.linalg import solve_block_tridiagonal
 from faceanime.geometry.rotation import matrix_to_euler, so3_exp, so3_log
 from faceanime.morphable.jaw import build_jaw, rotation_x
 from faceanime.morphable.model import N_LANDMARKS, FaceModel
@@ -62,8 +63,11 @@ class FitConfig:
     """Smoothness of expression, jaw and pose between consecutive frames (videos only), relative
     to how precisely one frame's landmarks determine each of them: 1 trusts a neighbour's value
     as much as the frame's own landmarks; 0 fits every frame independently."""
-    iterations: int = 15
-    """Levenberg–Marquardt iterations."""
+    iterations: int = 12
+    """Most Levenberg–Marquardt iterations."""
+    tolerance: float = 1e-4
+    """Stop once an iteration lowers the cost by less than this fraction (typically after 4-6
+    iterations)."""
     contour: bool = True
     """Match the jaw-outline landmarks to the model's contour candidates."""
     contour_both_sides_deg: float = 15.0
@@ -491,6 +495,7 @@ def _solve(p: _Problem, config: FitConfig, s: _State,
                           [s.expression, s.jaw[:, None]], -1)
         a = jl.transpose(1, 2) @ jl + torch.diag_embed(prior_diag.expand(t, d))
         g = (jl.transpose(1, 2) @ r[..., None])[..., 0] + prior_diag * local
+        lower_t = None
         if use_time:
             w = config.temporal_weight
             a = a + w * count[:, None, None] * metric
@@ -499,29 +504,20 @@ def _solve(p: _Problem, config: FitConfig, s: _State,
             grad_t[1:] += step
             grad_t[:-1] -= step
             g = g + w * grad_t
+            lower_t = torch.zeros(t, d, d, dtype=dtype, device=device)
+            lower_t[1:] = -w * valid_pairs[:, None, None] * metric
         c = c + shape_prior * torch.eye(ks, dtype=dtype, device=device)
         gs = gs + shape_prior * s.shape
 
         # Bounds (blendshape weights >= 0, jaw range) by an active set: a variable at its bound
-        # whose gradient pushes it out is frozen for this step, so the Gauss-Newton direction of
-        # the others stays a descent direction (clamping alone can stall the iteration).
+        # whose gradient pushes it out is held there for this step, so the Gauss-Newton direction
+        # of the others stays a descent direction (clamping alone can stall the iteration).
         active = ((local <= lower + 1e-9) & (g > 0)) | ((local >= upper - 1e-9) & (g < 0))
-        free = (~active).to(dtype)
-        a = a * free[:, :, None] * free[:, None, :] + torch.diag_embed(active.to(dtype))
-        g = g * free
-        b = b * free[..., None]
-        rhs_local = torch.cat([b, g[..., None]], -1)
+        system = _Normal(a, lower_t, b, c, g, gs)
 
         accepted = False
         for _ in range(6):  # LM damping search
-            a_d = a + lam * torch.diag_embed(a.diagonal(dim1=-2, dim2=-1) + 1e-9)
-            c_d = c + lam * torch.diag(c.diagonal() + 1e-9)
-            sol = torch.linalg.solve(a_d, rhs_local)
-            a_inv_b, a_inv_g = sol[..., :-1], sol[..., -1]
-            schur = c_d - (b.transpose(1, 2) @ a_inv_b).sum(0)
-            rhs = -gs + (b.transpose(1, 2) @ a_inv_g[..., None])[..., 0].sum(0)
-            ds = torch.linalg.solve(schur, rhs)
-            dl = -a_inv_g - (a_inv_b @ ds[:, None])[..., 0]
+            dl, ds = _bounded_step(system, lam, active, local, lower, upper)
             # Backtrack along the step before damping more: a bound met part-way bends the
             # projected step, and a shorter one usually still descends.
             for step in (1.0, 0.5, 0.2):
@@ -540,9 +536,82 @@ def _solve(p: _Problem, config: FitConfig, s: _State,
             lam *= 4
         if not accepted:
             break  # no step lowers the cost: converged as far as this precision allows
-        if (cost - new_cost) < 1e-9 * cost:
+        if (cost - new_cost) < config.tolerance * cost:
             break
     return s, _correspondences(ev, s, config, has_contour)
+
+
+@dataclass
+class _Normal:
+    """Gauss-Newton normal equations of one iteration, block-arrow with block-tridiagonal frames:
+    ``[[A, B], [B^T, C]] [dl; ds] = -[g; gs]`` where ``A`` has diagonal blocks ``diag (T, D, D)``
+    and, with the temporal term, sub-diagonal blocks ``lower (T, D, D)``; ``B (T, D, Ks)`` couples
+    each frame to the identity."""
+
+    diag: torch.Tensor
+    lower: torch.Tensor | None
+    b: torch.Tensor
+    c: torch.Tensor
+    g: torch.Tensor
+    gs: torch.Tensor
+
+    def frames_times(self, z: torch.Tensor) -> torch.Tensor:
+        """``A z`` for ``z (T, D)``."""
+        out = (self.diag @ z[..., None])[..., 0]
+        if self.lower is not None:
+            out[1:] += (self.lower[1:] @ z[:-1, :, None])[..., 0]
+            out[:-1] += (self.lower[1:].transpose(1, 2) @ z[1:, :, None])[..., 0]
+        return out
+
+
+def _newton_step(n: _Normal, lam: float, active: torch.Tensor, fixed: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Damped step with the ``active`` variables ``(T, D)`` held at steps ``fixed`` ``(T, D)``
+    (zero: stay; else move onto a bound): the others solve the reduced system exactly, by a
+    Schur complement on the identity (frames by a batched or block-tridiagonal solve)."""
+    dtype = n.diag.dtype
+    free = (~active).to(dtype)
+    # Moving held variables shifts the free ones' gradient by the coupling.
+    g = n.g + n.frames_times(fixed)
+    gs = n.gs + (n.b.transpose(1, 2) @ fixed[..., None])[..., 0].sum(0)
+    a = n.diag + lam * torch.diag_embed(n.diag.diagonal(dim1=-2, dim2=-1) + 1e-9)
+    a = a * free[:, :, None] * free[:, None, :] + torch.diag_embed(active.to(dtype))
+    b = n.b * free[..., None]
+    rhs_local = torch.cat([b, (g * free)[..., None]], -1)
+    if n.lower is not None:
+        low = n.lower * free[:, :, None]
+        low[1:] = low[1:] * free[:-1, None, :]
+        sol = solve_block_tridiagonal(a, low, rhs_local)
+    else:
+        sol = torch.linalg.solve(a, rhs_local)
+    a_inv_b, a_inv_g = sol[..., :-1], sol[..., -1]
+    c = n.c + lam * torch.diag(n.c.diagonal() + 1e-9)
+    schur = c - (b.transpose(1, 2) @ a_inv_b).sum(0)
+    rhs = -gs + (b.transpose(1, 2) @ a_inv_g[..., None])[..., 0].sum(0)
+    ds = torch.linalg.solve(schur, rhs)
+    dl = -a_inv_g - (a_inv_b @ ds[:, None])[..., 0]
+    return torch.where(active, fixed, dl), ds
+
+
+def _bounded_step(n: _Normal, lam: float, active: torch.Tensor, local: torch.Tensor,
+                  lower: torch.Tensor, upper: torch.Tensor, passes: int = 3
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Damped Gauss-Newton step that respects the bounds ``lower <= local + dl <= upper``.
+
+    Variables the step would carry past a bound are moved onto it and held, and the others are
+    solved again with them fixed, a few times. Clamping the unconstrained step instead would
+    leave the free variables' step blind to the clamp, which (with frames coupled in time) makes
+    the active set creep by a few variables per iteration and the fit take dozens of them."""
+    fixed = torch.zeros_like(local)
+    for _ in range(passes):
+        dl, ds = _newton_step(n, lam, active, fixed)
+        new = local + dl
+        out = ~active & ((new < lower) | (new > upper))
+        if not bool(out.any()):
+            break
+        fixed = torch.where(out, new.clamp(lower, upper) - local, fixed)
+        active = active | out
+    return dl, ds
 
 
 def _apply(s: _State, dl: torch.Tensor, ds: torch.Tensor, ortho: bool, ke: int, nonneg: bool,
