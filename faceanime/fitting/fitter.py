@@ -129,6 +129,13 @@ def _to_normal(x: torch.Tensor, corr: _Corr) -> torch.Tensor:
     return x
 
 
+def _small_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` for stacks of tiny matrices (``(..., 2, 3) @ (..., 3, K)``), as a broadcast
+    product and sum: on CPU, batched matrix products of thousands of 2 x 3 matrices cost several
+    times more."""
+    return (a[..., :, :, None] * b[..., None, :, :]).sum(-2)
+
+
 def _lerp_rows(attr: torch.Tensor, first: torch.Tensor, second: torch.Tensor,
                weight: torch.Tensor, batched: bool = False,
                sliding: torch.Tensor | None = None) -> torch.Tensor:
@@ -253,13 +260,19 @@ class _Evaluator:
         q = torch.einsum("tlai,tlaj->lij", km_fixed, km_fixed)
         c = torch.einsum("lik,lim->km", fixed_rows, q @ fixed_rows)
         g = torch.einsum("lik,li->k", fixed_rows, torch.einsum("tlai,tla->li", km_fixed, r))
-        m = torch.einsum("tlad,tlai->tdli", jl, km_fixed).reshape(t * d, n * 3)
+        # sum over the residual's two rows as broadcast products: batched 2 x 3 matrix
+        # products are several times slower on CPU.
+        m = (jl[..., 0, :, None] * km_fixed[..., 0, None, :]
+             + jl[..., 1, :, None] * km_fixed[..., 1, None, :])  # (T, L, D, 3)
+        m = m.permute(0, 2, 1, 3).reshape(t * d, n * 3)
         b = (m @ fixed_rows.reshape(n * 3, -1)).view(t, d, -1)
         if corr.sliding is not None:
             cols = corr.sliding
-            rows = _lerp_rows(p.shape_basis, corr.first[:, cols], corr.second[:, cols],
-                              corr.weight[:, cols])  # (T, S, 3, Ks)
-            js = (km[:, cols] @ rows).flatten(1, 2)  # (T, 2S, Ks)
+            ks = fixed_rows.shape[-1]
+            flat_basis = p.shape_basis.flatten(1)  # (V, 3 Ks)
+            rows = torch.lerp(flat_basis[corr.first[:, cols]], flat_basis[corr.second[:, cols]],
+                              corr.weight[:, cols, None]).view(t, -1, 1, 3, ks)
+            js = (km[:, cols, :, :, None] * rows).sum(3).flatten(1, 2)  # (T, 2S, Ks)
             jls = jl[:, cols].flatten(1, 2)  # (T, 2S, D)
             flat = js.flatten(0, 1)
             c = c + flat.T @ flat
@@ -268,13 +281,14 @@ class _Evaluator:
         return b, c, g
 
     def project(self, s: _State, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pixels ``(T, L, 2)`` and d pixel / d rotated point ``(T, L, 2, 3)``."""
+        """Pixels ``(T, L, 2)`` and d pixel / d rotated point: ``(T, 1, 2, 3)`` orthographic
+        (shared by a frame's points), ``(T, L, 2, 3)`` perspective."""
         pr = x @ s.rotation.transpose(-1, -2)
         if self.camera == "orthographic":
             scale = s.log_scale.exp()[:, None]
             uv = torch.stack([scale * pr[..., 0] + s.trans[:, None, 0],
                               s.trans[:, None, 1] - scale * pr[..., 1]], -1)
-            pi = torch.zeros(*pr.shape[:2], 2, 3, dtype=x.dtype, device=x.device)
+            pi = torch.zeros(pr.shape[0], 1, 2, 3, dtype=x.dtype, device=x.device)
             pi[..., 0, 0] = scale
             pi[..., 1, 1] = -scale
             return uv, pi
@@ -307,8 +321,9 @@ class _Evaluator:
         if not jacobian:
             return r, None, None
         t, n = corr.first.shape
-        rot = s.rotation[:, None]  # (T, 1, 3, 3)
-        k = pi @ rot  # (T, L, 2, 3): d pixel / d model point
+        # d pixel / d model point: (T, 1, 2, 3) for the orthographic camera (the same for every
+        # point of a frame), (T, L, 2, 3) for the perspective one.
+        k = _small_matmul(pi, s.rotation[:, None])
         pr = parts["x"] @ s.rotation.transpose(-1, -2)
         # Left rotation increment: d(exp(w) P)/dw = -[P]x.
         zero = torch.zeros_like(pr[..., 0])
@@ -316,10 +331,10 @@ class _Evaluator:
             torch.stack([zero, pr[..., 2], -pr[..., 1]], -1),
             torch.stack([-pr[..., 2], zero, pr[..., 0]], -1),
             torch.stack([pr[..., 1], -pr[..., 0], zero], -1)], -2)
-        j_rot = pi @ neg_skew  # (T, L, 2, 3)
-        km = k @ parts["m"]  # (T, L, 2, 3)
-        j_expr = km @ parts["eb"]
-        j_jaw = (k @ parts["dtheta"][..., None])  # (T, L, 2, 1)
+        j_rot = _small_matmul(pi, neg_skew)  # (T, L, 2, 3)
+        km = _small_matmul(k, parts["m"])  # (T, L, 2, 3)
+        j_expr = _small_matmul(km, parts["eb"])
+        j_jaw = _small_matmul(k, parts["dtheta"][..., None])  # (T, L, 2, 1)
         if self.camera == "orthographic":
             eye2 = torch.eye(2, dtype=uv.dtype, device=uv.device).expand(t, n, 2, 2)
             centred = (uv - s.trans[:, None, :2])[..., None]  # d uv / d log s
@@ -573,7 +588,7 @@ def _newton_step(n: _Normal, lam: float, active: torch.Tensor, fixed: torch.Tens
     free = (~active).to(dtype)
     # Moving held variables shifts the free ones' gradient by the coupling.
     g = n.g + n.frames_times(fixed)
-    gs = n.gs + (n.b.transpose(1, 2) @ fixed[..., None])[..., 0].sum(0)
+    gs = n.gs + n.b.flatten(0, 1).T @ fixed.flatten()
     a = n.diag + lam * torch.diag_embed(n.diag.diagonal(dim1=-2, dim2=-1) + 1e-9)
     a = a * free[:, :, None] * free[:, None, :] + torch.diag_embed(active.to(dtype))
     b = n.b * free[..., None]
@@ -586,8 +601,10 @@ def _newton_step(n: _Normal, lam: float, active: torch.Tensor, fixed: torch.Tens
         sol = torch.linalg.solve(a, rhs_local)
     a_inv_b, a_inv_g = sol[..., :-1], sol[..., -1]
     c = n.c + lam * torch.diag(n.c.diagonal() + 1e-9)
-    schur = c - (b.transpose(1, 2) @ a_inv_b).sum(0)
-    rhs = -gs + (b.transpose(1, 2) @ a_inv_g[..., None])[..., 0].sum(0)
+    # Sums over frames as single matrix products (batched ones are slower on CPU).
+    b_flat = b.flatten(0, 1)
+    schur = c - b_flat.T @ a_inv_b.flatten(0, 1)
+    rhs = -gs + b_flat.T @ a_inv_g.flatten()
     ds = torch.linalg.solve(schur, rhs)
     dl = -a_inv_g - (a_inv_b @ ds[:, None])[..., 0]
     return torch.where(active, fixed, dl), ds
