@@ -1,0 +1,100 @@
+"""Motion transfer between coefficient sequences: give a source face the driving video's motion.
+
+Relative transfer (the default, as in FOMM, LivePortrait and FaceAnime's retargeting) applies
+the driver's *change* from a reference frame to the source's own expression and pose, so the
+source keeps its identity, head position and resting expression. Absolute transfer copies the
+driver's expression, jaw and head rotation, keeping only the source's placement in its image.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from faceanime.coefficients import Coefficients
+from faceanime.errors import InputError
+
+# The jaw range the fitter allows (radians); transferred openings stay inside it.
+JAW_RANGE = (-0.02, math.radians(35.0))
+
+
+@dataclass
+class MotionConfig:
+    """How driving motion is applied to a source face."""
+
+    mode: Literal["relative", "absolute"] = "relative"
+    """relative: the driver's change from its reference frame is added to the source;
+    absolute: the driver's expression, jaw and rotation replace the source's."""
+    reference_frame: int = 0
+    """The driving frame taken as the neutral reference (relative mode)."""
+    pose: bool = True
+    """Transfer head rotation, translation and scale; False keeps the source's pose."""
+    expression: bool = True
+    """Transfer expression and jaw; False keeps the source's."""
+    nonnegative_expression: bool = True
+    """Clamp expression weights at 0 (blendshape models such as SFM)."""
+
+
+def transfer_motion(source: Coefficients, driving: Coefficients,
+                    config: MotionConfig | None = None) -> Coefficients:
+    """Coefficients of the source face moving as the driver does.
+
+    Args:
+        source: the source face, one frame (frame 0 is used if it has several).
+        driving: ``T`` driving frames, fitted with the same morphable model.
+        config: transfer settings.
+
+    Returns:
+        ``T`` frames with the source's identity, camera and image size.
+
+    Raises:
+        InputError: models or cameras differ, or the reference frame is out of range.
+    """
+    config = config or MotionConfig()
+    if config.mode not in ("relative", "absolute"):
+        raise InputError(f"unknown motion mode {config.mode!r}; use relative or absolute")
+    if source.model != driving.model:
+        raise InputError(f"the source was fitted with model {source.model!r} and the driver with "
+                         f"{driving.model!r}: fit both with the same model")
+    if source.camera != driving.camera:
+        raise InputError(f"the source uses the {source.camera} camera and the driver the "
+                         f"{driving.camera} one: fit both with the same camera")
+    t = driving.n_frames
+    ref = config.reference_frame
+    if not -t <= ref < t:
+        raise InputError(f"reference frame {ref} is outside the driving sequence ({t} frames)")
+    src = source.frames(slice(0, 1)).to(driving.rotation.device, driving.rotation.dtype)
+    drv = driving
+
+    if config.expression and config.mode == "relative":
+        expression = src.expression + (drv.expression - drv.expression[ref])
+        jaw = src.jaw + (drv.jaw - drv.jaw[ref])
+    elif config.expression:
+        expression, jaw = drv.expression.clone(), drv.jaw.clone()
+    else:
+        expression, jaw = src.expression.expand(t, -1).clone(), src.jaw.expand(t).clone()
+    if config.nonnegative_expression:
+        expression = expression.clamp_min(0)
+    jaw = jaw.clamp(*JAW_RANGE)
+
+    if config.pose and config.mode == "relative":
+        # Rotation change in the camera frame, applied on top of the source's head rotation.
+        rotation = drv.rotation @ drv.rotation[ref].T @ src.rotation[0]
+        if drv.camera == "orthographic":
+            # Pixel offsets scale with the face size in each image.
+            gain = src.scale[0] / drv.scale[ref]
+            translation = src.translation + (drv.translation - drv.translation[ref]) * gain
+            scale = src.scale[0] * drv.scale / drv.scale[ref]
+        else:
+            translation = src.translation + (drv.translation - drv.translation[ref])
+            scale = src.scale.expand(t).clone()  # the focal length is the source camera's
+    elif config.pose:
+        rotation = drv.rotation.clone()
+        translation, scale = src.translation.expand(t, -1).clone(), src.scale.expand(t).clone()
+    else:
+        rotation = src.rotation.expand(t, -1, -1).clone()
+        translation, scale = src.translation.expand(t, -1).clone(), src.scale.expand(t).clone()
+    return Coefficients(model=src.model, shape=src.shape.clone(), expression=expression,
+                        jaw=jaw, rotation=rotation, translation=translation, scale=scale,
+                        camera=src.camera, image_size=src.image_size, fps=drv.fps)

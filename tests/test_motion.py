@@ -1,0 +1,85 @@
+"""Motion transfer between coefficient sequences."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from faceanime.coefficients import Coefficients
+from faceanime.errors import InputError
+from faceanime.geometry.rotation import euler_to_matrix, rotation_angle_between
+from faceanime.motion import MotionConfig, transfer_motion
+from tests.helpers import assert_close
+
+
+def _coeffs(t: int, seed: int, model: str = "sfm", camera: str = "orthographic") -> Coefficients:
+    g = torch.Generator().manual_seed(seed)
+    angles = torch.deg2rad(torch.rand(t, 3, generator=g) * 40 - 20)
+    return Coefficients(
+        model=model, shape=torch.randn(63, generator=g),
+        expression=torch.rand(t, 6, generator=g) * 0.5, jaw=torch.rand(t, generator=g) * 0.3,
+        rotation=euler_to_matrix(angles[:, 0], angles[:, 1], angles[:, 2]),
+        translation=torch.cat([torch.rand(t, 2, generator=g) * 100 + 200, torch.zeros(t, 1)], 1),
+        scale=torch.rand(t, generator=g) + 1.5, camera=camera,
+        image_size=torch.tensor([512, 512]), fps=25.0)
+
+
+def test_relative_reference_frame_gives_the_source():
+    source, driving = _coeffs(1, 0), _coeffs(30, 1)
+    out = transfer_motion(source, driving, MotionConfig(reference_frame=4))
+    assert out.n_frames == 30 and out.fps == 25.0
+    assert_close(out.rotation[4], source.rotation[0], atol=1e-6)
+    assert_close(out.translation[4], source.translation[0], atol=1e-4)
+    assert_close(out.scale[4], source.scale[0], atol=1e-6)
+    assert_close(out.expression[4], source.expression[0], atol=1e-6)
+    assert_close(out.jaw[4], source.jaw[0], atol=1e-6)
+    assert_close(out.shape, source.shape, atol=0)
+
+
+def test_relative_applies_the_drivers_changes():
+    source, driving = _coeffs(1, 2), _coeffs(20, 3)
+    out = transfer_motion(source, driving)
+    # The head turns by the driver's turn since its reference frame...
+    turned = rotation_angle_between(out.rotation, source.rotation.expand(20, -1, -1))
+    driver = rotation_angle_between(driving.rotation, driving.rotation[:1].expand(20, -1, -1))
+    assert_close(turned, driver, atol=1e-3)  # acos near 0 in float32
+    # ...and the expression and scale change as the driver's do.
+    delta = (driving.expression - driving.expression[0] + source.expression).clamp_min(0)
+    assert_close(out.expression, delta, atol=1e-6)
+    assert_close(out.scale / source.scale, driving.scale / driving.scale[0], atol=1e-6)
+    shift = (driving.translation - driving.translation[0]) * source.scale / driving.scale[0]
+    assert_close(out.translation - source.translation, shift, atol=1e-4)
+
+
+def test_absolute_copies_expression_and_rotation_keeps_placement():
+    source, driving = _coeffs(1, 4), _coeffs(10, 5)
+    out = transfer_motion(source, driving, MotionConfig(mode="absolute"))
+    assert_close(out.expression, driving.expression, atol=0)
+    assert_close(out.rotation, driving.rotation, atol=0)
+    assert_close(out.translation, source.translation.expand(10, -1), atol=0)
+    assert_close(out.scale, source.scale.expand(10), atol=0)
+
+
+def test_pose_or_expression_only():
+    source, driving = _coeffs(1, 6), _coeffs(8, 7)
+    still = transfer_motion(source, driving, MotionConfig(pose=False))
+    assert_close(still.rotation, source.rotation.expand(8, -1, -1), atol=0)
+    assert not torch.allclose(still.expression, source.expression.expand(8, -1))
+    mute = transfer_motion(source, driving, MotionConfig(expression=False))
+    assert_close(mute.expression, source.expression.expand(8, -1), atol=0)
+    assert float(mute.jaw.max()) <= math.radians(35) + 1e-6
+
+
+@pytest.mark.parametrize("change", [{"model": "bfm"}, {"camera": "perspective"}])
+def test_mismatched_fits_are_refused(change):
+    source = _coeffs(1, 8)
+    driving = _coeffs(5, 9, **change)
+    with pytest.raises(InputError, match="same"):
+        transfer_motion(source, driving)
+
+
+def test_reference_out_of_range():
+    with pytest.raises(InputError, match="reference frame 9"):
+        transfer_motion(_coeffs(1, 0), _coeffs(5, 1), MotionConfig(reference_frame=9))
