@@ -6,7 +6,8 @@ at the 50 landmarks that map to SFM vertices and on the jaw), and the whole-vide
 ``videos/d3.mp4`` (landmarks tracked first, not timed) in frames per second, with eos's
 per-frame rate for comparison.
 
-    python tools/bench_fit.py [--data ../shared/data] [--eos-frames 40] [--repeat 5] [--device cpu]
+    python tools/bench_fit.py [--data ../shared/data] [--eos-frames 40] [--repeat 5]
+                              [--landmarks d3.npz] [--device cpu]
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 
 from faceanime.fitting import FitConfig, fit_landmarks, read_landmarks_file
-from faceanime.landmarks import TrackerConfig, track_video
+from faceanime.landmarks import TrackerConfig, VideoLandmarks, track_video
 from faceanime.morphable import load_model
 
 
@@ -65,6 +66,9 @@ def main() -> None:
                         help="shared data folder (sfm/, faces/, videos/)")
     parser.add_argument("--eos-frames", type=int, default=40,
                         help="video frames eos fits for its per-frame rate (default: %(default)s)")
+    parser.add_argument("--landmarks", default=None,
+                        help="d3.mp4's landmarks as saved by 'faceanime landmarks' (.npz); "
+                             "tracked with dlib when not given")
     parser.add_argument("--repeat", type=int, default=5,
                         help="whole-video fits timed; the median counts (default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -110,7 +114,10 @@ def main() -> None:
     for name, ms, e50, ej in rows:
         print(f"{name:<28}{ms:>10.1f}{e50:>17.2f}{ej:>14.2f}")
 
-    track = track_video(data / "videos" / "d3.mp4", TrackerConfig(progress=False))
+    if args.landmarks:
+        track = VideoLandmarks.load(args.landmarks)
+    else:
+        track = track_video(data / "videos" / "d3.mp4", TrackerConfig(progress=False))
     points = torch.from_numpy(track.points)
     fit_landmarks(model, points[:16], (512, 512), config)  # warm-up
     times = []

@@ -1,0 +1,161 @@
+"""The classic dense reenactment: the source photo's own face texture, rendered at new
+coefficients and pasted back into the photo. No learned weights: it works on a fresh install,
+and it is the baseline the generator must beat (GUIDE §1).
+
+The source face's texture is taken once (:func:`~faceanime.render.texture.extract_texture`:
+visible texels from the photo, hidden ones from the mirror side, the rest filled). Every target
+frame then renders the textured model at its coefficients (the mouth hole closed by a recessed
+cap shaded like a mouth interior, so an opening jaw shows a dark mouth rather than the photo's
+closed lips) and composites it into the source photo with a feathered mask. Hair, ears and the
+background stay those of the photo: only the face moves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from faceanime.coefficients import Coefficients
+from faceanime.errors import InputError
+from faceanime.morphable.jaw import build_jaw
+from faceanime.morphable.model import FaceModel
+from faceanime.morphable.mouth import add_mouth_cap
+from faceanime.reconstruction import face_vertices, project_vertices
+from faceanime.render.paste import paste_back
+from faceanime.render.texture import Texture, TextureConfig, extract_texture, render_texture
+
+
+@dataclass
+class ClassicConfig:
+    """Settings of the classic reenactment."""
+
+    texture: TextureConfig = field(default_factory=TextureConfig)
+    """How the source texture is taken."""
+    feather: float = 6.0
+    """Width in pixels over which the rendered face fades into the photo at its border."""
+    mouth_interior: bool = True
+    """Close the model's mouth hole with a cap shaded as a mouth interior."""
+    interior_darkness: float = 0.85
+    """How dark the back of the mouth is (0: lip colour, 1: black)."""
+    batch_size: int = 8
+    """Frames rendered at once (memory grows with it and the image size)."""
+    backend: str = "torch"
+    """Rasterizer backend (``torch`` or ``pytorch3d``)."""
+
+
+def image_tensor(image, device: torch.device | str | None = None) -> torch.Tensor:
+    """An ``(H, W, 3)`` uint8 array or ``(3, H, W)`` float tensor as ``(3, H, W)`` float in
+    [0, 1]."""
+    t = image if isinstance(image, torch.Tensor) else torch.from_numpy(np.array(image))
+    if t.ndim == 3 and t.shape[-1] == 3 and t.dtype == torch.uint8:
+        t = t.permute(2, 0, 1).float() / 255.0
+    if t.ndim != 3 or t.shape[0] != 3:
+        raise InputError(f"expected an (H, W, 3) uint8 image or a (3, H, W) tensor, "
+                         f"got {tuple(t.shape)}")
+    return t.to(device) if device is not None else t
+
+
+class ClassicRenderer:
+    """Render one source photo's face at any coefficients.
+
+    Args:
+        model: the morphable model the coefficients were fitted with.
+        source_image: the photo, ``(H, W, 3)`` uint8 or ``(3, H, W)`` float in [0, 1].
+        source: its fitted coefficients (frame 0 is used).
+        config: settings.
+    """
+
+    def __init__(self, model: FaceModel, source_image, source: Coefficients,
+                 config: ClassicConfig | None = None) -> None:
+        self.config = config or ClassicConfig()
+        device = model.device
+        self.image = image_tensor(source_image, device).to(model.dtype)
+        h, w = self.image.shape[-2:]
+        if source.image_size is not None and tuple(source.image_size.tolist()) != (h, w):
+            raise InputError(f"the source coefficients were fitted on a {source.image_size[1]}x"
+                             f"{source.image_size[0]} image, but the photo is {w}x{h}: fit "
+                             "this photo")
+        self.model = model
+        jaw = build_jaw(model)
+        self.cap = None
+        if self.config.mouth_interior:
+            self.cap = add_mouth_cap(model, jaw)
+            self.mesh, self.jaw = self.cap.model, self.cap.jaw
+        else:
+            self.mesh, self.jaw = model, jaw
+        if model.texcoords is None:
+            raise InputError(f"model {model.name} has no texture coordinates; the classic "
+                             "render needs them")
+        self.source = source.frames(slice(0, 1))
+        screen = self._screen(self.source)
+        # The texture comes from the face's own triangles: the cap overlaps the lips in UV.
+        self.texture: Texture = extract_texture(
+            self.image[None], screen, model.triangles, self.mesh.texcoords,
+            self.mesh.symmetry, self.config.texture)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        h, w = self.image.shape[-2:]
+        return int(h), int(w)
+
+    def _screen(self, coeffs: Coefficients) -> torch.Tensor:
+        verts = face_vertices(self.mesh, coeffs, jaw=self.jaw)
+        return project_vertices(coeffs, verts).to(self.image.dtype)
+
+    def render_faces(self, target: Coefficients, box: tuple[int, int, int, int] | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The face alone at ``T`` target frames: ``(T, 3, h, w)`` colours (zeros off the face)
+        and ``(T, 1, h, w)`` coverage, over the photo's pixels ``box = (x0, y0, x1, y1)``
+        (default: the whole photo)."""
+        x0, y0, x1, y1 = box or (0, 0, self.image_size[1], self.image_size[0])
+        screen = self._screen(target)
+        screen = screen - torch.tensor([x0, y0, 0], dtype=screen.dtype, device=screen.device)
+        image, mask, fragments = render_texture(
+            self.texture.image, screen, self.mesh.triangles, self.mesh.texcoords,
+            (y1 - y0, x1 - x0), self.config.backend)
+        if self.cap is not None:
+            # Cap triangles list the centre vertex first: its barycentric weight is how deep
+            # into the mouth a pixel lies.
+            first_cap = int(self.cap.triangles[0])
+            on_cap = fragments.face_index >= first_cap
+            depth = fragments.bary[..., 0].clamp(0, 1).sqrt()
+            shade = 1 - self.config.interior_darkness * torch.where(on_cap, depth, 0.0)
+            image = image * shade[:, None].to(image.dtype)
+        return image, mask
+
+    def face_box(self, target: Coefficients) -> tuple[int, int, int, int]:
+        """Pixel box ``(x0, y0, x1, y1)`` holding the face in every target frame, with a margin
+        for the feathering, clipped to the photo."""
+        screen = self._screen(target)
+        finite = screen[..., :2][torch.isfinite(screen[..., :2]).all(-1)]
+        h, w = self.image_size
+        if finite.numel() == 0:
+            return 0, 0, 1, 1
+        pad = 2
+        lo = (finite.amin(0) - pad).floor().long().tolist()
+        hi = (finite.amax(0) + pad).ceil().long().tolist()
+        x0, y0 = min(max(lo[0], 0), w - 1), min(max(lo[1], 0), h - 1)
+        x1, y1 = max(min(hi[0] + 1, w), x0 + 1), max(min(hi[1] + 1, h), y0 + 1)
+        return x0, y0, x1, y1
+
+    def render(self, target: Coefficients) -> torch.Tensor:
+        """Full photos with the face at ``T`` target frames: ``(T, 3, H, W)`` in [0, 1].
+
+        Only the box around the faces is rendered and composited (the face is often a small
+        part of a photo); the rest is the photo itself."""
+        x0, y0, x1, y1 = self.face_box(target)
+        face, mask = self.render_faces(target, (x0, y0, x1, y1))
+        crop = self.image[:, y0:y1, x0:x1]
+        pasted = paste_back(face, mask, crop, feather=self.config.feather, color_match=False)
+        frames = self.image.expand(target.n_frames, -1, -1, -1).clone()
+        frames[:, :, y0:y1, x0:x1] = pasted
+        return frames
+
+    def iter_render(self, target: Coefficients) -> Iterator[torch.Tensor]:
+        """:meth:`render` in batches of ``config.batch_size`` frames, for long sequences."""
+        step = max(1, self.config.batch_size)
+        for start in range(0, target.n_frames, step):
+            yield self.render(target.frames(slice(start, start + step)))
