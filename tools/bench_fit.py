@@ -25,8 +25,9 @@ from faceanime.landmarks import TrackerConfig, VideoLandmarks, track_video
 from faceanime.morphable import load_model
 
 
-def eos_fit(sfm_dir: Path, points: np.ndarray, width: int, height: int):
-    """eos fit of one image; returns (seconds, (68, 2) projected landmark vertices or NaN)."""
+def eos_fit(sfm_dir: Path):
+    """eos's fit, loaded once: returns ``run(points (68, 2), width, height) -> (mesh, pose,
+    ...)``."""
     import eos
 
     model = eos.morphablemodel.load_model(str(sfm_dir / "sfm_shape_3448.bin"))
@@ -40,7 +41,7 @@ def eos_fit(sfm_dir: Path, points: np.ndarray, width: int, height: int):
     contour_lms = eos.fitting.ContourLandmarks.load(str(sfm_dir / "ibug_to_sfm.txt"))
     model_contour = eos.fitting.ModelContour.load(str(sfm_dir / "sfm_model_contours.json"))
 
-    def run(pts: np.ndarray):
+    def run(pts: np.ndarray, width: int, height: int):
         landmarks = [eos.core.Landmark(str(i + 1), [float(x), float(y)])
                      for i, (x, y) in enumerate(pts)]
         return eos.fitting.fit_shape_and_pose(model, landmarks, mapper, width, height, topology,
@@ -93,14 +94,14 @@ def main() -> None:
 
     eos_rate = None
     try:
-        run_eos = eos_fit(data / "sfm", gt, width, height)
+        run_eos = eos_fit(data / "sfm")
     except ImportError:
         run_eos = None
     if run_eos is not None:
         times = []
         for _ in range(5):
             t0 = time.perf_counter()
-            mesh, pose, _, _ = run_eos(gt)
+            mesh, pose, _, _ = run_eos(gt, width, height)
             times.append(time.perf_counter() - t0)
         ids = model.landmark_indices.cpu().numpy()
         proj = np.full((68, 2), np.nan)
@@ -136,7 +137,7 @@ def main() -> None:
         eos_err, t_eos = [], 0.0
         for i in range(n):
             t0 = time.perf_counter()
-            mesh, pose, _, _ = run_eos(track.points[i])
+            mesh, pose, _, _ = run_eos(track.points[i], 512, 512)
             t_eos += time.perf_counter() - t0
             proj = eos_projected(mesh, pose, 512, 512, ids)
             eos_err.append(np.linalg.norm(proj - track.points[i, mapped], axis=1).mean())
