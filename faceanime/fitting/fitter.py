@@ -12,11 +12,10 @@ on the image resolution)::
 eigenvalue-scaled Tikhonov prior, counted once per frame with a face (``T``); ``H`` is the mean
 per-frame Gauss-Newton matrix, so the temporal weight is dimensionless (docs/fitting.md).
 
-The normal equations have block-arrow structure (per-frame
-blocks coupled only through the shared identity), solved exactly by a Schur complement: a batched
-``D x D`` solve per frame and one ``Ks x Ks`` solve — no loop over frames. The temporal term is
-linearised Jacobi-style (neighbours held at the current iterate), which keeps the per-frame blocks
-independent.
+The normal equations have block-arrow structure (per-frame blocks coupled through the shared
+identity, and with the temporal term to their neighbours), solved exactly by a Schur complement:
+a batched (or block-tridiagonal, by cyclic reduction) ``D x D`` solve over the frames and one
+``Ks x Ks`` solve for the identity — no loop over frames.
 """
 
 from __future__ import annotations
@@ -479,8 +478,7 @@ def _solve(p: _Problem, config: FitConfig, s: _State,
     # Frame-to-frame changes are measured in the metric of one frame's data: the mean per-frame
     # Gauss-Newton matrix (fixed at the first iteration). One dimensionless weight then balances
     # smoothness against the landmarks alike for rotations, translations and weakly observed
-    # combinations (pitch against expression), and the Jacobi-style linearisation converges at
-    # the same rate in every direction (a diagonal metric leaves the weak ones crawling).
+    # combinations (pitch against expression).
     metric = torch.eye(d, dtype=dtype, device=device)
     metric_chol = metric
     # The data term grows with the number of frames while the identity prior would not: scale it
