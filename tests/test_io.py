@@ -103,3 +103,16 @@ def test_unwritable_destination(tmp_path):
         save_npz(tmp_path / "no" / "such" / "dir.npz", a=np.zeros(3))
     with pytest.raises(MediaError, match=r"x\.png"):
         write_image(tmp_path / "missing_dir" / "x.png", np.zeros((4, 4, 3), np.uint8))
+
+
+def test_write_video_pads_odd_sizes_without_resampling(tmp_path):
+    y, x = np.mgrid[0:51, 0:75]
+    frame = np.stack([x * 3, y * 5, (x + y) * 2], -1).clip(0, 255).astype(np.uint8)
+    out = tmp_path / "odd.mp4"
+    assert write_video(out, [frame] * 4, fps=10, quality=10) == 4
+    assert read_video_info(out).size == (76, 52)
+    back = next(iter_video_frames(out)).astype(float)
+    # The picture is not rescaled: every original pixel keeps its place (H.264 is lossy, so
+    # within a few levels), and the added row and column repeat the last ones.
+    assert np.abs(back[:51, :75] - frame).mean() < 3
+    assert np.abs(back[51] - back[50]).mean() < 3 and np.abs(back[:, 75] - back[:, 74]).mean() < 3

@@ -140,6 +140,8 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
                 audio_from: str | os.PathLike | None = None, quality: int = 7) -> int:
     """Encode ``(H, W, 3)`` uint8 frames as H.264 mp4 (yuv420p), streaming, written atomically.
 
+    An odd width or height gets one repeated column or row (yuv420p needs even sizes).
+
     Args:
         path: output file.
         frames: an iterable of equally sized frames.
@@ -159,7 +161,12 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
         writer = None
         try:
             for frame in frames:
-                frame = np.ascontiguousarray(frame, dtype=np.uint8)
+                frame = np.asarray(frame, dtype=np.uint8)
+                # H.264 in yuv420p needs even sizes: repeat the last row/column rather than let
+                # the encoder resample the whole frame.
+                pad = ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0))
+                frame = np.ascontiguousarray(np.pad(frame, pad, mode="edge") if any(
+                    p[1] for p in pad) else frame)
                 if writer is None:
                     h, w = frame.shape[:2]
                     kwargs = {}

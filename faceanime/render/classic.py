@@ -159,3 +159,9 @@ class ClassicRenderer:
         step = max(1, self.config.batch_size)
         for start in range(0, target.n_frames, step):
             yield self.render(target.frames(slice(start, start + step)))
+
+    def iter_frames(self, target: Coefficients) -> Iterator[np.ndarray]:
+        """:meth:`iter_render` as ``(H, W, 3)`` uint8 frames, one at a time (for
+        :func:`faceanime.io.write_video`)."""
+        for batch in self.iter_render(target):
+            yield from batch.mul(255).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
