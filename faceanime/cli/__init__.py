@@ -20,7 +20,7 @@ EXIT_ERROR = 1
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from faceanime.cli import fit, landmarks, model
+    from faceanime.cli import fit, landmarks, model, prepare
 
     parser = argparse.ArgumentParser(
         prog="faceanime",
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.register(sub)
     landmarks.register(sub)
     fit.register(sub)
+    prepare.register(sub)
     return parser
 
 
