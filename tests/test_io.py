@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import os
 import re
+import stat
 
 import numpy as np
 import pytest
@@ -116,3 +118,13 @@ def test_write_video_pads_odd_sizes_without_resampling(tmp_path):
     # within a few levels), and the added row and column repeat the last ones.
     assert np.abs(back[:51, :75] - frame).mean() < 3
     assert np.abs(back[51] - back[50]).mean() < 3 and np.abs(back[:, 75] - back[:, 74]).mean() < 3
+
+
+def test_atomic_outputs_get_ordinary_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "out.bin") as tmp:
+            tmp.write_bytes(b"x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "out.bin").stat().st_mode) == 0o644
