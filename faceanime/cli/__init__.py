@@ -9,9 +9,16 @@ exit status 1; a wrong command line exits with argparse's status 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from collections.abc import Sequence
+
+# torch's OpenMP threads busy-wait for work by default: when another process keeps a core busy,
+# the pipeline's many short tensor operations then run 4-40x slower (docs/performance.md). A
+# command-line run cannot know its neighbours, so it waits passively unless told otherwise; this
+# must be set before torch loads, and nothing above imports it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from faceanime import __version__
 from faceanime.errors import FaceAnimeError
@@ -20,7 +27,7 @@ EXIT_ERROR = 1
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from faceanime.cli import fit, landmarks, model, prepare
+    from faceanime.cli import fit, landmarks, model, prepare, retarget
 
     parser = argparse.ArgumentParser(
         prog="faceanime",
@@ -33,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     landmarks.register(sub)
     fit.register(sub)
     prepare.register(sub)
+    retarget.register(sub)
     return parser
 
 
