@@ -13,12 +13,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 from faceanime.coefficients import Coefficients
 from faceanime.errors import InputError
 from faceanime.fitting import FitConfig, fit_image, fit_video
-from faceanime.io import is_video_path, read_image, read_video_info, write_video
+from faceanime.io import (
+    is_video_path,
+    iter_video_frames,
+    read_image,
+    read_video_info,
+    write_video,
+)
 from faceanime.landmarks import TrackerConfig
 from faceanime.morphable import FaceModel, load_model
 from faceanime.motion import MotionConfig, transfer_motion
@@ -43,6 +51,8 @@ class RetargetConfig:
     """Keep the driving video's audio."""
     fps: float | None = None
     """Output frame rate for a driving coefficient file without one (default 25)."""
+    side_by_side: bool = False
+    """Write photo | driver | result side by side (driver frames only for a video driver)."""
     progress: bool = True
     """Show progress bars."""
 
@@ -57,6 +67,18 @@ class RetargetResult:
     seconds: float
     coefficients: Coefficients
     """The rendered (target) coefficients, one frame per output frame."""
+
+
+def side_by_side(photo: np.ndarray, driver: np.ndarray | None, result: np.ndarray) -> np.ndarray:
+    """``photo | driver | result`` as one ``(H, W', 3)`` uint8 frame at the photo's height (the
+    driver scaled to it; left out when None)."""
+    h = photo.shape[0]
+    parts = [photo]
+    if driver is not None:
+        w = max(1, round(driver.shape[1] * h / driver.shape[0]))
+        parts.append(np.asarray(Image.fromarray(driver).resize((w, h), Image.BILINEAR)))
+    parts.append(result[:h])
+    return np.concatenate(parts, 1)
 
 
 def load_driving(driving: str | os.PathLike, model: FaceModel, config: RetargetConfig
@@ -119,7 +141,12 @@ def retarget(source: str | os.PathLike, driving: str | os.PathLike,
                disable=not config.progress, leave=False)
 
     def frames():
-        for frame in renderer.iter_frames(target):
+        rendered = renderer.iter_frames(target)
+        if config.side_by_side:
+            driver = iter_video_frames(driving) if is_video_path(driving) else None
+            rendered = (side_by_side(photo, next(driver) if driver is not None else None, frame)
+                        for frame in rendered)
+        for frame in rendered:
             bar.update(1)
             yield frame
 

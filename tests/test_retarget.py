@@ -57,11 +57,14 @@ def test_retarget_by_coefficient_file(sfm_dir, tmp_path, capsys):
                    "--no-progress")[0] == 0
     Coefficients.load(fitted).frames(slice(0, 20)).save(fitted)
     out = tmp_path / "b.mp4"
-    status, _, err = run_cli(capsys, "retarget", "--source", str(sfm_dir / "faces" / "s12.jpg"),
-                             "--driving", str(fitted), "-o", str(out), "--no-progress")
+    photo = sfm_dir / "faces" / "s12.jpg"
+    status, _, err = run_cli(capsys, "retarget", "--source", str(photo), "--driving",
+                             str(fitted), "-o", str(out), "--no-progress", "--side-by-side")
     assert status == 0, err
     info = read_video_info(out)
+    h, w = read_image(photo).shape[:2]
     assert not info.has_audio and info.fps == 25
+    assert info.size == (2 * w, h + h % 2)  # photo | result (no driver frames to show)
     assert sum(1 for _ in iter_video_frames(out)) == 20
 
 

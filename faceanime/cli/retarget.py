@@ -38,6 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=_RENDER.batch_size,
                    help="frames rendered at once (default: %(default)s)")
+    p.add_argument("--side-by-side", action="store_true",
+                   help="write photo | driver | result side by side")
     p.add_argument("--save-coeffs", help="also write the rendered coefficients (.npz)")
     p.add_argument("--fps", type=float, default=None,
                    help="frame rate when driving with a coefficient file that has none "
@@ -58,7 +60,8 @@ def run(args: argparse.Namespace) -> None:
                             pose=not args.no_pose),
         render=ClassicConfig(feather=args.feather, batch_size=args.batch_size),
         fit=FitConfig(device=args.device), model=args.model, face_index=args.face_index,
-        audio=not args.no_audio, fps=args.fps, progress=not args.no_progress)
+        audio=not args.no_audio, fps=args.fps, side_by_side=args.side_by_side,
+        progress=not args.no_progress)
     result = retarget(args.source, args.driving, args.output, config, args.save_coeffs)
     print(f"{result.output}: {result.frames} frames at {result.fps:g} fps in "
           f"{result.seconds:.1f} s ({result.frames / result.seconds:.1f} frames/s)",
