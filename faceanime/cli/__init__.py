@@ -27,7 +27,7 @@ EXIT_ERROR = 1
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from faceanime.cli import fit, landmarks, model, prepare, retarget
+    from faceanime.cli import dynamics, fit, landmarks, model, prepare, retarget, train
 
     parser = argparse.ArgumentParser(
         prog="faceanime",
@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.register(sub)
     prepare.register(sub)
     retarget.register(sub)
+    train.register(sub)
+    dynamics.register(sub)
     return parser
 
 

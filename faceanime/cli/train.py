@@ -1,0 +1,103 @@
+"""``faceanime train dynamics``: train the 3D dynamics predictor on a prepared dataset.
+
+The flags map one to one onto :class:`~faceanime.dynamics.config.TrainConfig`,
+:class:`~faceanime.dynamics.config.DynamicsConfig` and
+:class:`~faceanime.dynamics.config.LossConfig`; defaults and help texts come from them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+
+from faceanime.dynamics.config import GROUPS, LEVELS, DynamicsConfig, LossConfig, TrainConfig
+
+
+def _field_help(cls: type) -> dict[str, str]:
+    """Each field's trailing comment in the dataclass source is its help text."""
+    import inspect
+
+    helps: dict[str, str] = {}
+    for line in inspect.getsource(cls).splitlines():
+        stripped = line.strip()
+        if ":" in stripped and "#" in stripped and not stripped.startswith(("#", '"')):
+            name = stripped.split(":", 1)[0].strip()
+            helps[name] = stripped.split("#", 1)[1].strip()
+    return helps
+
+
+def _add_fields(group: argparse._ArgumentGroup, cls: type, skip: set[str] = frozenset()) -> None:
+    defaults = cls()
+    helps = _field_help(cls)
+    for f in fields(cls):
+        if f.name in skip:
+            continue
+        default = getattr(defaults, f.name)
+        flag = "--" + f.name.replace("_", "-")
+        text = helps.get(f.name, "").replace("%", "%%")
+        if f.name == "progress":
+            group.add_argument("--no-progress", dest="progress", action="store_false",
+                               help="hide the progress bar")
+        elif isinstance(default, bool):
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+                               default=default, help=f"{text} (default: %(default)s)")
+        elif isinstance(default, tuple):
+            choices = GROUPS if f.name == "coefficients" else None
+            group.add_argument(flag, dest=f.name, nargs="+", default=default, choices=choices,
+                               metavar=f.name.upper().rstrip("S"),
+                               help=f"{text} (default: {' '.join(default) or 'none'})")
+        else:
+            kind = type(default) if default is not None else str
+            group.add_argument(flag, dest=f.name, type=kind, default=default,
+                               choices=LEVELS if f.name == "levels" else None,
+                               help=f"{text} (default: %(default)s)")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of ``faceanime train dynamics`` (shared with ``tools/train_dynamics.py``)."""
+    p.add_argument("--data", required=True,
+                   help="dataset folder written by 'faceanime prepare' (manifest.json and "
+                        "coefficients/)")
+    p.add_argument("-o", "--output", required=True,
+                   help="folder for checkpoints, log.csv and loss.png (created)")
+    p.add_argument("--resume", help="continue from this checkpoint (a folder, or a .safetensors "
+                                    "with its .json and .state.pt beside it)")
+    _add_fields(p.add_argument_group("training"), TrainConfig)
+    _add_fields(p.add_argument_group("network"), DynamicsConfig)
+    _add_fields(p.add_argument_group("losses (weights)"), LossConfig)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a learned component",
+                       description="Train a learned component of the pipeline.")
+    what = p.add_subparsers(dest="component", metavar="COMPONENT", required=True)
+    d = what.add_parser(
+        "dynamics", help="the 3D dynamics predictor (LSTM over coefficients)",
+        description="Train the 3DDP LSTM on per-video coefficient sequences: split by video, "
+                    "checkpoints (safetensors + JSON) every --checkpoint-every steps and at the "
+                    "end, log.csv and loss.png in the output folder (docs/dynamics.md).")
+    add_arguments(d)
+    d.set_defaults(func=run)
+
+
+def configs(args: argparse.Namespace) -> tuple[TrainConfig, DynamicsConfig, LossConfig]:
+    """The three configs from parsed flags."""
+    def build(cls: type):
+        values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+        return cls(**values)
+
+    return build(TrainConfig), build(DynamicsConfig), build(LossConfig)
+
+
+def run(args: argparse.Namespace) -> None:
+    from faceanime.dynamics.train import train
+
+    train_config, model_config, loss_config = configs(args)
+    result = train(args.data, args.output, train_config, model_config, loss_config,
+                   resume=args.resume)
+    summary = f"{result.checkpoint}: step {result.step}"
+    if result.metrics:
+        summary += (f", validation roll-out error {result.metrics['vertex_mm']:.2f} mm "
+                    f"(holding the last frame: {result.metrics['hold_mm']:.2f} mm)")
+    print(summary, file=sys.stderr)
