@@ -1,36 +1,43 @@
 """Retargeting: one photo's face makes a driving video's motions.
 
 The job composes the stages: landmarks and fit of the photo and of the driver (or a driving
-coefficient file, a motion template that needs no video), motion transfer
-(:mod:`faceanime.motion`), rendering (the classic dense render; the learned generator arrives
-with issue 7), and streaming video output with the driver's audio.
+coefficient file, a motion template that needs no video), optional temporal smoothing, motion
+transfer (:mod:`faceanime.motion`), rendering (:func:`faceanime.tasks.make_renderer`: the classic
+dense render, or the learned generator) and streaming video output with the driver's audio and
+provenance tags (:mod:`faceanime.tasks`).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from PIL import Image
-from tqdm import tqdm
 
 from faceanime.coefficients import Coefficients
 from faceanime.errors import InputError
-from faceanime.fitting import FitConfig, fit_image, fit_video
-from faceanime.io import (
-    is_video_path,
-    iter_video_frames,
-    read_image,
-    read_video_info,
-    write_video,
-)
+from faceanime.fitting import FitConfig, fit_video
+from faceanime.io import is_video_path, iter_video_frames, read_video_info
 from faceanime.landmarks import TrackerConfig
 from faceanime.morphable import FaceModel, load_model
 from faceanime.motion import MotionConfig, transfer_motion
-from faceanime.render.classic import ClassicConfig, ClassicRenderer
+from faceanime.tasks import (
+    OutputConfig,
+    TaskResult,
+    callable_module,
+    check_output,
+    finish_job,
+    load_source,
+    make_renderer,
+)
+
+RetargetResult = TaskResult
 
 
 @dataclass
@@ -39,34 +46,22 @@ class RetargetConfig:
 
     motion: MotionConfig = field(default_factory=MotionConfig)
     """How the driver's motion is applied (relative by default)."""
-    render: ClassicConfig = field(default_factory=ClassicConfig)
-    """The classic renderer's settings."""
+    output: OutputConfig = field(default_factory=OutputConfig)
+    """Framing, renderer, watermark, device and progress of the output."""
     fit: FitConfig = field(default_factory=FitConfig)
     """Fitter settings, for the photo and the driving video."""
     model: str = "sfm"
     """Morphable model name or path."""
     face_index: int = 0
     """Which face of the photo (and the driver) when there are several (0 = largest)."""
+    smooth: float = 0.0
+    """Temporal smoothing of the driver's motion: Gaussian sigma in frames (0 = off)."""
     audio: bool = True
     """Keep the driving video's audio."""
     fps: float | None = None
     """Output frame rate for a driving coefficient file without one (default 25)."""
     side_by_side: bool = False
     """Write photo | driver | result side by side (driver frames only for a video driver)."""
-    progress: bool = True
-    """Show progress bars."""
-
-
-@dataclass
-class RetargetResult:
-    """What a run produced."""
-
-    output: Path
-    frames: int
-    fps: float
-    seconds: float
-    coefficients: Coefficients
-    """The rendered (target) coefficients, one frame per output frame."""
 
 
 def side_by_side(photo: np.ndarray, driver: np.ndarray | None, result: np.ndarray) -> np.ndarray:
@@ -81,6 +76,30 @@ def side_by_side(photo: np.ndarray, driver: np.ndarray | None, result: np.ndarra
     return np.concatenate(parts, 1)
 
 
+def smooth_coefficients(coeffs: Coefficients, sigma: float) -> Coefficients:
+    """Gaussian smoothing over time of the per-frame motion (expression, jaw, rotation vector,
+    translation, log scale), edges mirrored so that the first and last frames do not drift.
+
+    Args:
+        coeffs: ``T`` frames.
+        sigma: standard deviation in frames; 0 returns ``coeffs`` unchanged.
+    """
+    if sigma < 0 or not math.isfinite(sigma):
+        raise InputError(f"--smooth must be a number of frames >= 0, got {sigma}")
+    if sigma == 0 or coeffs.n_frames < 2:
+        return coeffs
+    radius = max(1, min(math.ceil(3 * sigma), coeffs.n_frames - 1))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    kernel = (kernel / kernel.sum()).to(coeffs.expression.dtype)
+    raw = coeffs.to_tensor()  # (T, D)
+    padded = F.pad(raw.T[None], (radius, radius), mode="reflect")  # (1, D, T + 2r)
+    out = F.conv1d(padded, kernel.expand(raw.shape[1], 1, -1).contiguous(),
+                   groups=raw.shape[1])[0].T
+    smoothed = coeffs.with_tensor(out)
+    return replace(smoothed, landmarks=coeffs.landmarks, valid=coeffs.valid, fps=coeffs.fps)
+
+
 def load_driving(driving: str | os.PathLike, model: FaceModel, config: RetargetConfig
                  ) -> tuple[Coefficients, Path | None]:
     """The driver's coefficients: fitted from a video, or read from a ``faceanime fit`` file.
@@ -91,70 +110,74 @@ def load_driving(driving: str | os.PathLike, model: FaceModel, config: RetargetC
         if coeffs.model != model.name:
             raise InputError(f"{path}: fitted with model {coeffs.model!r}, but this run uses "
                              f"{model.name!r}; pass --model {coeffs.model} or refit the driver")
+        if coeffs.n_frames < 1:
+            raise InputError(f"{path}: the coefficient file holds no frame")
         return coeffs, None
     if not is_video_path(path):
         raise InputError(f"{path}: the driver must be a video (mp4, mov, ...) or a coefficient "
                          "file (.npz) from 'faceanime fit'")
-    tracker = TrackerConfig(face_index=config.face_index, progress=config.progress)
+    read_video_info(path)  # a missing or undecodable video fails here, before any fitting
+    tracker = TrackerConfig(face_index=config.face_index, progress=config.output.progress)
     return fit_video(path, model, config=config.fit, tracker=tracker), path
 
 
+def check_driving(driving: str | os.PathLike) -> None:
+    """Refuse a driver of the wrong kind before the photo is fitted."""
+    path = Path(driving)
+    if path.suffix.lower() != ".npz" and not is_video_path(path):
+        raise InputError(f"{path}: the driver must be a video (mp4, mov, ...) or a coefficient "
+                         "file (.npz) from 'faceanime fit'")
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    # Reading the header (or the coefficients) is cheap: a broken driver fails in a moment.
+    if path.suffix.lower() == ".npz":
+        Coefficients.load(path)
+    else:
+        read_video_info(path)
+
+
 def retarget(source: str | os.PathLike, driving: str | os.PathLike,
-             output: str | os.PathLike, config: RetargetConfig | None = None,
-             save_coefficients: str | os.PathLike | None = None) -> RetargetResult:
-    """Make the face in ``source`` (a photo) move as the driver does, and write ``output``.
+             output: str | os.PathLike | None = None, config: RetargetConfig | None = None,
+             save_coefficients: str | os.PathLike | None = None) -> TaskResult:
+    """Make the face in ``source`` (a photo) move as the driver does.
 
     Args:
         source: the photo.
         driving: a video, or a coefficient file from ``faceanime fit``.
-        output: the ``.mp4`` to write (atomically: nothing is left on failure).
+        output: the ``.mp4`` to write (atomically: nothing is left on failure); None returns
+            the frames in ``result.video`` instead (memory grows with the length).
         config: settings.
         save_coefficients: also write the rendered coefficients here (``.npz``).
 
     Returns:
-        :class:`RetargetResult`.
+        :class:`~faceanime.tasks.TaskResult`.
     """
     config = config or RetargetConfig()
     started = time.perf_counter()
-    output = Path(output)
-    if output.suffix.lower() != ".mp4":
-        raise InputError(f"{output}: the output must be an .mp4 file")
-    if not output.parent.is_dir():
-        raise InputError(f"{output}: output folder {output.parent} does not exist; create it "
-                         "first")
-    if save_coefficients is not None and Path(save_coefficients).suffix.lower() != ".npz":
-        raise InputError(f"{save_coefficients}: coefficients are saved as .npz")
-    model = load_model(config.model, device=config.fit.device)
-    photo = read_image(source)
-    # The path (not the pixels) so that "no face" names the file.
-    source_coeffs = fit_image(source, model, config=config.fit, face_index=config.face_index)
+    if output is not None:
+        output = check_output(output)
+    if save_coefficients is not None:
+        check_output(save_coefficients, (".npz",))
+    check_driving(driving)
+    out_cfg = config.output
+    model = load_model(config.model, device=out_cfg.device or config.fit.device)
+    image, source_coeffs = load_source(source, model, out_cfg, config.fit, config.face_index)
     driving_coeffs, audio = load_driving(driving, model, config)
+    driving_coeffs = smooth_coefficients(driving_coeffs, config.smooth)
     target = transfer_motion(source_coeffs, driving_coeffs, config.motion)
     fps = driving_coeffs.fps or config.fps or 25.0
-    if audio is not None and not config.audio:
-        audio = None
-    if audio is not None and not read_video_info(audio).has_audio:
+    if not config.audio:
         audio = None
 
-    renderer = ClassicRenderer(model, photo, source_coeffs, config.render)
-    bar = tqdm(total=target.n_frames, desc=f"retarget {Path(source).name}", unit="frame",
-               disable=not config.progress, leave=False)
-
-    def frames():
-        rendered = renderer.iter_frames(target)
-        if config.side_by_side:
+    renderer = make_renderer(model, image, source_coeffs, out_cfg)
+    decorate = None
+    if config.side_by_side:
+        def decorate(frames):
             driver = iter_video_frames(driving) if is_video_path(driving) else None
-            rendered = (side_by_side(photo, next(driver) if driver is not None else None, frame)
-                        for frame in rendered)
-        for frame in rendered:
-            bar.update(1)
-            yield frame
+            for frame in frames:
+                yield side_by_side(image, next(driver) if driver is not None else None, frame)
+    return finish_job("retarget", source, output, renderer, target, fps, out_cfg, started,
+                      audio, save_coefficients, decorate)
 
-    try:
-        count = write_video(output, frames(), fps=fps, audio_from=audio)
-    finally:
-        bar.close()
-    if save_coefficients is not None:
-        target.save(save_coefficients)
-    return RetargetResult(output=output, frames=count, fps=fps,
-                          seconds=time.perf_counter() - started, coefficients=target)
+
+callable_module(__name__, retarget)

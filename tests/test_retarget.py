@@ -16,6 +16,7 @@ def sfm_dir(data_dir, monkeypatch):
     return data_dir
 
 
+@pytest.mark.slow
 def test_retarget_photo_by_video(sfm_dir, tmp_path, capsys):
     photo = sfm_dir / "faces" / "s12.jpg"
     out, coeffs = tmp_path / "out.mp4", tmp_path / "target.npz"
@@ -40,6 +41,7 @@ def test_retarget_photo_by_video(sfm_dir, tmp_path, capsys):
     assert target.n_frames == 78 and target.fps == 25
 
 
+@pytest.mark.slow
 def test_retarget_keeps_the_drivers_audio(sfm_dir, tmp_path, capsys):
     video = sfm_dir / "videos" / "d18.mp4"
     out = tmp_path / "a.mp4"
@@ -50,6 +52,7 @@ def test_retarget_keeps_the_drivers_audio(sfm_dir, tmp_path, capsys):
     assert info.has_audio and abs(info.duration - read_video_info(video).duration) < 0.2
 
 
+@pytest.mark.slow
 def test_retarget_by_coefficient_file(sfm_dir, tmp_path, capsys):
     """A driving .npz (a motion template) works like the video it was fitted from."""
     fitted = tmp_path / "d0.npz"
@@ -88,3 +91,211 @@ def test_retarget_bad_inputs(sfm_dir, tmp_path, capsys):
         assert_one_line_error(status, err, *fragments)
         assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
+
+
+@pytest.fixture(scope="module")
+def d3_coefficients(sfm_model, d3_track, tmp_path_factory):
+    """d3.mp4's fitted coefficients (from the session's landmark track) as a driving file."""
+    import torch
+
+    from faceanime.fitting import fit_landmarks
+
+    coeffs = fit_landmarks(sfm_model, torch.from_numpy(d3_track.points), (512, 512),
+                           fps=d3_track.fps)
+    path = tmp_path_factory.mktemp("d3") / "d3.npz"
+    coeffs.save(path)
+    return path
+
+
+@pytest.mark.slow
+def test_relative_and_absolute_motion_differ_as_documented(sfm_dir, sfm_model, d3_coefficients,
+                                                           tmp_path, capsys):
+    """Relative: the output starts in the photo's own pose and follows the driver's changes;
+    absolute: the driver's rotation itself."""
+    from faceanime.fitting import fit_image
+    from faceanime.geometry.rotation import rotation_angle_between
+
+    driving = Coefficients.load(d3_coefficients).frames(slice(0, 40))
+    short = tmp_path / "d3_40.npz"
+    driving.save(short)
+    photo = sfm_dir / "faces" / "s1.jpg"
+    saved = {}
+    for mode in ("relative", "absolute"):
+        saved[mode] = tmp_path / f"{mode}.npz"
+        status, _, err = run_cli(capsys, "retarget", "--source", str(photo), "--driving",
+                                 str(short), "--motion", mode, "--size", "320", "-o",
+                                 str(tmp_path / f"{mode}.mp4"), "--save-coeffs",
+                                 str(saved[mode]), "--quiet")
+        assert status == 0 and err == "", err
+        assert read_video_info(tmp_path / f"{mode}.mp4").size == (320, 320)
+    rel, ab = Coefficients.load(saved["relative"]), Coefficients.load(saved["absolute"])
+    own = fit_image(photo, sfm_model)
+
+    def degrees(a, b):
+        return np.degrees(rotation_angle_between(a, b).numpy())
+
+    assert degrees(rel.rotation[0], own.rotation[0]) < 2.0
+    assert degrees(ab.rotation[0], own.rotation[0]) > 2.0  # s1 and d3's speaker differ
+    np.testing.assert_allclose(ab.rotation, driving.rotation, atol=1e-5)
+    # Relative: the same rotation changes as the driver's, from another starting pose.
+    change = rel.rotation @ rel.rotation[:1].transpose(-1, -2)
+    np.testing.assert_allclose(change, driving.rotation @ driving.rotation[:1].transpose(-1, -2),
+                               atol=1e-5)
+    assert degrees(rel.rotation, ab.rotation).min() > 2.0
+    # Expression: relative adds the driver's change to s1's own; absolute copies the driver's.
+    np.testing.assert_allclose(ab.expression, driving.expression.clamp_min(0), atol=1e-5)
+    np.testing.assert_allclose(rel.expression[0], own.expression[0], atol=1e-5)
+
+
+def test_smoothing_is_a_gaussian_over_time():
+    import torch
+
+    from faceanime.retarget import smooth_coefficients
+    from tests.test_animate import _face
+
+    base = _face(10, 0.3, 60.0, 3.0)
+    t = 60
+    g = torch.Generator().manual_seed(0)
+    raw = base.to_tensor().expand(t, -1) + 0.05 * torch.randn(t, 14, generator=g)
+    noisy = base.with_tensor(raw)
+    noisy.fps = 30.0
+    smooth = smooth_coefficients(noisy, 2.0)
+    assert smooth.n_frames == t and smooth.fps == 30.0
+    rough = noisy.to_tensor().diff(dim=0).abs().mean()
+    assert float(smooth.to_tensor().diff(dim=0).abs().mean()) < 0.4 * float(rough)
+    # The mean level stays (no drift at the ends either: mirrored edges).
+    assert float((smooth.to_tensor() - raw).mean(0).abs().max()) < 0.01
+    still = base.with_tensor(base.to_tensor().expand(t, -1))
+    assert torch.allclose(smooth_coefficients(still, 3.0).to_tensor(), still.to_tensor(),
+                          atol=1e-5)
+    assert smooth_coefficients(noisy, 0) is noisy
+
+
+@pytest.mark.slow
+def test_crop_output_python_api_and_generator_errors(sfm_dir, d3_coefficients, tmp_path,
+                                                     capsys):
+    from faceanime.retarget import RetargetConfig, retarget
+    from faceanime.tasks import OutputConfig
+
+    short = tmp_path / "d3_8.npz"
+    Coefficients.load(d3_coefficients).frames(slice(0, 8)).save(short)
+    photo = sfm_dir / "faces" / "s12.jpg"
+    result = retarget(photo, short, None, RetargetConfig(
+        output=OutputConfig(paste_back=False, size=128, progress=False)))
+    assert result.output is None and result.video.shape == (8, 128, 128, 3)
+    # The crop is centred on the face: the middle of the crop is skin, not background.
+    assert result.video[:, 40:90, 40:90].std() > 5
+    bogus = tmp_path / "g.safetensors"
+    bogus.write_bytes(b"not a checkpoint")
+    status, _, err = run_cli(capsys, "retarget", "--source", str(photo), "--driving", str(short),
+                             "--generator", str(bogus), "-o", str(tmp_path / "g.mp4"),
+                             "--quiet")
+    assert_one_line_error(status, err, "g.safetensors")
+    assert not (tmp_path / "g.mp4").exists()
+
+
+@pytest.mark.slow
+def test_s1_by_d3_end_to_end(sfm_dir, d3_track, tmp_path, capsys):
+    """Issue 8's acceptance run: 354 frames at 30 fps, the driver's audio, s1's full size with
+    paste-back; identity kept (dlib distance < 0.6 on >= 95 % of frames) and the mouth opening
+    with the driver's (correlation >= 0.8), measured on every 4th output frame."""
+    import torch
+
+    from faceanime.identity import identity_distance, load_embedder
+    from faceanime.landmarks import create_detector, detect_landmarks
+
+    photo, video = sfm_dir / "faces" / "s1.jpg", sfm_dir / "videos" / "d3.mp4"
+    out = tmp_path / "s1_d3.mp4"
+    status, _, err = run_cli(capsys, "retarget", "--source", str(photo), "--driving", str(video),
+                             "-o", str(out), "--no-progress")
+    assert status == 0, err
+    assert "354 frames at 30 fps" in err
+    info, driver = read_video_info(out), read_video_info(video)
+    assert info.fps == 30 and info.size == (1146, 1146)  # 1145² padded to even
+    assert info.has_audio and abs(info.duration - driver.duration) < 0.1
+    image = read_image(photo)
+    frames = [f[:1145, :1145] for i, f in enumerate(iter_video_frames(out)) if i % 4 == 0]
+    with create_detector("dlib") as detector:
+        reference = detect_landmarks(image, detector).points
+        found = np.stack([detect_landmarks(f, detector).points for f in frames])
+    embedder = load_embedder("dlib")
+
+    def tensor(a):
+        return torch.from_numpy(np.stack(a)).permute(0, 3, 1, 2).float() / 255
+
+    ref = embedder.embed(tensor([image]), torch.from_numpy(reference)[None].float())
+    out_emb = embedder.embed(tensor(frames), torch.from_numpy(found).float())
+    distance = identity_distance(out_emb, ref.expand(len(out_emb), -1))
+    assert float((distance < 0.6).float().mean()) >= 0.95
+
+    def gap(p: np.ndarray) -> np.ndarray:  # inner-lip gap over the eye-corner distance
+        return (np.linalg.norm(p[:, 66] - p[:, 62], axis=1)
+                / np.linalg.norm(p[:, 45] - p[:, 36], axis=1))
+
+    assert np.corrcoef(gap(found), gap(d3_track.points[::4]))[0, 1] >= 0.8
+
+
+_PEAK_RSS = """
+import resource, sys
+from faceanime.cli import main
+status = main(sys.argv[1:])
+print("peak_rss_kb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+sys.exit(status)
+"""
+
+
+@pytest.mark.slow
+def test_memory_is_flat_in_video_length(sfm_dir, tmp_path):
+    """Streaming: the 1008-frame d6.mp4 peaks within 1.3x the memory of the 78-frame d0.mp4.
+
+    Peak RSS of a fresh child process (``getrusage(RUSAGE_SELF).ru_maxrss`` at its end), not
+    tracemalloc: tracemalloc sees only Python's allocator, while the frames live in torch and
+    numpy buffers and dlib's memory; RSS is what a user's machine runs out of."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    peak = {}
+    for stem in ("d0", "d6"):
+        out = tmp_path / f"{stem}.mp4"
+        done = subprocess.run(
+            [sys.executable, "-c", _PEAK_RSS, "retarget", "--source",
+             str(sfm_dir / "faces" / "s12.jpg"), "--driving",
+             str(sfm_dir / "videos" / f"{stem}.mp4"), "-o", str(out), "--quiet"],
+            capture_output=True, text=True, env=env, check=False)
+        assert done.returncode == 0, done.stderr
+        peak[stem] = int(done.stdout.split("peak_rss_kb")[-1])
+    assert sum(1 for _ in iter_video_frames(tmp_path / "d6.mp4")) == 1008
+    assert peak["d6"] <= 1.3 * peak["d0"], peak
+
+
+@pytest.mark.slow
+def test_generator_checkpoint_renders_the_job(sfm_dir, d3_coefficients, tmp_path, capsys):
+    """--generator swaps the renderer (faceanime.tasks.make_renderer) and nothing else: an
+    (untrained, tiny) PGFG checkpoint writes the same frames count and size as the classic
+    render, with other pixels."""
+    import torch
+
+    from faceanime.pgfg import Generator
+    from faceanime.pgfg.checkpoint import save_checkpoint
+    from faceanime.pgfg.config import LossConfig, TrainConfig, tiny_configs
+
+    torch.manual_seed(0)
+    weights = save_checkpoint(tmp_path / "gen", "generator", Generator(tiny_configs()[0]), None,
+                              None, LossConfig(), TrainConfig(), {"model": "sfm"})
+    short = tmp_path / "d3_6.npz"
+    Coefficients.load(d3_coefficients).frames(slice(0, 6)).save(short)
+    common = ["retarget", "--source", str(sfm_dir / "faces" / "s12.jpg"), "--driving",
+              str(short), "--no-paste-back", "--size", "128", "--quiet"]
+    videos = {}
+    for name, extra in (("classic", []), ("generator", ["--generator", str(weights)])):
+        out = tmp_path / f"{name}.mp4"
+        status, _, err = run_cli(capsys, *common, "-o", str(out), *extra)
+        assert status == 0, err
+        assert read_video_info(out).size == (128, 128)
+        videos[name] = np.stack(list(iter_video_frames(out))).astype(float)
+    assert videos["classic"].shape == videos["generator"].shape == (6, 128, 128, 3)
+    assert np.abs(videos["classic"] - videos["generator"]).mean() > 2.0

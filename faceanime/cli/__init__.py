@@ -27,7 +27,18 @@ EXIT_ERROR = 1
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from faceanime.cli import dynamics, fit, landmarks, model, prepare, retarget, train
+    from faceanime.cli import (
+        animate,
+        dynamics,
+        evaluate,
+        fit,
+        landmarks,
+        model,
+        predict,
+        prepare,
+        retarget,
+        train,
+    )
 
     parser = argparse.ArgumentParser(
         prog="faceanime",
@@ -41,8 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     fit.register(sub)
     prepare.register(sub)
     retarget.register(sub)
+    predict.register(sub)
+    animate.register(sub)
     train.register(sub)
     dynamics.register(sub)
+    evaluate.register(sub)
     return parser
 
 

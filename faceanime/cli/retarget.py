@@ -1,16 +1,77 @@
-"""``faceanime retarget``: a photo's face makes a driving video's motions."""
+"""``faceanime retarget``: a photo's face makes a driving video's motions.
+
+Also holds the options the three jobs share (:func:`add_job_options`, :func:`output_config`,
+:func:`run_sources`), used by ``faceanime predict`` and ``faceanime animate``.
+"""
 
 from __future__ import annotations
 
 import argparse
-import sys
+from collections.abc import Callable
+from pathlib import Path
 
+from faceanime.errors import InputError
 from faceanime.fitting import FitConfig
 from faceanime.motion import MotionConfig
 from faceanime.render.classic import ClassicConfig
 
 _MOTION = MotionConfig()
 _RENDER = ClassicConfig()
+
+
+def add_job_options(p: argparse.ArgumentParser) -> None:
+    """The sources, output, framing, renderer and reporting options of every job."""
+    p.add_argument("--source", required=True, nargs="+", metavar="PHOTO",
+                   help="the photo whose face moves; several photos or a folder of photos "
+                        "give one output each (-o is then a folder)")
+    p.add_argument("-o", "--output", required=True,
+                   help="video to write (.mp4), or an existing folder (one <photo>.mp4 per "
+                        "source)")
+    p.add_argument("--generator", metavar="CKPT", default=None,
+                   help="PGFG generator checkpoint (default: the classic dense render, no "
+                        "weights needed)")
+    p.add_argument("--paste-back", action=argparse.BooleanOptionalAction, default=True,
+                   help="show the face inside the full photo (default); --no-paste-back writes "
+                        "an aligned square face crop")
+    p.add_argument("--size", type=int, default=None,
+                   help="output side in pixels: the crop's side with --no-paste-back "
+                        "(default 512), else the photo's longer side (default: as the photo)")
+    p.add_argument("--watermark", action="store_true",
+                   help="draw a visible 'faceanime: synthetic' mark on every frame")
+    p.add_argument("--feather", type=float, default=_RENDER.feather,
+                   help="width in pixels of the face's blend into the photo "
+                        "(default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=_RENDER.batch_size,
+                   help="frames rendered at once (default: %(default)s)")
+    p.add_argument("--model", default="sfm", help="morphable model (default: %(default)s)")
+    p.add_argument("--face-index", type=int, default=0,
+                   help="which face when there are several, by size (default: 0 = largest)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars and no summary line (errors are still printed)")
+
+
+def output_config(args: argparse.Namespace):
+    from faceanime.tasks import OutputConfig
+
+    return OutputConfig(
+        paste_back=args.paste_back, size=args.size, generator=args.generator,
+        render=ClassicConfig(feather=args.feather, batch_size=args.batch_size),
+        watermark=args.watermark, device=args.device,
+        progress=not (args.no_progress or args.quiet))
+
+
+def run_sources(args: argparse.Namespace, job: Callable) -> None:
+    """Run ``job(source, output)`` over every ``--source`` (one bad source is skipped)."""
+    from faceanime.tasks import expand_sources, outputs_for, run_many
+
+    sources = expand_sources(args.source)
+    if len(sources) > 1 and getattr(args, "save_coeffs", None):
+        raise InputError(f"{args.save_coeffs}: --save-coeffs takes one source; run the "
+                         "sources one by one to keep each one's coefficients")
+    outputs = outputs_for(sources, args.output, Path(args.output).suffix or ".mp4")
+    run_many(sources, outputs, job, quiet=args.quiet)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,11 +81,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "change from the first frame, applied to the photo's own pose and "
                     "expression), render the photo's face with it and paste it back into the "
                     "photo. Writes an H.264 mp4 at the driver's frame rate with the driver's "
-                    "audio. Renderer: the classic dense render (no learned weights).")
-    p.add_argument("--source", required=True, help="the photo whose face moves")
+                    "audio, tagged as synthesised by faceanime.")
     p.add_argument("--driving", required=True,
                    help="driving video, or a coefficient file (.npz) from 'faceanime fit'")
-    p.add_argument("-o", "--output", required=True, help="video to write (.mp4)")
+    add_job_options(p)
     p.add_argument("--motion", choices=["relative", "absolute"], default=_MOTION.mode,
                    help="relative: the driver's change from the reference frame, applied to the "
                         "photo's pose and expression; absolute: the driver's expression and head "
@@ -32,23 +92,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reference-frame", type=int, default=_MOTION.reference_frame,
                    help="driving frame taken as the neutral reference (default: %(default)s)")
     p.add_argument("--no-pose", action="store_true", help="keep the photo's head pose")
-    p.add_argument("--no-audio", action="store_true", help="do not keep the driver's audio")
-    p.add_argument("--feather", type=float, default=_RENDER.feather,
-                   help="width in pixels of the face's blend into the photo "
-                        "(default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=_RENDER.batch_size,
-                   help="frames rendered at once (default: %(default)s)")
+    p.add_argument("--smooth", type=float, default=0.0,
+                   help="smooth the driver's motion over time: Gaussian sigma in frames "
+                        "(default: 0 = off)")
+    p.add_argument("--audio", action=argparse.BooleanOptionalAction, default=True,
+                   help="keep the driver's audio (default: on)")
     p.add_argument("--side-by-side", action="store_true",
                    help="write photo | driver | result side by side")
-    p.add_argument("--save-coeffs", help="also write the rendered coefficients (.npz)")
+    p.add_argument("--save-coeffs", help="also write the rendered coefficients (.npz; one "
+                                         "source only)")
     p.add_argument("--fps", type=float, default=None,
                    help="frame rate when driving with a coefficient file that has none "
                         "(default: 25)")
-    p.add_argument("--model", default="sfm", help="morphable model (default: %(default)s)")
-    p.add_argument("--face-index", type=int, default=0,
-                   help="which face when there are several, by size (default: 0 = largest)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run)
 
 
@@ -58,11 +113,8 @@ def run(args: argparse.Namespace) -> None:
     config = RetargetConfig(
         motion=MotionConfig(mode=args.motion, reference_frame=args.reference_frame,
                             pose=not args.no_pose),
-        render=ClassicConfig(feather=args.feather, batch_size=args.batch_size),
-        fit=FitConfig(device=args.device), model=args.model, face_index=args.face_index,
-        audio=not args.no_audio, fps=args.fps, side_by_side=args.side_by_side,
-        progress=not args.no_progress)
-    result = retarget(args.source, args.driving, args.output, config, args.save_coeffs)
-    print(f"{result.output}: {result.frames} frames at {result.fps:g} fps in "
-          f"{result.seconds:.1f} s ({result.frames / result.seconds:.1f} frames/s)",
-          file=sys.stderr)
+        output=output_config(args), fit=FitConfig(device=args.device), model=args.model,
+        face_index=args.face_index, smooth=args.smooth, audio=args.audio, fps=args.fps,
+        side_by_side=args.side_by_side)
+    run_sources(args, lambda source, output: retarget(source, args.driving, output, config,
+                                                      args.save_coeffs))

@@ -8,6 +8,8 @@ length. Every failure becomes a :class:`~faceanime.errors.MediaError` naming the
 from __future__ import annotations
 
 import os
+import re
+import subprocess
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +17,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import imageio_ffmpeg
 import numpy as np
+from PIL import Image, PngImagePlugin
 
 from faceanime.errors import MediaError
 from faceanime.io.atomic import atomic_path
@@ -56,15 +59,57 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
-    """Write a ``(H, W, 3)`` uint8 image atomically (format from the extension)."""
+def write_image(path: str | os.PathLike, image: np.ndarray,
+                metadata: dict[str, str] | None = None) -> Path:
+    """Write a ``(H, W, 3)`` uint8 image atomically (format from the extension).
+
+    ``metadata`` becomes PNG ``tEXt`` chunks, or a JPEG comment (its ``comment`` entry)."""
     path = Path(path)
+    suffix = path.suffix.lower()
     with atomic_path(path) as tmp:
         try:
-            iio.imwrite(tmp, np.asarray(image), extension=path.suffix.lower())
+            if metadata and suffix == ".png":
+                info = PngImagePlugin.PngInfo()
+                for key, value in metadata.items():
+                    info.add_text(key, value)
+                Image.fromarray(np.asarray(image)).save(tmp, format="PNG", pnginfo=info)
+            elif metadata and suffix in (".jpg", ".jpeg") and "comment" in metadata:
+                Image.fromarray(np.asarray(image)).save(tmp, format="JPEG", quality=95,
+                                                        comment=metadata["comment"])
+            else:
+                iio.imwrite(tmp, np.asarray(image), extension=suffix)
         except (OSError, ValueError, TypeError) as exc:
             raise MediaError(f"{path}: cannot write image ({exc})") from exc
     return path
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The text metadata of a media file: an image's PNG text chunks or JPEG comment, a video's
+    container tags (as ffmpeg reports them, keys in lower case)."""
+    path = Path(path)
+    _require_file(path)
+    if not is_video_path(path):
+        try:
+            with Image.open(path) as image:
+                info = dict(image.info)
+        except OSError as exc:
+            raise MediaError(f"{path}: not a readable image ({exc})") from exc
+        out = {k: v for k, v in info.items() if isinstance(v, str)}
+        if isinstance(info.get("comment"), bytes):
+            out["comment"] = info["comment"].decode("utf-8", "replace")
+        return out
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-f",
+               "ffmetadata", "-"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise MediaError(f"{path}: cannot read metadata ({done.stderr.strip()[:120]})")
+    tags = {}
+    for line in done.stdout.splitlines():
+        if "=" in line and not line.startswith((";", "[")):
+            key, value = line.split("=", 1)
+            # ffmetadata escapes '=', ';', '#', '\\' and newlines with a backslash.
+            tags[key.lower()] = re.sub(r"\\(.)", r"\1", value)
+    return tags
 
 
 @dataclass(frozen=True)
@@ -137,7 +182,8 @@ def iter_video_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
 
 
 def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float,
-                audio_from: str | os.PathLike | None = None, quality: int = 7) -> int:
+                audio_from: str | os.PathLike | None = None, quality: int = 7,
+                metadata: dict[str, str] | None = None, preset: str = "veryfast") -> int:
     """Encode ``(H, W, 3)`` uint8 frames as H.264 mp4 (yuv420p), streaming, written atomically.
 
     An odd width or height gets one repeated column or row (yuv420p needs even sizes).
@@ -149,6 +195,9 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
         audio_from: a media file whose audio track is muxed in (AAC), or None; a file without
             audio is ignored.
         quality: imageio-ffmpeg quality, 0–10.
+        metadata: container tags (``comment``, ``description``, ...) written into the file.
+        preset: x264 speed preset; ``veryfast`` encodes ~5x faster than x264's default
+            ``medium`` at about the same size for talking heads (docs/performance.md).
 
     Returns:
         The number of frames written.
@@ -172,6 +221,13 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
                     kwargs = {}
                     if audio_from is not None:
                         kwargs = {"audio_path": str(audio_from), "audio_codec": "aac"}
+                    params = ["-preset", preset]
+                    if metadata:
+                        # Custom keys need use_metadata_tags; comment/description are standard.
+                        params += ["-movflags", "+use_metadata_tags"]
+                        for key, value in metadata.items():
+                            params += ["-metadata", f"{key}={value}"]
+                    kwargs["output_params"] = params
                     writer = imageio_ffmpeg.write_frames(
                         str(tmp), (w, h), fps=fps, codec="libx264", pix_fmt_out="yuv420p",
                         quality=quality, macro_block_size=2, ffmpeg_log_level="error", **kwargs)

@@ -1,0 +1,105 @@
+"""Prediction: how the face in one photo may move next.
+
+The job composes the stages: fit the photo (and, with ``observe``, a video or coefficient file
+whose motion is transferred onto the photo, relative to its first frame, as observed history),
+roll the learned 3DDP dynamics forward from it (:func:`faceanime.dynamics.predict`, seeded: another
+seed, another plausible future), render the photo's face along the prediction
+(:func:`faceanime.tasks.make_renderer`) and stream the frames out.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+from faceanime.errors import InputError
+from faceanime.fitting import FitConfig
+from faceanime.morphable import load_model
+from faceanime.motion import transfer_motion
+from faceanime.tasks import (
+    OutputConfig,
+    TaskResult,
+    callable_module,
+    check_frames,
+    check_output,
+    finish_job,
+    load_source,
+    make_renderer,
+)
+
+
+@dataclass
+class PredictConfig:
+    """Settings of a prediction run (besides the frame count, checkpoint, history and seed)."""
+
+    temperature: float = 1.0
+    """Noise multiplier: 0 gives the expected (deterministic, calmer) path."""
+    observe_frames: int | None = None
+    """How many of the history's last frames the model observes (default: as trained)."""
+    include_observed: bool = False
+    """Start the video with the observed frames (the photo itself when there is no history)."""
+    output: OutputConfig = field(default_factory=OutputConfig)
+    """Framing, renderer, watermark, device and progress of the output."""
+    fit: FitConfig = field(default_factory=FitConfig)
+    """Fitter settings for the photo and the observed video."""
+    model: str = "sfm"
+    """Morphable model name or path."""
+    face_index: int = 0
+    """Which face when there are several (0 = largest)."""
+
+
+def predict(source: str | os.PathLike, output: str | os.PathLike | None = None, *,
+            dynamics: str | os.PathLike, frames: int = 120,
+            observe: str | os.PathLike | None = None, seed: int = 0,
+            config: PredictConfig | None = None,
+            save_coefficients: str | os.PathLike | None = None) -> TaskResult:
+    """Animate the face in ``source`` with ``frames`` predicted frames.
+
+    Args:
+        source: the photo.
+        output: ``.mp4`` to write; None returns the frames in ``result.video``.
+        dynamics: a 3DDP checkpoint (``faceanime train dynamics``).
+        frames: predicted frames, >= 1.
+        observe: a video or coefficient file whose motion (relative to its first frame, applied
+            to the photo) is the observed history; None: the photo alone.
+        seed: seeds the motion.
+        config: settings.
+        save_coefficients: also write the rendered coefficients (``.npz``).
+
+    Returns:
+        :class:`~faceanime.tasks.TaskResult` at the history's frame rate (a photo's: the
+        training videos').
+    """
+    from faceanime.dynamics import Dynamics
+    from faceanime.dynamics import predict as roll_out
+    from faceanime.retarget import RetargetConfig, check_driving, load_driving
+
+    config = config or PredictConfig()
+    started = time.perf_counter()
+    check_frames(frames)
+    if output is not None:
+        output = check_output(output)
+    if save_coefficients is not None:
+        check_output(save_coefficients, (".npz",))
+    if observe is not None:
+        check_driving(observe)
+    out_cfg = config.output
+    dyn = Dynamics.load(dynamics, out_cfg.device)  # a bad checkpoint fails before fitting
+    model = load_model(config.model, device=out_cfg.device or config.fit.device)
+    image, start = load_source(source, model, out_cfg, config.fit, config.face_index)
+    history = start
+    if observe is not None:
+        driving, _ = load_driving(observe, model, RetargetConfig(
+            fit=config.fit, model=config.model, face_index=config.face_index, output=out_cfg))
+        history = transfer_motion(start, driving)
+    if config.temperature < 0:
+        raise InputError(f"temperature must be >= 0, got {config.temperature}")
+    path = roll_out(history, frames, seed, checkpoint=dyn, observe=config.observe_frames,
+                    temperature=config.temperature, include_observed=config.include_observed)
+    renderer = make_renderer(model, image, start, out_cfg)
+    return finish_job("predict", source, output, renderer, path, path.fps, out_cfg, started,
+                      save_coefficients=save_coefficients)
+
+
+callable_module(__name__, predict)

@@ -1,0 +1,391 @@
+"""What the three jobs (:mod:`~faceanime.retarget`, :mod:`~faceanime.predict`,
+:mod:`~faceanime.animate`) share: output checks, the source photo in the output's framing, the
+renderer choice, streaming output with provenance, and runs over many sources.
+
+Every generated file says it was synthesised: an mp4 carries ``comment`` and ``description``
+metadata tags, a PNG ``tEXt`` chunks and a JPEG a comment, all naming faceanime, its version,
+the job and the SHA-256 of the source photo (:func:`provenance`); ``watermark`` adds a visible
+mark in a corner (:func:`watermark_frame`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+import types
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont
+from tqdm import tqdm
+
+from faceanime import __version__
+from faceanime.coefficients import Coefficients
+from faceanime.errors import BackendUnavailableError, FaceAnimeError, InputError
+from faceanime.fitting import FitConfig, fit_image
+from faceanime.geometry.rotation import so3_exp
+from faceanime.io import IMAGE_EXTENSIONS, read_image, write_image, write_video
+from faceanime.morphable import FaceModel
+from faceanime.render.classic import ClassicConfig, ClassicRenderer, image_tensor
+from faceanime.render.paste import crop_affine, warp_to_crop
+
+VIDEO_OUTPUTS = (".mp4",)
+WATERMARK_TEXT = "faceanime: synthetic"
+
+
+@dataclass
+class OutputConfig:
+    """How a job's frames are framed, rendered and written (shared by the three jobs)."""
+
+    paste_back: bool = True
+    """Show the face inside the full photo; False: an aligned square crop of the face."""
+    size: int | None = None
+    """Output side in pixels: the crop's side without paste-back (default 512), the photo's
+    longer side with it (default: the photo's own size)."""
+    crop_scale: float = 1.5
+    """Without paste-back: how much around the face the crop takes in (1 = eyes to chin)."""
+    generator: str | None = None
+    """A PGFG generator checkpoint; None: the classic dense render (no weights needed)."""
+    render: ClassicConfig | None = None
+    """The classic renderer's settings (default: ClassicConfig())."""
+    watermark: bool = False
+    """Draw a visible "synthetic" mark in the bottom-right corner of every frame."""
+    device: str | None = None
+    """cpu or cuda (default: cpu)."""
+    progress: bool = True
+    """Show progress bars."""
+
+
+@dataclass
+class TaskResult:
+    """What one job run produced."""
+
+    output: Path | None
+    """The file written (None when the frames were returned instead)."""
+    frames: int
+    fps: float
+    seconds: float
+    coefficients: Coefficients
+    """The rendered coefficients, one frame per output frame."""
+    video: np.ndarray | None = None
+    """``(T, H, W, 3)`` uint8 frames when no output file was asked for."""
+
+    def summary(self) -> str:
+        rate = self.frames / self.seconds if self.seconds > 0 else float("inf")
+        where = self.output if self.output is not None else "(in memory)"
+        return (f"{where}: {self.frames} frames at {self.fps:g} fps in {self.seconds:.1f} s "
+                f"({rate:.1f} frames/s)")
+
+
+# --- outputs ------------------------------------------------------------------------------------
+
+
+def check_output(path: str | os.PathLike, suffixes: tuple[str, ...] = VIDEO_OUTPUTS) -> Path:
+    """Refuse an output before any work is done: wrong extension, or a folder that does not
+    exist or cannot be written."""
+    path = Path(path)
+    if path.suffix.lower() not in suffixes:
+        raise InputError(f"{path}: the output must be a {' or '.join(suffixes)} file")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise InputError(f"{path}: output folder {folder} {what}; create it first")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"{path}: output folder {folder} is not writable; choose another")
+    return path
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def provenance(job: str, source: str | os.PathLike | None) -> dict[str, str]:
+    """The metadata every generated file carries: who made it, by which job, from what."""
+    text = f"synthesised by faceanime {__version__} ({job})"
+    tags = {"comment": text, "description": text, "faceanime_version": __version__,
+            "faceanime_job": job}
+    if source is not None and Path(source).is_file():
+        digest = sha256_file(source)
+        tags["faceanime_source_sha256"] = digest
+        tags["comment"] = f"{text}; source sha256 {digest}"
+        tags["description"] = tags["comment"]
+    return tags
+
+
+def watermark_frame(frame: np.ndarray, text: str = WATERMARK_TEXT) -> np.ndarray:
+    """``(H, W, 3)`` uint8 with a small visible mark (white text on a dark band) in the
+    bottom-right corner, sized to the frame."""
+    image = Image.fromarray(np.asarray(frame, np.uint8))
+    h, w = frame.shape[:2]
+    size = max(10, min(h, w) // 28)
+    try:
+        font = ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: a fixed bitmap font
+        font = ImageFont.load_default()
+    draw = ImageDraw.Draw(image, "RGBA")
+    x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=font)
+    pad = max(2, size // 4)
+    left, top = w - (x1 - x0) - 3 * pad, h - (y1 - y0) - 3 * pad
+    draw.rectangle((left, top, w - pad, h - pad), fill=(0, 0, 0, 140))
+    draw.text((left + pad - x0, top + pad - y0), text, font=font, fill=(255, 255, 255, 230))
+    return np.asarray(image)
+
+
+def write_frames(output: Path, frames: Iterable[np.ndarray], fps: float, *, job: str,
+                 source: str | os.PathLike | None, total: int | None = None,
+                 audio_from: str | os.PathLike | None = None, config: OutputConfig | None = None,
+                 desc: str | None = None) -> int:
+    """Stream frames into ``output`` (an mp4, or an image for a single frame: the last one),
+    with provenance metadata, an optional watermark and a progress bar. Atomic."""
+    config = config or OutputConfig()
+    meta = provenance(job, source)
+    bar = tqdm(total=total, desc=desc or job, unit="frame", disable=not config.progress,
+               leave=False)
+
+    def counted() -> Iterator[np.ndarray]:
+        for frame in frames:
+            if config.watermark:
+                frame = watermark_frame(frame)
+            bar.update(1)
+            yield frame
+
+    try:
+        if output.suffix.lower() in IMAGE_EXTENSIONS:
+            last = None
+            for last in counted():  # noqa: B007 - the image is the last frame
+                pass
+            if last is None:
+                raise InputError(f"{output}: no frame to write")
+            write_image(output, last, metadata=meta)
+            return 1
+        return write_video(output, counted(), fps=fps, audio_from=audio_from, metadata=meta)
+    finally:
+        bar.close()
+
+
+# --- the source photo in the output's framing -----------------------------------------------
+
+
+def transform_coefficients(coeffs: Coefficients, affine: torch.Tensor,
+                           image_size: tuple[int, int]) -> Coefficients:
+    """Coefficients whose projection is ``affine`` applied to ``coeffs``' projection.
+
+    Args:
+        coeffs: ``T`` frames, orthographic camera.
+        affine: ``(2, 3)`` similarity ``[[a, -b, cx], [b, a, cy]]`` from old to new pixels.
+        image_size: ``(H, W)`` of the new image.
+
+    With ``u = s (Rv)_x + t_x`` and ``v = t_y - s (Rv)_y``, a similarity of scale ``k`` and
+    angle ``θ`` (image y down) becomes scale ``k s``, the rotation ``Rz(-θ) R`` and the
+    translation ``A [t_x, t_y, 1]``.
+    """
+    if coeffs.camera != "orthographic":
+        raise InputError("resizing or cropping the output needs the orthographic camera: fit "
+                         "with --camera orthographic")
+    affine = affine.to(coeffs.rotation)
+    a, b = affine[0, 0], affine[1, 0]
+    k = torch.sqrt(a * a + b * b)
+    theta = torch.atan2(b, a)
+    rz = so3_exp(torch.stack([0 * theta, 0 * theta, -theta]))
+    xy = coeffs.translation[:, :2] @ affine[:, :2].T + affine[:, 2]
+    translation = torch.cat([xy, coeffs.translation[:, 2:]], 1)
+    return replace(coeffs, rotation=rz @ coeffs.rotation, translation=translation,
+                   scale=coeffs.scale * k, image_size=torch.tensor(image_size),
+                   landmarks=_affine_points(coeffs.landmarks, affine),
+                   fitted_landmarks=_affine_points(coeffs.fitted_landmarks, affine))
+
+
+def _affine_points(points: torch.Tensor | None, affine: torch.Tensor) -> torch.Tensor | None:
+    return None if points is None else points @ affine[:, :2].T.to(points) + affine[:, 2].to(points)
+
+
+def frame_source(photo: np.ndarray, coeffs: Coefficients, config: OutputConfig
+                 ) -> tuple[np.ndarray, Coefficients]:
+    """The photo and its coefficients in the output's framing: the photo resized to
+    ``config.size`` (paste-back), or an aligned ``size``² crop around the face (no paste-back)."""
+    h, w = photo.shape[:2]
+    if config.paste_back:
+        if config.size is None or config.size == max(h, w):
+            return photo, coeffs
+        if config.size < 16:
+            raise InputError(f"--size {config.size}: the output needs at least 16 pixels")
+        k = config.size / max(h, w)
+        nh, nw = max(1, round(h * k)), max(1, round(w * k))
+        resized = F.interpolate(image_tensor(photo)[None], size=(nh, nw), mode="bilinear",
+                                align_corners=False, antialias=True)[0]
+        # Pixel centres at integers: x' = (x + 0.5) k - 0.5.
+        affine = torch.tensor([[nw / w, 0.0, nw / w / 2 - 0.5], [0.0, nh / h, nh / h / 2 - 0.5]])
+        out = (resized.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+        return np.ascontiguousarray(out), transform_coefficients(coeffs, affine, (nh, nw))
+    size = config.size or 512
+    if size < 16:
+        raise InputError(f"--size {size}: the output needs at least 16 pixels")
+    points = coeffs.landmarks if coeffs.landmarks is not None else coeffs.fitted_landmarks
+    if points is None:
+        raise InputError("the source coefficients hold no landmarks to align a crop with")
+    affine = crop_affine(points[:1].float(), size, config.crop_scale)
+    crop = warp_to_crop(image_tensor(photo)[None], affine, size)[0]
+    out = (crop.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+    return np.ascontiguousarray(out), transform_coefficients(coeffs, affine[0], (size, size))
+
+
+def make_renderer(model: FaceModel, image: np.ndarray, coeffs: Coefficients,
+                  config: OutputConfig | None = None):
+    """The renderer of a job, chosen in one place: the classic dense render by default, the
+    learned PGFG generator (:mod:`faceanime.pgfg`) with ``config.generator``. Both take the
+    source photo and its coefficients and render frames at target coefficients
+    (``image_size``, ``render``, ``iter_render``, ``iter_frames``)."""
+    config = config or OutputConfig()
+    if config.generator is None:
+        return ClassicRenderer(model, image, coeffs, config.render)
+    path = Path(config.generator)
+    if not path.exists():
+        raise InputError(f"{path}: no such generator checkpoint; train one with 'faceanime "
+                         "train generator' or leave out --generator for the classic render")
+    try:
+        from faceanime.pgfg import GeneratorRenderer
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"{path}: this faceanime has no PGFG generator module (faceanime.pgfg: {exc}); "
+            "leave out --generator to use the classic render") from exc
+    return GeneratorRenderer(model, image, coeffs, path, config.render, config.device)
+
+
+# --- many sources -------------------------------------------------------------------------------
+
+
+def expand_sources(sources: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+    """Photos from paths and folders (a folder gives its images, sorted by name)."""
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    out: list[Path] = []
+    for item in sources:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir()
+                           if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not found:
+                raise InputError(f"{path}: the folder holds no image "
+                                 f"({', '.join(IMAGE_EXTENSIONS)})")
+            out.extend(found)
+        else:
+            out.append(path)
+    if not out:
+        raise InputError("no source photo given")
+    return out
+
+
+def outputs_for(sources: list[Path], output: str | os.PathLike, suffix: str = ".mp4"
+                ) -> list[Path]:
+    """One output per source: ``output`` itself for one source, else ``output/<stem>.mp4``
+    (``output`` must then be an existing folder)."""
+    output = Path(output)
+    if output.is_dir():
+        names = [s.stem for s in sources]
+        if len(set(names)) != len(names):
+            raise InputError(f"{output}: two sources share a name ({', '.join(names)}); "
+                             "rename them so each output has its own file")
+        return [output / f"{s.stem}{suffix}" for s in sources]
+    if len(sources) > 1:
+        raise InputError(f"{output}: with {len(sources)} sources the output must be an existing "
+                         "folder (one video per source is written there)")
+    return [output]
+
+
+def run_many(sources: list[Path], outputs: list[Path],
+             job: Callable[[Path, Path], TaskResult], quiet: bool = False) -> list[TaskResult]:
+    """Run ``job(source, output)`` for each source. With one source its error propagates; with
+    several, a failing one is reported (one line) and skipped, the rest still run, and an error
+    at the end says how many failed."""
+    if len(sources) == 1:
+        result = job(sources[0], outputs[0])
+        if not quiet:
+            print(result.summary(), file=sys.stderr)
+        return [result]
+    results, failed = [], []
+    for source, output in zip(sources, outputs, strict=True):
+        try:
+            result = job(source, output)
+        except FaceAnimeError as exc:
+            print(f"faceanime: skipped: {exc}", file=sys.stderr)
+            failed.append(source.name)
+            continue
+        results.append(result)
+        if not quiet:
+            print(result.summary(), file=sys.stderr)
+    if failed:
+        raise InputError(f"{len(failed)} of {len(sources)} sources failed "
+                         f"({', '.join(failed)}); the others were written")
+    return results
+
+
+def load_source(source: str | os.PathLike, model: FaceModel, config: OutputConfig,
+                fit: FitConfig | None = None, face_index: int = 0
+                ) -> tuple[np.ndarray, Coefficients]:
+    """Read and fit the source photo, in the output's framing (:func:`frame_source`)."""
+    photo = read_image(source)
+    # The path (not the pixels) so that "no face" names the file.
+    coeffs = fit_image(source, model, config=fit, face_index=face_index)
+    return frame_source(photo, coeffs, config)
+
+
+def collect_frames(frames: Iterable[np.ndarray]) -> np.ndarray:
+    """``(T, H, W, 3)`` uint8: what the Python API returns when no output file is given."""
+    return np.stack(list(frames))
+
+
+def finish_job(job: str, source: str | os.PathLike, output: Path | None, renderer,
+               target: Coefficients, fps: float, config: OutputConfig, started: float,
+               audio_from: str | os.PathLike | None = None,
+               save_coefficients: str | os.PathLike | None = None,
+               decorate: Callable[[Iterator[np.ndarray]], Iterable[np.ndarray]] | None = None
+               ) -> TaskResult:
+    """The common end of every job: render ``target`` frame batch by frame batch, optionally
+    ``decorate`` the stream (side by side, ...), and write it to ``output`` as it comes (or
+    collect it when ``output`` is None); then save the coefficients."""
+    frames: Iterable[np.ndarray] = renderer.iter_frames(target)
+    if decorate is not None:
+        frames = decorate(frames)
+    result = TaskResult(output=output, frames=0, fps=fps, seconds=0.0, coefficients=target)
+    if output is None:
+        result.video = collect_frames(frames)
+        result.frames = len(result.video)
+    else:
+        result.frames = write_frames(output, frames, fps, job=job, source=source,
+                                     total=target.n_frames, audio_from=audio_from,
+                                     config=config, desc=f"{job} {Path(source).name}")
+    if save_coefficients is not None:
+        target.save(save_coefficients)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def check_frames(frames: int) -> int:
+    if not isinstance(frames, int) or frames < 1:
+        raise InputError(f"--frames must be a whole number >= 1, got {frames}")
+    return frames
+
+
+def callable_module(name: str, function: Callable) -> None:
+    """Make the module ``name`` callable as ``function``.
+
+    ``faceanime.retarget`` is both a module and the job's function: whichever Python finds
+    (``import faceanime.retarget`` binds the module to the package's attribute), the call
+    ``faceanime.retarget(...)`` runs the job."""
+    module = sys.modules[name]
+
+    class JobModule(types.ModuleType):
+        def __call__(self, *args, **kwargs):
+            return function(*args, **kwargs)
+
+    module.__class__ = JobModule
