@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from pathlib import Path
 
 import torch
+from timing import median_seconds
 
 from faceanime.dynamics import DynamicsConfig, DynamicsModel, LossConfig, Normalizer, VertexSubset
 from faceanime.dynamics.train import batch_losses
@@ -33,20 +33,6 @@ def synthetic_sequences(count: int, frames: int, generator: torch.Generator) -> 
     return base + (vel * step).cumsum(1)
 
 
-def median_seconds(fn, repeat: int, device: torch.device) -> float:
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    fn()
-    sync()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
 
 
 def main() -> None:

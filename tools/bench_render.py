@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+from timing import median_seconds
 
 from faceanime.geometry.camera import project_orthographic
 from faceanime.geometry.rotation import euler_to_matrix
@@ -35,20 +36,7 @@ def face_poses(model, batch: int, size: int) -> torch.Tensor:
 
 
 def median_ms(fn, repeat: int, device: str, clock=time.perf_counter) -> float:
-    def sync():
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-
-    fn()
-    sync()
-    times = []
-    for _ in range(repeat):
-        t0 = clock()
-        fn()
-        sync()
-        times.append(clock() - t0)
-    times.sort()
-    return times[len(times) // 2] * 1e3
+    return 1e3 * median_seconds(fn, repeat, device, clock)
 
 
 def main() -> None:
