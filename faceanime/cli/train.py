@@ -79,6 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "end, log.csv and loss.png in the output folder (docs/dynamics.md).")
     add_arguments(d)
     d.set_defaults(func=run)
+    register_generator(what)
 
 
 def configs(args: argparse.Namespace) -> tuple[TrainConfig, DynamicsConfig, LossConfig]:
@@ -101,3 +102,100 @@ def run(args: argparse.Namespace) -> None:
         summary += (f", validation roll-out error {result.metrics['vertex_mm']:.2f} mm "
                     f"(holding the last frame: {result.metrics['hold_mm']:.2f} mm)")
     print(summary, file=sys.stderr)
+
+
+# --- faceanime train generator ---------------------------------------------------------------
+
+def _add_optional_fields(group: argparse._ArgumentGroup, cls: type, prefix: str = "") -> None:
+    """Flags for a config's fields that stay absent from the namespace unless given (so that
+    ``--tiny`` and ``--resume`` can supply the rest); ``prefix`` tells two configs' fields
+    apart (``--d-channels``)."""
+    defaults = cls()
+    helps = _field_help(cls)
+    for f in fields(cls):
+        default = getattr(defaults, f.name)
+        flag = "--" + (prefix + f.name).replace("_", "-")
+        text = helps.get(f.name, "").replace("%", "%%") + f" (default: {default})"
+        dest = f"{prefix}{f.name}"
+        if isinstance(default, bool):
+            group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction,
+                               default=argparse.SUPPRESS, help=text)
+        else:
+            group.add_argument(flag, dest=dest, type=type(default), default=argparse.SUPPRESS,
+                               help=text)
+
+
+def add_generator_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of ``faceanime train generator`` (shared with ``tools/train_generator.py``)."""
+    from faceanime.pgfg.config import DiscriminatorConfig, GeneratorConfig
+    from faceanime.pgfg.config import LossConfig as GanLossConfig
+    from faceanime.pgfg.config import TrainConfig as GanTrainConfig
+
+    p.add_argument("--data", required=True,
+                   help="dataset folder written by 'faceanime prepare' with crops (manifest.json, "
+                        "coefficients/, crops/)")
+    p.add_argument("-o", "--output", required=True,
+                   help="folder for checkpoints, log.csv, loss.png and samples/ (created)")
+    p.add_argument("--resume", help="continue from this checkpoint (a folder, or a .safetensors "
+                                    "with its .json and .state.pt beside it)")
+    p.add_argument("--tiny", action="store_true",
+                   help="tiny networks for CPU smoke runs (explicit network flags still apply)")
+    _add_fields(p.add_argument_group("training"), GanTrainConfig)
+    _add_optional_fields(p.add_argument_group("generator"), GeneratorConfig)
+    _add_optional_fields(p.add_argument_group("discriminator"), DiscriminatorConfig, "d_")
+    _add_optional_fields(p.add_argument_group("losses (weights)"), GanLossConfig)
+
+
+def generator_configs(args: argparse.Namespace):
+    """``(TrainConfig, GeneratorConfig | None, DiscriminatorConfig | None, LossConfig | None)``
+    from parsed flags; a network or loss config is None when resuming without its flags."""
+    from dataclasses import replace
+
+    from faceanime.pgfg.config import DiscriminatorConfig, GeneratorConfig, tiny_configs
+    from faceanime.pgfg.config import LossConfig as GanLossConfig
+    from faceanime.pgfg.config import TrainConfig as GanTrainConfig
+
+    given = vars(args)
+    train_config = GanTrainConfig(**{f.name: given[f.name] for f in fields(GanTrainConfig)
+                                     if f.name in given})
+    tiny_g, tiny_d = tiny_configs()
+    out = []
+    for cls, prefix, base in ((GeneratorConfig, "", tiny_g), (DiscriminatorConfig, "d_", tiny_d),
+                              (GanLossConfig, "", None)):
+        values = {f.name: given[prefix + f.name] for f in fields(cls) if prefix + f.name in given}
+        if base is not None and getattr(args, "tiny", False):
+            out.append(replace(base, **values))
+        elif values or not getattr(args, "resume", None):
+            out.append(cls(**values))
+        else:
+            out.append(None)
+    return (train_config, *out)
+
+
+def run_generator(args: argparse.Namespace) -> None:
+    from faceanime.pgfg.train import train as train_generator
+
+    train_config, gen, disc, loss = generator_configs(args)
+    result = train_generator(args.data, args.output, train_config, gen, disc, loss,
+                             resume=args.resume)
+    summary = f"{result.checkpoint}: step {result.step}"
+    if result.stopped_early:
+        summary += " (stopped by --max-minutes)"
+    m = result.metrics
+    if m:
+        summary += (f", held-out L1 {m['val_l1']:.4f} (classic render {m['classic_l1']:.4f}, "
+                    f"source copy {m['source_l1']:.4f}), identity distance "
+                    f"{m['val_identity']:.3f} (classic {m['classic_identity']:.3f})")
+    print(summary, file=sys.stderr)
+
+
+def register_generator(what: argparse._SubParsersAction) -> None:
+    g = what.add_parser(
+        "generator", help="the prior-guided face generator (PGFG, a conditional GAN)",
+        description="Train PGFG on the aligned crops of a 'faceanime prepare' dataset: pairs of "
+                    "frames of one video with their sparse priors, L1 + adversarial + identity "
+                    "losses, an EMA generator, validation on held-out videos against the classic "
+                    "render, checkpoints (safetensors + JSON), log.csv, loss.png and sample "
+                    "grids in the output folder (docs/pgfg.md).")
+    add_generator_arguments(g)
+    g.set_defaults(func=run_generator)
