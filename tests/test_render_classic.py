@@ -9,8 +9,9 @@ from PIL import Image
 
 from faceanime.errors import InputError
 from faceanime.fitting import fit_image, fit_landmarks
+from faceanime.geometry.rotation import euler_to_matrix
 from faceanime.motion import transfer_motion
-from faceanime.render.classic import ClassicConfig, ClassicRenderer
+from faceanime.render.classic import ClassicConfig, ClassicRenderer, to_uint8
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +36,23 @@ def test_source_coefficients_give_back_the_photo(sfm_model, s1_photo):
     outside[y0:y1, x0:x1] = False
     assert torch.equal(frames[0][:, outside], photo[:, outside])
 
+
+
+def test_uint8_frames_are_the_rendered_frames_and_the_photo_bytes(sfm_model, s1_photo):
+    image, coeffs = s1_photo
+    renderer = ClassicRenderer(sfm_model, image, coeffs, ClassicConfig(batch_size=2))
+    # Three frames turning the head: two batches, each with its own face box.
+    target = coeffs.frames([0, 0, 0])
+    yaw = euler_to_matrix(torch.tensor([0.0, 0.15, 0.3]), torch.zeros(3), torch.zeros(3))
+    target.rotation = yaw.to(target.rotation) @ target.rotation
+    frames = list(renderer.iter_frames(target))
+    expected = to_uint8(renderer.render(target))
+    assert len(frames) == 3 and all(f.dtype == np.uint8 for f in frames)
+    assert np.array_equal(np.stack(frames), expected)
+    x0, y0, x1, y1 = renderer.face_box(target)
+    outside = np.ones(image.shape[:2], dtype=bool)
+    outside[y0:y1, x0:x1] = False
+    assert np.array_equal(frames[2][outside], image[outside])
 
 def test_photo_must_match_its_coefficients(sfm_model, s1_photo):
     image, coeffs = s1_photo
