@@ -17,7 +17,6 @@ losses exactly. Writes into the output folder: checkpoints (:mod:`~faceanime.dyn
 from __future__ import annotations
 
 import contextlib
-import csv
 import math
 import os
 import time
@@ -45,7 +44,7 @@ from faceanime.dynamics.model import DynamicsModel
 from faceanime.dynamics.plot import plot_losses
 from faceanime.dynamics.vertices import VertexSubset, vertex_metric
 from faceanime.errors import InputError
-from faceanime.io.atomic import atomic_path
+from faceanime.io.csvlog import read_log, write_log
 from faceanime.morphable import FaceModel, load_model
 
 LOG_FIELDS = ("step", "lr", "loss", "coefficient", "vertex", "nll", "val_loss",
@@ -199,21 +198,6 @@ def learning_rate(step: int, config: TrainConfig) -> float:
     return config.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
-def _read_log(path: Path, upto: int) -> list[dict[str, str]]:
-    """Rows of an existing log up to step ``upto`` (a resumed run replaces the later ones)."""
-    if not path.is_file():
-        return []
-    with open(path, newline="") as fh:
-        return [row for row in csv.DictReader(fh) if int(row["step"]) <= upto]
-
-
-def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, LOG_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def _plot(path: Path, rows: list[dict[str, Any]]) -> None:
     steps = [int(r["step"]) for r in rows]
     train = [float(r["loss"]) for r in rows]
@@ -317,7 +301,7 @@ def train(data: str | os.PathLike, output: str | os.PathLike,
 
     output.mkdir(parents=True, exist_ok=True)
     log_path, plot_path = output / "log.csv", output / "loss.png"
-    rows = _read_log(log_path, start)
+    rows = read_log(log_path, start)
     info = {"model": dataset.model, "n_expression": dataset.n_expression,
             "n_shape": int(sampler.shapes.shape[1]), "camera": dataset.camera,
             "videos": {"train": train_names, "val": val_names},
@@ -392,11 +376,11 @@ def train(data: str | os.PathLike, output: str | os.PathLike,
                             val_mm=f"{metrics['vertex_mm']:.2f}" if metrics else "-")
             if done % config.checkpoint_every == 0 or done == config.steps:
                 checkpoint(f"step_{done:07d}", done)
-                _write_log(log_path, rows)
+                write_log(log_path, LOG_FIELDS, rows)
                 _plot(plot_path, rows)
         bar.close()
         weights = checkpoint(FINAL, config.steps)
-    _write_log(log_path, rows)
+    write_log(log_path, LOG_FIELDS, rows)
     _plot(plot_path, rows)
     return TrainResult(checkpoint=weights, step=config.steps, log=log_path, plot=plot_path,
                        metrics=metrics)

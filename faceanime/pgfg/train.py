@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import csv
 import os
 import time
 from collections.abc import Iterator
@@ -38,6 +37,7 @@ from faceanime.dynamics.plot import plot_losses
 from faceanime.errors import InputError
 from faceanime.identity import identity_distance, load_embedder
 from faceanime.io.atomic import atomic_path
+from faceanime.io.csvlog import read_log, write_log
 from faceanime.morphable import FaceModel, load_model
 from faceanime.pgfg.checkpoint import (
     FINAL,
@@ -191,20 +191,6 @@ def sample_grid(path: Path, batch: PairBatch, generated: torch.Tensor,
         Image.fromarray(grid).save(tmp, format="PNG")
 
 
-def _read_log(path: Path, upto: int) -> list[dict[str, str]]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as fh:
-        return [row for row in csv.DictReader(fh) if int(row["step"]) <= upto]
-
-
-def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, LOG_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def _plot(path: Path, rows: list[dict[str, Any]]) -> None:
     steps = [int(r["step"]) for r in rows]
     train = [float(r["l1"]) for r in rows]
@@ -320,7 +306,7 @@ def _train(data, output: Path, config: TrainConfig, gen_config: GeneratorConfig,
     output.mkdir(parents=True, exist_ok=True)
     log_path, plot_path = output / "log.csv", output / "loss.png"
     start = ckpt.step if ckpt is not None else 0
-    rows = _read_log(log_path, start)
+    rows = read_log(log_path, start)
     info = {"model": dataset.model_name, "crop_size": dataset.size,
             "crop_scale": float(manifest.get("crop_scale") or 1.0),
             "videos": {"train": train_names, "val": val_names},
@@ -419,14 +405,14 @@ def _train(data, output: Path, config: TrainConfig, gen_config: GeneratorConfig,
                             val_l1=f"{metrics['val_l1']:.4f}" if metrics else "-")
             if done % config.checkpoint_every == 0 and not last:
                 checkpoint(f"step_{done:07d}", done)
-                _write_log(log_path, rows)
+                write_log(log_path, LOG_FIELDS, rows)
                 _plot(plot_path, rows)
             if out_of_time:
                 stopped_early = done < config.steps
                 break
         bar.close()
         weights = checkpoint(FINAL, done)
-    _write_log(log_path, rows)
+    write_log(log_path, LOG_FIELDS, rows)
     _plot(plot_path, rows)
     return TrainResult(checkpoint=weights, step=done, log=log_path, plot=plot_path,
                        metrics=metrics, stopped_early=stopped_early)
