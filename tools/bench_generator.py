@@ -17,7 +17,6 @@ import os
 import resource
 import subprocess
 import sys
-import time
 from dataclasses import replace
 
 # As the CLI does (faceanime/cli/__init__.py): busy-waiting OpenMP threads run many times slower
@@ -25,6 +24,7 @@ from dataclasses import replace
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
+from timing import median_seconds
 
 from faceanime.pgfg import Discriminator, Generator, GeneratorConfig, LossConfig
 from faceanime.pgfg.config import prior_channels
@@ -36,20 +36,6 @@ def config_for(size: int) -> GeneratorConfig:
     return replace(GeneratorConfig(), size=size, levels=4 if size == 128 else 5)
 
 
-def median_seconds(fn, repeat: int, device: torch.device) -> float:
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    fn()
-    sync()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
 
 
 def inputs(size: int, batch: int, device: torch.device):

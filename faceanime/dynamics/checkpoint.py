@@ -74,10 +74,6 @@ class Checkpoint:
     def step(self) -> int:
         return int(self.info.get("step", 0))
 
-    @property
-    def state_path(self) -> Path:
-        return self.path.with_name(self.path.name.removesuffix(".safetensors") + ".state.pt")
-
     def build_model(self, device: torch.device | str | None = None) -> DynamicsModel:
         """The network with these weights, in eval mode.
 
@@ -135,4 +131,4 @@ def load_train_state(checkpoint: Checkpoint) -> dict[str, Any]:
     Raises:
         ModelFileError: no state file (a final checkpoint copied without it), or a damaged one.
     """
-    return read_train_state(checkpoint.state_path, checkpoint.path)
+    return read_train_state(checkpoint.path)

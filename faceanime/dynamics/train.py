@@ -44,6 +44,7 @@ from faceanime.dynamics.model import DynamicsModel
 from faceanime.dynamics.plot import plot_losses
 from faceanime.dynamics.vertices import VertexSubset, vertex_metric
 from faceanime.errors import InputError
+from faceanime.io.checkpoint import random_states, restore_random_states
 from faceanime.io.csvlog import read_log, write_log
 from faceanime.morphable import FaceModel, load_model
 
@@ -323,16 +324,11 @@ def train(data: str | os.PathLike, output: str | os.PathLike,
         if ckpt is not None:
             state = load_train_state(ckpt)
             optimizer.load_state_dict(state["optimizer"])
-            generator.set_state(state["generator"])
-            torch.set_rng_state(state["torch_rng"])
-            if device.type == "cuda" and "cuda_rng" in state:
-                torch.cuda.set_rng_state(state["cuda_rng"], device)
+            restore_random_states(state, generator, device)
 
         def checkpoint(name: str, step: int) -> Path:
-            state = {"optimizer": optimizer.state_dict(), "generator": generator.get_state(),
-                     "torch_rng": torch.get_rng_state(), "step": step}
-            if device.type == "cuda":
-                state["cuda_rng"] = torch.cuda.get_rng_state(device)
+            state = {"optimizer": optimizer.state_dict(), "step": step,
+                     **random_states(generator, device)}
             return save_checkpoint(output, name, model, normalizer, loss_config, config,
                                    {**info, "step": step, "metrics": metrics}, state)
 

@@ -447,7 +447,6 @@ def evaluate_self(videos: Sequence[str | os.PathLike], config: EvalConfig | None
     for v in videos:
         if not is_video_path(v):
             raise InputError(f"{v}: not a video (mp4, mov, ...); self-reenactment needs videos")
-    torch.manual_seed(0)
     model = load_model(config.model, device=config.device)
     scorer = Scorer(config.device)
     results = []
@@ -629,7 +628,6 @@ def evaluate_cross(photos: Sequence[str | os.PathLike], driving: Sequence[str | 
     for v in driving:
         if not is_video_path(v):
             raise InputError(f"{v}: --driving takes videos (mp4, mov, ...)")
-    torch.manual_seed(0)
     model = load_model(config.model, device=config.device)
     scorer = Scorer(config.device)
     results = []

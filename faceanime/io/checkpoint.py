@@ -79,7 +79,7 @@ def write_checkpoint(kind: CheckpointKind, folder: str | os.PathLike, name: str,
         digest = file_digest(tmp)
         if train_state is not None:
             # Renamed into place before the weights, which are before the JSON.
-            with atomic_path(folder / f"{name}.state.pt") as tmp_state:
+            with atomic_path(state_path(weights)) as tmp_state:
                 torch.save({**train_state, "weights_sha256": digest}, tmp_state)
     document = {"format": kind.format, **document, "weights": weights.name,
                 "weights_sha256": digest}
@@ -161,24 +161,50 @@ def read_checkpoint(kind: CheckpointKind, path: str | os.PathLike
     return weights, tensors, document
 
 
-def read_train_state(state_path: Path, weights_path: Path) -> dict[str, Any]:
-    """The optimiser and generator states saved with a training checkpoint.
+def state_path(weights: Path) -> Path:
+    """The training-state file beside a checkpoint's weights file."""
+    return weights.with_name(weights.name.removesuffix(".safetensors") + ".state.pt")
+
+
+def random_states(generator: torch.Generator, device: torch.device) -> dict[str, Any]:
+    """The random states a training run draws from (its own ``generator`` for data, torch's
+    global one for dropout and initialisation, CUDA's on a GPU), for the training state."""
+    states = {"generator": generator.get_state(), "torch_rng": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda_rng"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def restore_random_states(states: dict[str, Any], generator: torch.Generator,
+                          device: torch.device) -> None:
+    """Put back what :func:`random_states` saved, so a resumed run repeats the uninterrupted
+    one."""
+    generator.set_state(states["generator"])
+    torch.set_rng_state(states["torch_rng"])
+    if device.type == "cuda" and "cuda_rng" in states:
+        torch.cuda.set_rng_state(states["cuda_rng"], device)
+
+
+def read_train_state(weights: Path) -> dict[str, Any]:
+    """The optimiser and random states saved with the training checkpoint whose weights are
+    ``weights``.
 
     Raises:
         ModelFileError: no state file (a final checkpoint copied without it), a damaged one, or
             one written with other weights.
     """
-    if not state_path.is_file():
-        raise ModelFileError(f"{state_path}: missing; resuming needs the .state.pt written with "
+    path = state_path(weights)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: missing; resuming needs the .state.pt written with "
                              "the checkpoint (training's own output folder has it)")
     try:
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged pickle
-        raise ModelFileError(f"{state_path}: unreadable training state ({type(exc).__name__}); "
+        raise ModelFileError(f"{path}: unreadable training state ({type(exc).__name__}); "
                              "resume from another checkpoint") from exc
-    if not isinstance(state, dict) or state.get("weights_sha256") != file_digest(weights_path):
-        raise ModelFileError(f"{state_path}: this training state belongs to another checkpoint "
-                             f"than {weights_path.name}; resume from a complete checkpoint")
+    if not isinstance(state, dict) or state.get("weights_sha256") != file_digest(weights):
+        raise ModelFileError(f"{path}: this training state belongs to another checkpoint "
+                             f"than {weights.name}; resume from a complete checkpoint")
     return state
 
 
@@ -204,5 +230,6 @@ def load_matching(module: torch.nn.Module, tensors: dict[str, torch.Tensor], pat
     module.load_state_dict(tensors)
 
 
-__all__ = ["CheckpointKind", "file_digest", "load_matching", "read_checkpoint",
-           "read_train_state", "resolve_checkpoint", "write_checkpoint"]
+__all__ = ["CheckpointKind", "file_digest", "load_matching", "random_states", "read_checkpoint",
+           "read_train_state", "resolve_checkpoint", "restore_random_states", "state_path",
+           "write_checkpoint"]

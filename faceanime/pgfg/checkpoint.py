@@ -70,10 +70,6 @@ class Checkpoint:
     def step(self) -> int:
         return int(self.info.get("step", 0))
 
-    @property
-    def state_path(self) -> Path:
-        return self.path.with_name(self.path.name.removesuffix(".safetensors") + ".state.pt")
-
     def _part(self, prefix: str) -> dict[str, torch.Tensor]:
         return {k[len(prefix) + 1:]: v for k, v in self.tensors.items()
                 if k.startswith(prefix + ".")}
@@ -154,7 +150,7 @@ def load_train_state(checkpoint: Checkpoint) -> dict[str, Any]:
     Raises:
         ModelFileError: no state file, a damaged one, or one of another checkpoint.
     """
-    return read_train_state(checkpoint.state_path, checkpoint.path)
+    return read_train_state(checkpoint.path)
 
 
 __all__ = ["FINAL", "FORMAT", "Checkpoint", "load_checkpoint", "load_train_state",

@@ -37,6 +37,7 @@ from faceanime.dynamics.plot import plot_losses
 from faceanime.errors import InputError
 from faceanime.identity import identity_distance, load_embedder
 from faceanime.io.atomic import atomic_path
+from faceanime.io.checkpoint import random_states, restore_random_states
 from faceanime.io.csvlog import read_log, write_log
 from faceanime.morphable import FaceModel, load_model
 from faceanime.pgfg.checkpoint import (
@@ -341,18 +342,12 @@ def _train(data, output: Path, config: TrainConfig, gen_config: GeneratorConfig,
             opt_g.load_state_dict(state["opt_g"])
             if opt_d is not None and "opt_d" in state:
                 opt_d.load_state_dict(state["opt_d"])
-            rng.set_state(state["generator"])
-            torch.set_rng_state(state["torch_rng"])
-            if device.type == "cuda" and "cuda_rng" in state:
-                torch.cuda.set_rng_state(state["cuda_rng"], device)
+            restore_random_states(state, rng, device)
 
         def checkpoint(name: str, step: int) -> Path:
-            state = {"opt_g": opt_g.state_dict(), "generator": rng.get_state(),
-                     "torch_rng": torch.get_rng_state(), "step": step}
+            state = {"opt_g": opt_g.state_dict(), "step": step, **random_states(rng, device)}
             if opt_d is not None:
                 state["opt_d"] = opt_d.state_dict()
-            if device.type == "cuda":
-                state["cuda_rng"] = torch.cuda.get_rng_state(device)
             return save_checkpoint(output, name, generator, ema, discriminator, loss_config,
                                    config, {**info, "step": step, "metrics": metrics}, state)
 
