@@ -25,6 +25,7 @@ from faceanime.errors import InputError
 from faceanime.fitting import FitConfig, fit_image
 from faceanime.geometry.rotation import so3_exp, so3_log
 from faceanime.io import read_image
+from faceanime.landmarks import create_detector
 from faceanime.morphable import load_model
 from faceanime.tasks import (
     OutputConfig,
@@ -152,11 +153,14 @@ def animate(source: str | os.PathLike, target: str | os.PathLike,
 
         dyn = Dynamics.load(dynamics, out_cfg.device)  # a bad checkpoint fails before fitting
     model = load_model(config.model, device=out_cfg.device or config.fit.device)
-    image, start = load_source(source, model, out_cfg, config.fit, config.face_index)
-    if end is not None:
-        end = end.frames(slice(end.n_frames - 1, None))
-    else:
-        end = fit_image(target, model, config=config.fit, face_index=config.face_index)
+    with create_detector("dlib") as detector:
+        image, start = load_source(source, model, out_cfg, config.fit, config.face_index,
+                                   detector)
+        if end is not None:
+            end = end.frames(slice(end.n_frames - 1, None))
+        else:
+            end = fit_image(target, model, config=config.fit, face_index=config.face_index,
+                            backend=detector)
     if dyn is None:
         path = interpolate_coefficients(start, end, frames, config.placement)
         fps = config.fps

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from faceanime.errors import InputError
 from faceanime.fitting import FitConfig
+from faceanime.landmarks import create_detector
 from faceanime.morphable import load_model
 from faceanime.motion import transfer_motion
 from faceanime.tasks import (
@@ -87,12 +88,15 @@ def predict(source: str | os.PathLike, output: str | os.PathLike | None = None, 
     out_cfg = config.output
     dyn = Dynamics.load(dynamics, out_cfg.device)  # a bad checkpoint fails before fitting
     model = load_model(config.model, device=out_cfg.device or config.fit.device)
-    image, start = load_source(source, model, out_cfg, config.fit, config.face_index)
-    history = start
-    if observe is not None:
-        driving, _ = load_driving(observe, model, RetargetConfig(
-            fit=config.fit, model=config.model, face_index=config.face_index, output=out_cfg))
-        history = transfer_motion(start, driving)
+    with create_detector("dlib") as detector:
+        image, start = load_source(source, model, out_cfg, config.fit, config.face_index,
+                                   detector)
+        history = start
+        if observe is not None:
+            driving, _ = load_driving(observe, model, RetargetConfig(
+                fit=config.fit, model=config.model, face_index=config.face_index,
+                output=out_cfg), detector)
+            history = transfer_motion(start, driving)
     if config.temperature < 0:
         raise InputError(f"temperature must be >= 0, got {config.temperature}")
     path = roll_out(history, frames, seed, checkpoint=dyn, observe=config.observe_frames,

@@ -9,6 +9,7 @@ provenance tags (:mod:`faceanime.tasks`).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -24,9 +25,16 @@ from faceanime.coefficients import Coefficients
 from faceanime.errors import InputError
 from faceanime.fitting import FitConfig, fit_video
 from faceanime.io import is_video_path, iter_video_frames, read_video_info
-from faceanime.landmarks import TrackerConfig
+from faceanime.landmarks import (
+    LandmarkDetector,
+    TrackerConfig,
+    VideoLandmarks,
+    create_detector,
+    track_video,
+)
 from faceanime.morphable import FaceModel, load_model
 from faceanime.motion import MotionConfig, transfer_motion
+from faceanime.parallel import Background
 from faceanime.tasks import (
     OutputConfig,
     TaskResult,
@@ -60,6 +68,9 @@ class RetargetConfig:
     """Keep the driving video's audio."""
     fps: float | None = None
     """Output frame rate for a driving coefficient file without one (default 25)."""
+    track_parts: int = 2
+    """Track the driving video in up to this many parts at once, one process each (each part
+    of 100 frames or more starts from its own detection; 1: one pass, as ``faceanime fit``)."""
     side_by_side: bool = False
     """Write photo | driver | result side by side (driver frames only for a video driver)."""
 
@@ -100,10 +111,21 @@ def smooth_coefficients(coeffs: Coefficients, sigma: float) -> Coefficients:
     return replace(smoothed, landmarks=coeffs.landmarks, valid=coeffs.valid, fps=coeffs.fps)
 
 
-def load_driving(driving: str | os.PathLike, model: FaceModel, config: RetargetConfig
-                 ) -> tuple[Coefficients, Path | None]:
+def driver_tracker(config: RetargetConfig) -> TrackerConfig:
+    """How a driving video is tracked in a job."""
+    return TrackerConfig(face_index=config.face_index, progress=config.output.progress,
+                         parts=config.track_parts)
+
+
+def load_driving(driving: str | os.PathLike, model: FaceModel, config: RetargetConfig,
+                 detector: LandmarkDetector | None = None,
+                 landmarks: VideoLandmarks | None = None) -> tuple[Coefficients, Path | None]:
     """The driver's coefficients: fitted from a video, or read from a ``faceanime fit`` file.
-    Also returns the file to take audio from (None for a coefficient file)."""
+    Also returns the file to take audio from (None for a coefficient file).
+
+    A video is tracked with ``detector`` (a built dlib detector to reuse) unless its
+    ``landmarks`` (:func:`~faceanime.landmarks.track_video` with :func:`driver_tracker`) are
+    already at hand."""
     path = Path(driving)
     if path.suffix.lower() == ".npz":
         coeffs = Coefficients.load(path)
@@ -116,9 +138,10 @@ def load_driving(driving: str | os.PathLike, model: FaceModel, config: RetargetC
     if not is_video_path(path):
         raise InputError(f"{path}: the driver must be a video (mp4, mov, ...) or a coefficient "
                          "file (.npz) from 'faceanime fit'")
-    read_video_info(path)  # a missing or undecodable video fails here, before any fitting
-    tracker = TrackerConfig(face_index=config.face_index, progress=config.output.progress)
-    return fit_video(path, model, config=config.fit, tracker=tracker), path
+    if landmarks is None:
+        read_video_info(path)  # a missing or undecodable video fails here, before any fitting
+    return fit_video(path, model, landmarks, config=config.fit, tracker=driver_tracker(config),
+                     detector=detector), path
 
 
 def check_driving(driving: str | os.PathLike) -> None:
@@ -160,16 +183,28 @@ def retarget(source: str | os.PathLike, driving: str | os.PathLike,
         check_output(save_coefficients, (".npz",))
     check_driving(driving)
     out_cfg = config.output
-    model = load_model(config.model, device=out_cfg.device or config.fit.device)
-    image, source_coeffs = load_source(source, model, out_cfg, config.fit, config.face_index)
-    driving_coeffs, audio = load_driving(driving, model, config)
+    # dlib holds the GIL while it tracks: the driver is tracked in background processes while
+    # this one fits the photo and takes its texture (the same landmarks as tracking first).
+    # Each process loads its own dlib models: loading them here first, for the tracking to
+    # inherit, kept one core idle meanwhile and measured no faster.
+    with contextlib.ExitStack() as stack:
+        tracking = None
+        if is_video_path(driving):
+            tracking = stack.enter_context(Background(track_video, Path(driving),
+                                                      driver_tracker(config)))
+        detector = stack.enter_context(create_detector("dlib"))
+        model = load_model(config.model, device=out_cfg.device or config.fit.device)
+        image, source_coeffs = load_source(source, model, out_cfg, config.fit, config.face_index,
+                                           detector)
+        renderer = make_renderer(model, image, source_coeffs, out_cfg)
+        landmarks = tracking.result() if tracking is not None else None
+    driving_coeffs, audio = load_driving(driving, model, config, landmarks=landmarks)
     driving_coeffs = smooth_coefficients(driving_coeffs, config.smooth)
     target = transfer_motion(source_coeffs, driving_coeffs, config.motion)
     fps = driving_coeffs.fps or config.fps or 25.0
     if not config.audio:
         audio = None
 
-    renderer = make_renderer(model, image, source_coeffs, out_cfg)
     decorate = None
     if config.side_by_side:
         def decorate(frames):

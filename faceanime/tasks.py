@@ -31,6 +31,7 @@ from faceanime.errors import BackendUnavailableError, FaceAnimeError, InputError
 from faceanime.fitting import FitConfig, fit_image
 from faceanime.geometry.rotation import so3_exp
 from faceanime.io import IMAGE_EXTENSIONS, read_image, write_image, write_video
+from faceanime.landmarks import LandmarkDetector
 from faceanime.morphable import FaceModel
 from faceanime.render.classic import ClassicConfig, ClassicRenderer, image_tensor
 from faceanime.render.paste import crop_affine, warp_to_crop
@@ -330,12 +331,14 @@ def run_many(sources: list[Path], outputs: list[Path],
 
 
 def load_source(source: str | os.PathLike, model: FaceModel, config: OutputConfig,
-                fit: FitConfig | None = None, face_index: int = 0
-                ) -> tuple[np.ndarray, Coefficients]:
-    """Read and fit the source photo, in the output's framing (:func:`frame_source`)."""
+                fit: FitConfig | None = None, face_index: int = 0,
+                detector: LandmarkDetector | None = None) -> tuple[np.ndarray, Coefficients]:
+    """Read and fit the source photo, in the output's framing (:func:`frame_source`); with
+    ``detector`` (a built one, e.g. shared with the driver's tracking), its landmarks."""
     photo = read_image(source)
     # The path (not the pixels) so that "no face" names the file.
-    coeffs = fit_image(source, model, config=fit, face_index=face_index)
+    coeffs = fit_image(source, model, config=fit, face_index=face_index,
+                       backend=detector or "dlib")
     return frame_source(photo, coeffs, config)
 
 

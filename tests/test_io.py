@@ -47,6 +47,17 @@ def test_video_info_and_frame_count(data_dir):
     assert frames[0].shape == (512, 512, 3) and frames[0].dtype == np.uint8
 
 
+def test_decoding_from_a_frame_index_gives_exactly_the_later_frames(data_dir):
+    path = data_dir / "videos" / "d0.mp4"
+    frames = [f.copy() for f in iter_video_frames(path)]
+    later = list(iter_video_frames(path, start=50))
+    assert len(later) == 28
+    assert all(np.array_equal(a, b) for a, b in zip(later, frames[50:], strict=True))
+    assert list(iter_video_frames(path, start=500)) == []  # past the end: nothing, no error
+    with pytest.raises(ValueError, match="start"):
+        next(iter_video_frames(path, start=-1))
+
+
 @pytest.mark.parametrize("content", [b"", b"this is not an image at all" * 10])
 def test_bad_image_names_the_file(tmp_path, content):
     bad = tmp_path / "bad.png"

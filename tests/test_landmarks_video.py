@@ -4,11 +4,13 @@ motion)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from faceanime.errors import FaceNotFoundError, InputError
-from faceanime.io import iter_video_frames, read_image
+from faceanime.io import iter_video_frames, read_image, write_video
 from faceanime.landmarks import (
     TrackerConfig,
     create_detector,
@@ -17,6 +19,7 @@ from faceanime.landmarks import (
     track_video,
 )
 from faceanime.landmarks.detector import resize_image
+from faceanime.landmarks.tracking import part_bounds
 
 QUIET = TrackerConfig(progress=False)
 RAW = TrackerConfig(progress=False, smooth=0)
@@ -57,6 +60,36 @@ def test_tracked_points_match_per_frame_detection(data_dir, tracks, det):
         if t % 50 == 0:
             detected = detect_landmarks(frame, det).points
             assert nme(track.raw[t], detected) < 0.02, f"frame {t}"
+
+
+def test_part_bounds():
+    assert part_bounds(354, 2) == [(0, 177), (177, None)]
+    assert part_bounds(1008, 4) == [(0, 252), (252, 504), (504, 756), (756, None)]
+    assert part_bounds(150, 4) == [(0, None)]  # parts of at least MIN_PART_FRAMES frames
+    assert part_bounds(None, 4) == [(0, None)]  # length unknown: one pass
+    assert part_bounds(354, 1) == [(0, None)]
+
+
+def test_tracking_in_parts(data_dir, tracks):
+    """d3 tracked in two processes: the first half is the one-pass track exactly, the second
+    starts from its own detection and lands on the same face (within the tracker's own
+    frame-to-frame spread), and the parts join into one smoothed track of every frame."""
+    whole = tracks["d3"]
+    parts = track_video(data_dir / "videos" / "d3.mp4", replace(QUIET, parts=2))
+    assert parts.raw.shape == whole.raw.shape and parts.valid.all()
+    assert np.array_equal(parts.raw[:177], whole.raw[:177])
+    assert parts.detected[177] and not whole.detected[177]
+    errors = [nme(parts.raw[t], whole.raw[t]) for t in range(177, 354)]
+    assert np.mean(errors) < 0.01 and max(errors) < 0.03
+    assert parts.image_size == whole.image_size and parts.fps == whole.fps
+
+
+def test_tracking_in_parts_reports_no_face_once(tmp_path):
+    noise = np.random.default_rng(0).integers(0, 255, (220, 96, 96, 3), dtype=np.uint8)
+    path = tmp_path / "noise.mp4"
+    write_video(path, noise, fps=25.0)
+    with pytest.raises(FaceNotFoundError, match=r"noise\.mp4: no face found in any of the 220"):
+        track_video(path, replace(QUIET, parts=2))
 
 
 def _jitter(points: np.ndarray) -> float:

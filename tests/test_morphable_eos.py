@@ -19,6 +19,7 @@ from faceanime.morphable.eos import (
     Blendshapes,
     PcaModel,
     load_sfm,
+    mirror_matching,
     read_blendshapes,
     read_eos_model,
     read_sfm,
@@ -221,6 +222,29 @@ def test_symmetry(sfm, data_dir):
     mirrored = sfm.mean[sym] * torch.tensor([-1.0, 1.0, 1.0])
     error = torch.linalg.norm(mirrored - sfm.mean, dim=1)
     assert error.mean() < 1.0 and error.max() < 3.0  # mm; the SFM mean is nearly symmetric
+
+
+def _dense_matching(points: np.ndarray) -> np.ndarray:
+    from scipy.optimize import linear_sum_assignment
+    from scipy.spatial.distance import cdist
+
+    cost = cdist(points * np.array([-1.0, 1.0, 1.0]), points)
+    return linear_sum_assignment(cost + cost.T)[1]
+
+
+def test_sparse_mirror_matching_equals_the_dense_assignment_on_the_sfm(sfm):
+    # The SFM's 2603 vertices beyond its 845-vertex symmetry file are paired by the matching.
+    rest = sfm.mean[845:].double().numpy()
+    assert np.array_equal(mirror_matching(rest), _dense_matching(rest))
+
+
+def test_mirror_matching_falls_back_to_the_dense_assignment():
+    # With one candidate each, both a's and c's mirror images are nearest to b: the sparse
+    # problem has no perfect matching (a and c both need b), so the dense assignment decides.
+    points = np.array([[1.0, 0, 0], [-1.0, 0, 0], [1.1, 0, 0]])
+    result = mirror_matching(points, neighbours=1)
+    assert np.array_equal(result, _dense_matching(points))
+    assert sorted(result.tolist()) == [0, 1, 2]
 
 
 # --- eos-py as the reference ---------------------------------------------------------------------

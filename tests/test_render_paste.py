@@ -9,6 +9,7 @@ import torch
 
 from faceanime.errors import InputError
 from faceanime.render.paste import (
+    _inside_distance,
     close_holes,
     crop_affine,
     feather_mask,
@@ -99,6 +100,23 @@ def test_feather_is_euclidean():
         on_axis = float(alpha[50, 50 + r])
         diagonal = float(alpha[50 + round(r / math.sqrt(2)), 50 + round(r / math.sqrt(2))])
         assert abs(on_axis - diagonal) < 0.1, (depth, on_axis, diagonal)
+
+
+@pytest.mark.parametrize("radius", [1, 6, 14])
+def test_inside_distance_is_the_exact_euclidean_distance_up_to_its_radius(radius):
+    """Against scipy's exact distance transform, on blobs clear of the image edge (scipy knows
+    no continuation beyond the array). Radius 14 needs more than 8 bits for the squared
+    distances: the wider integer path."""
+    from scipy.ndimage import distance_transform_edt
+
+    g = torch.Generator().manual_seed(radius)
+    noise = torch.rand(3, 1, 40, 50, generator=g) > 0.75
+    blobs = torch.nn.functional.max_pool2d(noise.float(), 7, stride=1, padding=3) > 0.5
+    inside = torch.zeros(3, 1, 90, 100, dtype=torch.bool)
+    inside[..., 25:65, 25:75] = blobs
+    got = _inside_distance(inside, radius)
+    truth = torch.from_numpy(distance_transform_edt(inside.numpy())).float()
+    assert torch.allclose(got, truth.clamp_max(radius + 1), atol=1e-5)
 
 
 def test_feather_width_zero_and_edges():

@@ -106,6 +106,26 @@ def test_texture_round_trip(sfm_model, s1):
             assert float(-10 * torch.log10(mse)) >= floor, (yaw, floor)
 
 
+def test_shared_texture_lookup_at_covered_pixels_equals_the_full_image_lookup(sfm_model, s1):
+    """A shared (1, 3, S, S) texture is looked up at the covered pixels only; a per-frame
+    texture batch takes the full-image route (interpolate everywhere, sample everywhere, mask).
+    Both must give the same image to the bit, in either memory format."""
+    image, coeffs = s1
+    m = sfm_model
+    known = extract_texture(image, _screen(m, coeffs), m.triangles, m.texcoords, m.symmetry,
+                            TextureConfig(size=256))
+    frames = [_pose(yaw, torch.zeros(m.n_shape), 200, 0.8) for yaw in (-30.0, 0.0, 25.0)]
+    screen = torch.cat([_screen(m, c) for c in frames])
+    shared, mask, _ = render_texture(known.image, screen, m.triangles, m.texcoords, (200, 200))
+    batch = known.image.expand(3, -1, -1, -1).contiguous()
+    full, _, _ = render_texture(batch, screen, m.triangles, m.texcoords, (200, 200))
+    last = known.image.contiguous(memory_format=torch.channels_last)
+    channels_last, _, _ = render_texture(last, screen, m.triangles, m.texcoords, (200, 200))
+    assert 0.2 < float(mask.mean()) < 0.9
+    assert torch.equal(shared, full) and torch.equal(channels_last, full)
+    assert float(full[mask.expand_as(full) > 0].std()) > 0.02  # a real texture, not a flat one
+
+
 def test_texture_mirror_fills_the_hidden_side(sfm_model, s1):
     image, coeffs = s1
     m = sfm_model

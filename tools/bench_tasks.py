@@ -1,23 +1,30 @@
 """End-to-end speed of ``faceanime retarget`` (classic renderer) with its per-stage split.
 
-For each output size (an aligned square face crop, ``--no-paste-back --size S``) it runs the
-stages one after another on the same inputs and times each: decode (the driving video's frames),
-landmarks (tracking, decode excluded), fit (the 3DMM fit of the driver), render (the classic
-render and paste of every frame), encode (H.264). Then it times the whole job as a user runs it
-(``faceanime.retarget.retarget``, streaming) and reports its frames per second.
+For each output size (an aligned square face crop, ``--no-paste-back --size S``) it times each
+stage alone on the same inputs: decode (the driving video's frames), landmarks (tracking,
+decode included; one pass, then in two parts at once), fit (the 3DMM fit of the driver), render
+(the classic render and paste of every frame; one worker thread, then the default), encode
+(H.264 with the driver's audio). Then it times the whole job as a user runs it
+(``faceanime.retarget.retarget``, streaming, default settings: the driver tracked in two
+processes while the photo is prepared, batches rendered on one thread per torch thread while
+the encoder works) and, for comparison, with everything one after the other
+(``track_parts=1``, one render worker).
 
-    PYTHONPATH=. OMP_NUM_THREADS=1 python tools/bench_tasks.py [--sizes 256 512] [--threads 1]
+    PYTHONPATH=. python tools/bench_tasks.py [--sizes 256 512] [--threads 2] [--repeat 3]
 
-Prints a Markdown table (docs/performance.md holds the results with the machine they ran on).
+Prints a Markdown table (docs/performance.md holds the results with the machine they ran on);
+the end-to-end times are the median of ``--repeat`` runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,14 +32,23 @@ sys.path.insert(0, str(REPO))
 DATA = Path(os.environ.get("FACEANIME_TEST_DATA", REPO.parent / "shared" / "data"))
 
 
+def _seconds(function) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", default=str(DATA / "faces" / "s1.jpg"))
     parser.add_argument("--driving", default=str(DATA / "videos" / "d3.mp4"))
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--repeat", type=int, default=3, help="end-to-end runs per size")
     args = parser.parse_args(argv)
     os.environ.setdefault("FACEANIME_MODEL_DIR", str(DATA / "sfm"))
+    # As the CLI does: idle OpenMP threads sleep instead of spinning (see faceanime.cli).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     import torch
 
@@ -41,22 +57,22 @@ def main(argv: list[str] | None = None) -> int:
     from faceanime.landmarks import TrackerConfig, track_video
     from faceanime.morphable import load_model
     from faceanime.motion import transfer_motion
+    from faceanime.render.classic import ClassicConfig
     from faceanime.retarget import RetargetConfig, retarget
     from faceanime.tasks import OutputConfig, load_source, make_renderer
 
     torch.set_num_threads(args.threads)
     model = load_model("sfm")
     info = read_video_info(args.driving)
-
-    start = time.perf_counter()
     n = sum(1 for _ in iter_video_frames(args.driving))
-    decode = time.perf_counter() - start
-    start = time.perf_counter()
-    track = track_video(args.driving, TrackerConfig(progress=False))
-    landmarks = time.perf_counter() - start - decode
-    start = time.perf_counter()
+    decode = _seconds(lambda: sum(1 for _ in iter_video_frames(args.driving)))
+    quiet = TrackerConfig(progress=False)
+    track = track_video(args.driving, quiet)
+    landmarks = _seconds(lambda: track_video(args.driving, quiet))
+    landmarks_parts = _seconds(lambda: track_video(args.driving, replace(quiet, parts=2)))
+    fit = _seconds(lambda: fit_landmarks(model, torch.from_numpy(track.points), info.size[::-1],
+                                         fps=info.fps))
     driving = fit_landmarks(model, torch.from_numpy(track.points), info.size[::-1], fps=info.fps)
-    fit = time.perf_counter() - start
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -64,32 +80,40 @@ def main(argv: list[str] | None = None) -> int:
             config = OutputConfig(paste_back=False, size=size, progress=False)
             image, source = load_source(args.source, model, config)
             target = transfer_motion(source, driving)
-            renderer = make_renderer(model, image, source, config)
-            start = time.perf_counter()
+            renders = {}
+            for workers in (1, 0):
+                renderer = make_renderer(model, image, source, replace(
+                    config, render=ClassicConfig(workers=workers)))
+                renders[workers] = _seconds(lambda r=renderer, t=target: sum(
+                    1 for _ in r.iter_frames(t)))
             frames = list(renderer.iter_frames(target))
-            render = time.perf_counter() - start
-            start = time.perf_counter()
-            write_video(Path(tmp) / "enc.mp4", frames, info.fps, audio_from=args.driving)
-            encode = time.perf_counter() - start
+            encode = _seconds(lambda f=frames: write_video(Path(tmp) / "enc.mp4", f, info.fps,
+                                                           audio_from=args.driving))
             del frames
-            start = time.perf_counter()
-            result = retarget(args.source, args.driving, Path(tmp) / "job.mp4",
-                              RetargetConfig(output=config))
-            total = time.perf_counter() - start
-            stages = {"decode": decode, "landmarks": landmarks, "fit": fit, "render": render,
-                      "encode": encode}
-            rows.append((size, stages, result.frames, total))
+            ends = {}
+            serial = RetargetConfig(output=replace(config, render=ClassicConfig(workers=1)),
+                                    track_parts=1)
+            for name, job in (("default", RetargetConfig(output=config)), ("serial", serial)):
+                times = []
+                for _ in range(args.repeat):
+                    start = time.perf_counter()
+                    result = retarget(args.source, args.driving, Path(tmp) / "job.mp4", job)
+                    times.append(time.perf_counter() - start)
+                ends[name] = statistics.median(times)
+            rows.append((size, result.frames, decode, landmarks, landmarks_parts, fit,
+                         renders[1], renders[0], encode, ends["serial"], ends["default"]))
 
     print(f"retarget {Path(args.source).name} by {Path(args.driving).name} ({n} frames), "
-          f"classic renderer, {args.threads} torch thread(s); ms per frame by stage\n")
-    print("| size | decode | landmarks | fit | render | encode | sum of stages | end to end "
-          "| end-to-end fps |")
+          f"classic renderer, {args.threads} torch thread(s), {os.cpu_count()} cores; ms per "
+          f"frame by stage (each alone), then the whole job (median of {args.repeat})\n")
+    print("| size | decode | landmarks, 1 pass / 2 parts | fit | render, 1 worker / default "
+          "| encode | job, all serial | job, default | job fps |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for size, stages, frames, total in rows:
-        per = {k: 1000 * v / frames for k, v in stages.items()}
-        print(f"| {size}² | " + " | ".join(f"{per[k]:.1f}" for k in stages)
-              + f" | {sum(per.values()):.1f} | {1000 * total / frames:.1f} | "
-              f"{frames / total:.1f} |")
+    for (size, frames, dec, lm1, lm2, fit_s, r1, r0, enc, serial_s, total) in rows:
+        ms = [1000 * v / frames for v in (dec, lm1, lm2, fit_s, r1, r0, enc, serial_s, total)]
+        print(f"| {size}² | {ms[0]:.1f} | {ms[1]:.1f} / {ms[2]:.1f} | {ms[3]:.1f} | "
+              f"{ms[4]:.1f} / {ms[5]:.1f} | {ms[6]:.1f} | {ms[7]:.1f} | {ms[8]:.1f} | "
+              f"**{frames / total:.1f}** |")
     return 0
 
 

@@ -56,6 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--face-index", type=int, default=0,
                    help="which face when there are several, by size (default: 0 = largest)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
+    p.add_argument("--parts", type=int, default=1, metavar="N",
+                   help="video only: track up to N parts at once, one process each (see "
+                        "'faceanime landmarks --help'; default %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run)
 
@@ -74,7 +77,7 @@ def run(args: argparse.Namespace) -> None:
                        temporal_weight=args.temporal_weight, iterations=args.iterations,
                        jaw=not args.no_jaw, contour=not args.no_contour, device=args.device)
     tracker = TrackerConfig(backend=args.backend, face_index=args.face_index,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, parts=args.parts)
     model = load_model(args.model, device=args.device)
     coeffs = fit_file(args.input, model, args.landmarks, config, tracker)
     coeffs.save(output)

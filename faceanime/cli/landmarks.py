@@ -30,6 +30,7 @@ from faceanime.landmarks import (
     track_video,
     write_pts,
 )
+from faceanime.landmarks.tracking import MIN_PART_FRAMES
 
 OUTPUT_SUFFIXES = (".npz", ".pts")
 VIDEO_OVERLAY_SUFFIXES = (".mp4", ".mov", ".mkv", ".m4v")
@@ -70,6 +71,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--pts", metavar="IN.pts", type=Path,
                         help="image only: take the landmarks from this iBUG .pts file instead of "
                              "detecting them (to convert or draw ground truth)")
+    parser.add_argument("--parts", type=int, default=tracker.parts, metavar="N",
+                        help="video only: track up to N consecutive parts of at least "
+                             f"{MIN_PART_FRAMES} frames at once, one process each, each from its "
+                             "own detection (default %(default)s: one pass)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
 
@@ -86,7 +91,7 @@ def run(args: argparse.Namespace) -> None:
             raise InputError(f"--smooth {args.smooth}: must be 0 (off) or positive")
         config = TrackerConfig(backend=args.backend, face_index=args.face_index,
                                smooth=args.smooth, progress=not args.no_progress,
-                               detector=detector)
+                               detector=detector, parts=args.parts)
         track = track_video(args.input, config)
     else:
         image = read_image(args.input)

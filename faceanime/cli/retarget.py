@@ -43,6 +43,9 @@ def add_job_options(p: argparse.ArgumentParser) -> None:
                         "(default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=_RENDER.batch_size,
                    help="frames rendered at once (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=_RENDER.workers, metavar="N",
+                   help="classic render: batches rendered at once on N threads (default: 0 = "
+                        "one per torch CPU thread)")
     p.add_argument("--model", default="sfm", help="morphable model (default: %(default)s)")
     p.add_argument("--face-index", type=int, default=0,
                    help="which face when there are several, by size (default: 0 = largest)")
@@ -57,7 +60,8 @@ def output_config(args: argparse.Namespace):
 
     return OutputConfig(
         paste_back=args.paste_back, size=args.size, generator=args.generator,
-        render=ClassicConfig(feather=args.feather, batch_size=args.batch_size),
+        render=ClassicConfig(feather=args.feather, batch_size=args.batch_size,
+                             workers=args.workers),
         watermark=args.watermark, device=args.device,
         progress=not (args.no_progress or args.quiet))
 
@@ -75,6 +79,8 @@ def run_sources(args: argparse.Namespace, job: Callable) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from faceanime.retarget import RetargetConfig
+
     p = sub.add_parser(
         "retarget", help="make a photo's face follow a driving video",
         description="Fit the photo and the driver, transfer the driver's motion (by default its "
@@ -104,6 +110,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fps", type=float, default=None,
                    help="frame rate when driving with a coefficient file that has none "
                         "(default: 25)")
+    p.add_argument("--track-parts", type=int, default=RetargetConfig().track_parts, metavar="N",
+                   help="track the driving video in up to N parts at once, one process each, "
+                        "while the photo is prepared (default: %(default)s; 1: one pass, the "
+                        "same landmarks as 'faceanime fit')")
     p.set_defaults(func=run)
 
 
@@ -115,6 +125,6 @@ def run(args: argparse.Namespace) -> None:
                             pose=not args.no_pose),
         output=output_config(args), fit=FitConfig(device=args.device), model=args.model,
         face_index=args.face_index, smooth=args.smooth, audio=args.audio, fps=args.fps,
-        side_by_side=args.side_by_side)
+        side_by_side=args.side_by_side, track_parts=args.track_parts)
     run_sources(args, lambda source, output: retarget(source, args.driving, output, config,
                                                       args.save_coeffs))

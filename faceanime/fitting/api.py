@@ -17,6 +17,7 @@ from faceanime.errors import InputError
 from faceanime.fitting.fitter import FitConfig, fit_landmarks
 from faceanime.io import is_video_path, read_image, read_video_info
 from faceanime.landmarks import (
+    LandmarkDetector,
     TrackerConfig,
     VideoLandmarks,
     detect_landmarks,
@@ -55,7 +56,7 @@ def _model(model: FaceModel | str) -> FaceModel:
 
 def fit_image(image: str | os.PathLike | np.ndarray, model: FaceModel | str = "sfm",
               landmarks: np.ndarray | str | os.PathLike | None = None,
-              config: FitConfig | None = None, backend: str = "dlib",
+              config: FitConfig | None = None, backend: str | LandmarkDetector = "dlib",
               face_index: int = 0) -> Coefficients:
     """Fit one photo.
 
@@ -64,7 +65,8 @@ def fit_image(image: str | os.PathLike | np.ndarray, model: FaceModel | str = "s
         model: a loaded model or a name/path for :func:`~faceanime.morphable.load_model`.
         landmarks: ``(68, 2)`` points or a ``.pts``/``.npz`` file; detected when None.
         config: fitter settings.
-        backend: landmark backend when detecting.
+        backend: landmark backend when detecting: a name, or a built detector to reuse (its
+            models stay loaded for the next photo or video).
         face_index: which face when several (0 = largest).
     """
     name = str(image) if not isinstance(image, np.ndarray) else "image"
@@ -81,7 +83,8 @@ def fit_image(image: str | os.PathLike | np.ndarray, model: FaceModel | str = "s
 def fit_video(video: str | os.PathLike, model: FaceModel | str = "sfm",
               landmarks: VideoLandmarks | str | os.PathLike | None = None,
               config: FitConfig | None = None,
-              tracker: TrackerConfig | None = None) -> Coefficients:
+              tracker: TrackerConfig | None = None,
+              detector: LandmarkDetector | None = None) -> Coefficients:
     """Fit every frame of a video with one shared identity.
 
     Frames where no face was found are marked ``valid = False`` and their coefficients are
@@ -93,17 +96,21 @@ def fit_video(video: str | os.PathLike, model: FaceModel | str = "sfm",
         landmarks: a track or a landmark ``.npz``; tracked from the video when None.
         config: fitter settings.
         tracker: landmark tracking settings when tracking.
+        detector: a built detector to track with (reused: no second model load).
     """
-    info = read_video_info(video)
     if landmarks is None:
-        landmarks = track_video(video, tracker)
-    if isinstance(landmarks, VideoLandmarks):
-        points = landmarks.points
+        landmarks = track_video(video, tracker, detector=detector)
+    if isinstance(landmarks, VideoLandmarks) and landmarks.fps > 0:
+        # A video's track holds the frame size and rate: no second look at the file (~0.1 s).
+        points, size, fps = landmarks.points, landmarks.image_size, landmarks.fps
+    elif isinstance(landmarks, VideoLandmarks):
+        info = read_video_info(video)
+        points, size, fps = landmarks.points, info.size[::-1], info.fps
     else:
-        points = read_landmarks_file(landmarks)
-    height, width = info.size[1], info.size[0]
+        info = read_video_info(video)
+        points, size, fps = read_landmarks_file(landmarks), info.size[::-1], info.fps
     return fit_landmarks(_model(model), torch.from_numpy(np.asarray(points, np.float32)),
-                         (height, width), config, fps=info.fps)
+                         tuple(size), config, fps=fps)
 
 
 def fit_file(path: str | os.PathLike, model: FaceModel | str = "sfm",

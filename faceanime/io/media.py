@@ -129,10 +129,13 @@ class VideoInfo:
     has_audio: bool
 
 
-def _open_reader(path: Path) -> tuple[Iterator[bytes], dict]:
+def _open_reader(path: Path, start: int = 0) -> tuple[Iterator[bytes], dict]:
     _require_file(path)
+    # Frames before ``start`` are dropped inside ffmpeg by their index (exact, unlike a seek by
+    # time), and the rest re-timed from 0 so that no frame is duplicated to fill the gap.
+    output = ["-vf", f"trim=start_frame={start},setpts=PTS-STARTPTS"] if start else None
     try:
-        gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
+        gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24", output_params=output)
         meta = next(gen)
     except (OSError, RuntimeError, StopIteration) as exc:
         raise MediaError(f"{path}: not a readable video ({str(exc).splitlines()[0][:120]}); "
@@ -153,14 +156,22 @@ def read_video_info(path: str | os.PathLike) -> VideoInfo:
                      has_audio=bool(meta.get("audio_codec")))
 
 
-def iter_video_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
+def iter_video_frames(path: str | os.PathLike, start: int = 0) -> Iterator[np.ndarray]:
     """Decode a video as a stream of ``(H, W, 3)`` uint8 RGB frames.
 
+    Args:
+        path: the video.
+        start: index of the first frame to yield (the earlier ones are decoded and dropped by
+            ffmpeg, never copied here); past the end, nothing is yielded.
+
     Raises:
-        MediaError: missing, empty, corrupt, or holding no decodable frame.
+        MediaError: missing, empty, corrupt, or holding no decodable frame (from ``start`` on,
+            an empty stream is not an error).
     """
     path = Path(path)
-    gen, meta = _open_reader(path)
+    if start < 0:
+        raise ValueError(f"start must be >= 0, got {start}")
+    gen, meta = _open_reader(path, start)
     width, height = (int(s) for s in meta["size"])
     count = 0
     try:
@@ -177,7 +188,7 @@ def iter_video_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
         # ffmpeg stops at the first broken packet: the frames so far are sound.
     finally:
         gen.close()
-    if count == 0:
+    if count == 0 and not start:
         raise MediaError(f"{path}: video holds no decodable frame; the file may be corrupt")
 
 

@@ -112,6 +112,9 @@ class LandmarkDetector(ABC):
     self_verifying: ClassVar[bool] = False
     #: whether the detector finds more faces on an upsampled image (HOG's window is 80 px).
     upsample_helps: ClassVar[bool] = False
+    #: whether a forked child process may go on using an instance built (and loaded) in its
+    #: parent: plain native code with no threads of its own (dlib), unlike graph runtimes.
+    fork_safe: ClassVar[bool] = False
 
     def __init__(self, config: DetectorConfig | None = None):
         self.config = config or DetectorConfig()
@@ -187,6 +190,11 @@ class LandmarkDetector(ABC):
                 faces.append(Face(points=np.asarray(points, np.float32), box=box,
                                   score=float(score)))
         return faces
+
+    def load(self) -> LandmarkDetector:
+        """Load the models now rather than on first use (e.g. before forking processes that
+        share them); returns the detector."""
+        return self
 
     def close(self) -> None:  # noqa: B027 - optional hook, deliberately not abstract
         """Release native resources (a no-op for most backends)."""

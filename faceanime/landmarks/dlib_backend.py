@@ -49,6 +49,7 @@ class DlibDetector(LandmarkDetector):
 
     name: ClassVar[str] = "dlib"
     upsample_helps: ClassVar[bool] = True
+    fork_safe: ClassVar[bool] = True
 
     def __init__(self, config: DetectorConfig | None = None):
         super().__init__(config)
@@ -75,9 +76,18 @@ class DlibDetector(LandmarkDetector):
                                      f"{MODELS_PACKAGE}`") from exc
         return self._predictor
 
-    def detect_boxes(self, image: np.ndarray, upsample: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    def load(self) -> DlibDetector:
+        self._load_predictor()
+        self._load_detector()
+        return self
+
+    def _load_detector(self):
         if self._detector is None:
             self._detector = self._dlib.get_frontal_face_detector()
+        return self._detector
+
+    def detect_boxes(self, image: np.ndarray, upsample: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        self._load_detector()
         rects, scores, _ = self._detector.run(np.ascontiguousarray(image), int(upsample), 0.0)
         # dlib's rectangle corners are inclusive pixel indices: pixel-centre coordinates already.
         boxes = np.array([[r.left(), r.top(), r.right(), r.bottom()] for r in rects],

@@ -31,9 +31,11 @@ convergence test. Smoothing (:mod:`faceanime.landmarks.smoothing`) runs after tr
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +52,7 @@ from faceanime.landmarks.detector import (
 )
 from faceanime.landmarks.result import VideoLandmarks
 from faceanime.landmarks.smoothing import OneEuroConfig, face_scale, one_euro_filter
+from faceanime.parallel import Background
 
 DEFAULT_FPS = 30.0
 
@@ -71,6 +74,7 @@ class TrackerConfig:
     min_iou: float = 0.5  # landmark box vs predicted box IoU below which the track is lost
     reacquire_iou: float = 0.3  # after a loss, prefer a detection overlapping the last box so
     progress: bool = True  # show a progress bar
+    parts: int = 1  # track a video file in up to this many parts at once, one process each
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     smoothing: OneEuroConfig = field(default_factory=OneEuroConfig)
 
@@ -230,6 +234,83 @@ def _centre(points: np.ndarray) -> np.ndarray:
     return (b[:2] + b[2:]) / 2
 
 
+# Below this many frames per part, a part's own start (loading the models, detecting the face)
+# costs more than tracking in parallel saves.
+MIN_PART_FRAMES = 100
+# Landmark backends that run torch models: never tracked in forked parts.
+TORCH_BACKENDS = frozenset({"fan"})
+
+
+@dataclass
+class _Part:
+    """What tracking one run of consecutive frames found, before smoothing."""
+
+    raw: list[np.ndarray] = field(default_factory=list)
+    boxes: list[np.ndarray] = field(default_factory=list)
+    valid: list[bool] = field(default_factory=list)
+    detected: list[bool] = field(default_factory=list)
+    size: tuple[int, int] | None = None
+    most_faces: int = 0
+    backend: str = ""
+
+
+def _track_frames(frames: Iterable[np.ndarray], det: LandmarkDetector, config: TrackerConfig,
+                  name: str, total: int | None, desc: str, first: int = 0) -> _Part:
+    """Track through ``frames`` from a fresh start (the first frame is detected)."""
+    tracker = _Tracker(det, config)
+    part = _Part(backend=det.name)
+    nan_points = np.full((N_POINTS, 2), np.nan, dtype=np.float32)
+    nan_box = np.full(4, np.nan, dtype=np.float32)
+    # leave=False, closed by the context manager even on an error: the bar is wiped, so the
+    # CLI's one-line error message stands alone.
+    with tqdm(frames, total=total, disable=not config.progress, unit="frame", desc=desc,
+              leave=False) as bar:
+        for frame in bar:
+            frame = as_rgb_image(frame, name)
+            if not frame.flags.writeable:
+                # dlib copies a read-only array on every call; one copy per frame is cheaper.
+                frame = frame.copy()
+            if part.size is None:
+                part.size = frame.shape[:2]
+            elif frame.shape[:2] != part.size:
+                raise InputError(f"{name}: frame {first + len(part.raw)} is {frame.shape[1]}×"
+                                 f"{frame.shape[0]}, the first was {part.size[1]}×"
+                                 f"{part.size[0]}")
+            before = tracker.detections
+            found = tracker.step(frame)
+            part.detected.append(tracker.detections > before)
+            part.raw.append(nan_points if found is None else found[0])
+            part.boxes.append(nan_box if found is None else found[1])
+            part.valid.append(found is not None)
+    part.most_faces = tracker.most_faces
+    return part
+
+
+def _track_file_part(path: Path, config: TrackerConfig, start: int, stop: int | None,
+                     desc: str, detector: LandmarkDetector | None) -> _Part:
+    """Track frames ``start`` to ``stop`` (None: the end) of a video file, with ``detector``
+    (inherited, loaded, from the parent) or one of its own (run in a child process by
+    :func:`track_video`)."""
+    from faceanime.io import iter_video_frames
+
+    frames = iter_video_frames(path, start)
+    if stop is not None:
+        frames = itertools.islice(frames, stop - start)
+    total = None if stop is None else stop - start
+    with contextlib.ExitStack() as stack:
+        det = detector or stack.enter_context(create_detector(config.backend, config.detector))
+        return _track_frames(frames, det, config, str(path), total, desc, first=start)
+
+
+def part_bounds(total: int | None, parts: int) -> list[tuple[int, int | None]]:
+    """``(start, stop)`` frame ranges of the parts a video of about ``total`` frames is tracked
+    in (``stop`` None: to the end of the stream, whatever its true length): at most ``parts``,
+    each of at least :data:`MIN_PART_FRAMES` frames; one part when the length is unknown."""
+    count = max(1, min(parts, (total or 0) // MIN_PART_FRAMES))
+    starts = [round(i * total / count) for i in range(count)] if count > 1 else [0]
+    return [(start, stop) for start, stop in zip(starts, [*starts[1:], None], strict=True)]
+
+
 def track_video(source: str | os.PathLike | Iterable[np.ndarray] | np.ndarray,
                 config: TrackerConfig | None = None, *, detector: LandmarkDetector | None = None,
                 fps: float | None = None, name: str | None = None) -> VideoLandmarks:
@@ -257,52 +338,62 @@ def track_video(source: str | os.PathLike | Iterable[np.ndarray] | np.ndarray,
         raise InputError(f"face index {config.face_index}: must be 0 (largest face) or more")
     if config.check_every < 1:
         raise InputError(f"check_every {config.check_every}: must be at least 1")
+    if config.parts < 1:
+        raise InputError(f"parts {config.parts}: must be at least 1")
     frames, fps, total, default_name = _frames_from(source, fps)
     name = name or default_name
-    own = detector is None
-    det = detector or create_detector(config.backend, config.detector)
-    tracker = _Tracker(det, config)
-    raw, boxes, valid, detected = [], [], [], []
-    size = None
-    nan_points = np.full((N_POINTS, 2), np.nan, dtype=np.float32)
-    nan_box = np.full(4, np.nan, dtype=np.float32)
-    try:
-        # leave=False, closed by the context manager even on an error: the bar is wiped, so the
-        # CLI's one-line error message stands alone.
-        with tqdm(frames, total=total, disable=not config.progress, unit="frame",
-                  desc=f"landmarks {Path(name).name}", leave=False) as bar:
-            for frame in bar:
-                frame = as_rgb_image(frame, name)
-                if not frame.flags.writeable:
-                    # dlib copies a read-only array on every call; one copy per frame is cheaper.
-                    frame = frame.copy()
-                if size is None:
-                    size = frame.shape[:2]
-                elif frame.shape[:2] != size:
-                    raise InputError(f"{name}: frame {len(raw)} is {frame.shape[1]}×"
-                                     f"{frame.shape[0]}, the first was {size[1]}×{size[0]}")
-                before = tracker.detections
-                found = tracker.step(frame)
-                detected.append(tracker.detections > before)
-                raw.append(nan_points if found is None else found[0])
-                boxes.append(nan_box if found is None else found[1])
-                valid.append(found is not None)
-    finally:
-        if own:
-            det.close()
+    desc = f"landmarks {Path(name).name}"
+    backend = detector.name if detector is not None else config.backend
+    # Parts need a file to decode from and a backend free of torch (a forked child must not
+    # use the OpenMP threads its parent may have started).
+    bounds = (part_bounds(total, config.parts)
+              if isinstance(source, (str, os.PathLike)) and backend not in TORCH_BACKENDS
+              else [(0, None)])
+    with contextlib.ExitStack() as stack:
+        # Later parts in child processes (dlib holds the GIL), the first one here; every
+        # part starts from its own detection.
+        own = detector is None
+        det = detector or create_detector(config.backend, config.detector)
+        shared = None
+        if len(bounds) > 1 and det.fork_safe:
+            shared = det.load()  # loaded once, here: the children inherit it
+        child = replace(config, progress=False, backend=backend)
+        others = [stack.enter_context(Background(
+            _track_file_part, Path(source), child, start, stop,
+            f"{desc} ({i + 1}/{len(bounds)})", shared)) for i, (start, stop) in enumerate(bounds)
+            if i]
+        stop = bounds[0][1]
+        try:
+            first = _track_frames(frames if stop is None else itertools.islice(frames, stop),
+                                  det, config, name, stop or total,
+                                  desc if len(bounds) == 1 else f"{desc} (1/{len(bounds)})")
+        finally:
+            if own:
+                det.close()
+        parts = [first] + [other.result() for other in others]
+    sizes = {part.size for part in parts if part.size is not None}
+    if len(sizes) > 1:
+        raise InputError(f"{name}: frames change size ({', '.join(f'{w}×{h}' for h, w in sizes)})")
+    raw = [p for part in parts for p in part.raw]
+    boxes = [b for part in parts for b in part.boxes]
+    valid = [v for part in parts for v in part.valid]
+    detected = [d for part in parts for d in part.detected]
+    size = first.size or next(iter(sizes), None)
+    most_faces = max(part.most_faces for part in parts)
     if not raw:
         raise InputError(f"{name}: no frames")
     valid = np.array(valid, dtype=bool)
     if not valid.any():
-        if config.face_index > 0 and tracker.most_faces > 0:
+        if config.face_index > 0 and most_faces > 0:
             raise FaceNotFoundError(
                 f"{name}: face index {config.face_index} requested but at most "
-                f"{tracker.most_faces} face{'s' if tracker.most_faces > 1 else ''} found in any "
-                f"frame (indices 0–{tracker.most_faces - 1}, largest first)")
+                f"{most_faces} face{'s' if most_faces > 1 else ''} found in any "
+                f"frame (indices 0–{most_faces - 1}, largest first)")
         raise FaceNotFoundError(f"{name}: no face found in any of the {len(raw)} frames; the "
-                                f"{det.name} detector needs a roughly frontal face")
+                                f"{first.backend} detector needs a roughly frontal face")
     raw = np.stack(raw).astype(np.float32)
     points = one_euro_filter(raw, fps, face_scale(raw), config.smoothing, config.smooth)
     return VideoLandmarks(points=points, raw=raw, boxes=np.stack(boxes).astype(np.float32),
                           valid=valid, fps=fps, image_size=(int(size[0]), int(size[1])),
-                          backend=det.name, source=name, detected=np.array(detected, bool))
+                          backend=first.backend, source=name,
+                          detected=np.array(detected, bool))

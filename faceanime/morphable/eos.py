@@ -341,14 +341,46 @@ def read_symmetry(path: str | os.PathLike, mean: np.ndarray) -> np.ndarray | Non
         warnings.warn(f"{path}: covers {m} of {n} vertices, too few to complete; the model "
                       "gets no symmetry", stacklevel=3)
         return None
+    return np.concatenate([listed, mirror_matching(mean[m:].astype(np.float64)) + m])
+
+
+def mirror_matching(points: np.ndarray, neighbours: int = 8) -> np.ndarray:
+    """``(K, 3) -> (K,)`` int64: a permutation pairing each point with its mirror image across
+    the ``x = 0`` plane, by a minimum-cost matching of the x-mirrored points to the points.
+
+    The cost of pairing ``a`` with ``b`` is symmetrised (``|Ma - b| + |Mb - a|``, ``M`` the
+    mirror), so the matching of ``a`` to ``b`` also pairs ``b`` with ``a``. Only each point's
+    ``neighbours`` nearest candidates enter the (sparse) problem: on the SFM it gives the same
+    permutation as the dense assignment in a tenth of the time, without importing
+    ``scipy.optimize`` (which alone costs more than the matching); a cloud where the sparse
+    problem has no perfect matching falls back to the dense one.
+    """
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import min_weight_full_bipartite_matching
+    from scipy.spatial import cKDTree
+
+    k = len(points)
+    mirrored = points * np.array([-1.0, 1.0, 1.0])
+    if k > neighbours:
+        distance, candidate = cKDTree(points).query(mirrored, neighbours)
+        rows = np.repeat(np.arange(k), neighbours)
+        cols, distance = candidate.ravel(), distance.ravel()
+        # |Mb - a| = |Ma - b|: an edge costs the same found from either end (twice the distance
+        # for the symmetrised cost); an edge found from both ends is kept once. The offset keeps
+        # exact mirror pairs (distance 0) in the sparse graph.
+        edges = np.stack([np.concatenate([rows, cols]), np.concatenate([cols, rows])])
+        edges, first = np.unique(edges, axis=1, return_index=True)
+        graph = csr_matrix((np.concatenate([distance, distance])[first] * 2 + 1e-9,
+                            (edges[0], edges[1])), shape=(k, k))
+        try:
+            return min_weight_full_bipartite_matching(graph)[1].astype(np.int64)
+        except ValueError:  # no perfect matching among the nearest candidates
+            pass
     from scipy.optimize import linear_sum_assignment
     from scipy.spatial.distance import cdist
 
-    rest = mean[m:].astype(np.float64)
-    cost = cdist(rest * np.array([-1.0, 1.0, 1.0]), rest)
-    # Symmetrised cost: the matching of a to b then also pairs b with a (an involution).
-    _, match = linear_sum_assignment(cost + cost.T)
-    return np.concatenate([listed, match.astype(np.int64) + m])
+    cost = cdist(mirrored, points)
+    return linear_sum_assignment(cost + cost.T)[1].astype(np.int64)
 
 
 def sfm_files(path: str | os.PathLike) -> dict[str, Path | None]:

@@ -23,6 +23,7 @@ from faceanime.errors import InputError
 from faceanime.morphable.jaw import build_jaw
 from faceanime.morphable.model import FaceModel
 from faceanime.morphable.mouth import add_mouth_cap
+from faceanime.parallel import default_workers, ordered_map
 from faceanime.reconstruction import face_vertices, project_vertices
 from faceanime.render.paste import paste_back
 from faceanime.render.texture import Texture, TextureConfig, extract_texture, render_texture
@@ -42,6 +43,9 @@ class ClassicConfig:
     """How dark the back of the mouth is (0: lip colour, 1: black)."""
     batch_size: int = 8
     """Frames rendered at once (memory grows with it and the image size)."""
+    workers: int = 0
+    """Batches rendered at once on as many threads, one torch thread each (0: one per torch
+    CPU thread; 1 on CUDA). See :mod:`faceanime.parallel`."""
     backend: str = "torch"
     """Rasterizer backend (``torch`` or ``pytorch3d``)."""
 
@@ -95,6 +99,9 @@ class ClassicRenderer:
         self.texture: Texture = extract_texture(
             self.image[None], screen, model.triangles, self.mesh.texcoords,
             self.mesh.symmetry, self.config.texture)
+        # Channels last puts a texel's three colours together: a bilinear lookup touches 4
+        # places in memory instead of 12 (a quarter faster on a 1024² texture, same values).
+        self._lookup = self.texture.image.contiguous(memory_format=torch.channels_last)
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -110,11 +117,14 @@ class ClassicRenderer:
         """The face alone at ``T`` target frames: ``(T, 3, h, w)`` colours (zeros off the face)
         and ``(T, 1, h, w)`` coverage, over the photo's pixels ``box = (x0, y0, x1, y1)``
         (default: the whole photo)."""
+        return self._faces_at(self._screen(target), box)
+
+    def _faces_at(self, screen: torch.Tensor, box: tuple[int, int, int, int] | None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
         x0, y0, x1, y1 = box or (0, 0, self.image_size[1], self.image_size[0])
-        screen = self._screen(target)
         screen = screen - torch.tensor([x0, y0, 0], dtype=screen.dtype, device=screen.device)
         image, mask, fragments = render_texture(
-            self.texture.image, screen, self.mesh.triangles, self.mesh.texcoords,
+            self._lookup, screen, self.mesh.triangles, self.mesh.texcoords,
             (y1 - y0, x1 - x0), self.config.backend)
         if self.cap is not None:
             # Cap triangles list the centre vertex first: its barycentric weight is how deep
@@ -129,7 +139,9 @@ class ClassicRenderer:
     def face_box(self, target: Coefficients) -> tuple[int, int, int, int]:
         """Pixel box ``(x0, y0, x1, y1)`` holding the face in every target frame, with a margin
         for the feathering, clipped to the photo."""
-        screen = self._screen(target)
+        return self._box_of(self._screen(target))
+
+    def _box_of(self, screen: torch.Tensor) -> tuple[int, int, int, int]:
         finite = screen[..., :2][torch.isfinite(screen[..., :2]).all(-1)]
         h, w = self.image_size
         if finite.numel() == 0:
@@ -156,17 +168,25 @@ class ClassicRenderer:
                     ) -> tuple[tuple[int, int, int, int], torch.Tensor]:
         """The box holding the faces and the photo's pixels there with the faces composited:
         ``(x0, y0, x1, y1)`` and ``(T, 3, y1 - y0, x1 - x0)`` in [0, 1]."""
-        box = self.face_box(target)
+        screen = self._screen(target)
+        box = self._box_of(screen)
         x0, y0, x1, y1 = box
-        face, mask = self.render_faces(target, box)
+        face, mask = self._faces_at(screen, box)
         crop = self.image[:, y0:y1, x0:x1]
         return box, paste_back(face, mask, crop, feather=self.config.feather, color_match=False)
 
-    def iter_render(self, target: Coefficients) -> Iterator[torch.Tensor]:
-        """:meth:`render` in batches of ``config.batch_size`` frames, for long sequences."""
+    def _batches(self, target: Coefficients) -> list[Coefficients]:
         step = max(1, self.config.batch_size)
-        for start in range(0, target.n_frames, step):
-            yield self.render(target.frames(slice(start, start + step)))
+        return [target.frames(slice(start, start + step))
+                for start in range(0, target.n_frames, step)]
+
+    def _workers(self) -> int:
+        return self.config.workers or default_workers(self.image.device)
+
+    def iter_render(self, target: Coefficients) -> Iterator[torch.Tensor]:
+        """:meth:`render` in batches of ``config.batch_size`` frames, for long sequences
+        (``config.workers`` batches at once)."""
+        yield from ordered_map(self.render, self._batches(target), self._workers())
 
     def iter_frames(self, target: Coefficients) -> Iterator[np.ndarray]:
         """:meth:`iter_render` as ``(H, W, 3)`` uint8 frames, one at a time (for
@@ -174,12 +194,17 @@ class ClassicRenderer:
 
         The same pixels as :meth:`render`, but only the face box goes through float and back:
         the rest of each frame is a copy of the photo's bytes (on a 1145² photo the full-frame
-        float round trip cost more than the render)."""
+        float round trip cost more than the render). Batches render on ``config.workers``
+        threads while the caller encodes the frames already done."""
         photo = to_uint8(self.image[None])[0]
-        step = max(1, self.config.batch_size)
-        for start in range(0, target.n_frames, step):
-            (x0, y0, x1, y1), pasted = self._render_box(target.frames(slice(start, start + step)))
-            for face in to_uint8(pasted):
+
+        def faces(batch: Coefficients) -> tuple[tuple[int, int, int, int], np.ndarray]:
+            box, pasted = self._render_box(batch)
+            return box, to_uint8(pasted)
+
+        for (x0, y0, x1, y1), batch in ordered_map(faces, self._batches(target),
+                                                     self._workers()):
+            for face in batch:
                 frame = photo.copy()
                 frame[y0:y1, x0:x1] = face
                 yield frame

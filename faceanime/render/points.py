@@ -51,8 +51,8 @@ def _splat_torch(points: torch.Tensor, draw: torch.Tensor, height: int, width: i
     label_tab = torch.arange(n, device=points.device).repeat(b)
     r2 = radius * radius
     for block in box_blocks(x0, y0, nx, ny, origin, width, points.dtype, chunk):
-        du = block.pu - u[block.item][:, None, None]
-        dv = block.pv - v[block.item][:, None, None]
+        du = block.pu - u[block.item]
+        dv = block.pv - v[block.item]
         tile, pixel = block.locate((du * du + dv * dv < r2).view(-1).nonzero()[:, 0])
         item = block.item.index_select(0, tile)
         key_buf.scatter_reduce_(0, pixel, depth_keys(z.index_select(0, item),

@@ -160,13 +160,18 @@ EMPTY = torch.iinfo(torch.int64).min + 0xFFFFFFFF
 
 @dataclass
 class BoxBlock:
-    """Square ``S x S`` pixel tiles evaluated densely on a ``(T, S, S)`` grid.
+    """Square ``S x S`` pixel tiles evaluated densely on an ``(S, S, T)`` grid.
+
+    The tile index is the last, contiguous dimension: per-tile quantities are plain ``(T,)``
+    vectors, and the grid's arithmetic broadcasts them along long contiguous rows (with the
+    tile first, every operation would run over rows of only ``S`` elements, several times
+    slower on CPU).
 
     Attributes:
         item: ``(T,)`` int64 item (triangle or point) of each tile.
         base: ``(T,)`` int64 flat pixel (over the batch) of each tile's first row and column.
-        pu: ``(T, 1, S)`` pixel-centre ``u`` of each column, NaN past the tile's part of the box.
-        pv: ``(T, S, 1)`` pixel-centre ``v`` of each row, NaN likewise.
+        pu: ``(1, S, T)`` pixel-centre ``u`` of each column, NaN past the tile's part of the box.
+        pv: ``(S, 1, T)`` pixel-centre ``v`` of each row, NaN likewise.
         width: image width, the stride of a row.
     """
 
@@ -177,13 +182,13 @@ class BoxBlock:
     width: int
 
     def locate(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Flat indices into the ``(T, S, S)`` grid -> ``(tile, pixel)``: the tile (row of
+        """Flat indices into the ``(S, S, T)`` grid -> ``(tile, pixel)``: the tile (row of
         ``item``) and the flat pixel over the batch."""
-        side = self.pu.shape[2]
+        side, tiles = self.pu.shape[1], self.pu.shape[2]
         shift = side.bit_length() - 1
-        tile = flat >> (2 * shift)
-        row = (flat >> shift) & (side - 1)
-        col = flat & (side - 1)
+        cell = flat.div(tiles, rounding_mode="floor")
+        tile = flat - cell * tiles
+        row, col = cell >> shift, cell & (side - 1)
         return tile, self.base.index_select(0, tile) + row * self.width + col
 
 
@@ -229,9 +234,9 @@ def box_blocks(x0: torch.Tensor, y0: torch.Tensor, nx: torch.Tensor, ny: torch.T
     per_block = max(1, chunk // (side * side))
     for lo in range(0, len(item), per_block):
         m = slice(lo, lo + per_block)
-        pu = torch.where(steps < nx[m, None], (x0[m, None] + steps).to(dtype), torch.nan)
-        pv = torch.where(steps < ny[m, None], (y0[m, None] + steps).to(dtype), torch.nan)
-        yield BoxBlock(item[m], base[m], pu[:, None, :], pv[:, :, None], width)
+        pu = torch.where(steps[:, None] < nx[m], (x0[m] + steps[:, None]).to(dtype), torch.nan)
+        pv = torch.where(steps[:, None] < ny[m], (y0[m] + steps[:, None]).to(dtype), torch.nan)
+        yield BoxBlock(item[m], base[m], pu[None], pv[:, None], width)
 
 
 def pixel_range(low: torch.Tensor, high: torch.Tensor, size: int) -> tuple[torch.Tensor,
@@ -327,12 +332,11 @@ def _edge_functions(tab: torch.Tensor, pu: torch.Tensor,
     (on gathered pixels) get bit-identical values.
 
     Args:
-        tab: ``(..., >=12)`` ``(a_u, a_v, du, dv)`` x 3 edges (each quantity's three edges
-            together), broadcastable against ``pu, pv`` once its last dimension is taken apart.
+        tab: ``(>=12, ...)`` rows ``(a_u, a_v, du, dv)`` x 3 edges (each quantity's three
+            edges together), each row broadcastable against ``pu, pv``.
         pu, pv: pixel-centre coordinates.
     """
-    return [tab[..., 6 + k] * (pv - tab[..., 3 + k]) - tab[..., 9 + k] * (pu - tab[..., k])
-            for k in range(3)]
+    return [tab[6 + k] * (pv - tab[3 + k]) - tab[9 + k] * (pu - tab[k]) for k in range(3)]
 
 
 def _rasterize_torch(vertices: torch.Tensor, triangles: torch.Tensor, height: int, width: int,
@@ -350,17 +354,16 @@ def _rasterize_torch(vertices: torch.Tensor, triangles: torch.Tensor, height: in
     nx = torch.where(valid, nx, torch.zeros_like(nx))
     origin = torch.arange(b, device=device).repeat_interleave(f) * n_pix
     depth_tab = corners[:, 2]                                     # (3, B * F)
-    table = table_t.T.contiguous()                                # (B * F, 15), pass 1's rows
     label_tab = torch.arange(f, device=device).repeat(b)
 
     # Pass 1: z-buffer of (depth, face) keys over every covered (triangle, pixel) pair.
     key_buf = torch.full((b * n_pix,), EMPTY, dtype=torch.long, device=device)
     for block in box_blocks(x0, y0, nx, ny, origin, width, dtype, chunk):
-        tab = table.index_select(0, block.item)[:, None, None, :]   # (T, 1, 1, 15)
-        fns = _edge_functions(tab, block.pu, block.pv)               # 3 x (T, S, S)
-        inside = fns[0] >= tab[..., 12]
-        inside &= fns[1] >= tab[..., 13]
-        inside &= fns[2] >= tab[..., 14]
+        tab = table_t.index_select(1, block.item)                    # (15, T)
+        fns = _edge_functions(tab, block.pu, block.pv)               # 3 x (S, S, T)
+        inside = fns[0] >= tab[12]
+        inside &= fns[1] >= tab[13]
+        inside &= fns[2] >= tab[14]
         flat = inside.view(-1).nonzero()[:, 0]
         tile, pixel = block.locate(flat)
         item = block.item.index_select(0, tile)
@@ -379,10 +382,12 @@ def _rasterize_torch(vertices: torch.Tensor, triangles: torch.Tensor, height: in
     item = image * f + face.index_select(0, pixel)
     # Gathered from a transposed table, so that each quantity is a contiguous vector.
     tab = torch.cat([table_t[:12], depth_tab]).index_select(1, item)   # (15, P)
-    w0, w1, w2 = _edge_functions(tab.T, (rest - row * width).to(dtype), row.to(dtype))
+    w0, w1, w2 = _edge_functions(tab, (rest - row * width).to(dtype), row.to(dtype))
     total = w0 + w1 + w2
     bary = torch.zeros(b * n_pix, 3, dtype=dtype, device=device)
-    bary.index_copy_(0, pixel, torch.stack([w0, w1, w2], 1) / total[:, None])
+    # Each weight divided as a contiguous vector: the same values as dividing the (P, 3)
+    # stack by (P, 1), without a broadcast over rows of 3 (several times slower on CPU).
+    bary.index_copy_(0, pixel, torch.stack([w0 / total, w1 / total, w2 / total], 1))
     depth = torch.full((b * n_pix,), -torch.inf, dtype=dtype, device=device)
     depth.index_copy_(0, pixel, (w0 * tab[12] + w1 * tab[13] + w2 * tab[14]) / total)
     return Fragments(face.view(b, height, width), bary.view(b, height, width, 3),
