@@ -13,6 +13,8 @@ operations on one torch thread; the caller's own thread settings are left as the
 from __future__ import annotations
 
 import multiprocessing as mp
+import pickle
+import signal
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -131,16 +133,26 @@ class Background(Generic[R]):
 
 
 def _run_child(send, function: Callable, args: tuple) -> None:
+    # Stopped by the parent (SIGTERM): unwind as an exception, so that this child's own
+    # background children (context managers on the way out) are stopped too.
+    signal.signal(signal.SIGTERM, _raise_exit)
     try:
         message = ("ok", function(*args))
     except BaseException as exc:  # every failure, even an interrupt, goes back to the parent
         message = ("error", exc)
     try:
-        send.send(message)
-    except Exception as exc:  # an unpicklable result or exception
-        send.send(("error", RuntimeError(f"{_name(function)}: {message[1]!r} ({exc})")))
+        try:
+            send.send(message)
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+            send.send(("error", RuntimeError(f"{_name(function)}: {message[1]!r} ({exc})")))
+    except OSError:
+        pass  # the parent stopped listening: nobody is left to tell
     finally:
         send.close()
+
+
+def _raise_exit(signum: int, frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _name(function: Callable) -> str:

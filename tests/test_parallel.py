@@ -152,3 +152,37 @@ def test_leaving_the_block_stops_the_child(tmp_path):
     with pytest.raises(ProcessLookupError):  # terminated and reaped
         os.kill(pid, 0)
     assert not marker.exists()
+
+
+def _nested(pid_file: str, marker: str) -> None:
+    with Background(_sleep_then_write, marker) as inner:
+        with open(pid_file, "w") as f:
+            f.write(str(inner._process.pid))
+        time.sleep(30)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return any(line.split()[1:2] == ["Z"] for line in f if line.startswith("State:"))
+    except FileNotFoundError:
+        return True
+
+
+@needs_fork
+def test_stopping_a_child_stops_its_own_background_children(tmp_path):
+    pid_file, marker = tmp_path / "inner.pid", tmp_path / "marker"
+    job = Background(_nested, str(pid_file), str(marker))
+    for _ in range(100):
+        if pid_file.exists() and pid_file.read_text():
+            break
+        time.sleep(0.05)
+    inner = int(pid_file.read_text())
+    assert not _gone(inner)
+    job.stop()
+    for _ in range(100):
+        if _gone(inner):
+            break
+        time.sleep(0.05)
+    assert _gone(inner)
+    assert not marker.exists()
