@@ -6,8 +6,8 @@ operations of a render (a few hundred per batch, most on tens of thousands of el
 beats intra-op parallelism: splitting each small operation over two cores gains little
 (measured: 22 -> 21 ms a 512² frame with 1 -> 2 torch threads), while rendering two batches at
 once on one thread each gains almost 2x (12 ms a frame). Each worker thread therefore runs its
-operations on one torch thread; the caller's own thread settings are left as they were
-(OpenMP's thread count is a per-thread setting).
+operations on its own share of the torch threads (one, on two cores); the caller's own thread
+settings are left as they were (OpenMP's thread count is a per-thread setting).
 """
 
 from __future__ import annotations
@@ -27,26 +27,29 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+# Batch-level workers at most: each holds a batch's images and intermediates in memory, and
+# beyond a few, intra-op threads inside each worker use further cores as well.
+MAX_WORKERS = 4
+
+
 def default_workers(device: torch.device | str | None = None) -> int:
     """Threads worth using for batch-level parallelism: torch's CPU thread count (the cores it
-    would split each operation over), 1 on an accelerator (its kernels queue on one stream)."""
+    would split each operation over), at most :data:`MAX_WORKERS`; 1 on an accelerator (its
+    kernels queue on one stream)."""
     if device is not None and torch.device(device).type != "cpu":
         return 1
-    return max(1, torch.get_num_threads())
-
-
-def _one_torch_thread() -> None:
-    torch.set_num_threads(1)
+    return max(1, min(MAX_WORKERS, torch.get_num_threads()))
 
 
 def ordered_map(function: Callable[[T], R], items: Iterable[T], workers: int = 1,
-                ahead: int | None = None) -> Iterator[R]:
+                ahead: int | None = None, torch_threads: int = 1) -> Iterator[R]:
     """``function(item)`` for each item, computed on ``workers`` threads, yielded in order.
 
     At most ``ahead`` calls (default ``2 * workers``) are submitted beyond the one being
     yielded, so memory stays bounded however many items there are; with ``workers <= 1`` the
-    calls run one by one on the caller's thread. An exception raised by a call is raised where
-    its result would have been yielded; closing the iterator early cancels the calls not yet
+    calls run one by one on the caller's thread. Each worker thread runs torch operations on
+    ``torch_threads`` threads of its own. An exception raised by a call is raised where its
+    result would have been yielded; closing the iterator early cancels the calls not yet
     started and waits for the running ones.
     """
     if workers <= 1:
@@ -56,7 +59,8 @@ def ordered_map(function: Callable[[T], R], items: Iterable[T], workers: int = 1
     pending: deque[Future[R]] = deque()
     source = iter(items)
     executor = ThreadPoolExecutor(workers, thread_name_prefix="faceanime",
-                                  initializer=_one_torch_thread)
+                                  initializer=torch.set_num_threads,
+                                  initargs=(max(1, torch_threads),))
     try:
         for item in source:
             pending.append(executor.submit(function, item))
@@ -94,7 +98,8 @@ class Background(Generic[R]):
             self._receive, send = context.Pipe(duplex=False)
             # Not a daemon: a daemonic process may not start processes of its own, and a
             # background job may (tracking in parts inside a background tracking).
-            self._process = context.Process(target=_run_child, args=(send, function, args))
+            self._process = context.Process(target=_run_child,
+                                            args=(send, self._receive, function, args))
             self._process.start()
             send.close()  # the child holds the only writer: its exit ends our reads
 
@@ -117,12 +122,20 @@ class Background(Generic[R]):
             raise value
         return value
 
-    def stop(self) -> None:
-        """Stop the child if it still runs (nothing to do once :meth:`result` returned)."""
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the child if it still runs (nothing to do once :meth:`result` returned): ask
+        it to (SIGTERM, which also stops its own background children), and kill it if it has
+        not ended within ``timeout`` seconds."""
         if self._process is not None:
-            self._process.terminate()
-            self._process.join()
+            # First stop listening: a child that already finished and waits for a full pipe to
+            # drain (a result over 64 KB) then fails its write and ends, whatever it makes of
+            # the signal (raised inside a finalizer, the signal's exception is swallowed).
             self._receive.close()
+            self._process.terminate()
+            self._process.join(timeout)
+            if self._process.is_alive():
+                self._process.kill()
+                self._process.join()
             self._process = None
 
     def __enter__(self) -> Background[R]:
@@ -132,7 +145,10 @@ class Background(Generic[R]):
         self.stop()
 
 
-def _run_child(send, function: Callable, args: tuple) -> None:
+def _run_child(send, receive, function: Callable, args: tuple) -> None:
+    # The reading end came along with the fork: closed here, the parent's is the only one, so
+    # that a write fails (instead of blocking for ever) once the parent stops listening.
+    receive.close()
     # Stopped by the parent (SIGTERM): unwind as an exception, so that this child's own
     # background children (context managers on the way out) are stopped too.
     signal.signal(signal.SIGTERM, _raise_exit)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from faceanime.errors import FaceNotFoundError
-from faceanime.parallel import Background, default_workers, ordered_map
+from faceanime.parallel import MAX_WORKERS, Background, default_workers, ordered_map
 
 needs_fork = pytest.mark.skipif(not hasattr(os, "fork") or not os.uname().sysname == "Linux",
                                 reason="background processes are forked on Linux only")
@@ -93,8 +94,21 @@ def test_ordered_map_closed_early_starts_nothing_more():
     assert len(started) == count < 10
 
 
+def test_ordered_map_shares_out_torch_threads():
+    seen = list(ordered_map(lambda _: torch.get_num_threads(), range(4), workers=2,
+                            torch_threads=3))
+    assert seen == [3] * 4
+
+
 def test_default_workers():
-    assert default_workers("cpu") == torch.get_num_threads()
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert default_workers("cpu") == 2
+        torch.set_num_threads(16)  # a worker holds a batch in memory: a few at most
+        assert default_workers("cpu") == MAX_WORKERS < 16
+    finally:
+        torch.set_num_threads(before)
     assert default_workers("cuda") == 1
 
 
@@ -186,3 +200,37 @@ def test_stopping_a_child_stops_its_own_background_children(tmp_path):
         time.sleep(0.05)
     assert _gone(inner)
     assert not marker.exists()
+
+
+def _deaf_big_result() -> bytes:
+    # Deaf to SIGTERM (as when the signal's exception is swallowed inside a finalizer), and a
+    # result larger than a pipe holds: it blocks on sending until someone reads or closes.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    return b"x" * 300_000
+
+
+def _deaf_forever() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    while True:
+        time.sleep(0.1)
+
+
+@needs_fork
+def test_stop_ends_a_child_blocked_on_sending_its_result():
+    job = Background(_deaf_big_result)
+    time.sleep(0.5)  # it has finished and waits for the pipe to drain
+    started = time.perf_counter()
+    job.stop(timeout=30)
+    assert time.perf_counter() - started < 5  # ended by the closed pipe, not the timeout
+
+
+@needs_fork
+def test_stop_kills_a_child_that_ignores_the_request():
+    job = Background(_deaf_forever)
+    pid = job._process.pid
+    time.sleep(0.2)
+    started = time.perf_counter()
+    job.stop(timeout=0.5)
+    assert time.perf_counter() - started < 5
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)

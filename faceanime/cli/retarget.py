@@ -45,7 +45,7 @@ def add_job_options(p: argparse.ArgumentParser) -> None:
                    help="frames rendered at once (default: %(default)s)")
     p.add_argument("--workers", type=int, default=_RENDER.workers, metavar="N",
                    help="classic render: batches rendered at once on N threads (default: 0 = "
-                        "one per torch CPU thread)")
+                        "one per torch CPU thread, at most 4)")
     p.add_argument("--model", default="sfm", help="morphable model (default: %(default)s)")
     p.add_argument("--face-index", type=int, default=0,
                    help="which face when there are several, by size (default: 0 = largest)")

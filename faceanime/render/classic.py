@@ -44,8 +44,8 @@ class ClassicConfig:
     batch_size: int = 8
     """Frames rendered at once (memory grows with it and the image size)."""
     workers: int = 0
-    """Batches rendered at once on as many threads, one torch thread each (0: one per torch
-    CPU thread; 1 on CUDA). See :mod:`faceanime.parallel`."""
+    """Batches rendered at once on as many threads, sharing the torch threads out (0: one per
+    torch CPU thread, at most 4; 1 on CUDA). See :mod:`faceanime.parallel`."""
     backend: str = "torch"
     """Rasterizer backend (``torch`` or ``pytorch3d``)."""
 
@@ -180,13 +180,17 @@ class ClassicRenderer:
         return [target.frames(slice(start, start + step))
                 for start in range(0, target.n_frames, step)]
 
-    def _workers(self) -> int:
-        return self.config.workers or default_workers(self.image.device)
+    def _in_order(self, function, target: Coefficients) -> Iterator:
+        """``function`` of each batch, ``config.workers`` batches at once, in order; the torch
+        threads are shared out among the workers."""
+        workers = self.config.workers or default_workers(self.image.device)
+        return ordered_map(function, self._batches(target), workers,
+                           torch_threads=torch.get_num_threads() // max(1, workers))
 
     def iter_render(self, target: Coefficients) -> Iterator[torch.Tensor]:
         """:meth:`render` in batches of ``config.batch_size`` frames, for long sequences
         (``config.workers`` batches at once)."""
-        yield from ordered_map(self.render, self._batches(target), self._workers())
+        yield from self._in_order(self.render, target)
 
     def iter_frames(self, target: Coefficients) -> Iterator[np.ndarray]:
         """:meth:`iter_render` as ``(H, W, 3)`` uint8 frames, one at a time (for
@@ -202,8 +206,7 @@ class ClassicRenderer:
             box, pasted = self._render_box(batch)
             return box, to_uint8(pasted)
 
-        for (x0, y0, x1, y1), batch in ordered_map(faces, self._batches(target),
-                                                     self._workers()):
+        for (x0, y0, x1, y1), batch in self._in_order(faces, target):
             for face in batch:
                 frame = photo.copy()
                 frame[y0:y1, x0:x1] = face
