@@ -103,6 +103,13 @@ class Background(Generic[R]):
             self._process.start()
             send.close()  # the child holds the only writer: its exit ends our reads
 
+    def ready(self, timeout: float = 0.0) -> bool:
+        """Whether :meth:`result` would return (or raise) without waiting, after waiting up to
+        ``timeout`` seconds for it. Always True where the call runs in this process."""
+        if self._process is None:
+            return True
+        return self._receive.poll(timeout)
+
     def result(self) -> R:
         """Wait for the call and return its result, or raise the exception it raised."""
         if self._process is None:

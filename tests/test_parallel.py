@@ -234,3 +234,16 @@ def test_stop_kills_a_child_that_ignores_the_request():
     assert time.perf_counter() - started < 5
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def _nap_then_square(x: int) -> int:
+    time.sleep(0.5)
+    return x * x
+
+
+@needs_fork
+def test_ready_says_when_the_result_is_there():
+    with Background(_nap_then_square, 7) as job:
+        assert not job.ready()
+        assert job.ready(timeout=10)
+        assert job.result() == 49

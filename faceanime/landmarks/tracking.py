@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import multiprocessing as mp
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -255,51 +256,55 @@ class _Part:
 
 
 def _track_frames(frames: Iterable[np.ndarray], det: LandmarkDetector, config: TrackerConfig,
-                  name: str, total: int | None, desc: str, first: int = 0) -> _Part:
-    """Track through ``frames`` from a fresh start (the first frame is detected)."""
+                  name: str, first: int = 0,
+                  report: Callable[[int], None] | None = None) -> _Part:
+    """Track through ``frames`` from a fresh start (the first frame is detected), calling
+    ``report(frames done)`` after each frame."""
     tracker = _Tracker(det, config)
     part = _Part(backend=det.name)
     nan_points = np.full((N_POINTS, 2), np.nan, dtype=np.float32)
     nan_box = np.full(4, np.nan, dtype=np.float32)
-    # leave=False, closed by the context manager even on an error: the bar is wiped, so the
-    # CLI's one-line error message stands alone.
-    with tqdm(frames, total=total, disable=not config.progress, unit="frame", desc=desc,
-              leave=False) as bar:
-        for frame in bar:
-            frame = as_rgb_image(frame, name)
-            if not frame.flags.writeable:
-                # dlib copies a read-only array on every call; one copy per frame is cheaper.
-                frame = frame.copy()
-            if part.size is None:
-                part.size = frame.shape[:2]
-            elif frame.shape[:2] != part.size:
-                raise InputError(f"{name}: frame {first + len(part.raw)} is {frame.shape[1]}×"
-                                 f"{frame.shape[0]}, the first was {part.size[1]}×"
-                                 f"{part.size[0]}")
-            before = tracker.detections
-            found = tracker.step(frame)
-            part.detected.append(tracker.detections > before)
-            part.raw.append(nan_points if found is None else found[0])
-            part.boxes.append(nan_box if found is None else found[1])
-            part.valid.append(found is not None)
+    for frame in frames:
+        frame = as_rgb_image(frame, name)
+        if not frame.flags.writeable:
+            # dlib copies a read-only array on every call; one copy per frame is cheaper.
+            frame = frame.copy()
+        if part.size is None:
+            part.size = frame.shape[:2]
+        elif frame.shape[:2] != part.size:
+            raise InputError(f"{name}: frame {first + len(part.raw)} is {frame.shape[1]}×"
+                             f"{frame.shape[0]}, the first was {part.size[1]}×{part.size[0]}")
+        before = tracker.detections
+        found = tracker.step(frame)
+        part.detected.append(tracker.detections > before)
+        part.raw.append(nan_points if found is None else found[0])
+        part.boxes.append(nan_box if found is None else found[1])
+        part.valid.append(found is not None)
+        if report is not None:
+            report(len(part.raw))
     part.most_faces = tracker.most_faces
     return part
 
 
 def _track_file_part(path: Path, config: TrackerConfig, start: int, stop: int | None,
-                     desc: str, detector: LandmarkDetector | None) -> _Part:
+                     detector: LandmarkDetector | None, counts: Sequence[int] | None,
+                     index: int) -> _Part:
     """Track frames ``start`` to ``stop`` (None: the end) of a video file, with ``detector``
     (inherited, loaded, from the parent) or one of its own (run in a child process by
-    :func:`track_video`)."""
+    :func:`track_video`), writing its frame count to ``counts[index]`` as it goes."""
     from faceanime.io import iter_video_frames
 
     frames = iter_video_frames(path, start)
     if stop is not None:
         frames = itertools.islice(frames, stop - start)
-    total = None if stop is None else stop - start
+
+    def report(done: int) -> None:
+        if counts is not None:
+            counts[index] = done
+
     with contextlib.ExitStack() as stack:
         det = detector or stack.enter_context(create_detector(config.backend, config.detector))
-        return _track_frames(frames, det, config, str(path), total, desc, first=start)
+        return _track_frames(frames, det, config, str(path), start, report)
 
 
 def part_bounds(total: int | None, parts: int) -> list[tuple[int, int | None]]:
@@ -358,18 +363,34 @@ def track_video(source: str | os.PathLike | Iterable[np.ndarray] | np.ndarray,
         if len(bounds) > 1 and det.fork_safe:
             shared = det.load()  # loaded once, here: the children inherit it
         child = replace(config, progress=False, backend=backend)
+        # Frames done per part, in memory the forked parts share: the one bar counts them all.
+        counts = (mp.get_context("fork").RawArray("q", len(bounds))
+                  if len(bounds) > 1 and "fork" in mp.get_all_start_methods() else None)
         others = [stack.enter_context(Background(
-            _track_file_part, Path(source), child, start, stop,
-            f"{desc} ({i + 1}/{len(bounds)})", shared)) for i, (start, stop) in enumerate(bounds)
-            if i]
+            _track_file_part, Path(source), child, start, stop, shared, counts, i))
+            for i, (start, stop) in enumerate(bounds) if i]
         stop = bounds[0][1]
+        # leave=False, closed by the context manager even on an error: the bar is wiped, so
+        # the CLI's one-line error message stands alone.
+        bar = stack.enter_context(tqdm(
+            total=total if counts is not None else stop or total, disable=not config.progress,
+            unit="frame", leave=False,
+            desc=desc if len(bounds) == 1 else f"{desc} ({len(bounds)} parts)"))
+
+        def report(done: int) -> None:
+            if counts is not None:
+                counts[0] = done
+                done = sum(counts)
+            bar.update(done - bar.n)
+
         try:
             first = _track_frames(frames if stop is None else itertools.islice(frames, stop),
-                                  det, config, name, stop or total,
-                                  desc if len(bounds) == 1 else f"{desc} (1/{len(bounds)})")
+                                  det, config, name, 0, report)
         finally:
             if own:
                 det.close()
+        while not all(other.ready(0.1) for other in others):
+            report(len(first.raw))  # the other parts' progress while waiting for them
         parts = [first] + [other.result() for other in others]
     sizes = {part.size for part in parts if part.size is not None}
     if len(sizes) > 1:
