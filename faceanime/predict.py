@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 
 from faceanime.errors import InputError
 from faceanime.fitting import FitConfig
-from faceanime.landmarks import create_detector
-from faceanime.morphable import load_model
 from faceanime.motion import transfer_motion
 from faceanime.tasks import (
     OutputConfig,
@@ -25,8 +23,6 @@ from faceanime.tasks import (
     check_frames,
     check_output,
     finish_job,
-    load_source,
-    make_renderer,
 )
 
 
@@ -74,7 +70,7 @@ def predict(source: str | os.PathLike, output: str | os.PathLike | None = None, 
     """
     from faceanime.dynamics import Dynamics
     from faceanime.dynamics import predict as roll_out
-    from faceanime.retarget import RetargetConfig, check_driving, load_driving
+    from faceanime.retarget import RetargetConfig, check_driving, prepare
 
     config = config or PredictConfig()
     started = time.perf_counter()
@@ -87,21 +83,15 @@ def predict(source: str | os.PathLike, output: str | os.PathLike | None = None, 
         check_driving(observe)
     out_cfg = config.output
     dyn = Dynamics.load(dynamics, out_cfg.device)  # a bad checkpoint fails before fitting
-    model = load_model(config.model, device=out_cfg.device or config.fit.device)
-    with create_detector("dlib") as detector:
-        image, start = load_source(source, model, out_cfg, config.fit, config.face_index,
-                                   detector)
-        history = start
-        if observe is not None:
-            driving, _ = load_driving(observe, model, RetargetConfig(
-                fit=config.fit, model=config.model, face_index=config.face_index,
-                output=out_cfg), detector)
-            history = transfer_motion(start, driving)
     if config.temperature < 0:
         raise InputError(f"temperature must be >= 0, got {config.temperature}")
+    # The observed video (if any) is tracked in the background while the photo is fitted.
+    prepared = prepare(source, observe, RetargetConfig(
+        fit=config.fit, model=config.model, face_index=config.face_index, output=out_cfg))
+    start, renderer = prepared.source, prepared.renderer
+    history = start if observe is None else transfer_motion(start, prepared.driving)
     path = roll_out(history, frames, seed, checkpoint=dyn, observe=config.observe_frames,
                     temperature=config.temperature, include_observed=config.include_observed)
-    renderer = make_renderer(model, image, start, out_cfg)
     return finish_job("predict", source, output, renderer, path, path.fps, out_cfg, started,
                       save_coefficients=save_coefficients)
 

@@ -159,6 +159,52 @@ def check_driving(driving: str | os.PathLike) -> None:
         read_video_info(path)
 
 
+@dataclass
+class Prepared:
+    """A job's inputs, ready to render: see :func:`prepare`."""
+
+    model: FaceModel
+    image: np.ndarray
+    """The photo in the output's framing, ``(H, W, 3)`` uint8."""
+    source: Coefficients
+    """Its fitted coefficients."""
+    renderer: object
+    """From :func:`faceanime.tasks.make_renderer`."""
+    driving: Coefficients | None
+    """The driver's coefficients (None without a driver)."""
+    audio: Path | None
+    """The file to take audio from (the driving video), if any."""
+
+
+def prepare(source: str | os.PathLike, driving: str | os.PathLike | None,
+            config: RetargetConfig) -> Prepared:
+    """Fit the photo and build its renderer, and fit the driver (a video or a coefficient file;
+    None for none).
+
+    dlib holds the GIL while it tracks, so a driving video is tracked in background processes
+    (:class:`~faceanime.parallel.Background`, in ``config.track_parts`` parts) while this one
+    fits the photo and takes its texture: the same landmarks as tracking first, in less time.
+    Each process loads its own dlib models. Loading them here first, for the tracking to
+    inherit, kept one core idle meanwhile and measured no faster. The photo fails first: a
+    photo without a face stops the tracking.
+    """
+    out_cfg = config.output
+    with contextlib.ExitStack() as stack:
+        tracking = None
+        if driving is not None and is_video_path(driving):
+            tracking = stack.enter_context(Background(track_video, Path(driving),
+                                                      driver_tracker(config)))
+        detector = stack.enter_context(create_detector("dlib"))
+        model = load_model(config.model, device=out_cfg.device or config.fit.device)
+        image, source_coeffs = load_source(source, model, out_cfg, config.fit, config.face_index,
+                                           detector)
+        renderer = make_renderer(model, image, source_coeffs, out_cfg)
+        landmarks = tracking.result() if tracking is not None else None
+    driving_coeffs, audio = (load_driving(driving, model, config, landmarks=landmarks)
+                             if driving is not None else (None, None))
+    return Prepared(model, image, source_coeffs, renderer, driving_coeffs, audio)
+
+
 def retarget(source: str | os.PathLike, driving: str | os.PathLike,
              output: str | os.PathLike | None = None, config: RetargetConfig | None = None,
              save_coefficients: str | os.PathLike | None = None) -> TaskResult:
@@ -183,22 +229,9 @@ def retarget(source: str | os.PathLike, driving: str | os.PathLike,
         check_output(save_coefficients, (".npz",))
     check_driving(driving)
     out_cfg = config.output
-    # dlib holds the GIL while it tracks: the driver is tracked in background processes while
-    # this one fits the photo and takes its texture (the same landmarks as tracking first).
-    # Each process loads its own dlib models: loading them here first, for the tracking to
-    # inherit, kept one core idle meanwhile and measured no faster.
-    with contextlib.ExitStack() as stack:
-        tracking = None
-        if is_video_path(driving):
-            tracking = stack.enter_context(Background(track_video, Path(driving),
-                                                      driver_tracker(config)))
-        detector = stack.enter_context(create_detector("dlib"))
-        model = load_model(config.model, device=out_cfg.device or config.fit.device)
-        image, source_coeffs = load_source(source, model, out_cfg, config.fit, config.face_index,
-                                           detector)
-        renderer = make_renderer(model, image, source_coeffs, out_cfg)
-        landmarks = tracking.result() if tracking is not None else None
-    driving_coeffs, audio = load_driving(driving, model, config, landmarks=landmarks)
+    prepared = prepare(source, driving, config)
+    image, source_coeffs, renderer = prepared.image, prepared.source, prepared.renderer
+    driving_coeffs, audio = prepared.driving, prepared.audio
     driving_coeffs = smooth_coefficients(driving_coeffs, config.smooth)
     target = transfer_motion(source_coeffs, driving_coeffs, config.motion)
     fps = driving_coeffs.fps or config.fps or 25.0
