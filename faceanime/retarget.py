@@ -26,7 +26,6 @@ from faceanime.errors import InputError
 from faceanime.fitting import FitConfig, fit_video
 from faceanime.io import is_video_path, iter_video_frames, read_video_info
 from faceanime.landmarks import (
-    LandmarkDetector,
     TrackerConfig,
     VideoLandmarks,
     create_detector,
@@ -118,14 +117,12 @@ def driver_tracker(config: RetargetConfig) -> TrackerConfig:
 
 
 def load_driving(driving: str | os.PathLike, model: FaceModel, config: RetargetConfig,
-                 detector: LandmarkDetector | None = None,
                  landmarks: VideoLandmarks | None = None) -> tuple[Coefficients, Path | None]:
     """The driver's coefficients: fitted from a video, or read from a ``faceanime fit`` file.
     Also returns the file to take audio from (None for a coefficient file).
 
-    A video is tracked with ``detector`` (a built dlib detector to reuse) unless its
-    ``landmarks`` (:func:`~faceanime.landmarks.track_video` with :func:`driver_tracker`) are
-    already at hand."""
+    A video is tracked unless its ``landmarks`` (:func:`~faceanime.landmarks.track_video` with
+    :func:`driver_tracker`) are already at hand."""
     path = Path(driving)
     if path.suffix.lower() == ".npz":
         coeffs = Coefficients.load(path)
@@ -140,8 +137,8 @@ def load_driving(driving: str | os.PathLike, model: FaceModel, config: RetargetC
                          "file (.npz) from 'faceanime fit'")
     if landmarks is None:
         read_video_info(path)  # a missing or undecodable video fails here, before any fitting
-    return fit_video(path, model, landmarks, config=config.fit, tracker=driver_tracker(config),
-                     detector=detector), path
+    return fit_video(path, model, landmarks, config=config.fit,
+                     tracker=driver_tracker(config)), path
 
 
 def check_driving(driving: str | os.PathLike) -> None:

@@ -10,7 +10,6 @@ mark in a corner (:func:`watermark_frame`).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import time
@@ -30,7 +29,7 @@ from faceanime.coefficients import Coefficients
 from faceanime.errors import BackendUnavailableError, FaceAnimeError, InputError
 from faceanime.fitting import FitConfig, fit_image
 from faceanime.geometry.rotation import so3_exp
-from faceanime.io import IMAGE_EXTENSIONS, read_image, write_image, write_video
+from faceanime.io import IMAGE_EXTENSIONS, file_digest, read_image, write_image, write_video
 from faceanime.landmarks import LandmarkDetector
 from faceanime.morphable import FaceModel
 from faceanime.render.classic import ClassicConfig, ClassicRenderer, image_tensor
@@ -102,21 +101,13 @@ def check_output(path: str | os.PathLike, suffixes: tuple[str, ...] = VIDEO_OUTP
     return path
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def provenance(job: str, source: str | os.PathLike | None) -> dict[str, str]:
     """The metadata every generated file carries: who made it, by which job, from what."""
     text = f"synthesised by faceanime {__version__} ({job})"
     tags = {"comment": text, "description": text, "faceanime_version": __version__,
             "faceanime_job": job}
     if source is not None and Path(source).is_file():
-        digest = sha256_file(source)
+        digest = file_digest(source)
         tags["faceanime_source_sha256"] = digest
         tags["comment"] = f"{text}; source sha256 {digest}"
         tags["description"] = tags["comment"]

@@ -151,3 +151,8 @@ def test_bad_arguments_for_an_image(data_dir, tmp_path, capsys, args, match):
 def test_pts_output_for_a_video_is_refused(short_clip, tmp_path, capsys):
     _fails_cleanly(["landmarks", str(short_clip), "-o", str(tmp_path / "o.pts")], capsys,
                    tmp_path, "use .npz for a video")
+
+
+def test_zero_parts_is_refused(short_clip, tmp_path, capsys):
+    _fails_cleanly(["landmarks", str(short_clip), "-o", str(tmp_path / "o.npz"), "--parts", "0"],
+                   capsys, tmp_path, "parts 0 (--parts, --track-parts): must be at least 1")

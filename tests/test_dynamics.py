@@ -333,7 +333,7 @@ def _copy_checkpoint(src: Path, dst: Path) -> Path:
 def test_bad_checkpoints_are_clear_errors(trained, tmp_path, capsys, case):
     from safetensors.torch import save_file
 
-    from faceanime.io.checkpoint import file_digest
+    from faceanime.io import file_digest
 
     weights = _copy_checkpoint(trained.out, tmp_path / "ck")
     meta = weights.with_suffix(".json")

@@ -16,11 +16,9 @@ losses exactly. Writes into the output folder: checkpoints (:mod:`~faceanime.dyn
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -47,6 +45,7 @@ from faceanime.errors import InputError
 from faceanime.io.checkpoint import random_states, restore_random_states
 from faceanime.io.csvlog import read_log, write_log
 from faceanime.morphable import FaceModel, load_model
+from faceanime.parallel import torch_threads
 
 LOG_FIELDS = ("step", "lr", "loss", "coefficient", "vertex", "nll", "val_loss",
               "val_coefficient", "val_vertex", "val_nll", "val_vertex_mm", "val_hold_mm",
@@ -207,20 +206,6 @@ def _plot(path: Path, rows: list[dict[str, Any]]) -> None:
     plot_losses(path, steps, train, [s for s, _ in val], [v for _, v in val])
 
 
-@contextlib.contextmanager
-def _threads(count: int) -> Iterator[None]:
-    """torch's CPU threads set to ``count`` (0: unchanged) inside, restored after. The step loop
-    is hundreds of small operations, for which one thread beat two by 3x on a 2-core CPU
-    (tools/bench_dynamics.py)."""
-    before = torch.get_num_threads()
-    if count:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _check_model(face_model: FaceModel, dataset: Dataset) -> None:
     if face_model.name != dataset.model:
         raise InputError(f"the dataset was fitted with model {dataset.model!r} but the vertex "
@@ -310,7 +295,7 @@ def train(data: str | os.PathLike, output: str | os.PathLike,
     metrics: dict[str, float] = dict(ckpt.info.get("metrics", {})) if ckpt else {}
 
     rng_devices = [device] if device.type == "cuda" else []
-    with _threads(config.threads), torch.random.fork_rng(devices=rng_devices):
+    with torch_threads(config.threads), torch.random.fork_rng(devices=rng_devices):
         # Dropout draws from torch's global generator: seeded (and restored on resume) inside
         # this fork, which leaves the caller's generator as it was.
         torch.manual_seed(config.seed)

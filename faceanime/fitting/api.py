@@ -83,8 +83,7 @@ def fit_image(image: str | os.PathLike | np.ndarray, model: FaceModel | str = "s
 def fit_video(video: str | os.PathLike, model: FaceModel | str = "sfm",
               landmarks: VideoLandmarks | str | os.PathLike | None = None,
               config: FitConfig | None = None,
-              tracker: TrackerConfig | None = None,
-              detector: LandmarkDetector | None = None) -> Coefficients:
+              tracker: TrackerConfig | None = None) -> Coefficients:
     """Fit every frame of a video with one shared identity.
 
     Frames where no face was found are marked ``valid = False`` and their coefficients are
@@ -96,19 +95,17 @@ def fit_video(video: str | os.PathLike, model: FaceModel | str = "sfm",
         landmarks: a track or a landmark ``.npz``; tracked from the video when None.
         config: fitter settings.
         tracker: landmark tracking settings when tracking.
-        detector: a built detector to track with (reused: no second model load).
     """
     if landmarks is None:
-        landmarks = track_video(video, tracker, detector=detector)
-    if isinstance(landmarks, VideoLandmarks) and landmarks.fps > 0:
+        landmarks = track_video(video, tracker)
+    track = landmarks if isinstance(landmarks, VideoLandmarks) else None
+    points = track.points if track is not None else read_landmarks_file(landmarks)
+    if track is not None and track.fps > 0:
         # A video's track holds the frame size and rate: no second look at the file (~0.1 s).
-        points, size, fps = landmarks.points, landmarks.image_size, landmarks.fps
-    elif isinstance(landmarks, VideoLandmarks):
-        info = read_video_info(video)
-        points, size, fps = landmarks.points, info.size[::-1], info.fps
+        size, fps = track.image_size, track.fps
     else:
         info = read_video_info(video)
-        points, size, fps = read_landmarks_file(landmarks), info.size[::-1], info.fps
+        size, fps = info.size[::-1], info.fps
     return fit_landmarks(_model(model), torch.from_numpy(np.asarray(points, np.float32)),
                          tuple(size), config, fps=fps)
 

@@ -2,6 +2,7 @@
 the CLI; everything inside the pipeline takes and returns tensors."""
 
 from faceanime.io.atomic import atomic_path
+from faceanime.io.digest import file_digest
 from faceanime.io.media import (
     IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
@@ -21,6 +22,7 @@ __all__ = [
     "VIDEO_EXTENSIONS",
     "VideoInfo",
     "atomic_path",
+    "file_digest",
     "is_video_path",
     "iter_video_frames",
     "load_npz",

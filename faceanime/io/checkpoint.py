@@ -16,7 +16,6 @@ any of the files, or to the folder (its final checkpoint, else its latest step),
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -28,6 +27,7 @@ import torch
 
 from faceanime.errors import ModelFileError
 from faceanime.io.atomic import atomic_path
+from faceanime.io.digest import file_digest
 
 STEP_PATTERN = re.compile(r"step_(\d+)$")
 SUFFIXES = (".safetensors", ".state.pt", ".json")
@@ -51,15 +51,6 @@ class CheckpointKind:
     @property
     def retrain(self) -> str:
         return f"use a checkpoint written by '{self.command}'"
-
-
-def file_digest(path: str | os.PathLike) -> str:
-    """SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_checkpoint(kind: CheckpointKind, folder: str | os.PathLike, name: str,
@@ -230,6 +221,6 @@ def load_matching(module: torch.nn.Module, tensors: dict[str, torch.Tensor], pat
     module.load_state_dict(tensors)
 
 
-__all__ = ["CheckpointKind", "file_digest", "load_matching", "random_states", "read_checkpoint",
+__all__ = ["CheckpointKind", "load_matching", "random_states", "read_checkpoint",
            "read_train_state", "resolve_checkpoint", "restore_random_states", "state_path",
            "write_checkpoint"]

@@ -79,6 +79,13 @@ class TrackerConfig:
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     smoothing: OneEuroConfig = field(default_factory=OneEuroConfig)
 
+    def __post_init__(self) -> None:
+        # Checked here, when the settings are made: before any process is forked or file read.
+        if self.check_every < 1:
+            raise InputError(f"check_every {self.check_every}: must be at least 1")
+        if self.parts < 1:
+            raise InputError(f"parts {self.parts} (--parts, --track-parts): must be at least 1")
+
 
 class BoxCalibration:
     """Maps the tight box of a landmark set to the box the detector would draw around that face.
@@ -341,10 +348,6 @@ def track_video(source: str | os.PathLike | Iterable[np.ndarray] | np.ndarray,
     config = config or TrackerConfig()
     if config.face_index < 0:
         raise InputError(f"face index {config.face_index}: must be 0 (largest face) or more")
-    if config.check_every < 1:
-        raise InputError(f"check_every {config.check_every}: must be at least 1")
-    if config.parts < 1:
-        raise InputError(f"parts {config.parts}: must be at least 1")
     frames, fps, total, default_name = _frames_from(source, fps)
     name = name or default_name
     desc = f"landmarks {Path(name).name}"
@@ -357,8 +360,7 @@ def track_video(source: str | os.PathLike | Iterable[np.ndarray] | np.ndarray,
     with contextlib.ExitStack() as stack:
         # Later parts in child processes (dlib holds the GIL), the first one here; every
         # part starts from its own detection.
-        own = detector is None
-        det = detector or create_detector(config.backend, config.detector)
+        det = detector or stack.enter_context(create_detector(config.backend, config.detector))
         shared = None
         if len(bounds) > 1 and det.fork_safe:
             shared = det.load()  # loaded once, here: the children inherit it
@@ -383,12 +385,8 @@ def track_video(source: str | os.PathLike | Iterable[np.ndarray] | np.ndarray,
                 done = sum(counts)
             bar.update(done - bar.n)
 
-        try:
-            first = _track_frames(frames if stop is None else itertools.islice(frames, stop),
-                                  det, config, name, 0, report)
-        finally:
-            if own:
-                det.close()
+        first = _track_frames(frames if stop is None else itertools.islice(frames, stop), det,
+                              config, name, 0, report)
         while not all(other.ready(0.1) for other in others):
             report(len(first.raw))  # the other parts' progress while waiting for them
         parts = [first] + [other.result() for other in others]

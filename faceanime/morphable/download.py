@@ -26,6 +26,7 @@ from urllib.request import urlopen
 from tqdm import tqdm
 
 from faceanime.errors import ModelFileError
+from faceanime.io.digest import file_digest
 from faceanime.morphable.registry import ENV_MODEL_DIR, cache_dir
 
 SFM_REPOSITORY = "patrikhuber/eos"
@@ -179,14 +180,10 @@ def _write_error(item: RemoteFile, folder: Path, exc: OSError) -> ModelFileError
 
 def _is_intact(path: Path, sha256: str) -> bool:
     """Whether ``path`` is a readable file whose content has the hex SHA-256 ``sha256``."""
-    hasher = hashlib.sha256()
     try:
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                hasher.update(chunk)
+        return file_digest(path) == sha256
     except OSError:  # absent, a folder, unreadable: fetch it again (the rename replaces it)
         return False
-    return hasher.hexdigest() == sha256
 
 
 def _one_line(exc: BaseException) -> str:

@@ -18,11 +18,9 @@ checkpoints (:mod:`~faceanime.pgfg.checkpoint`), ``log.csv``, ``loss.png`` and s
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -40,6 +38,7 @@ from faceanime.io.atomic import atomic_path
 from faceanime.io.checkpoint import random_states, restore_random_states
 from faceanime.io.csvlog import read_log, write_log
 from faceanime.morphable import FaceModel, load_model
+from faceanime.parallel import torch_threads
 from faceanime.pgfg.checkpoint import (
     FINAL,
     Checkpoint,
@@ -201,17 +200,6 @@ def _plot(path: Path, rows: list[dict[str, Any]]) -> None:
                 title="PGFG training: L1 (train per step; validation = held-out EMA)")
 
 
-@contextlib.contextmanager
-def _threads(count: int) -> Iterator[None]:
-    before = torch.get_num_threads()
-    if count:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def train(data: str | os.PathLike, output: str | os.PathLike,
           config: TrainConfig | None = None, generator_config: GeneratorConfig | None = None,
           discriminator_config: DiscriminatorConfig | None = None,
@@ -254,7 +242,7 @@ def train(data: str | os.PathLike, output: str | os.PathLike,
     generator_config = generator_config or GeneratorConfig()
     discriminator_config = discriminator_config or DiscriminatorConfig()
     loss_config = loss_config or LossConfig()
-    with _threads(config.threads):
+    with torch_threads(config.threads):
         return _train(data, output, config, generator_config, discriminator_config, loss_config,
                       ckpt, face_model, device)
 

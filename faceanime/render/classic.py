@@ -99,9 +99,9 @@ class ClassicRenderer:
         self.texture: Texture = extract_texture(
             self.image[None], screen, model.triangles, self.mesh.texcoords,
             self.mesh.symmetry, self.config.texture)
-        # Channels last puts a texel's three colours together: a bilinear lookup touches 4
+        # Kept channels last: a texel's three colours together, so a bilinear lookup touches 4
         # places in memory instead of 12 (a quarter faster on a 1024² texture, same values).
-        self._lookup = self.texture.image.contiguous(memory_format=torch.channels_last)
+        self.texture.image = self.texture.image.contiguous(memory_format=torch.channels_last)
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -124,7 +124,7 @@ class ClassicRenderer:
         x0, y0, x1, y1 = box or (0, 0, self.image_size[1], self.image_size[0])
         screen = screen - torch.tensor([x0, y0, 0], dtype=screen.dtype, device=screen.device)
         image, mask, fragments = render_texture(
-            self._lookup, screen, self.mesh.triangles, self.mesh.texcoords,
+            self.texture.image, screen, self.mesh.triangles, self.mesh.texcoords,
             (y1 - y0, x1 - x0), self.config.backend)
         if self.cap is not None:
             # Cap triangles list the centre vertex first: its barycentric weight is how deep

@@ -461,9 +461,9 @@ def rasterize(vertices: torch.Tensor, triangles: torch.Tensor, image_size: tuple
     return _rasterize_torch(vertices, triangles, height, width, cull_backfaces)
 
 
-def interpolate(fragments: Fragments, attributes: torch.Tensor,
-                triangles: torch.Tensor) -> torch.Tensor:
-    """Interpolate per-vertex attributes at every covered pixel.
+def interpolate_covered(fragments: Fragments, attributes: torch.Tensor,
+                        triangles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-vertex attributes interpolated at the covered pixels only.
 
     Args:
         fragments: from :func:`rasterize`, ``B`` images of ``H x W``.
@@ -471,7 +471,8 @@ def interpolate(fragments: Fragments, attributes: torch.Tensor,
         triangles: ``(F, 3)`` the triangles that were rasterized.
 
     Returns:
-        ``(B, C, H, W)`` in the attributes' dtype, zeros at background.
+        ``pixel (P,)`` flat indices of the covered pixels over ``(B, H, W)`` and their values
+        ``(P, C)`` in the attributes' dtype (floating).
     """
     face = fragments.face_index
     b, h, w = face.shape
@@ -485,15 +486,31 @@ def interpolate(fragments: Fragments, attributes: torch.Tensor,
     if not attributes.is_floating_point():
         attributes = attributes.float()
     c = attributes.shape[-1]
-    out = torch.zeros(b * h * w, c, dtype=attributes.dtype, device=face.device)
     flat_face = face.reshape(-1)
     pixel = (flat_face >= 0).nonzero()[:, 0]
-    if len(pixel):
-        corner = triangles.index_select(0, flat_face.index_select(0, pixel))   # (P, 3)
-        if attributes.ndim == 3:
-            corner = corner + pixel.div(h * w, rounding_mode="floor")[:, None] * n
-        values = attributes.reshape(-1, c).index_select(0, corner.reshape(-1)).view(-1, 3, c)
-        weights = fragments.bary.reshape(-1, 3).index_select(0, pixel).to(attributes.dtype)
-        out[pixel] = (weights[:, 0:1] * values[:, 0] + weights[:, 1:2] * values[:, 1]
-                      + weights[:, 2:3] * values[:, 2])
-    return out.view(b, h, w, c).permute(0, 3, 1, 2)
+    corner = triangles.index_select(0, flat_face.index_select(0, pixel))   # (P, 3)
+    if attributes.ndim == 3:
+        corner = corner + pixel.div(h * w, rounding_mode="floor")[:, None] * n
+    values = attributes.reshape(-1, c).index_select(0, corner.reshape(-1)).view(-1, 3, c)
+    weights = fragments.bary.reshape(-1, 3).index_select(0, pixel).to(attributes.dtype)
+    return pixel, (weights[:, 0:1] * values[:, 0] + weights[:, 1:2] * values[:, 1]
+                   + weights[:, 2:3] * values[:, 2])
+
+
+def interpolate(fragments: Fragments, attributes: torch.Tensor,
+                triangles: torch.Tensor) -> torch.Tensor:
+    """Interpolate per-vertex attributes at every covered pixel.
+
+    Args:
+        fragments: from :func:`rasterize`, ``B`` images of ``H x W``.
+        attributes: ``(N, C)`` shared by the batch, or ``(B, N, C)``.
+        triangles: ``(F, 3)`` the triangles that were rasterized.
+
+    Returns:
+        ``(B, C, H, W)`` in the attributes' dtype, zeros at background.
+    """
+    pixel, values = interpolate_covered(fragments, attributes, triangles)
+    b, h, w = fragments.face_index.shape
+    out = torch.zeros(b * h * w, values.shape[1], dtype=values.dtype, device=values.device)
+    out[pixel] = values
+    return out.view(b, h, w, -1).permute(0, 3, 1, 2)

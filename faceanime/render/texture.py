@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from faceanime.errors import InputError
 from faceanime.render.points import splat_points
-from faceanime.render.rasterize import Fragments, interpolate, rasterize
+from faceanime.render.rasterize import Fragments, interpolate, interpolate_covered, rasterize
 from faceanime.render.visibility import vertex_visibility
 
 
@@ -248,13 +248,7 @@ def _sample_covered(texture: torch.Tensor, fragments: Fragments, pos: torch.Tens
     there (the same arithmetic per pixel), without the background's share of the work or
     the full-size intermediate images."""
     b, h, w = fragments.face_index.shape
-    face = fragments.face_index.reshape(-1)
-    pixel = (face >= 0).nonzero()[:, 0]
-    corner = triangles.index_select(0, face.index_select(0, pixel))     # (P, 3)
-    values = pos.index_select(0, corner.reshape(-1)).view(-1, 3, 2)
-    weights = fragments.bary.reshape(-1, 3).index_select(0, pixel).to(pos.dtype)
-    uv = (weights[:, 0:1] * values[:, 0] + weights[:, 1:2] * values[:, 1]
-          + weights[:, 2:3] * values[:, 2])                             # as interpolate()
+    pixel, uv = interpolate_covered(fragments, pos, triangles)          # (P,), (P, 2)
     s = texture.shape[-1]
     grid = pixel_grid(uv, s, s).to(texture.dtype)[None, None]           # (1, 1, P, 2)
     colour = F.grid_sample(texture, grid, mode="bilinear", padding_mode="border",
