@@ -32,11 +32,14 @@ from faceanime.geometry.rotation import so3_exp
 from faceanime.io import IMAGE_EXTENSIONS, file_digest, read_image, write_image, write_video
 from faceanime.landmarks import LandmarkDetector
 from faceanime.morphable import FaceModel
-from faceanime.render.classic import ClassicConfig, ClassicRenderer, image_tensor
+from faceanime.render.classic import ClassicConfig, ClassicRenderer
+from faceanime.render.frames import image_tensor
 from faceanime.render.paste import crop_affine, warp_to_crop
+from faceanime.render.warp import WarpConfig, WarpRenderer
 
 VIDEO_OUTPUTS = (".mp4",)
 WATERMARK_TEXT = "faceanime: synthetic"
+RENDERERS = ("warp", "mask")
 
 
 @dataclass
@@ -51,9 +54,15 @@ class OutputConfig:
     crop_scale: float = 1.5
     """Without paste-back: how much around the face the crop takes in (1 = eyes to chin)."""
     generator: str | None = None
-    """A PGFG generator checkpoint; None: the classic dense render (no weights needed)."""
+    """A PGFG generator checkpoint; None: the weight-free ``renderer``."""
+    renderer: str = "warp"
+    """The weight-free renderer: ``warp`` (the photo moves, warped by the 3D fit's flow:
+    :mod:`faceanime.render.warp`) or ``mask`` (the photo's face texture on the fitted mesh,
+    pasted into the still photo: :mod:`faceanime.render.classic`)."""
+    warp: WarpConfig | None = None
+    """The warp renderer's settings (default: WarpConfig())."""
     render: ClassicConfig | None = None
-    """The classic renderer's settings (default: ClassicConfig())."""
+    """The mask renderer's and the generator's settings (default: ClassicConfig())."""
     watermark: bool = False
     """Draw a visible "synthetic" mark in the bottom-right corner of every frame."""
     device: str | None = None
@@ -233,13 +242,19 @@ def frame_source(photo: np.ndarray, coeffs: Coefficients, config: OutputConfig
 
 def make_renderer(model: FaceModel, image: np.ndarray, coeffs: Coefficients,
                   config: OutputConfig | None = None):
-    """The renderer of a job, chosen in one place: the classic dense render by default, the
-    learned PGFG generator (:mod:`faceanime.pgfg`) with ``config.generator``. Both take the
+    """The renderer of a job, chosen in one place: the warp of the photo by default, the pasted
+    mask with ``config.renderer="mask"``, the learned PGFG generator (:mod:`faceanime.pgfg`)
+    with ``config.generator``. All take the
     source photo and its coefficients and render frames at target coefficients
     (``image_size``, ``render``, ``iter_render``, ``iter_frames``)."""
     config = config or OutputConfig()
     if config.generator is None:
-        return ClassicRenderer(model, image, coeffs, config.render)
+        if config.renderer not in RENDERERS:
+            raise InputError(f"unknown renderer {config.renderer!r}: choose "
+                             f"{' or '.join(RENDERERS)}")
+        if config.renderer == "mask":
+            return ClassicRenderer(model, image, coeffs, config.render)
+        return WarpRenderer(model, image, coeffs, config.warp)
     path = Path(config.generator)
     if not path.exists():
         raise InputError(f"{path}: no such generator checkpoint; train one with 'faceanime "

@@ -1,5 +1,6 @@
 """Evaluation metrics on constructed cases: known answers, SSIM against an independent
-reference, and a known pixel shift of a real frame measured through dlib's landmarks."""
+reference, a known pixel shift of a real frame measured through dlib's landmarks, what a viewer
+sees on synthetic landmark tracks, and dlib's face count on a photo with a pasted second face."""
 
 from __future__ import annotations
 
@@ -11,12 +12,8 @@ import pytest
 import torch
 
 from faceanime.evaluation import metrics as M
-from faceanime.evaluation.protocol import (
-    correlation,
-    mouth_opening,
-    rotation_angle_deg,
-    select_frames,
-)
+from faceanime.evaluation.metrics import correlation, mouth_opening
+from faceanime.evaluation.protocol import rotation_angle_deg, select_frames
 from faceanime.evaluation.report import json_number
 
 
@@ -180,3 +177,154 @@ def test_json_encoding_of_non_finite_numbers():
     assert json_number(math.inf) == "inf" and json_number(-math.inf) == "-inf"
     assert json_number(math.nan) is None and json_number(1.5) == 1.5
     json.dumps([json_number(v) for v in (math.inf, math.nan, 2.0)], allow_nan=False)
+
+
+# --- what a viewer sees, on synthetic landmark tracks -----------------------------------------
+
+
+def face_track(dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+    """A ``(T, 68, 2)`` track of one fixed face (outer eye corners 100 px apart, open eyes of
+    EAR 0.3) whose centre moves by ``(dx, dy)`` inter-ocular units from frame 0."""
+    gen = torch.Generator().manual_seed(3)
+    face = 200 + 100 * torch.rand((68, 2), generator=gen, dtype=torch.float64)
+    face[36], face[45] = torch.tensor([150.0, 250.0]), torch.tensor([250.0, 250.0])
+    shift = torch.stack([dx, dy], 1).double() * 100
+    return face + shift[:, None] - shift[0]
+
+
+def set_eyes(points: torch.Tensor, frame: int, ear: float) -> None:
+    """Give both eyes of ``points[frame]`` the aspect ratio ``ear`` (corners 30 px apart)."""
+    for p1, p2, p3, p4, p5, p6 in M.EYES:
+        x0, y0 = points[frame, p1].tolist()
+        points[frame, p4] = torch.tensor([x0 + 30, y0])
+        for top, bottom, x in ((p2, p6, x0 + 10), (p3, p5, x0 + 20)):
+            points[frame, top] = torch.tensor([x, y0 - 15 * ear])
+            points[frame, bottom] = torch.tensor([x, y0 + 15 * ear])
+
+
+def test_eye_aspect_ratio_known_values():
+    points = torch.zeros(3, 68, 2)
+    points[0, 36:48] = torch.tensor([
+        [0, 0], [10, -6], [20, -6], [30, 0], [20, 3], [10, 3],      # EAR (9 + 9) / 60 = 0.3
+        [50, 0], [60, -1], [70, -1], [80, 0], [70, 2], [60, 2]])    # EAR (3 + 3) / 60 = 0.1
+    set_eyes(points, 1, 0.25)
+    points[2, 40, 0] = float("nan")
+    ear = M.eye_aspect_ratio(points)
+    assert ear[0].item() == pytest.approx(0.2)
+    assert ear[1].item() == pytest.approx(0.25)
+    assert math.isnan(ear[2].item())
+    with pytest.raises(ValueError):
+        M.eye_aspect_ratio(torch.zeros(3, 5, 2))
+
+
+def test_head_follow_known_answers():
+    t = torch.linspace(0, 6, 40)
+    still = torch.zeros(40)
+    driver = face_track(0.1 * torch.sin(t), still)               # moves in x only
+    assert M.head_follow(face_track(0.3 * torch.sin(t), still), driver) == pytest.approx(1.0)
+    assert M.head_follow(face_track(-0.1 * torch.sin(t), still), driver) == pytest.approx(-1.0)
+    # The driver's still y axis is left out: the output's y wobble does not count.
+    wobble = face_track(0.1 * torch.sin(t), 0.2 * torch.cos(3 * t))
+    assert M.head_follow(wobble, driver) == pytest.approx(1.0)
+    # Both axes moving: x followed (+1), y mirrored (-1).
+    both = face_track(0.1 * torch.sin(t), 0.1 * torch.cos(t))
+    mirrored = face_track(0.1 * torch.sin(t), -0.1 * torch.cos(t))
+    assert M.head_follow(mirrored, both) == pytest.approx(0.0, abs=1e-9)
+    assert M.head_follow(both, both) == pytest.approx(1.0)
+    # The 0.02 inter-ocular threshold on the driver's standard deviation (here y's is ~0.007).
+    faint = face_track(0.1 * torch.sin(t), 0.01 * torch.cos(t))
+    assert M.head_follow(mirrored, faint) == pytest.approx(1.0)  # y (std < 0.02) left out
+    assert M.head_follow(mirrored, faint, min_motion=0.001) == pytest.approx(0.0, abs=1e-9)
+    # Undefined: a driver that does not move, an output that does not move.
+    assert math.isnan(M.head_follow(driver, face_track(still, still)))
+    assert math.isnan(M.head_follow(face_track(still, still), driver))
+    # Frames without a face on either side are dropped; displacement is in inter-ocular units.
+    holes = driver.clone()
+    holes[[0, 7]] = float("nan")
+    assert M.head_follow(face_track(0.3 * torch.sin(t), still), holes) == pytest.approx(1.0)
+    shift = M.head_displacement(driver)
+    assert shift[:, 0].tolist() == pytest.approx((0.1 * torch.sin(t)).tolist(), abs=1e-6)
+
+
+def test_closed_eye_ratio_known_answers():
+    drv = torch.full((20,), 0.3)
+    drv[7] = 0.05                                   # the driver blinks once: 5 % of 20 frames
+    out = torch.full((20,), 0.3)
+    out[7] = 0.1
+    assert M.closed_eye_ratio(out, drv) == pytest.approx(0.1 / 0.3)
+    assert M.closed_eye_ratio(torch.full((20,), 0.3), drv) == pytest.approx(1.0)  # no blink
+    late = torch.full((20,), 0.3)
+    late[12] = 0.1                                  # blinks, but not with the driver
+    assert M.closed_eye_ratio(late, drv) == pytest.approx(1.0)
+    # 40 frames: the 2 most closed; never fewer than one frame.
+    drv40, out40 = torch.full((40,), 0.3), torch.full((40,), 0.3)
+    drv40[[3, 10, 30]] = torch.tensor([0.05, 0.06, 0.07])   # frame 30 is the third: left out
+    out40[[3, 10, 30]] = torch.tensor([0.0, 0.15, 0.0])
+    assert M.closed_eye_ratio(out40, drv40) == pytest.approx(0.15 / 2 / 0.3)
+    assert M.closed_eye_ratio(out[:3], drv[:3]) == pytest.approx(1.0)
+    nan = out.clone()
+    nan[7] = float("nan")                           # the output lost the face on the blink
+    assert M.closed_eye_ratio(nan, drv) == pytest.approx(1.0)
+    assert math.isnan(M.closed_eye_ratio(torch.full((3,), float("nan")), drv[:3]))
+
+
+def test_blink_and_mouth_follow_through_viewer_summary():
+    """The protocol's per-method values on a synthetic output that blinks and opens its mouth
+    with the driver, and on a static one."""
+    from faceanime.evaluation.protocol import EvalConfig, viewer_summary
+
+    t = torch.linspace(0, 6, 30)
+    driver = face_track(0.1 * torch.sin(t), 0.05 * torch.cos(t))
+    output = face_track(0.2 * torch.sin(t), 0.08 * torch.cos(t))
+    for k, ear in enumerate((0.3 - 0.2 * torch.sin(t).clamp(min=0)).tolist()):
+        set_eyes(driver, k, ear)
+        set_eyes(output, k, 0.5 * ear)
+    for track, scale in ((driver, 20), (output, 10)):  # the lower inner lip under the upper
+        gap = (scale * torch.sin(2 * t)).clamp(min=0).double()
+        track[:, [67, 66, 65]] = track[:, [61, 62, 63]]
+        track[:, [67, 66, 65], 1] += gap[:, None]
+    faces = torch.tensor([1] * 27 + [2, 2, 0])
+    summary, series = viewer_summary(output, faces, driver, 1, EvalConfig())
+    assert summary["double_face"] == pytest.approx(200 / 30)
+    assert summary["head_follow"] == pytest.approx(1.0)
+    assert summary["blink_follow"] == pytest.approx(1.0)
+    assert summary["mouth_corr"] == pytest.approx(1.0)
+    # The driver's 2 most closed frames (5 % of 30, rounded up), the output's median.
+    ear = np.array([0.5 * e for e in (0.3 - 0.2 * torch.sin(t).clamp(min=0)).tolist()])
+    closed = np.argsort(ear, kind="stable")[:2]
+    assert summary["closed_eye"] == pytest.approx(ear[closed].mean() / np.median(ear), rel=1e-5)
+    assert summary["closed_eye"] < 0.5
+    assert set(series) == {"faces", "ear", "mouth", "head_dx", "head_dy"}
+    assert all(len(v) == 30 for v in series.values())
+    static = output[:1].expand(30, -1, -1)
+    summary, _ = viewer_summary(static, torch.ones(30, dtype=torch.long), driver, 1, EvalConfig())
+    assert summary["double_face"] == 0 and summary["closed_eye"] == pytest.approx(1.0)
+    assert all(math.isnan(summary[k]) for k in ("head_follow", "blink_follow", "mouth_corr"))
+
+
+def test_double_face_rate():
+    assert M.double_face_rate(torch.tensor([1, 2, 1, 3]), 1) == 50.0
+    assert M.double_face_rate(torch.tensor([0, 1]), 1) == 0.0  # fewer faces are not double
+    assert M.double_face_rate(torch.tensor([2, 2]), 2) == 0.0
+    assert math.isnan(M.double_face_rate(torch.tensor([], dtype=torch.long), 1))
+
+
+@pytest.mark.parametrize("size", [None, (250, 188)])
+def test_pasted_second_face_is_counted(data_dir, scorer, size):
+    """dlib counts one face in a photo and two when a copy is pasted beside it, at full size
+    and on a small frame (searched upsampled); the points stay those of one face."""
+    from PIL import Image
+
+    from faceanime.io import read_image
+
+    photo = read_image(data_dir / "faces" / "s12.jpg")
+    if size is not None:
+        photo = np.asarray(Image.fromarray(photo).resize(size[::-1], Image.BILINEAR))
+    double = np.ascontiguousarray(np.concatenate([photo, photo], 1))
+    points, faces = scorer.detect(photo[None])
+    assert faces.tolist() == [1] and torch.isfinite(points).all()
+    points2, faces2 = scorer.detect(double[None])
+    assert faces2.tolist() == [2] and torch.isfinite(points2).all()
+    assert M.double_face_rate(torch.cat([faces, faces2]), int(faces[0])) == 50.0
+    # landmarks() is detect() without the count: the same points.
+    assert torch.equal(scorer.landmarks(double[None]), points2)

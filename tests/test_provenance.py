@@ -71,4 +71,7 @@ def test_job_outputs_carry_provenance_and_watermark(sfm_dir, tmp_path, capsys):
     assert marked.shape == (192, 192, 3)
     diff = np.abs(plain[-1].astype(int) - marked).max(-1)
     assert diff[150:, 60:].max() > 100  # the mark, bottom right
-    assert diff[:120].mean() < 3  # elsewhere the same frame (codec noise)
+    # Elsewhere the same frame, up to codec noise: closer to the last video frame than to the
+    # first (the head moves between them).
+    assert diff[:120].mean() < 4
+    assert diff[:120].mean() < np.abs(plain[0].astype(int) - marked).max(-1)[:120].mean()

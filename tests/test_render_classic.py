@@ -11,7 +11,8 @@ from faceanime.errors import InputError
 from faceanime.fitting import fit_image, fit_landmarks
 from faceanime.geometry.rotation import euler_to_matrix
 from faceanime.motion import transfer_motion
-from faceanime.render.classic import ClassicConfig, ClassicRenderer, to_uint8
+from faceanime.render.classic import ClassicConfig, ClassicRenderer
+from faceanime.render.frames import to_uint8
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
-"""Benchmark the evaluation's per-frame costs: each metric, dlib landmarks, identity descriptors
-and the classic render, per frame of a real video (videos/d3.mp4, 512²) in batches.
+"""Benchmark the evaluation's per-frame costs: each metric, dlib landmarks and face counts,
+identity descriptors, and the classic and warp2d renders, per frame of a real video
+(videos/d3.mp4, 512²) in batches.
 
 Each figure is the median of ``--repeat`` timed calls after one warm-up, divided by the batch.
 Prints a table (ms per frame).
@@ -32,7 +33,14 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from faceanime.evaluation import metrics as M
-    from faceanime.evaluation.protocol import Scorer, to_tensor, to_uint8
+    from faceanime.evaluation.protocol import (
+        EvalConfig,
+        Scorer,
+        Warp2D,
+        to_tensor,
+        to_uint8,
+        viewer_summary,
+    )
     from faceanime.fitting.fitter import fit_landmarks
     from faceanime.io import iter_video_frames
     from faceanime.morphable import load_model
@@ -56,14 +64,21 @@ def main() -> None:
                            source.shape[:2])
     renderer = ClassicRenderer(model, source, coeffs.frames([0]))
     target = coeffs.frames(slice(1, None))
+    source_points = scorer.landmarks(source[None])[0]
+    warp = Warp2D(source, source_points, source_points, device)
+    faces = torch.ones(len(batch), dtype=torch.long)
 
     rows = [
         ("L1", lambda: M.l1(out, gt)),
         ("PSNR", lambda: M.psnr(out, gt)),
         ("SSIM (11×11 Gaussian, per channel)", lambda: M.ssim(out, gt)),
         ("dlib landmarks (detect + 68 points)", lambda: scorer.landmarks(batch)),
+        ("dlib landmarks + face count", lambda: scorer.detect(batch)),
         ("identity descriptor (torch)", lambda: scorer.embed(gt, points.to(device))),
         ("classic render + 8-bit", lambda: to_uint8(renderer.render(target))),
+        ("warp2d render + 8-bit", lambda: warp.render(points)),
+        ("viewer metrics (per video, / frames)",
+         lambda: viewer_summary(points, faces, points, 1, EvalConfig())),
     ]
     n = len(batch)
     print(f"d3.mp4 {batch.shape[2]}×{batch.shape[1]}, batch {n}, device {device}, "

@@ -1,9 +1,10 @@
-"""End-to-end speed of ``faceanime retarget`` (classic renderer) with its per-stage split.
+"""End-to-end speed of ``faceanime retarget`` (``--renderer``: warp, the default, or mask) with
+its per-stage split.
 
 For each output size (an aligned square face crop, ``--no-paste-back --size S``) it times each
 stage alone on the same inputs: decode (the driving video's frames), landmarks (tracking,
 decode included; one pass, then in two parts at once), fit (the 3DMM fit of the driver), render
-(the classic render and paste of every frame; one worker thread, then the default), encode
+(the render of every frame; one worker thread, then the default), encode
 (H.264 with the driver's audio). Then it times the whole job as a user runs it
 (``faceanime.retarget.retarget``, streaming, default settings: the driver tracked in two
 processes while the photo is prepared, batches rendered on one thread per torch thread while
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--repeat", type=int, default=3, help="end-to-end runs per size")
+    parser.add_argument("--renderer", choices=["warp", "mask"], default="warp")
     args = parser.parse_args(argv)
     os.environ.setdefault("FACEANIME_MODEL_DIR", str(DATA / "sfm"))
     # As the CLI does: idle OpenMP threads sleep instead of spinning (see faceanime.cli).
@@ -58,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     from faceanime.morphable import load_model
     from faceanime.motion import transfer_motion
     from faceanime.render.classic import ClassicConfig
+    from faceanime.render.warp import WarpConfig
+
+    def with_workers(config: OutputConfig, workers: int) -> OutputConfig:
+        return replace(config, render=ClassicConfig(workers=workers),
+                       warp=WarpConfig(workers=workers))
     from faceanime.retarget import RetargetConfig, retarget
     from faceanime.tasks import OutputConfig, load_source, make_renderer
 
@@ -77,13 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
-            config = OutputConfig(paste_back=False, size=size, progress=False)
+            config = OutputConfig(paste_back=False, size=size, progress=False,
+                                  renderer=args.renderer)
             image, source = load_source(args.source, model, config)
             target = transfer_motion(source, driving)
             renders = {}
             for workers in (1, 0):
-                renderer = make_renderer(model, image, source, replace(
-                    config, render=ClassicConfig(workers=workers)))
+                renderer = make_renderer(model, image, source, with_workers(config, workers))
                 renders[workers] = _seconds(lambda r=renderer, t=target: sum(
                     1 for _ in r.iter_frames(t)))
             frames = list(renderer.iter_frames(target))
@@ -91,8 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                                                            audio_from=args.driving))
             del frames
             ends = {}
-            serial = RetargetConfig(output=replace(config, render=ClassicConfig(workers=1)),
-                                    track_parts=1)
+            serial = RetargetConfig(output=with_workers(config, 1), track_parts=1)
             for name, job in (("default", RetargetConfig(output=config)), ("serial", serial)):
                 times = []
                 for _ in range(args.repeat):
@@ -104,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                          renders[1], renders[0], encode, ends["serial"], ends["default"]))
 
     print(f"retarget {Path(args.source).name} by {Path(args.driving).name} ({n} frames), "
-          f"classic renderer, {args.threads} torch thread(s), {os.cpu_count()} cores; ms per "
-          f"frame by stage (each alone), then the whole job (median of {args.repeat})\n")
+          f"{args.renderer} renderer, {args.threads} torch thread(s), {os.cpu_count()} cores; "
+          f"ms per frame by stage (each alone), then the whole job (median of {args.repeat})\n")
     print("| size | decode | landmarks, 1 pass / 2 parts | fit | render, 1 worker / default "
           "| encode | job, all serial | job, default | job fps |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")

@@ -19,9 +19,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results", action="append", default=[], metavar="DIR",
                    help="also evaluate videos made by another tool: a folder with one video per "
                         "input under the name the protocol gives (repeatable)")
-    p.add_argument("--methods", default=",".join(_CFG.methods),
-                   help="baselines to run, comma-separated: static, classic "
-                        "(default: %(default)s)")
+    p.add_argument("--methods", nargs="+", default=list(_CFG.methods), metavar="METHOD",
+                   help="baselines to run, separated by spaces or commas: static, warp (the "
+                        "default renderer), mask (the face pasted into the still photo), "
+                        f"warp2d (default: {' '.join(_CFG.methods)})")
     p.add_argument("--stride", type=int, default=_CFG.stride,
                    help="score every this many frames (default: %(default)s)")
     p.add_argument("--frames", type=int, default=None,
@@ -48,9 +49,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Score reenactment methods on the self-reenactment protocol (a video "
                     "drives its own first frame, compared with the real frames: L1, PSNR, SSIM, "
                     "AKD, AED, ID %%) or the cross-reenactment one (photos driven by videos: "
-                    "ID %%, pose error, expression correlation). The static and classic "
-                    "baselines are always in the report; the generator and external results "
-                    "when given. Writes report.json, report.md and per-frame plots.")
+                    "ID %%, pose error, expression correlation); both also score what a viewer "
+                    "sees: double-face rate, head, blink and mouth follow, closed-eye ratio. "
+                    "The static, warp and warp2d baselines are in the report unless "
+                    "--methods says otherwise; the generator and external results when given. "
+                    "Writes report.json, report.md and per-frame plots.")
     protocols = p.add_subparsers(dest="protocol", metavar="PROTOCOL", required=True)
     s = protocols.add_parser(
         "self", help="self-reenactment: each video drives its own source frame",
@@ -102,7 +105,7 @@ def run(args: argparse.Namespace) -> None:
 
         if not torch.cuda.is_available():
             raise InputError(f"--device {args.device}: CUDA is not available here; use cpu")
-    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    methods = tuple(m.strip() for arg in args.methods for m in arg.split(",") if m.strip())
     config = EvalConfig(
         stride=args.stride, frames=args.frames, methods=methods, generator=args.generator,
         results=tuple(args.results), identity_threshold=args.identity_threshold,

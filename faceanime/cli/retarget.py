@@ -14,9 +14,11 @@ from faceanime.errors import InputError
 from faceanime.fitting import FitConfig
 from faceanime.motion import MotionConfig
 from faceanime.render.classic import ClassicConfig
+from faceanime.render.warp import WarpConfig
 
 _MOTION = MotionConfig()
 _RENDER = ClassicConfig()
+_WARP = WarpConfig()
 
 
 def add_job_options(p: argparse.ArgumentParser) -> None:
@@ -27,9 +29,12 @@ def add_job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True,
                    help="video to write (.mp4), or an existing folder (one <photo>.mp4 per "
                         "source)")
+    p.add_argument("--renderer", choices=["warp", "mask"], default="warp",
+                   help="weight-free renderer: warp (the photo moves as a whole, warped by the "
+                        "3D fit's flow; default) or mask (the photo's face texture on the "
+                        "fitted mesh, pasted into the still photo)")
     p.add_argument("--generator", metavar="CKPT", default=None,
-                   help="PGFG generator checkpoint (default: the classic dense render, no "
-                        "weights needed)")
+                   help="PGFG generator checkpoint (default: the weight-free --renderer)")
     p.add_argument("--paste-back", action=argparse.BooleanOptionalAction, default=True,
                    help="show the face inside the full photo (default); --no-paste-back writes "
                         "an aligned square face crop")
@@ -38,13 +43,18 @@ def add_job_options(p: argparse.ArgumentParser) -> None:
                         "(default 512), else the photo's longer side (default: as the photo)")
     p.add_argument("--watermark", action="store_true",
                    help="draw a visible 'faceanime: synthetic' mark on every frame")
-    p.add_argument("--feather", type=float, default=_RENDER.feather,
-                   help="width in pixels of the face's blend into the photo "
-                        "(default: %(default)s)")
+    p.add_argument("--feather", type=float, default=None,
+                   help="pixels over which the face blends into its surroundings (default: "
+                        f"{_WARP.feather:g} for warp, {_RENDER.feather:g} for mask and the "
+                        "generator)")
+    p.add_argument("--head-size", type=float, nargs=2, default=None, metavar=("W", "H"),
+                   help="warp: width and height of the region that moves with the head, "
+                        "relative to the face's (default: "
+                        f"{_WARP.head_width:g} {_WARP.head_height:g}; larger for big hair)")
     p.add_argument("--batch-size", type=int, default=_RENDER.batch_size,
                    help="frames rendered at once (default: %(default)s)")
     p.add_argument("--workers", type=int, default=_RENDER.workers, metavar="N",
-                   help="classic render: batches rendered at once on N threads (default: 0 = "
+                   help="batches rendered at once on N threads (default: 0 = "
                         "one per torch CPU thread, at most 4)")
     p.add_argument("--model", default="sfm", help="morphable model (default: %(default)s)")
     p.add_argument("--face-index", type=int, default=0,
@@ -58,10 +68,17 @@ def add_job_options(p: argparse.ArgumentParser) -> None:
 def output_config(args: argparse.Namespace):
     from faceanime.tasks import OutputConfig
 
+    def given(value, default):
+        return default if value is None else value
+
+    head = args.head_size or (_WARP.head_width, _WARP.head_height)
     return OutputConfig(
         paste_back=args.paste_back, size=args.size, generator=args.generator,
-        render=ClassicConfig(feather=args.feather, batch_size=args.batch_size,
-                             workers=args.workers),
+        renderer=args.renderer,
+        warp=WarpConfig(feather=given(args.feather, _WARP.feather), head_width=head[0],
+                        head_height=head[1], batch_size=args.batch_size, workers=args.workers),
+        render=ClassicConfig(feather=given(args.feather, _RENDER.feather),
+                             batch_size=args.batch_size, workers=args.workers),
         watermark=args.watermark, device=args.device,
         progress=not (args.no_progress or args.quiet))
 
@@ -85,9 +102,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "retarget", help="make a photo's face follow a driving video",
         description="Fit the photo and the driver, transfer the driver's motion (by default its "
                     "change from the first frame, applied to the photo's own pose and "
-                    "expression), render the photo's face with it and paste it back into the "
-                    "photo. Writes an H.264 mp4 at the driver's frame rate with the driver's "
-                    "audio, tagged as synthesised by faceanime.")
+                    "expression) and move the photo with it: the whole head turns, nods and "
+                    "talks (--renderer warp, the default). Writes an H.264 mp4 at the driver's "
+                    "frame rate with the driver's audio, tagged as synthesised by faceanime.")
     p.add_argument("--driving", required=True,
                    help="driving video, or a coefficient file (.npz) from 'faceanime fit'")
     add_job_options(p)

@@ -14,9 +14,20 @@ per-video value is the mean of the per-frame values).
 - :func:`akd` — mean Euclidean distance (pixels) between corresponding landmarks;
 - :func:`id_share` — share of frames whose identity distance is below a threshold, frames
   without a face counting as failures.
+
+What a viewer sees, from 68-point landmark tracks ``(T, 68, 2)`` (NaN rows: no face) and face
+counts; each returns one value per video:
+
+- :func:`double_face_rate` — % of output frames with more faces than the source photo;
+- :func:`head_follow` — Pearson correlation of the face centre's displacement, x and y averaged;
+- :func:`correlation` of :func:`eye_aspect_ratio` series (blink follow) and of
+  :func:`mouth_opening` series (mouth follow);
+- :func:`closed_eye_ratio` — how far the output's eyes close when the driver's are most closed.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +35,13 @@ import torch.nn.functional as F
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
 SSIM_K1, SSIM_K2 = 0.01, 0.03
+
+# iBUG 68-point indices, 0-based: outer eye corners, and each eye's p1..p6 of Soukupová & Čech
+# (p1, p4 the corners; p2, p3 the upper lid; p5, p6 the lower lid, p6 under p2).
+OUTER_EYE_CORNERS = (36, 45)
+EYES = ((36, 37, 38, 39, 40, 41), (42, 43, 44, 45, 46, 47))
+MIN_HEAD_MOTION = 0.02
+CLOSED_EYE_SHARE = 0.05
 
 
 def _check_pair(a: torch.Tensor, b: torch.Tensor) -> None:
@@ -126,3 +144,121 @@ def nanmean(values: torch.Tensor) -> float:
     ``inf`` among them makes the mean ``inf``, as PSNR of identical frames should)."""
     keep = values[~torch.isnan(values)]
     return float(keep.double().mean()) if keep.numel() else float("nan")
+
+
+# --- landmark tracks: what a viewer sees ------------------------------------------------------
+
+
+def _check_track(points: torch.Tensor) -> None:
+    if not isinstance(points, torch.Tensor) or points.ndim != 3 or points.shape[1:] != (68, 2):
+        shape = tuple(points.shape) if isinstance(points, torch.Tensor) else type(points).__name__
+        raise ValueError(f"expected (T, 68, 2) landmarks, got {shape}")
+
+
+def correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Pearson correlation of two series ``(T,)`` or ``(T, K)``: each column is centred over
+    time, then the centred arrays are compared as one vector (so every expression coefficient
+    and the jaw contribute by how much they move). Rows with NaN are dropped; NaN when either
+    side does not move (a static output has no expression to correlate) or T < 3."""
+    a, b = a.double().reshape(a.shape[0], -1), b.double().reshape(b.shape[0], -1)
+    ok = torch.isfinite(a).all(1) & torch.isfinite(b).all(1)
+    a, b = a[ok], b[ok]
+    if a.shape[0] < 3:
+        return float("nan")
+    a, b = (a - a.mean(0)).flatten(), (b - b.mean(0)).flatten()
+    denom = float(a.norm() * b.norm())
+    if denom < 1e-12:
+        return float("nan")
+    return float((a @ b) / denom)
+
+
+def interocular(points: torch.Tensor) -> torch.Tensor:
+    """Distance between the outer eye corners (iBUG 37 and 46, 1-based): ``(T, 68, 2)`` ->
+    ``(T,)`` pixels, NaN without a face."""
+    _check_track(points)
+    return (points[:, OUTER_EYE_CORNERS[0]] - points[:, OUTER_EYE_CORNERS[1]]).norm(dim=-1)
+
+
+def mouth_opening(points: torch.Tensor) -> torch.Tensor:
+    """Inner-lip opening over the outer-eye-corner distance: ``(T, 68, 2)`` -> ``(T,)`` (NaN
+    without a face). iBUG 0-based 61–63 are the upper inner lip, 65–67 the lower."""
+    _check_track(points)
+    gap = (points[:, [67, 66, 65]] - points[:, [61, 62, 63]]).norm(dim=-1).mean(-1)
+    return gap / interocular(points)
+
+
+def eye_aspect_ratio(points: torch.Tensor) -> torch.Tensor:
+    """Eye aspect ratio (Soukupová & Čech 2016), mean of both eyes: ``(T, 68, 2)`` -> ``(T,)``.
+
+    Per eye ``(|p2 - p6| + |p3 - p5|) / (2 |p1 - p4|)``; about 0.3 for an open eye, near 0 for
+    a closed one. NaN without a face."""
+    _check_track(points)
+    values = []
+    for p1, p2, p3, p4, p5, p6 in EYES:
+        lids = ((points[:, p2] - points[:, p6]).norm(dim=-1)
+                + (points[:, p3] - points[:, p5]).norm(dim=-1))
+        values.append(lids / (2 * (points[:, p1] - points[:, p4]).norm(dim=-1)))
+    return (values[0] + values[1]) / 2
+
+
+def head_displacement(points: torch.Tensor) -> torch.Tensor:
+    """The face centre's displacement from its first frame, in inter-ocular units:
+    ``(T, 68, 2)`` -> ``(T, 2)`` ``(dx, dy)``.
+
+    The centre is the mean of the 68 points; the reference is the first frame with a face, the
+    unit the median inter-ocular distance (:func:`interocular`) over the frames with a face.
+    NaN rows where there is no face (everything NaN when no frame has one)."""
+    _check_track(points)
+    centre = points.double().mean(1)
+    face = torch.isfinite(points).flatten(1).all(1)
+    if not bool(face.any()):
+        return torch.full_like(centre, float("nan"))
+    first = int(face.nonzero()[0, 0])
+    unit = interocular(points.double())[face].median()
+    return (centre - centre[first]) / unit
+
+
+def head_follow(points: torch.Tensor, driver: torch.Tensor,
+                min_motion: float = MIN_HEAD_MOTION) -> float:
+    """How well the output's head follows the driver's: ``(T, 68, 2)`` × 2 -> a correlation.
+
+    The Pearson correlation (:func:`correlation`) of the two :func:`head_displacement` series,
+    separately for x and y, averaged over the axes on which the driver moves: an axis where the
+    driver's displacement has a (population) standard deviation below ``min_motion``
+    inter-ocular units is left out. NaN when both are left out, and when the output does not
+    move at all on a kept axis (a static output follows nothing). Frames without a face on
+    either side are dropped."""
+    out, drv = head_displacement(points), head_displacement(driver)
+    moving = drv[torch.isfinite(drv).all(1)]
+    values = [correlation(out[:, axis], drv[:, axis]) for axis in (0, 1)
+              if moving.shape[0] > 1 and float(moving[:, axis].std(unbiased=False)) >= min_motion]
+    return sum(values) / len(values) if values else float("nan")
+
+
+def closed_eye_ratio(output_ear: torch.Tensor, driver_ear: torch.Tensor,
+                     share: float = CLOSED_EYE_SHARE) -> float:
+    """How far the output's eyes close when the driver's do: ``(T,)`` × 2 EAR -> a ratio.
+
+    On the driver's most-closed ``share`` of the frames (lowest EAR; ``ceil(share · T)``, at
+    least one; ties in frame order), the output's mean EAR divided by the output's median EAR
+    over all frames. 1 for an output that never blinks, well below 1 for one that blinks with
+    the driver. Frames where either side has no face (NaN) are dropped; NaN when none is left."""
+    out, drv = output_ear.double().flatten(), driver_ear.double().flatten()
+    if out.shape != drv.shape:
+        raise ValueError(f"expected two EAR series of one length, got {tuple(output_ear.shape)} "
+                         f"and {tuple(driver_ear.shape)}")
+    ok = torch.isfinite(out) & torch.isfinite(drv)
+    out, drv = out[ok], drv[ok]
+    if out.numel() == 0:
+        return float("nan")
+    count = max(1, math.ceil(share * out.numel()))
+    closed = torch.argsort(drv, stable=True)[:count]
+    return float(out[closed].mean() / out.quantile(0.5))
+
+
+def double_face_rate(faces: torch.Tensor, source_faces: int) -> float:
+    """% of output frames in which more faces were found than in the source photo: ``(T,)``
+    face counts -> a percentage; NaN for ``T = 0``."""
+    if faces.numel() == 0:
+        return float("nan")
+    return 100 * float((faces.double() > source_faces).double().mean())

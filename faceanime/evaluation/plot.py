@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from PIL import Image, ImageDraw, ImageFont
 
 from faceanime.io.atomic import atomic_path
 
-# Distinct colours, in method order (static grey, classic blue, generator orange, then others).
+# Distinct colours, in method order (static grey, then the other methods in report order).
 PALETTE = ((120, 120, 120), (30, 90, 200), (230, 110, 20), (40, 160, 70), (180, 40, 160),
            (200, 40, 40), (20, 160, 170))
 
@@ -79,14 +79,20 @@ def _draw_panel(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], panel
 
 
 def plot_panels(path: str | os.PathLike, panels: Sequence[Panel], title: str,
-                xlabel: str = "frame", width: int = 900, panel_height: int = 190) -> None:
-    """Write a PNG of stacked line charts with one legend for all, atomically."""
+                xlabel: str = "frame", width: int = 900, panel_height: int = 190,
+                fixed: Mapping[str, tuple[int, int, int]] | None = None) -> None:
+    """Write a PNG of stacked line charts with one legend for all, atomically. Series take the
+    :data:`PALETTE` colours in order of appearance, except those named in ``fixed`` (e.g. the
+    driver's, in black)."""
+    fixed = fixed or {}
     names: list[str] = []
     for panel in panels:
         for name, _, _ in panel.series:
             if name not in names:
                 names.append(name)
-    colours = {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(names)}
+    free = [n for n in names if n not in fixed]
+    colours = {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(free)}
+    colours.update({n: fixed[n] for n in names if n in fixed})
     header = 44
     image = Image.new("RGB", (width, header + panel_height * max(1, len(panels))), "white")
     draw = ImageDraw.Draw(image)

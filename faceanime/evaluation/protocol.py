@@ -5,7 +5,7 @@ video, the driver is the same video, and every evaluated output frame is compare
 one. Three passes over the video keep memory flat in its length: (1) count the frames and keep the
 source frame, (2) dlib landmarks of the evaluated ground-truth frames (detected frame by frame,
 not tracked or smoothed, the same procedure as on the outputs), then one fit of all of them with
-the source's identity (the classic method's target coefficients), (3) render every method batch
+the source's identity (the rendering methods' target coefficients), (3) render every method batch
 by batch and score it. Only per-frame numbers are kept.
 
 **Cross-reenactment**: a photo driven by a video. There is no ground truth; the output is scored
@@ -13,11 +13,20 @@ on identity (against the photo), pose (the output's fitted head rotation against
 relative motion transfer asks for) and expression (correlation of the output's fitted expression
 and mouth opening with the driver's).
 
-Methods: ``static`` (the source repeated), ``classic``
-(:class:`~faceanime.render.classic.ClassicRenderer`), ``generator`` (``--generator CKPT``, the
-learned renderer of :mod:`faceanime.pgfg`) and ``results:<dir>`` (videos made by another tool,
-named as the inputs). A method failing on one video (a corrupt or wrong-length results video, a
-source without a face) is recorded for that video and the rest of the report goes on.
+**What a viewer sees**, in both protocols and for every method (see
+:mod:`~faceanime.evaluation.metrics`): the double-face rate (output frames where dlib's detector
+finds more faces than in the source), head-motion follow, blink follow, the closed-eye ratio and
+mouth follow, each measured from the output's own landmarks against the driver's (in
+self-reenactment the driver is the video itself).
+
+Methods: ``static`` (the source repeated), ``warp`` (the default renderer,
+:class:`~faceanime.render.warp.WarpRenderer`), ``mask`` (the face texture pasted into the still
+photo, :class:`~faceanime.render.classic.ClassicRenderer`), ``warp2d`` (the source warped
+piecewise-affinely onto the driver's 2-D landmarks, :mod:`~faceanime.evaluation.warp2d`),
+``generator`` (``--generator CKPT``, the learned renderer of :mod:`faceanime.pgfg`) and
+``results:<dir>`` (videos made by another tool, named as the inputs). A method failing on one
+video (a corrupt or wrong-length results video, a source without a face) is recorded for that
+video and the rest of the report goes on.
 """
 
 from __future__ import annotations
@@ -41,16 +50,22 @@ from faceanime.errors import (
     MediaError,
 )
 from faceanime.evaluation import metrics as M
+from faceanime.evaluation.metrics import correlation, mouth_opening
+from faceanime.evaluation.warp2d import transfer_landmarks, triangulate, warp_image
 from faceanime.fitting import FitConfig
 from faceanime.fitting.fitter import fit_landmarks
 from faceanime.identity import identity_distance
 from faceanime.io import is_video_path, iter_video_frames, read_image
+from faceanime.landmarks.detector import as_rgb_image
 from faceanime.morphable import FaceModel, load_model
 from faceanime.motion import MotionConfig, transfer_motion
 from faceanime.render.classic import ClassicConfig, ClassicRenderer
+from faceanime.render.warp import WarpConfig, WarpRenderer
 
 SELF_METRICS = ("l1", "psnr", "ssim", "akd", "aed", "id_dist")
-CROSS_METRICS = ("id_dist", "pose_err", "mouth")
+CROSS_METRICS = ("id_dist", "pose_err")
+BASELINES = ("static", "warp", "mask", "warp2d")
+DEFAULT_METHODS = ("static", "warp", "warp2d")
 
 
 @dataclass
@@ -63,8 +78,8 @@ class EvalConfig:
     """Evaluate every this many frames."""
     frames: int | None = None
     """Evaluate at most this many frames, evenly spaced over those the stride keeps."""
-    methods: tuple[str, ...] = ("static", "classic")
-    """Baselines to run beside --generator and --results."""
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    """Baselines to run beside --generator and --results: static, warp, mask, warp2d."""
     generator: str | None = None
     """Checkpoint of the learned generator (faceanime.pgfg) to evaluate."""
     results: tuple[str, ...] = ()
@@ -74,15 +89,25 @@ class EvalConfig:
     batch_size: int = 8
     """Frames rendered and scored at once."""
     model: str = "sfm"
-    """Morphable model name or path (for the classic method and the fits)."""
+    """Morphable model name or path (for the rendering methods and the fits)."""
     device: str = "cpu"
     """Torch device for rendering, fitting and the identity network."""
+    warp: WarpConfig = field(default_factory=WarpConfig)
+    """The warp renderer's settings."""
     render: ClassicConfig = field(default_factory=ClassicConfig)
-    """The classic renderer's settings."""
+    """The mask renderer's and the generator's settings."""
     motion: MotionConfig = field(default_factory=MotionConfig)
     """Cross-reenactment: how the driver's motion is applied."""
     progress: bool = True
     """Show progress bars."""
+    count_upsample_side: int = 400
+    """Double-face count: frames whose longer side is below this many pixels are searched for
+    faces at twice their size (dlib's HOG finds faces from ~80 px)."""
+    min_head_motion: float = M.MIN_HEAD_MOTION
+    """Head follow: a driver axis whose displacement varies less than this (standard deviation,
+    inter-ocular units) is left out."""
+    closed_eye_share: float = M.CLOSED_EYE_SHARE
+    """Closed-eye ratio: the share of the driver's frames taken as its most closed."""
 
 
 @dataclass
@@ -109,6 +134,14 @@ class VideoResult:
     driver: str | None = None
     gt_no_face: int = 0
     """Ground-truth (self) or driver (cross) frames without a face: excluded from AKD/AED."""
+    source_faces: int | None = None
+    """Faces dlib finds in the source image (the double-face rate's reference)."""
+    reference: dict[str, list[float]] = field(default_factory=dict)
+    """The driver's per-frame ``ear``, ``mouth``, ``head_dx``, ``head_dy`` (self: the real
+    frames), beside the methods' in the plots."""
+    reference_summary: dict[str, float] = field(default_factory=dict)
+    """The driver's own ``closed_eye`` ratio: what a method that blinks exactly as it does
+    gets."""
     error: str | None = None
     methods: dict[str, MethodResult] = field(default_factory=dict)
     seconds: float = 0.0
@@ -156,26 +189,53 @@ def count_frames(path: str | os.PathLike) -> tuple[int, tuple[int, int]]:
 
 
 class Scorer:
-    """dlib landmarks and identity descriptors of frames, shared by every method."""
+    """dlib landmarks, face counts and identity descriptors of frames, shared by every method.
 
-    def __init__(self, device: torch.device | str = "cpu") -> None:
+    Args:
+        device: torch device of the identity network.
+        count_upsample_side: frames whose longer side is below this are searched for faces at
+            twice their size when counting them (see :meth:`detect`).
+    """
+
+    def __init__(self, device: torch.device | str = "cpu",
+                 count_upsample_side: int = EvalConfig.count_upsample_side) -> None:
         from faceanime.identity import load_embedder
         from faceanime.landmarks import create_detector
 
         self.detector = create_detector("dlib")
         self.embedder = load_embedder("torch", device)
         self.device = torch.device(device)
+        self.count_upsample_side = count_upsample_side
+
+    def detect(self, frames: np.ndarray, count: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, H, W, 3)`` uint8 -> ``(B, 68, 2)`` float32 points of the largest face (NaN where
+        none is found) and ``(B,)`` int64 face counts.
+
+        One detection per frame: no tracking, no smoothing, so a frame's points do not depend on
+        its neighbours (or on the stride). The points are those of ``detect(max_faces=1)`` (HOG
+        on a copy at most ``max_side`` = 640 px long, retried upsampled when a small frame shows
+        none). The count is the number of HOG boxes of that same detection, except on frames
+        whose longer side is below ``count_upsample_side``, which are counted on one more HOG
+        pass upsampled once (``count=False`` skips that pass: the counts are then the plain
+        detection's)."""
+        points = np.full((len(frames), 68, 2), np.nan, np.float32)
+        counts = np.zeros(len(frames), np.int64)
+        for i, frame in enumerate(frames):
+            image = as_rgb_image(frame)
+            boxes, _ = self.detector.find_boxes(image)
+            if len(boxes):
+                found = self.detector.landmarks_in_box(image, boxes[0])
+                if found is not None:
+                    points[i] = found
+            counts[i] = len(boxes)
+            if count and max(image.shape[:2]) < self.count_upsample_side:
+                counts[i] = len(self.detector.detect_boxes(image, upsample=1)[0])
+        return torch.from_numpy(points), torch.from_numpy(counts)
 
     def landmarks(self, frames: np.ndarray) -> torch.Tensor:
-        """``(B, H, W, 3)`` uint8 -> ``(B, 68, 2)`` float32 points of the largest face (NaN where
-        none is found). One detection per frame: no tracking, no smoothing, so a frame's points
-        do not depend on its neighbours (or on the stride)."""
-        out = np.full((len(frames), 68, 2), np.nan, np.float32)
-        for i, frame in enumerate(frames):
-            faces = self.detector.detect(np.ascontiguousarray(frame), max_faces=1)
-            if faces:
-                out[i] = faces[0].points
-        return torch.from_numpy(out)
+        """``(B, H, W, 3)`` uint8 -> ``(B, 68, 2)`` float32 points of the largest face, NaN where
+        none is found (:meth:`detect` without the counts)."""
+        return self.detect(frames, count=False)[0]
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
@@ -207,6 +267,74 @@ def summarise(per_frame: dict[str, list[float]], threshold: float) -> dict[str, 
     return out
 
 
+def viewer_series(points: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-frame landmark measures of what a viewer sees: ``(T, 68, 2)`` -> ``ear``, ``mouth``
+    ``(T,)`` and ``head_dx``, ``head_dy`` ``(T,)`` (inter-ocular units), NaN without a face."""
+    head = M.head_displacement(points)
+    return {"ear": M.eye_aspect_ratio(points), "mouth": mouth_opening(points),
+            "head_dx": head[:, 0], "head_dy": head[:, 1]}
+
+
+def viewer_summary(points: torch.Tensor, faces: torch.Tensor, driver: torch.Tensor,
+                   source_faces: int, config: EvalConfig
+                   ) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """A method's per-video values of what a viewer sees (``double_face``, ``head_follow``,
+    ``blink_follow``, ``closed_eye``, ``mouth_corr``) and its per-frame series (``faces``,
+    ``ear``, ``mouth``, ``head_dx``, ``head_dy``).
+
+    Args:
+        points: ``(T, 68, 2)`` the output's landmarks, NaN where no face was found.
+        faces: ``(T,)`` faces found in each output frame.
+        driver: ``(T, 68, 2)`` the driver's landmarks at the same frames.
+        source_faces: faces found in the source image.
+        config: the thresholds (``min_head_motion``, ``closed_eye_share``).
+    """
+    out, drv = viewer_series(points), viewer_series(driver)
+    summary = {
+        "double_face": M.double_face_rate(faces, source_faces),
+        "head_follow": M.head_follow(points, driver, config.min_head_motion),
+        "blink_follow": correlation(out["ear"], drv["ear"]),
+        "closed_eye": M.closed_eye_ratio(out["ear"], drv["ear"], config.closed_eye_share),
+        "mouth_corr": correlation(out["mouth"], drv["mouth"]),
+    }
+    series = {"faces": [float(f) for f in faces.tolist()]}
+    series.update({k: [float(x) for x in v.tolist()] for k, v in out.items()})
+    return summary, series
+
+
+def driver_reference(driver: torch.Tensor, config: EvalConfig
+                     ) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """The driver's own per-frame series (:func:`viewer_series`) and its closed-eye ratio
+    against itself: ``(T, 68, 2)`` -> (series, ``{"closed_eye": ...}``)."""
+    series = viewer_series(driver)
+    ratio = M.closed_eye_ratio(series["ear"], series["ear"], config.closed_eye_share)
+    return {k: [float(x) for x in v.tolist()] for k, v in series.items()}, {"closed_eye": ratio}
+
+
+class Warp2D:
+    """The ``warp2d`` baseline for one source image (see :mod:`faceanime.evaluation.warp2d`).
+
+    Args:
+        image: ``(H, W, 3)`` uint8 source.
+        points: ``(68, 2)`` its landmarks, finite.
+        reference: ``(68, 2)`` the driver's landmarks in its reference frame, finite.
+        device: where to warp.
+    """
+
+    def __init__(self, image: np.ndarray, points: torch.Tensor, reference: torch.Tensor,
+                 device: torch.device | str) -> None:
+        self.image = to_tensor(image[None], device)
+        self.points = points.to(self.image.device, torch.float32)
+        self.reference = reference.to(self.image.device, torch.float32)
+        self.triangles = triangulate(self.points, image.shape[:2])
+
+    def render(self, driver: torch.Tensor) -> np.ndarray:
+        """``(B, 68, 2)`` driver landmarks (NaN rows: the source unchanged) -> ``(B, H, W, 3)``
+        uint8 frames."""
+        target = transfer_landmarks(self.points, driver.to(self.image.device), self.reference)
+        return to_uint8(warp_image(self.image, self.points, target, self.triangles))
+
+
 def _generator_class():
     """The learned renderer, imported on use (it brings its own dependencies)."""
     try:
@@ -220,7 +348,9 @@ def _generator_class():
 
 def _renderer(method: str, model: FaceModel, image: np.ndarray, source: Coefficients,
               config: EvalConfig):
-    if method == "classic":
+    if method == "warp":
+        return WarpRenderer(model, image, source, config.warp)
+    if method == "mask":
         return ClassicRenderer(model, image, source, config.render)
     if method == "generator":
         return _generator_class()(model, image, source, config.generator, config.render,
@@ -231,8 +361,8 @@ def _renderer(method: str, model: FaceModel, image: np.ndarray, source: Coeffici
 def method_names(config: EvalConfig) -> list[str]:
     """Methods in report order: baselines, generator, external results."""
     for m in config.methods:
-        if m not in ("static", "classic"):
-            raise InputError(f"unknown baseline {m!r}; choose static and/or classic")
+        if m not in BASELINES:
+            raise InputError(f"unknown baseline {m!r}; choose from {', '.join(BASELINES)}")
     names = list(config.methods)
     if config.generator is not None:
         names.append("generator")
@@ -331,13 +461,15 @@ def evaluate_self_video(video: str | os.PathLike, config: EvalConfig, model: Fac
             gt_points[i] = scorer.landmarks(frame[None])[0]
             bar.update(1)
     bar.close()
-    src_points = scorer.landmarks(source_image[None])
+    src_points, src_faces = scorer.detect(source_image[None])
     if not torch.isfinite(src_points).all():
         raise FaceNotFoundError(f"{video}: no face in source frame {config.source_frame}; choose "
                                 "another with --source-frame")
+    result.source_faces = int(src_faces[0])
     gt_points[config.source_frame] = src_points[0]
     gt_face = torch.isfinite(gt_points[indices]).flatten(1).all(1)
     result.gt_no_face = int((~gt_face).sum())
+    result.reference, result.reference_summary = driver_reference(gt_points[indices], config)
 
     fitted = sorted([*indices, config.source_frame])
     position = {f: k for k, f in enumerate(fitted)}
@@ -353,11 +485,16 @@ def evaluate_self_video(video: str | os.PathLike, config: EvalConfig, model: Fac
 
     # Pass 3: render and score, batch by batch.
     renderers, streams = {}, {}
+    tracks: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {n: [] for n in names}
     for name in names:
         result.methods[name] = MethodResult(name, per_frame={k: [] for k in SELF_METRICS})
         try:
-            if name in ("classic", "generator"):
+            if name in ("warp", "mask", "generator"):
                 renderers[name] = _renderer(name, model, source_image, source_coeffs, config)
+            elif name == "warp2d":
+                # The driver is the video itself: its reference frame is the source frame, so
+                # the targets are the detected landmarks of each frame.
+                renderers[name] = Warp2D(source_image, src_points[0], src_points[0], device)
             elif name.startswith("results:"):
                 streams[name] = _results_stream(name[len("results:"):], video, total, size)
         except FaceAnimeError as exc:
@@ -396,6 +533,8 @@ def evaluate_self_video(video: str | os.PathLike, config: EvalConfig, model: Fac
                 try:
                     if name == "static":
                         out = np.repeat(source_image[None], len(idx), 0)
+                    elif name == "warp2d":
+                        out = renderers[name].render(points)
                     elif name in renderers:
                         target = coeffs.frames([position[i] for i in idx])
                         out = to_uint8(renderers[name].render(target.to(device)))
@@ -404,16 +543,22 @@ def evaluate_self_video(video: str | os.PathLike, config: EvalConfig, model: Fac
                 except FaceAnimeError as exc:
                     method.error = _error_text(exc)
                     continue
-                _score_self(method, to_tensor(out, device), out, gt, points, gt_desc, src_desc,
-                            scorer)
+                tracks[name].append(_score_self(method, to_tensor(out, device), out, gt, points,
+                                                gt_desc, src_desc, scorer))
             bar.update(len(idx))
     finally:
         bar.close()
         for s in streams.values():
             s.close()
-    for method in result.methods.values():
+    for name, method in result.methods.items():
         if method.error is None:
             method.summary = summarise(method.per_frame, config.identity_threshold)
+            points = torch.cat([p for p, _ in tracks[name]])
+            faces = torch.cat([f for _, f in tracks[name]])
+            viewer, series = viewer_summary(points, faces, gt_points[indices],
+                                            result.source_faces, config)
+            method.summary.update(viewer)
+            method.per_frame.update(series)
             method.summary["no_face"] = method.no_face
         else:
             method.per_frame = {}
@@ -422,9 +567,10 @@ def evaluate_self_video(video: str | os.PathLike, config: EvalConfig, model: Fac
 
 def _score_self(method: MethodResult, out: torch.Tensor, out_frames: np.ndarray,
                 gt: torch.Tensor, gt_points: torch.Tensor, gt_desc: torch.Tensor,
-                src_desc: torch.Tensor, scorer: Scorer) -> None:
-    """Append one batch's per-frame values to ``method``."""
-    points = scorer.landmarks(out_frames)
+                src_desc: torch.Tensor, scorer: Scorer) -> tuple[torch.Tensor, torch.Tensor]:
+    """Append one batch's per-frame values to ``method``; returns the output's landmarks
+    ``(B, 68, 2)`` and face counts ``(B,)``."""
+    points, faces = scorer.detect(out_frames)
     desc = scorer.embed(out, points.to(out.device))
     method.no_face += int((~torch.isfinite(points).flatten(1).all(1)).sum())
     values = {
@@ -436,6 +582,7 @@ def _score_self(method: MethodResult, out: torch.Tensor, out_frames: np.ndarray,
     }
     for key, v in values.items():
         method.per_frame[key] += [float(x) for x in v.cpu()]
+    return points, faces
 
 
 def evaluate_self(videos: Sequence[str | os.PathLike], config: EvalConfig | None = None
@@ -448,7 +595,7 @@ def evaluate_self(videos: Sequence[str | os.PathLike], config: EvalConfig | None
         if not is_video_path(v):
             raise InputError(f"{v}: not a video (mp4, mov, ...); self-reenactment needs videos")
     model = load_model(config.model, device=config.device)
-    scorer = Scorer(config.device)
+    scorer = Scorer(config.device, config.count_upsample_side)
     results = []
     try:
         for v in videos:
@@ -474,31 +621,6 @@ def rotation_angle_deg(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.rad2deg(torch.acos(((trace - 1) / 2).clamp(-1, 1)))
 
 
-def mouth_opening(points: torch.Tensor) -> torch.Tensor:
-    """Inner-lip opening over the outer-eye-corner distance: ``(T, 68, 2)`` -> ``(T,)`` (NaN
-    without a face). iBUG 0-based 61–63 are the upper inner lip, 65–67 the lower."""
-    gap = (points[:, [67, 66, 65]] - points[:, [61, 62, 63]]).norm(dim=-1).mean(-1)
-    eyes = (points[:, 36] - points[:, 45]).norm(dim=-1)
-    return gap / eyes
-
-
-def correlation(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Pearson correlation of two series ``(T,)`` or ``(T, K)``: each column is centred over
-    time, then the centred arrays are compared as one vector (so every expression coefficient
-    and the jaw contribute by how much they move). Rows with NaN are dropped; NaN when either
-    side does not move (a static output has no expression to correlate) or T < 3."""
-    a, b = a.double().reshape(a.shape[0], -1), b.double().reshape(b.shape[0], -1)
-    ok = torch.isfinite(a).all(1) & torch.isfinite(b).all(1)
-    a, b = a[ok], b[ok]
-    if a.shape[0] < 3:
-        return float("nan")
-    a, b = (a - a.mean(0)).flatten(), (b - b.mean(0)).flatten()
-    denom = float(a.norm() * b.norm())
-    if denom < 1e-12:
-        return float("nan")
-    return float((a @ b) / denom)
-
-
 def cross_results_name(photo: str | os.PathLike, driving: str | os.PathLike) -> str:
     """File name a ``--results`` folder holds for one photo × driver pair."""
     return f"{Path(photo).stem}_{Path(driving).stem}.mp4"
@@ -513,9 +635,10 @@ def evaluate_cross_pair(photo: str | os.PathLike, driving: str | os.PathLike,
     result = VideoResult(name=f"{photo.stem}_{driving.stem}", path=str(photo),
                          driver=str(driving))
     image = read_image(photo)
-    photo_points = scorer.landmarks(image[None])
+    photo_points, photo_faces = scorer.detect(image[None])
     if not torch.isfinite(photo_points).all():
         raise FaceNotFoundError(f"{photo}: no face found; use a roughly frontal portrait")
+    result.source_faces = int(photo_faces[0])
     source = fit_landmarks(model, photo_points, image.shape[:2], FitConfig(device=config.device))
     photo_desc = scorer.embed(to_tensor(image[None], device), photo_points.to(device))
 
@@ -538,23 +661,24 @@ def evaluate_cross_pair(photo: str | os.PathLike, driving: str | os.PathLike,
     drv = fit_landmarks(model, drv_points, size, fit_config)
     motion = MotionConfig(**{**config.motion.__dict__, "reference_frame": 0})
     target = transfer_motion(source, drv, motion)
-    drv_mouth = mouth_opening(drv_points)
     drv_expr = torch.cat([drv.expression, drv.jaw[:, None]], 1).cpu()
+    result.reference, result.reference_summary = driver_reference(drv_points, config)
 
     for name in names:
         method = MethodResult(name)
         result.methods[name] = method
         try:
-            points, desc = [], []
+            points, faces, desc = [], [], []
             with tqdm(total=len(indices), desc=f"{name} {result.name}", unit="frame",
                       disable=not config.progress, leave=False) as bar:
                 for out in _cross_outputs(name, photo, driving, image, model, source, target,
-                                          indices, total, config):
-                    p = scorer.landmarks(out)
+                                          indices, total, config, photo_points[0], drv_points):
+                    p, f = scorer.detect(out)
                     points.append(p)
+                    faces.append(f)
                     desc.append(scorer.embed(to_tensor(out, device), p.to(device)).cpu())
                     bar.update(len(out))
-            points, desc = torch.cat(points), torch.cat(desc)
+            points, faces, desc = torch.cat(points), torch.cat(faces), torch.cat(desc)
         except FaceAnimeError as exc:
             method.error = _error_text(exc)
             continue
@@ -570,27 +694,39 @@ def evaluate_cross_pair(photo: str | os.PathLike, driving: str | os.PathLike,
             pose = torch.where(ok, angle, torch.full_like(angle, float("nan")))
             out_expr = torch.cat([out.expression, out.jaw[:, None]], 1).cpu()
             expr_corr = correlation(out_expr[ok], drv_expr[ok])
-        mouth = mouth_opening(points)
         method.per_frame = {"id_dist": identity_distance(desc, photo_desc.cpu()).tolist(),
-                            "pose_err": pose.tolist(), "mouth": mouth.tolist()}
-        method.summary = summarise({k: method.per_frame[k] for k in ("id_dist", "pose_err")},
+                            "pose_err": pose.tolist()}
+        method.summary = summarise({k: method.per_frame[k] for k in CROSS_METRICS},
                                    config.identity_threshold)
         method.summary["expr_corr"] = expr_corr
-        method.summary["mouth_corr"] = correlation(mouth, drv_mouth)
+        viewer, series = viewer_summary(points, faces, drv_points, result.source_faces, config)
+        method.summary.update(viewer)
+        method.per_frame.update(series)
         method.summary["no_face"] = method.no_face
     return result
 
 
 def _cross_outputs(name: str, photo: Path, driving: Path, image: np.ndarray, model: FaceModel,
                    source: Coefficients, target: Coefficients, indices: list[int], total: int,
-                   config: EvalConfig) -> Iterator[np.ndarray]:
-    """A method's output frames at ``indices``, in batches of ``(B, H, W, 3)`` uint8."""
+                   config: EvalConfig, photo_points: torch.Tensor, drv_points: torch.Tensor
+                   ) -> Iterator[np.ndarray]:
+    """A method's output frames at ``indices``, in batches of ``(B, H, W, 3)`` uint8
+    (``photo_points (68, 2)`` and ``drv_points (T, 68, 2)`` at ``indices`` drive ``warp2d``)."""
     b = config.batch_size
     if name == "static":
         for k in range(0, len(indices), b):
             yield np.repeat(image[None], len(indices[k:k + b]), 0)
         return
-    if name in ("classic", "generator"):
+    if name == "warp2d":
+        # The driver's reference is its frame 0, the first evaluated one (as for the motion).
+        if indices[0] != 0 or not bool(torch.isfinite(drv_points[0]).all()):
+            raise FaceNotFoundError(f"{driving}: no face in frame 0, the driver's reference; "
+                                    "warp2d needs one")
+        warp = Warp2D(image, photo_points, drv_points[0], config.device)
+        for k in range(0, len(indices), b):
+            yield warp.render(drv_points[k:k + b])
+        return
+    if name in ("warp", "mask", "generator"):
         renderer = _renderer(name, model, image, source, config)
         dev = torch.device(config.device)
         for k in range(0, len(indices), b):
@@ -629,7 +765,7 @@ def evaluate_cross(photos: Sequence[str | os.PathLike], driving: Sequence[str | 
         if not is_video_path(v):
             raise InputError(f"{v}: --driving takes videos (mp4, mov, ...)")
     model = load_model(config.model, device=config.device)
-    scorer = Scorer(config.device)
+    scorer = Scorer(config.device, config.count_upsample_side)
     results = []
     try:
         for p in photos:

@@ -32,15 +32,28 @@ COLUMNS = {
              ("ssim", "SSIM ↑", "{:.4f}"), ("akd", "AKD px ↓", "{:.2f}"),
              ("aed", "AED ↓", "{:.3f}"), ("id", "ID % ↑", "{:.1f}")],
     "cross": [("id", "ID % ↑", "{:.1f}"), ("id_dist", "ID dist ↓", "{:.3f}"),
-              ("pose_err", "pose err ° ↓", "{:.2f}"), ("expr_corr", "expr corr ↑", "{:.3f}"),
-              ("mouth_corr", "mouth corr ↑", "{:.3f}")],
+              ("pose_err", "pose err ° ↓", "{:.2f}"), ("expr_corr", "expr corr ↑", "{:.3f}")],
 }
+# What a viewer sees: the second table of both protocols.
+VIEWER_COLUMNS = [("double_face", "double face % ↓", "{:.1f}"),
+                  ("head_follow", "head follow ↑", "{:.3f}"),
+                  ("blink_follow", "blink follow ↑", "{:.3f}"),
+                  ("closed_eye", "closed-eye ratio ↓", "{:.3f}"),
+                  ("mouth_corr", "mouth follow ↑", "{:.3f}")]
+# Per-frame series drawn with the driver's own beside the methods'.
+VIEWER_CURVES = [("head_dx", "head x displacement (inter-ocular units)"),
+                 ("head_dy", "head y displacement (inter-ocular units)"),
+                 ("ear", "eye aspect ratio"), ("mouth", "mouth opening / eye distance"),
+                 ("faces", "faces found")]
 CURVES = {
     "self": [("l1", "L1 (mean absolute error)"), ("psnr", "PSNR (dB)"), ("ssim", "SSIM"),
-             ("akd", "AKD (pixels)"), ("id_dist", "identity distance to the source")],
+             ("akd", "AKD (pixels)"), ("id_dist", "identity distance to the source"),
+             *VIEWER_CURVES],
     "cross": [("id_dist", "identity distance to the photo"),
-              ("pose_err", "pose error (degrees)"), ("mouth", "mouth opening / eye distance")],
+              ("pose_err", "pose error (degrees)"), *VIEWER_CURVES],
 }
+DRIVER = "driver"
+"""The name of the driver's series in the plots (self-reenactment: the real frames)."""
 
 
 def json_number(value: float) -> float | str | None:
@@ -134,8 +147,9 @@ def build_report(protocol: str, results: Sequence[VideoResult], config: EvalConf
         entry = {"name": v.name, "path": v.path, "driver": v.driver, "error": v.error,
                  "frames_total": v.frames_total, "frames_evaluated": len(v.frame_indices),
                  "frame_indices": v.frame_indices, "source_frame": v.source_frame,
-                 "reference_no_face": v.gt_no_face, "seconds": round(v.seconds, 1),
-                 "methods": {}}
+                 "reference_no_face": v.gt_no_face, "source_faces": v.source_faces,
+                 "reference": {"summary": v.reference_summary, "per_frame": v.reference},
+                 "seconds": round(v.seconds, 1), "methods": {}}
         for name, m in v.methods.items():
             entry["methods"][name] = {"error": m.error, "summary": m.summary,
                                       "per_frame": m.per_frame}
@@ -193,10 +207,13 @@ def render_markdown(report: dict, plots: dict[str, str] | None = None) -> str:
                      f"motion from the driver's first frame); scored on {sampling}")
     lines += ["- metrics: docs/evaluation.md; ↓ lower is better, ↑ higher is better; `no face` "
               "counts output frames where dlib found no face (left out of landmark and identity "
-              "distances, failures for ID %)", ""]
+              "distances, failures for ID %); the second table is what a viewer sees, measured "
+              "on the output's landmarks against the driver's (`–`: undefined, e.g. an output "
+              "that does not move)", ""]
     lines += ["## Mean over videos", ""]
     lines += _table(report["mean"], cols, extra=[("no_face", "no face"),
                                                  ("videos", "videos")])
+    lines += ["", *_table(report["mean"], VIEWER_COLUMNS)]
     lines.append("")
     for v in report["videos"]:
         head = f"## {v['name']}"
@@ -212,9 +229,13 @@ def render_markdown(report: dict, plots: dict[str, str] | None = None) -> str:
         else:
             what += (f", driver `{Path(v['driver']).name}`; driver frames without a face: "
                      f"{v['reference_no_face']}")
+        closed = v["reference"]["summary"].get("closed_eye")
+        what += (f"; faces in the source: {v['source_faces']}; the driver's own closed-eye "
+                 f"ratio: {_cell(closed, '{:.3f}')}")
         lines += [what, ""]
         ok = {n: r["summary"] for n, r in v["methods"].items() if not r["error"]}
         lines += _table(ok, cols, extra=[("no_face", "no face")])
+        lines += ["", *_table(ok, VIEWER_COLUMNS)]
         for n, r in v["methods"].items():
             if r["error"]:
                 lines.append(f"\n`{n}` **failed**: {r['error']}")
@@ -232,16 +253,19 @@ def write_plots(report: dict, folder: Path, prefix: str = "") -> dict[str, Path]
             continue
         panels = []
         for key, title in CURVES[report["protocol"]]:
+            sources = [(n, r["per_frame"]) for n, r in v["methods"].items() if not r["error"]]
+            sources.append((DRIVER, v["reference"]["per_frame"]))
             series = []
-            for name, r in v["methods"].items():
-                if r["error"] or key not in r["per_frame"]:
+            for name, per_frame in sources:
+                if key not in per_frame:
                     continue
                 ys = [float(y) if isinstance(y, str) else (math.nan if y is None else y)
-                      for y in r["per_frame"][key]]
+                      for y in per_frame[key]]
                 series.append((name, v["frame_indices"], ys))
             panels.append(Panel(title, series))
         path = folder / f"{prefix}{v['name']}.png"
-        plot_panels(path, panels, f"{v['name']}: per-frame metrics ({report['protocol']})")
+        plot_panels(path, panels, f"{v['name']}: per-frame metrics ({report['protocol']})",
+                    fixed={DRIVER: (0, 0, 0)})
         out[v["name"]] = path
     return out
 

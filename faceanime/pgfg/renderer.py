@@ -22,7 +22,8 @@ from faceanime.errors import InputError
 from faceanime.morphable.model import FaceModel
 from faceanime.pgfg.data import PriorBank, crop_coefficients, render_priors, screen_vertices
 from faceanime.pgfg.networks import Generator
-from faceanime.render.classic import ClassicConfig, image_tensor
+from faceanime.render.classic import ClassicConfig
+from faceanime.render.frames import image_tensor
 from faceanime.render.paste import crop_affine, paste_back, warp_to_crop, warp_to_frame
 
 _CROP_POINTS = [*range(36, 48), 48, 54]

@@ -12,10 +12,8 @@ background stay those of the photo: only the face moves.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from faceanime.coefficients import Coefficients
@@ -23,8 +21,8 @@ from faceanime.errors import InputError
 from faceanime.morphable.jaw import build_jaw
 from faceanime.morphable.model import FaceModel
 from faceanime.morphable.mouth import add_mouth_cap
-from faceanime.parallel import default_workers, ordered_map
 from faceanime.reconstruction import face_vertices, project_vertices
+from faceanime.render.frames import Box, BoxRenderer, check_source_size, clip_box, image_tensor
 from faceanime.render.paste import paste_back
 from faceanime.render.texture import Texture, TextureConfig, extract_texture, render_texture
 
@@ -50,19 +48,7 @@ class ClassicConfig:
     """Rasterizer backend (``torch`` or ``pytorch3d``)."""
 
 
-def image_tensor(image, device: torch.device | str | None = None) -> torch.Tensor:
-    """An ``(H, W, 3)`` uint8 array or ``(3, H, W)`` float tensor as ``(3, H, W)`` float in
-    [0, 1]."""
-    t = image if isinstance(image, torch.Tensor) else torch.from_numpy(np.array(image))
-    if t.ndim == 3 and t.shape[-1] == 3 and t.dtype == torch.uint8:
-        t = t.permute(2, 0, 1).float() / 255.0
-    if t.ndim != 3 or t.shape[0] != 3:
-        raise InputError(f"expected an (H, W, 3) uint8 image or a (3, H, W) tensor, "
-                         f"got {tuple(t.shape)}")
-    return t.to(device) if device is not None else t
-
-
-class ClassicRenderer:
+class ClassicRenderer(BoxRenderer):
     """Render one source photo's face at any coefficients.
 
     Args:
@@ -77,11 +63,7 @@ class ClassicRenderer:
         self.config = config or ClassicConfig()
         device = model.device
         self.image = image_tensor(source_image, device).to(model.dtype)
-        h, w = self.image.shape[-2:]
-        if source.image_size is not None and tuple(source.image_size.tolist()) != (h, w):
-            raise InputError(f"the source coefficients were fitted on a {source.image_size[1]}x"
-                             f"{source.image_size[0]} image, but the photo is {w}x{h}: fit "
-                             "this photo")
+        check_source_size(source, self.image)
         self.model = model
         jaw = build_jaw(model)
         self.cap = None
@@ -102,11 +84,6 @@ class ClassicRenderer:
         # Kept channels last: a texel's three colours together, so a bilinear lookup touches 4
         # places in memory instead of 12 (a quarter faster on a 1024² texture, same values).
         self.texture.image = self.texture.image.contiguous(memory_format=torch.channels_last)
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        h, w = self.image.shape[-2:]
-        return int(h), int(w)
 
     def _screen(self, coeffs: Coefficients) -> torch.Tensor:
         verts = face_vertices(self.mesh, coeffs, jaw=self.jaw)
@@ -141,31 +118,13 @@ class ClassicRenderer:
         for the feathering, clipped to the photo."""
         return self._box_of(self._screen(target))
 
-    def _box_of(self, screen: torch.Tensor) -> tuple[int, int, int, int]:
+    def _box_of(self, screen: torch.Tensor) -> Box:
         finite = screen[..., :2][torch.isfinite(screen[..., :2]).all(-1)]
-        h, w = self.image_size
         if finite.numel() == 0:
             return 0, 0, 1, 1
-        pad = 2
-        lo = (finite.amin(0) - pad).floor().long().tolist()
-        hi = (finite.amax(0) + pad).ceil().long().tolist()
-        x0, y0 = min(max(lo[0], 0), w - 1), min(max(lo[1], 0), h - 1)
-        x1, y1 = max(min(hi[0] + 1, w), x0 + 1), max(min(hi[1] + 1, h), y0 + 1)
-        return x0, y0, x1, y1
+        return clip_box(finite.amin(0), finite.amax(0), self.image_size)
 
-    def render(self, target: Coefficients) -> torch.Tensor:
-        """Full photos with the face at ``T`` target frames: ``(T, 3, H, W)`` in [0, 1].
-
-        Only the box around the faces is rendered and composited (the face is often a small
-        part of a photo); the rest is the photo itself."""
-        box, pasted = self._render_box(target)
-        x0, y0, x1, y1 = box
-        frames = self.image.expand(target.n_frames, -1, -1, -1).clone()
-        frames[:, :, y0:y1, x0:x1] = pasted
-        return frames
-
-    def _render_box(self, target: Coefficients
-                    ) -> tuple[tuple[int, int, int, int], torch.Tensor]:
+    def _render_box(self, target: Coefficients) -> tuple[Box, torch.Tensor]:
         """The box holding the faces and the photo's pixels there with the faces composited:
         ``(x0, y0, x1, y1)`` and ``(T, 3, y1 - y0, x1 - x0)`` in [0, 1]."""
         screen = self._screen(target)
@@ -174,45 +133,3 @@ class ClassicRenderer:
         face, mask = self._faces_at(screen, box)
         crop = self.image[:, y0:y1, x0:x1]
         return box, paste_back(face, mask, crop, feather=self.config.feather, color_match=False)
-
-    def _batches(self, target: Coefficients) -> list[Coefficients]:
-        step = max(1, self.config.batch_size)
-        return [target.frames(slice(start, start + step))
-                for start in range(0, target.n_frames, step)]
-
-    def _in_order(self, function, target: Coefficients) -> Iterator:
-        """``function`` of each batch, ``config.workers`` batches at once, in order; the torch
-        threads are shared out among the workers."""
-        workers = self.config.workers or default_workers(self.image.device)
-        return ordered_map(function, self._batches(target), workers,
-                           torch_threads=torch.get_num_threads() // max(1, workers))
-
-    def iter_render(self, target: Coefficients) -> Iterator[torch.Tensor]:
-        """:meth:`render` in batches of ``config.batch_size`` frames, for long sequences
-        (``config.workers`` batches at once)."""
-        yield from self._in_order(self.render, target)
-
-    def iter_frames(self, target: Coefficients) -> Iterator[np.ndarray]:
-        """:meth:`iter_render` as ``(H, W, 3)`` uint8 frames, one at a time (for
-        :func:`faceanime.io.write_video`).
-
-        The same pixels as :meth:`render`, but only the face box goes through float and back:
-        the rest of each frame is a copy of the photo's bytes (on a 1145² photo the full-frame
-        float round trip cost more than the render). Batches render on ``config.workers``
-        threads while the caller encodes the frames already done."""
-        photo = to_uint8(self.image[None])[0]
-
-        def faces(batch: Coefficients) -> tuple[tuple[int, int, int, int], np.ndarray]:
-            box, pasted = self._render_box(batch)
-            return box, to_uint8(pasted)
-
-        for (x0, y0, x1, y1), batch in self._in_order(faces, target):
-            for face in batch:
-                frame = photo.copy()
-                frame[y0:y1, x0:x1] = face
-                yield frame
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """``(T, 3, H, W)`` floats in [0, 1] -> ``(T, H, W, 3)`` uint8 array (rounded)."""
-    return images.mul(255).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()

@@ -1,0 +1,129 @@
+"""What every photo renderer shares: the photo as a tensor, batches of target frames rendered
+on worker threads, and frames handed out as uint8 arrays with only the changed box converted.
+
+A renderer subclasses :class:`BoxRenderer` and implements ``_render_box(target)``: the pixel box
+that changes over a batch of target frames and the photo's content there, rendered. Everything
+outside the box is the photo itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from faceanime.coefficients import Coefficients
+from faceanime.errors import InputError
+from faceanime.parallel import default_workers, ordered_map
+
+Box = tuple[int, int, int, int]
+"""A pixel box ``(x0, y0, x1, y1)``, end-exclusive."""
+
+
+class BatchSettings(Protocol):
+    batch_size: int
+    workers: int
+
+
+def image_tensor(image, device: torch.device | str | None = None) -> torch.Tensor:
+    """An ``(H, W, 3)`` uint8 array or ``(3, H, W)`` float tensor as ``(3, H, W)`` float in
+    [0, 1]."""
+    t = image if isinstance(image, torch.Tensor) else torch.from_numpy(np.array(image))
+    if t.ndim == 3 and t.shape[-1] == 3 and t.dtype == torch.uint8:
+        t = t.permute(2, 0, 1).float() / 255.0
+    if t.ndim != 3 or t.shape[0] != 3:
+        raise InputError(f"expected an (H, W, 3) uint8 image or a (3, H, W) tensor, "
+                         f"got {tuple(t.shape)}")
+    return t.to(device) if device is not None else t
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """``(T, 3, H, W)`` floats in [0, 1] -> ``(T, H, W, 3)`` uint8 array (rounded)."""
+    return images.mul(255).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def check_source_size(source: Coefficients, image: torch.Tensor) -> None:
+    """The coefficients were fitted on an image of the photo's size, or :class:`InputError`."""
+    h, w = image.shape[-2:]
+    if source.image_size is not None and tuple(source.image_size.tolist()) != (h, w):
+        raise InputError(f"the source coefficients were fitted on a {source.image_size[1]}x"
+                         f"{source.image_size[0]} image, but the photo is {w}x{h}: fit "
+                         "this photo")
+
+
+def clip_box(low: torch.Tensor, high: torch.Tensor, size: tuple[int, int], pad: int = 2) -> Box:
+    """The integer box holding the points between ``low`` and ``high`` ``(2,)`` (x, y), padded
+    by ``pad`` pixels and clipped to an image of ``size = (H, W)``; never empty."""
+    h, w = size
+    lo = (low - pad).floor().long().tolist()
+    hi = (high + pad).ceil().long().tolist()
+    x0, y0 = min(max(lo[0], 0), w - 1), min(max(lo[1], 0), h - 1)
+    x1, y1 = max(min(hi[0] + 1, w), x0 + 1), max(min(hi[1] + 1, h), y0 + 1)
+    return x0, y0, x1, y1
+
+
+class BoxRenderer:
+    """Batching and frame output shared by the photo renderers.
+
+    Subclasses set ``self.image`` (``(3, H, W)`` float photo) and ``self.config`` (with
+    ``batch_size`` and ``workers``), and implement :meth:`_render_box`.
+    """
+
+    image: torch.Tensor
+    config: BatchSettings
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        h, w = self.image.shape[-2:]
+        return int(h), int(w)
+
+    def _render_box(self, target: Coefficients) -> tuple[Box, torch.Tensor]:
+        """The box that changes over ``T`` target frames and the frames' pixels there:
+        ``(x0, y0, x1, y1)`` and ``(T, 3, y1 - y0, x1 - x0)`` in [0, 1]."""
+        raise NotImplementedError
+
+    def render(self, target: Coefficients) -> torch.Tensor:
+        """Full frames at ``T`` target coefficients: ``(T, 3, H, W)`` in [0, 1]."""
+        (x0, y0, x1, y1), inside = self._render_box(target)
+        frames = self.image.expand(target.n_frames, -1, -1, -1).clone()
+        frames[:, :, y0:y1, x0:x1] = inside
+        return frames
+
+    def _batches(self, target: Coefficients) -> list[Coefficients]:
+        step = max(1, self.config.batch_size)
+        return [target.frames(slice(start, start + step))
+                for start in range(0, target.n_frames, step)]
+
+    def _in_order(self, function, target: Coefficients) -> Iterator:
+        """``function`` of each batch, ``config.workers`` batches at once, in order; the torch
+        threads are shared out among the workers."""
+        workers = self.config.workers or default_workers(self.image.device)
+        return ordered_map(function, self._batches(target), workers,
+                           torch_threads=torch.get_num_threads() // max(1, workers))
+
+    def iter_render(self, target: Coefficients) -> Iterator[torch.Tensor]:
+        """:meth:`render` in batches of ``config.batch_size`` frames, for long sequences
+        (``config.workers`` batches at once)."""
+        yield from self._in_order(self.render, target)
+
+    def iter_frames(self, target: Coefficients) -> Iterator[np.ndarray]:
+        """:meth:`iter_render` as ``(H, W, 3)`` uint8 frames, one at a time (for
+        :func:`faceanime.io.write_video`).
+
+        The same pixels as :meth:`render`, but only the changed box goes through float and back:
+        the rest of each frame is a copy of the photo's bytes (on a 1145² photo the full-frame
+        float round trip cost more than the render). Batches render on ``config.workers``
+        threads while the caller encodes the frames already done."""
+        photo = to_uint8(self.image[None])[0]
+
+        def boxes(batch: Coefficients) -> tuple[Box, np.ndarray]:
+            box, inside = self._render_box(batch)
+            return box, to_uint8(inside)
+
+        for (x0, y0, x1, y1), batch in self._in_order(boxes, target):
+            for inside in batch:
+                frame = photo.copy()
+                frame[y0:y1, x0:x1] = inside
+                yield frame

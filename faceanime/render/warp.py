@@ -1,0 +1,565 @@
+"""The warp renderer: the photo itself moves. Every output pixel is a photo pixel, fetched
+through a dense backward flow field built from the 3D fit (GUIDE §1, issue 15).
+
+**Inside the face** the flow is exact: the target mesh is rasterized, and each covered pixel
+fetches the photo at the position the *same surface point* had under the source fit (its
+barycentric coordinates carry over). A surface point the photo does not show (hidden behind the
+nose or the cheek's silhouette), or shows so obliquely that the target would magnify it more
+than ``max_stretch`` times, is fetched from its mirror point on the other half of the face when
+that one is seen better; otherwise from where the photo shows it, stretched. Nothing is left as a
+hole or a dark dot.
+
+**Outside the face** the head moves as one, in 3D. Every photo pixel near the face is given a
+depth on a *head proxy*: the fitted face's own depth on the face, continued smoothly outwards
+(normalized convolution) into an ellipsoid head (``head_ellipsoid``) behind and around it, so hair,
+ears and the top of the head turn with the parallax of a real head, not as a flat picture. The
+head's rigid motion between the source and each target frame (a 3D affine map of source screen
+points to target pixels, fitted to the face's rigid vertices: exact for the orthographic camera)
+moves those points; the non-rigid motion at the face's edge (the jaw, the cheeks) is continued a
+short way outwards. The motion is weighted by a *head region* fixed in the photo: 1 over the face,
+the hair and the ears, fading out beyond them, quickly below the chin (the neck and shoulders
+stay), and at the image border, so the far background stays still. This *forward* field lives on
+a coarse grid over the photo and is inverted by fixed-point iteration (``x = y - f(x)``) into
+the backward flow that the output samples with; the exact face flow is blended into it over a
+few pixels inside the face's edge. What the head uncovers as it moves is fetched from the region
+the moving flow leaves behind: background stretched over it, never black, never a second face.
+
+**The mouth** is closed by the recessed cap of :mod:`faceanime.morphable.mouth`. While the
+target mouth opens no wider than the photo's, the photo's own lips and interior are warped (a
+photo with teeth keeps its teeth); wider, a mouth interior is synthesised from the photo's lip
+colour, darkening smoothly towards the back.
+
+Zero motion is the identity: at the source's own coefficients every flow is zero (to float
+rounding) and the output is the photo. Alternatives measured against this design are in
+``docs/render.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from faceanime.coefficients import Coefficients
+from faceanime.errors import InputError
+from faceanime.morphable.jaw import build_jaw
+from faceanime.morphable.model import FaceModel
+from faceanime.morphable.mouth import add_mouth_cap, boundary_loops
+from faceanime.reconstruction import face_vertices, project_vertices
+from faceanime.render.frames import Box, BoxRenderer, check_source_size, clip_box, image_tensor
+from faceanime.render.paste import feather_mask
+from faceanime.render.rasterize import interpolate_covered, rasterize, signed_areas
+from faceanime.render.texture import pixel_grid
+
+# Vertices the jaw moves less than this are the face's rigid part (the head motion's summary).
+_RIGID_JAW_WEIGHT = 0.05
+
+
+@dataclass
+class WarpConfig:
+    """Settings of the warp renderer. Sizes relative to the face are to the width and height of
+    the fitted face mesh (ear to ear, chin to the top of the forehead) in the photo."""
+
+    head_width: float = 1.5
+    """Width of the head region that moves as one, relative to the face's width."""
+    head_height: float = 1.7
+    """Height of the head region, relative to the face's height."""
+    head_raise: float = 0.15
+    """How far above the face's centre the head region's centre sits (hair), relative to the
+    face's height."""
+    falloff: float = 0.6
+    """Over how much further, relative to the head region's radius, the head motion fades into
+    the still background."""
+    neck: float = 0.35
+    """Below the chin the motion fades over this much of the face's height (the shoulders stay)."""
+    border: float = 0.03
+    """Band along the image border, relative to the image's shorter side, over which all motion
+    fades out (the frame's edge stays still)."""
+    extend_sigma: float = 0.08
+    """Reach of the face's non-rigid motion (jaw, cheeks) and depth beyond its edge: the
+    Gaussian's sigma relative to the face's size."""
+    grid: int = 4
+    """The outside flow is computed on a grid this many times coarser than the photo and
+    interpolated (it is smooth; the face's own flow is computed per pixel)."""
+    proxy: str = "ellipsoid"
+    """Depth of the head beyond the face: ``ellipsoid`` (the face continued into an ellipsoid
+    head: hair and ears turn with a head's parallax) or ``plane`` (the face continued into the
+    plane of its edge: the head turns as a flat picture). Measured in ``docs/render.md``."""
+    feather: float = 4.0
+    """Pixels inside the face's edge over which its exact flow blends into the outside flow."""
+    mirror: bool = False
+    """Fetch surface the photo does not show well from its mirror point."""
+    max_stretch: float = 3.0
+    """A surface point seen in the photo is fetched from it unless the target magnifies its
+    triangle more than this many times (seen edge-on in the photo) and the mirror side is
+    magnified less."""
+    depth_tolerance: float = 0.01
+    """Depth-test margin, as a fraction of the face's depth range in the photo."""
+    mouth_interior: bool = True
+    """Close the mouth with a recessed cap: the photo's own interior where it shows one, a
+    synthesised one where the target opens wider."""
+    interior_darkness: float = 0.8
+    """How dark the back of a synthesised mouth interior is (0: lip colour, 1: black)."""
+    batch_size: int = 8
+    """Frames rendered at once (memory grows with it and the image size)."""
+    workers: int = 0
+    """Batches rendered at once on as many threads, sharing the torch threads out (0: one per
+    torch CPU thread, at most 4; 1 on CUDA). See :mod:`faceanime.parallel`."""
+    backend: str = "torch"
+    """Rasterizer backend (``torch`` or ``pytorch3d``)."""
+
+    def __post_init__(self) -> None:
+        positive = ("head_width", "head_height", "falloff", "neck", "extend_sigma",
+                    "max_stretch")
+        for name in positive:
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise InputError(f"warp setting {name} must be a positive number, got {value!r}")
+        if self.proxy not in ("ellipsoid", "plane"):
+            raise InputError(f"warp setting proxy must be ellipsoid or plane, got {self.proxy!r}")
+        for name in ("grid", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise InputError(f"warp setting {name} must be a whole number ≥ 1, "
+                                 f"got {value!r}")
+        if not (math.isfinite(self.feather) and self.feather >= 0):
+            raise InputError(f"warp setting feather must be ≥ 0 pixels, got {self.feather!r}")
+
+
+# --- pure functions on tensors --------------------------------------------------------------
+
+
+def fit_affine(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Least-squares affine maps from points ``source (B, R, k)`` or ``(R, k)`` to
+    ``target (B, R, m)``: ``(B, k + 1, m)`` matrices ``M`` with ``target ≈ [source, 1] @ M``.
+
+    Solved in float64 around the points' centroids (well conditioned for pixel coordinates)."""
+    y = target.double()
+    x = source.double().expand(y.shape[0], -1, -1)
+    xc, yc = x.mean(1, keepdim=True), y.mean(1, keepdim=True)
+    x, y = x - xc, y - yc
+    gram = x.transpose(1, 2) @ x
+    eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+    ridge = 1e-9 * gram.diagonal(dim1=1, dim2=2).sum(-1)[:, None, None]
+    linear = torch.linalg.solve(gram + ridge * eye, x.transpose(1, 2) @ y)     # (B, k, m)
+    shift = yc - xc @ linear                                                  # (B, 1, m)
+    return torch.cat([linear, shift], 1).to(target.dtype)
+
+
+def apply_affine(matrix: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """``[points, 1] @ matrix`` for ``matrix (B, k + 1, m)`` and ``points (B, ..., k)``:
+    ``(B, ..., m)``."""
+    b, k = matrix.shape[0], matrix.shape[1] - 1
+    flat = points.reshape(b, -1, k)
+    out = flat @ matrix[:, :k] + matrix[:, k:]
+    return out.reshape(*points.shape[:-1], matrix.shape[-1])
+
+
+def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of ``(B, C, H, W)`` with zero padding (for normalized
+    convolution, where the weights are blurred alongside)."""
+    radius = max(1, math.ceil(3 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    c = image.shape[1]
+    out = F.conv2d(image, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), padding=(0, radius),
+                   groups=c)
+    return F.conv2d(out, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), padding=(radius, 0),
+                    groups=c)
+
+
+def extend_field(field: torch.Tensor, weight: torch.Tensor, sigma: float
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalized convolution: where ``weight (B, 1, H, W)`` is 0, ``field (B, C, H, W)`` takes
+    the Gaussian-weighted mean of the known values around; elsewhere it keeps its own value.
+
+    Returns:
+        ``(B, C, H, W)`` extended field and ``(B, 1, H, W)`` density: the blurred weight, about
+        1 deep inside the known region, 0.5 at its edge, falling to 0 a few sigma away.
+    """
+    blurred = gaussian_blur(torch.cat([field * weight, weight.expand(field.shape[0], -1, -1,
+                                                                     -1)], 1),
+                            max(sigma, 0.5))
+    density = blurred[:, -1:]
+    extended = torch.where(weight > 0, field, blurred[:, :-1] / density.clamp_min(1e-6))
+    return extended, density
+
+
+def depth_slope(zbuf: torch.Tensor) -> torch.Tensor:
+    """``(H, W)`` how fast a depth buffer ``(H, W)`` (``-inf`` at background) changes per pixel
+    on smooth surface: per axis the smaller of the two one-sided differences, summed over the
+    axes; 0 at background."""
+    z = torch.where(torch.isfinite(zbuf), zbuf, torch.full_like(zbuf, torch.nan))
+    padded = F.pad(z[None, None], (1, 1, 1, 1), value=float("nan"))[0, 0]
+
+    def smaller(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.fmin((a - z).abs(), (b - z).abs()).nan_to_num(0.0)
+
+    return (smaller(padded[1:-1, :-2], padded[1:-1, 2:])
+            + smaller(padded[:-2, 1:-1], padded[2:, 1:-1]))
+
+
+def smoothstep(x: torch.Tensor) -> torch.Tensor:
+    """0 below 0, 1 above 1, the cubic ``3x² - 2x³`` between."""
+    x = x.clamp(0.0, 1.0)
+    return x * x * (3 - 2 * x)
+
+
+def ellipsoid_depth(points: torch.Tensor, model_to_screen: torch.Tensor, centre: torch.Tensor,
+                    radii: torch.Tensor) -> torch.Tensor:
+    """Screen depth of an ellipsoid's front surface at pixels ``points (B, ..., 2)``.
+
+    The ellipsoid is given in model space (``centre (3,)``, axis-aligned ``radii (3,)``) and
+    brought to each screen by the affine ``model_to_screen (B, 4, 3)`` (model point -> ``u, v,
+    depth``). Along each pixel's line of sight the nearer intersection is taken; a pixel outside
+    the ellipsoid's outline gets the depth of its closest approach (the outline's depth), so the
+    result is continuous.
+
+    Returns:
+        ``(B, ...)`` depths (larger = nearer).
+    """
+    b = points.shape[0]
+    linear, shift = model_to_screen[:, :3], model_to_screen[:, 3:]           # (B,3,3) (B,1,3)
+    inverse = torch.linalg.inv(linear.double()).to(points.dtype)
+    flat = points.reshape(b, -1, 2)
+    # Model point on the line of sight of pixel (u, v) at depth d: X0 + d e.
+    base = (torch.cat([flat, torch.zeros_like(flat[..., :1])], -1) - shift) @ inverse - centre
+    direction = inverse[:, 2:3]                                               # (B, 1, 3)
+    p, e = base / radii, direction / radii
+    qa = (e * e).sum(-1)
+    qb = 2 * (p * e).sum(-1)
+    qc = (p * p).sum(-1) - 1
+    root = ((qb * qb - 4 * qa * qc).clamp_min(0.0)).sqrt()
+    # Larger screen depth is nearer: of the two intersections take the larger d.
+    depth = (-qb + root) / (2 * qa)
+    return depth.reshape(points.shape[:-1])
+
+
+def head_ellipsoid(model: FaceModel) -> tuple[torch.Tensor, torch.Tensor]:
+    """A head proxy around a face model's mean: ``centre (3,)`` and ``radii (3,)`` in model
+    units. As wide as the face plus a little (ears), a little taller than it (the skull above
+    the forehead), its centre as far back as the face's edge (the ears), its front at the nose
+    tip."""
+    mean = model.mean.detach()
+    low, high = mean.amin(0), mean.amax(0)
+    size = high - low
+    centre = torch.stack([(low[0] + high[0]) / 2, (low[1] + high[1]) / 2 + 0.1 * size[1],
+                          low[2]])
+    radii = torch.stack([0.58 * size[0], 0.62 * size[1], size[2]])
+    return centre, radii
+
+
+def sample_field(field: torch.Tensor, points: torch.Tensor, step: int) -> torch.Tensor:
+    """Bilinear values of a coarse field ``(B, C, h, w)`` whose cell ``(i, j)`` sits at fine pixel
+    ``(j step + (step - 1) / 2, i step + (step - 1) / 2)``, at fine pixel positions
+    ``points (B, H', W', 2)``: ``(B, C, H', W')`` (edge values beyond the grid)."""
+    h, w = field.shape[-2:]
+    cell = (points - (step - 1) / 2) / step
+    return F.grid_sample(field, pixel_grid(cell, h, w), mode="bilinear",
+                         padding_mode="border", align_corners=True)
+
+
+# --- the renderer ----------------------------------------------------------------------------
+
+
+class WarpRenderer(BoxRenderer):
+    """Animate one photo by warping it with the flow between its fit and target coefficients.
+
+    Args:
+        model: the morphable model the coefficients were fitted with.
+        source_image: the photo, ``(H, W, 3)`` uint8 or ``(3, H, W)`` float in [0, 1].
+        source: its fitted coefficients (frame 0 is used).
+        config: settings.
+    """
+
+    def __init__(self, model: FaceModel, source_image, source: Coefficients,
+                 config: WarpConfig | None = None) -> None:
+        self.config = c = config or WarpConfig()
+        self.image = image_tensor(source_image, model.device).to(model.dtype)
+        check_source_size(source, self.image)
+        self.model = model
+        jaw = build_jaw(model)
+        self.mesh, self.jaw, self.cap = model, jaw, None
+        if c.mouth_interior:
+            try:
+                self.cap = add_mouth_cap(model, jaw)
+                self.mesh, self.jaw = self.cap.model, self.cap.jaw
+            except InputError:
+                pass  # a model with a closed mouth needs no cap
+        self.n_face_vertices = model.n_vertices
+        self.n_face_triangles = model.n_triangles
+        self.triangles = self.mesh.triangles.to(model.device)
+        self.rigid = (jaw.weights < _RIGID_JAW_WEIGHT).nonzero()[:, 0].to(model.device)
+        loops = boundary_loops(model.triangles.cpu().numpy())
+        self.outline = torch.tensor(max(loops, key=len), device=model.device)
+        self.source = source.frames(slice(0, 1))
+        src = self._screen(self.source)[0]                                  # (N, 3)
+        self.source_screen = src
+        self.model_rigid = self.mesh.mean[self.rigid].to(src.dtype)         # (R, 3)
+        symmetry = self.mesh.symmetry
+        self.has_mirror = symmetry is not None and c.mirror
+        if not self.has_mirror:
+            symmetry = torch.arange(src.shape[0])
+        symmetry = symmetry.to(src.device)
+        # Per vertex: its source position and depth, and its mirror point's.
+        self.attributes = torch.cat([src, src[symmetry]], 1)                # (N, 6)
+        self.source_area = signed_areas(src[None][:, self.triangles])[0].abs()
+        self.mirror_area = signed_areas(src[None][:, symmetry[self.triangles]])[0].abs()
+        face = src[:self.n_face_vertices, :2]
+        self.face_low, self.face_high = face.amin(0), face.amax(0)
+        self.face_size = float((self.face_high - self.face_low).mean())
+        self._depth_buffer(src)
+        self._head_region()
+        self.ellipsoid = head_ellipsoid(model)
+        self.lip_colour = self._lip_colour(src)
+
+    # -- source-side set-up, once per photo --
+
+    def _screen(self, coeffs: Coefficients) -> torch.Tensor:
+        verts = face_vertices(self.mesh, coeffs, jaw=self.jaw)
+        return project_vertices(coeffs, verts).to(self.image.dtype)
+
+    def _depth_buffer(self, src: torch.Tensor) -> None:
+        """The photo's depth buffer over its face box: which surface point each pixel shows."""
+        self.zbox = clip_box(src[:, :2].amin(0), src[:, :2].amax(0), self.image_size)
+        zx0, zy0, zx1, zy1 = self.zbox
+        offset = torch.tensor([zx0, zy0, 0], dtype=src.dtype, device=src.device)
+        self.zbuf = rasterize((src - offset)[None], self.triangles, (zy1 - zy0, zx1 - zx0),
+                              backend=self.config.backend).depth[0]
+        depth = src[:, 2]
+        margin = self.config.depth_tolerance * float(depth.max() - depth.min())
+        # A point is compared with the depth at its nearest pixel centre, up to 0.7 px away: on
+        # surface seen obliquely the depth changes fast across a pixel, so the margin grows by
+        # the local slope (the smaller one-sided difference per axis, so a jump at an occluding
+        # edge, large on one side only, does not widen it).
+        self.tolerance = margin + depth_slope(self.zbuf)
+
+    def _cells(self, box: Box) -> torch.Tensor:
+        """Fine-pixel positions ``(hc, wc, 2)`` of a coarse grid's cells over ``box``: cell
+        ``(i, j)`` at ``(x0 + j g + (g - 1) / 2, y0 + i g + (g - 1) / 2)``."""
+        g = self.config.grid
+        x0, y0, x1, y1 = box
+        dtype, device = self.image.dtype, self.image.device
+        xs = torch.arange(-(-(x1 - x0) // g), dtype=dtype, device=device) * g + x0 + (g - 1) / 2
+        ys = torch.arange(-(-(y1 - y0) // g), dtype=dtype, device=device) * g + y0 + (g - 1) / 2
+        return torch.stack(torch.broadcast_tensors(xs[None, :], ys[:, None]), -1)
+
+    def _head_region(self) -> None:
+        """How much of the head's motion each photo pixel takes, on a coarse grid over the
+        photo: 1 over the face, hair and ears, fading beyond, fast below the chin."""
+        c = self.config
+        h, w = self.image_size
+        cells = self._cells((0, 0, w, h))
+        low, high = self.face_low, self.face_high
+        size = (high - low).clamp_min(1.0)
+        middle = (low + high) / 2 - torch.stack([torch.zeros_like(size[1]),
+                                                 c.head_raise * size[1]])
+        axes = size * torch.tensor([c.head_width, c.head_height], dtype=size.dtype,
+                                   device=size.device) / 2
+        radius = ((cells - middle) / axes).norm(dim=-1)
+        weight = 1 - smoothstep((radius - 1) / c.falloff)
+        weight = weight * (1 - smoothstep((cells[..., 1] - high[1]) / (c.neck * size[1])))
+        self.head_weight = weight[None, None]                                 # (1, 1, hc, wc)
+        moving = (self.head_weight[0, 0] > 0).nonzero()
+        g = c.grid
+        self.moving_box = (int(moving[:, 1].min()) * g, int(moving[:, 0].min()) * g,
+                           min(int(moving[:, 1].max() + 1) * g, w),
+                           min(int(moving[:, 0].max() + 1) * g, h))
+
+    def _border_weight(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        """``(h, w)`` motion weight at pixels ``xs (w,)``, ``ys (h,)``: 1 inside, fading over
+        ``config.border`` of the image's shorter side to 0 on the outermost two pixels, which
+        stay exactly still."""
+        h, w = self.image_size
+        band = max(self.config.border * min(h, w), 1.0)
+        edge_x = smoothstep((torch.minimum(xs, (w - 1) - xs) - 1) / band)
+        edge_y = smoothstep((torch.minimum(ys, (h - 1) - ys) - 1) / band)
+        return edge_y[:, None] * edge_x[None, :]
+
+    def _lip_colour(self, src: torch.Tensor) -> torch.Tensor:
+        """``(3,)`` the photo's lip colour (the median over the outer lip landmarks' vertices):
+        the base of a synthesised mouth interior. Not the inner lip line, which in a photo
+        with an open mouth is already the dark interior."""
+        lips = self.model.landmark_indices[48:60]
+        lips = lips[lips >= 0].to(src.device)
+        if self.cap is None or len(lips) == 0:
+            return torch.full((3,), 0.5, dtype=self.image.dtype, device=self.image.device)
+        points = src[lips, :2]
+        h, w = self.image_size
+        grid = pixel_grid(points, h, w)[None, :, None, :]
+        colours = F.grid_sample(self.image[None], grid, mode="bilinear", padding_mode="border",
+                                align_corners=True)[0, :, :, 0]             # (3, M)
+        return colours.median(1).values
+
+    # -- per batch of target frames --
+
+    def _seen(self, points: torch.Tensor) -> torch.Tensor:
+        """``(P,)`` bool: surface points ``(P, 3)`` (source pixel u, v, depth) are what the
+        photo shows there (not behind other surface)."""
+        zx0, zy0, zx1, zy1 = self.zbox
+        j = points[:, 0].round().long() - zx0
+        i = points[:, 1].round().long() - zy0
+        inside = (j >= 0) & (j < zx1 - zx0) & (i >= 0) & (i < zy1 - zy0)
+        i, j = i.clamp(0, zy1 - zy0 - 1), j.clamp(0, zx1 - zx0 - 1)
+        return ~inside | (points[:, 2] >= self.zbuf[i, j] - self.tolerance[i, j])
+
+    def flow(self, target: Coefficients) -> tuple[Box, torch.Tensor, torch.Tensor]:
+        """The backward flow of ``T`` target frames over the box they change.
+
+        Returns:
+            ``box = (x0, y0, x1, y1)``; ``(T, 2, h, w)`` source pixel positions (x, y) each
+            output pixel of the box fetches; ``(T, 1, h, w)`` how much of each pixel is a
+            synthesised mouth interior instead (0 almost everywhere).
+        """
+        box, positions, mouth = self._flow(target)
+        t, _, h, w = positions.shape
+        interior = positions.new_zeros(t * h * w)
+        interior[mouth[0]] = mouth[1]
+        return box, positions, interior.view(t, 1, h, w)
+
+    def _flow(self, target: Coefficients
+              ) -> tuple[Box, torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """:meth:`flow`, with the mouth interior as flat pixel indices over ``(T, h, w)`` and
+        their share and depth in the mouth (0 at the lips, 1 at the back): three ``(M,)``."""
+        c = self.config
+        screen = self._screen(target)                                       # (T, N, 3)
+        t = screen.shape[0]
+        dtype, device = screen.dtype, screen.device
+        src = self.source_screen
+        rigid = self.rigid
+        # The head's rigid motion, target screen (u, v, depth) -> photo pixel: a 3D affine map,
+        # exact for the orthographic camera.
+        back = fit_affine(screen[:, rigid], src[None, rigid, :2].expand(t, -1, -1))
+        # The box: the target face, and the photo's moving region where it goes.
+        reach = float((screen[:, rigid, :2] - src[None, rigid, :2]).norm(dim=-1).amax())
+        mx0, my0, mx1, my1 = self.moving_box
+        face = screen[..., :2]
+        low = torch.minimum(torch.tensor([mx0 - reach, my0 - reach], dtype=dtype,
+                                         device=device), face.amin((0, 1)))
+        high = torch.maximum(torch.tensor([mx1 + reach, my1 + reach], dtype=dtype,
+                                          device=device), face.amax((0, 1)))
+        x0, y0, x1, y1 = clip_box(low, high, self.image_size)
+        # The coarse grid lies on the photo's multiples of ``grid`` whatever the box, so a frame
+        # renders the same in any batch.
+        g = c.grid
+        x0, y0 = x0 - x0 % g, y0 - y0 % g
+        box = x0, y0, x1, y1
+        h, w = y1 - y0, x1 - x0
+        grid_x = torch.arange(x0, x1, dtype=dtype, device=device)
+        grid_y = torch.arange(y0, y1, dtype=dtype, device=device)
+
+        # The face: exact flow at the covered pixels.
+        offset = torch.tensor([x0, y0, 0], dtype=dtype, device=device)
+        fragments = rasterize(screen - offset, self.triangles, (h, w), backend=c.backend)
+        pixel, values = interpolate_covered(fragments, self.attributes, self.triangles)
+        tri = fragments.face_index.reshape(-1)[pixel]
+        frame = pixel.div(h * w, rounding_mode="floor")
+        flat = pixel % (h * w)
+        row, col = flat.div(w, rounding_mode="floor"), flat % w
+        xy = torch.stack([col + x0, row + y0], 1).to(dtype)                  # (P, 2)
+        target_area = signed_areas(screen[:, self.triangles]).abs()          # (T, F)
+        grown = target_area[frame, tri]
+        stretch = grown / self.source_area[tri].clamp_min(1e-6)
+        seen = self._seen(values[:, :3])
+        use = seen & (stretch <= c.max_stretch)
+        on_cap = tri >= self.n_face_triangles
+        mirrored = torch.zeros_like(use)
+        if self.has_mirror:
+            mirror_stretch = grown / self.mirror_area[tri].clamp_min(1e-6)
+            mirrored = (~use & ~on_cap & self._seen(values[:, 3:])
+                        & (~seen | (mirror_stretch < stretch)))
+        use = use | (seen & ~mirrored)
+        valid = use | mirrored
+        position = torch.where(mirrored[:, None], values[:, 3:5], values[:, :2])
+
+        # The head, on a coarse grid: each pixel's depth on the head proxy (the face's own depth
+        # continued outwards into the ellipsoid), carried back rigidly; plus the face's
+        # non-rigid motion continued a short way beyond its edge. Pooled from the seen face
+        # pixels alone.
+        depth = fragments.depth.reshape(-1)[pixel]
+        seen_points = torch.cat([xy, depth[:, None]], 1)[valid]
+        seen_frame = frame[valid]
+        rigid_back = (seen_points[:, None, :] @ back[seen_frame, :3])[:, 0] + back[seen_frame, 3]
+        residual = position[valid] - rigid_back
+        hc, wc = -(-h // g), -(-w // g)
+        cell = (seen_frame * hc + row[valid].div(g, rounding_mode="floor")) * wc \
+            + col[valid].div(g, rounding_mode="floor")
+        sums = residual.new_zeros(t * hc * wc, 4)
+        sums.index_add_(0, cell, torch.cat([residual, depth[valid, None],
+                                            torch.ones_like(depth[valid, None])], 1))
+        sums = sums.view(t, hc, wc, 4).permute(0, 3, 1, 2)
+        share = sums[:, 3:] / (g * g)
+        mean = sums[:, :3] / sums[:, 3:].clamp_min(1)
+        sigma = c.extend_sigma * self.face_size / g
+        extended, density = extend_field(mean, share, sigma)
+        fade = torch.where(share > 0, 1.0, (2 * density).clamp(0.0, 1.0))
+        cells = self._cells(box)                                             # (hc, wc, 2)
+        model_to_screen = fit_affine(self.model_rigid, screen[:, rigid])     # (T, 4, 3)
+        centre, radii = self.ellipsoid
+        ellipsoid = ellipsoid_depth(cells.expand(t, -1, -1, -1), model_to_screen,
+                                    centre.to(dtype), radii.to(dtype))[:, None]
+        if c.proxy == "plane":
+            # The depth of the face's outline, everywhere beyond it.
+            outline = screen[:, self.outline, 2].mean(1)
+            ellipsoid = outline[:, None, None, None].expand_as(ellipsoid)
+        proxy = torch.lerp(ellipsoid, extended[:, 2:], fade)
+        carried = apply_affine(back, torch.cat([cells.expand(t, -1, -1, -1),
+                                                proxy.permute(0, 2, 3, 1)], -1))
+        weight = sample_field(self.head_weight.expand(t, -1, -1, -1), carried, g)
+        coarse = weight * ((carried - cells).permute(0, 3, 1, 2) + fade * extended[:, :2])
+        outside = F.interpolate(coarse, size=(hc * g, wc * g), mode="bilinear",
+                                align_corners=False)[..., :h, :w]
+        outside = outside * self._border_weight(grid_x, grid_y)
+        positions = outside
+        positions[:, 0] += grid_x
+        positions[:, 1] += grid_y[:, None]
+
+        # The exact flow blends into the outside one at the face's outline only; surface the
+        # photo does not show keeps the outside flow (the seen surface's motion continued).
+        if c.feather > 0:
+            covered = (fragments.face_index >= 0)[:, None].to(dtype)
+            alpha = feather_mask(covered, c.feather).reshape(-1)[pixel[valid]]
+        else:
+            alpha = torch.ones_like(depth[valid])
+        flat_positions = positions.permute(0, 2, 3, 1).reshape(-1, 2)
+        chosen = pixel[valid]
+        flat_positions[chosen] = torch.lerp(flat_positions[chosen], position[valid],
+                                            alpha[:, None])
+        positions = flat_positions.view(t, h, w, 2).permute(0, 3, 1, 2)
+
+        mouth_pixels = pixel[:0]
+        mouth_share = mouth_depth = depth[:0]
+        if self.cap is not None:
+            # The photo's own mouth serves while the target mouth opens not much wider than
+            # the photo's (the cap's projected area); from 1.5 to 3 times that it would be
+            # stretched more and more, and a synthesised interior takes over.
+            cap_area = target_area[:, self.n_face_triangles:].sum(1)
+            ratio = cap_area / self.source_area[self.n_face_triangles:].sum().clamp_min(1e-6)
+            synthetic = smoothstep((ratio - 1.5) / 1.5)[frame[on_cap]]
+            mouth_share = torch.where(valid[on_cap], synthetic, torch.ones_like(synthetic))
+            keep = mouth_share > 0
+            mouth_pixels = pixel[on_cap][keep]
+            mouth_share = mouth_share[keep]
+            # The cap lists its centre vertex first: that weight is how deep in the mouth a
+            # pixel lies.
+            mouth_depth = fragments.bary.reshape(-1, 3)[mouth_pixels, 0].clamp(0, 1)
+        return box, positions, (mouth_pixels, mouth_share, mouth_depth)
+
+    def _render_box(self, target: Coefficients) -> tuple[Box, torch.Tensor]:
+        box, positions, (pixels, share, depth) = self._flow(target)
+        h, w = self.image_size
+        grid = pixel_grid(positions.permute(0, 2, 3, 1), h, w)
+        photo = self.image[None].expand(positions.shape[0], -1, -1, -1)
+        out = F.grid_sample(photo, grid, mode="bilinear", padding_mode="border",
+                            align_corners=True)
+        if len(pixels):
+            t, _, bh, bw = out.shape
+            shade = 1 - self.config.interior_darkness * (0.35 + 0.65 * depth.sqrt())
+            mouth = self.lip_colour[None, :] * shade[:, None]                 # (M, 3)
+            flat = out.permute(0, 2, 3, 1).reshape(-1, 3)
+            flat[pixels] = torch.lerp(flat[pixels], mouth, share[:, None])
+            out = flat.view(t, bh, bw, 3).permute(0, 3, 1, 2)
+        return box, out.clamp(0, 1)
