@@ -108,7 +108,7 @@ def interpolate_coefficients(start: Coefficients, end: Coefficients, steps: int,
     else:
         translation, scale = a.translation.expand(steps, -1), a.scale.expand(steps)
     return Coefficients(model=a.model, shape=a.shape, expression=lerp(a.expression, b.expression),
-                        jaw=lerp(a.jaw, b.jaw), rotation=rotation,
+                        jaw=lerp(a.jaw, b.jaw), eyes=lerp(a.eyes, b.eyes), rotation=rotation,
                         translation=translation.clone(), scale=scale.clone(), camera=a.camera,
                         image_size=a.image_size, valid=torch.ones(steps, dtype=torch.bool))
 

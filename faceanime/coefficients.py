@@ -42,6 +42,9 @@ class Coefficients:
         valid: ``(T,)`` bool, False for frames with no detected face (their coefficients are
             interpolated from neighbours, never zero).
         fps: frame rate of the source video (0 for a photo).
+        eyes: ``(T, 2)`` eyelid closure of each eye (iBUG's 37-42 eye first) in [0, 1]:
+            0 as in the model, 1 closed (:mod:`faceanime.morphable.eyelid`); zeros when not
+            given (files written before the eyelid rig).
     """
 
     model: str
@@ -57,9 +60,14 @@ class Coefficients:
     fitted_landmarks: torch.Tensor | None = None
     valid: torch.Tensor | None = None
     fps: float = 0.0
+    eyes: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         t = self.expression.shape[0]
+        if self.eyes is None:
+            self.eyes = self.expression.new_zeros(t, 2)
+        elif tuple(self.eyes.shape) != (t, 2):
+            raise InputError(f"coefficients: eyes must be ({t}, 2), got {tuple(self.eyes.shape)}")
         expect = {"jaw": (t,), "rotation": (t, 3, 3), "translation": (t, 3), "scale": (t,)}
         for name, shape in expect.items():
             got = tuple(getattr(self, name).shape)
@@ -107,7 +115,8 @@ class Coefficients:
 
     def with_tensor(self, vector: torch.Tensor) -> Coefficients:
         """Inverse of :meth:`to_tensor`: new per-frame values from a ``(T', D)`` vector, keeping
-        the identity, model, camera and image size (landmarks are dropped)."""
+        the identity, model, camera and image size (landmarks are dropped). The eyelid closures
+        are not in the vector: kept per frame when ``T' = T``, else the last frame's held."""
         from faceanime.geometry.rotation import so3_exp
 
         ke = self.expression.shape[1]
@@ -117,7 +126,8 @@ class Coefficients:
             model=self.model, shape=self.shape, expression=vector[:, :ke], jaw=vector[:, ke],
             rotation=so3_exp(vector[:, ke + 1:ke + 4]), translation=vector[:, ke + 4:ke + 7],
             scale=vector[:, ke + 7].exp(), camera=self.camera, image_size=self.image_size,
-            fps=self.fps)
+            fps=self.fps, eyes=(self.eyes.clone() if vector.shape[0] == self.n_frames
+                                else self.eyes[-1:].expand(vector.shape[0], -1).clone()))
 
     # --- files -------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
@@ -156,6 +166,7 @@ class Coefficients:
                 scale=tensor("scale"), camera=str(arrays.get("camera", np.array("orthographic"))),
                 image_size=tensor("image_size", torch.long), landmarks=tensor("landmarks"),
                 fitted_landmarks=tensor("fitted_landmarks"),
-                valid=tensor("valid", torch.bool), fps=float(arrays.get("fps", 0.0)))
+                valid=tensor("valid", torch.bool), fps=float(arrays.get("fps", 0.0)),
+                eyes=tensor("eyes"))
         except InputError as exc:
             raise InputError(f"{path}: {exc}") from exc

@@ -70,10 +70,13 @@ def transfer_motion(source: Coefficients, driving: Coefficients,
     if config.expression and config.mode == "relative":
         expression = src.expression + (drv.expression - drv.expression[ref])
         jaw = src.jaw + (drv.jaw - drv.jaw[ref])
+        eyes = src.eyes + (drv.eyes - drv.eyes[ref])
     elif config.expression:
-        expression, jaw = drv.expression.clone(), drv.jaw.clone()
+        expression, jaw, eyes = drv.expression.clone(), drv.jaw.clone(), drv.eyes.clone()
     else:
         expression, jaw = src.expression.expand(t, -1).clone(), src.jaw.expand(t).clone()
+        eyes = src.eyes.expand(t, -1).clone()
+    eyes = eyes.clamp(0.0, 1.0)
     if config.nonnegative_expression:
         expression = expression.clamp_min(0)
     jaw = jaw.clamp(*JAW_RANGE)
@@ -96,5 +99,5 @@ def transfer_motion(source: Coefficients, driving: Coefficients,
         rotation = src.rotation.expand(t, -1, -1).clone()
         translation, scale = src.translation.expand(t, -1).clone(), src.scale.expand(t).clone()
     return Coefficients(model=src.model, shape=src.shape.clone(), expression=expression,
-                        jaw=jaw, rotation=rotation, translation=translation, scale=scale,
+                        jaw=jaw, eyes=eyes, rotation=rotation, translation=translation, scale=scale,
                         camera=src.camera, image_size=src.image_size, fps=drv.fps)

@@ -29,9 +29,11 @@ import torch
 from faceanime.coefficients import Coefficients
 from faceanime.errors import FaceNotFoundError, InputError
 from faceanime.fitting.contour import LEFT_JAW, RIGHT_JAW, contour_correspondences
+from faceanime.fitting.eyelid import fit_eyelids
 from faceanime.fitting.init import init_orthographic_pose
 from faceanime.fitting.linalg import solve_block_tridiagonal
 from faceanime.geometry.rotation import matrix_to_euler, so3_exp, so3_log
+from faceanime.morphable.eyelid import eyelid_rig
 from faceanime.morphable.jaw import build_jaw, rotation_x
 from faceanime.morphable.model import N_LANDMARKS, FaceModel
 
@@ -74,6 +76,11 @@ class FitConfig:
     """Below this |yaw| both jaw sides are used; above it only the side facing the camera."""
     jaw: bool = True
     """Fit the articulated jaw (mouth opening)."""
+    eyelids: bool = True
+    """Fit each eye's lid closure (:mod:`faceanime.fitting.eyelid`), so blinks transfer."""
+    eyelid_temporal_weight: float = 0.1
+    """Smoothness of the lid closures between frames (as ``temporal_weight``; lower, since a
+    blink lasts only a few frames)."""
     max_jaw_deg: float = 35.0
     """Largest jaw opening angle."""
     nonnegative_blendshapes: bool = True
@@ -702,7 +709,14 @@ def fit_landmarks(model: FaceModel, landmarks: torch.Tensor,
     dtype = torch.float64 if config.double else torch.float32
     height, width = (int(v) for v in torch.as_tensor(image_size).tolist())
 
-    p = _prepare(model, landmarks, config, dtype, device)
+    eyelids = eyelid_rig(model) if config.eyelids else None  # None: eye landmarks not mapped
+    solved = landmarks
+    if eyelids is not None:
+        # The upper lids are the closures' to explain: left in, a blink would be fitted by
+        # the identity and the expression (narrower eyes), and no closure would remain.
+        solved = landmarks.clone()
+        solved[:, eyelids.upper.reshape(-1)] = float("nan")
+    p = _prepare(model, solved, config, dtype, device)
     p.center = torch.tensor([(width - 1) / 2, (height - 1) / 2], dtype=dtype, device=device)
     usable = p.point_mask & (p.fixed_index >= 0)
     valid = usable.sum(1) >= 6
@@ -742,12 +756,32 @@ def fit_landmarks(model: FaceModel, landmarks: torch.Tensor,
     else:
         scale_out = torch.full((t,), state.focal, dtype=dtype, device=device)
         trans_out = state.trans
-    return Coefficients(
+    coeffs = Coefficients(
         model=model.name, shape=state.shape.float(), expression=state.expression.float(),
         jaw=state.jaw.float(), rotation=state.rotation.float(), translation=trans_out.float(),
         scale=scale_out.float(), camera=config.camera,
         image_size=torch.tensor([height, width]), landmarks=landmarks.float(),
         fitted_landmarks=fitted.float(), valid=valid, fps=fps)
+    if eyelids is not None:
+        coeffs.eyes = fit_eyelids(model, coeffs.to(model.device), config.eyelid_temporal_weight,
+                                  eyelids).to(coeffs.expression.device)
+        _close_fitted_lids(coeffs, eyelids, model)
+    return coeffs
+
+
+def _close_fitted_lids(coeffs: Coefficients, eyelids, model: FaceModel) -> None:
+    """Move the fitted upper-lid landmarks by their eyes' closures (the reported fit matches
+    what a renderer draws)."""
+    from faceanime.fitting.eyelid import lid_vertices
+    from faceanime.reconstruction import project_vertices
+
+    ids = model.landmark_indices
+    upper = eyelids.upper.reshape(-1)
+    verts = lid_vertices(model, coeffs, ids[upper])
+    shift = torch.stack([eyelids.offsets[e, ids[eyelids.upper[e]]] for e in range(2)])
+    closed = verts + coeffs.eyes.repeat_interleave(2, 1)[..., None] * shift.reshape(4, 3)
+    coeffs.fitted_landmarks[:, upper] = project_vertices(coeffs, closed)[..., :2].to(
+        coeffs.fitted_landmarks.dtype)
 
 
 def _fit_perspective(p: _Problem, config: FitConfig, ortho: _State,

@@ -12,12 +12,13 @@ background stay those of the photo: only the face moves.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from faceanime.coefficients import Coefficients
 from faceanime.errors import InputError
+from faceanime.morphable.eyelid import eyelid_rig
 from faceanime.morphable.jaw import build_jaw
 from faceanime.morphable.model import FaceModel
 from faceanime.morphable.mouth import add_mouth_cap
@@ -72,6 +73,7 @@ class ClassicRenderer(BoxRenderer):
             self.mesh, self.jaw = self.cap.model, self.cap.jaw
         else:
             self.mesh, self.jaw = model, jaw
+        self.eyelids = eyelid_rig(self.mesh)
         if model.texcoords is None:
             raise InputError(f"model {model.name} has no texture coordinates; the classic "
                              "render needs them")
@@ -86,7 +88,9 @@ class ClassicRenderer(BoxRenderer):
         self.texture.image = self.texture.image.contiguous(memory_format=torch.channels_last)
 
     def _screen(self, coeffs: Coefficients) -> torch.Tensor:
-        verts = face_vertices(self.mesh, coeffs, jaw=self.jaw)
+        if self.eyelids is None and bool((coeffs.eyes != 0).any()):
+            coeffs = replace(coeffs, eyes=torch.zeros_like(coeffs.eyes))
+        verts = face_vertices(self.mesh, coeffs, jaw=self.jaw, eyelids=self.eyelids)
         return project_vertices(coeffs, verts).to(self.image.dtype)
 
     def render_faces(self, target: Coefficients, box: tuple[int, int, int, int] | None = None

@@ -13,9 +13,10 @@ hole or a dark dot.
 depth on a *head proxy*: the fitted face's own depth on the face, continued smoothly outwards
 (normalized convolution) into an ellipsoid head (``head_ellipsoid``) behind and around it, so hair,
 ears and the top of the head turn with the parallax of a real head, not as a flat picture. The
-head's rigid motion between the source and each target frame (a 3D affine map of source screen
-points to target pixels, fitted to the face's rigid vertices: exact for the orthographic camera)
-moves those points; the non-rigid motion at the face's edge (the jaw, the cheeks) is continued a
+head's rigid motion between the source and each target frame (a 3D affine map between the two
+screens, fitted to the face's vertices at its neutral expression posed both ways, so it holds the
+pose change alone: exact for the orthographic camera) moves those points; the non-rigid motion
+at the face's edge (the jaw, the cheeks) is continued a
 short way outwards. The motion is weighted by a *head region* fixed in the photo: 1 over the face,
 the hair and the ears, fading out beyond them, quickly below the chin (the neck and shoulders
 stay), and at the image border, so the far background stays still. This *forward* field lives on
@@ -37,13 +38,14 @@ rounding) and the output is the photo. Alternatives measured against this design
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 
 from faceanime.coefficients import Coefficients
 from faceanime.errors import InputError
+from faceanime.morphable.eyelid import eyelid_rig
 from faceanime.morphable.jaw import build_jaw
 from faceanime.morphable.model import FaceModel
 from faceanime.morphable.mouth import add_mouth_cap, boundary_loops
@@ -53,8 +55,8 @@ from faceanime.render.paste import feather_mask
 from faceanime.render.rasterize import interpolate_covered, rasterize, signed_areas
 from faceanime.render.texture import pixel_grid
 
-# Vertices the jaw moves less than this are the face's rigid part (the head motion's summary).
-_RIGID_JAW_WEIGHT = 0.05
+# Every this many vertices of the neutral face summarise the head's rigid motion.
+_RIGID_STRIDE = 4
 
 
 @dataclass
@@ -289,16 +291,22 @@ class WarpRenderer(BoxRenderer):
                 self.mesh, self.jaw = self.cap.model, self.cap.jaw
             except InputError:
                 pass  # a model with a closed mouth needs no cap
+        self.eyelids = eyelid_rig(self.mesh)
         self.n_face_vertices = model.n_vertices
         self.n_face_triangles = model.n_triangles
         self.triangles = self.mesh.triangles.to(model.device)
-        self.rigid = (jaw.weights < _RIGID_JAW_WEIGHT).nonzero()[:, 0].to(model.device)
+        self.rigid = torch.arange(0, model.n_vertices, _RIGID_STRIDE, device=model.device)
         loops = boundary_loops(model.triangles.cpu().numpy())
         self.outline = torch.tensor(max(loops, key=len), device=model.device)
         self.source = source.frames(slice(0, 1))
         src = self._screen(self.source)[0]                                  # (N, 3)
         self.source_screen = src
-        self.model_rigid = self.mesh.mean[self.rigid].to(src.dtype)         # (R, 3)
+        # The photo's identity at its neutral expression: posed at the source and at each
+        # target, its vertices give the pose change alone (an expression or an open jaw would
+        # otherwise read as the head stretching, and drag the hair).
+        shape = self.source.shape.to(model.device, model.dtype)[None]
+        self.neutral = model.vertices(shape)[0, self.rigid].to(src.dtype)     # (R, 3)
+        self.neutral_source = project_vertices(self.source, self.neutral[None])[0]
         symmetry = self.mesh.symmetry
         self.has_mirror = symmetry is not None and c.mirror
         if not self.has_mirror:
@@ -319,7 +327,9 @@ class WarpRenderer(BoxRenderer):
     # -- source-side set-up, once per photo --
 
     def _screen(self, coeffs: Coefficients) -> torch.Tensor:
-        verts = face_vertices(self.mesh, coeffs, jaw=self.jaw)
+        if self.eyelids is None and bool((coeffs.eyes != 0).any()):
+            coeffs = replace(coeffs, eyes=torch.zeros_like(coeffs.eyes))
+        verts = face_vertices(self.mesh, coeffs, jaw=self.jaw, eyelids=self.eyelids)
         return project_vertices(coeffs, verts).to(self.image.dtype)
 
     def _depth_buffer(self, src: torch.Tensor) -> None:
@@ -349,9 +359,15 @@ class WarpRenderer(BoxRenderer):
 
     def _head_region(self) -> None:
         """How much of the head's motion each photo pixel takes, on a coarse grid over the
-        photo: 1 over the face, hair and ears, fading beyond, fast below the chin."""
+        photo.
+
+        Above the middle of the face: an ellipse around the face sized for hair and ears,
+        fading out beyond it. Below: the ellipse fades out over ``neck`` of the face's height,
+        and only a band around the face's own outline (the jaw, the chin, the neck right under
+        it) keeps moving, so the shoulders beside and below the jaw stay still."""
         c = self.config
         h, w = self.image_size
+        g = c.grid
         cells = self._cells((0, 0, w, h))
         low, high = self.face_low, self.face_high
         size = (high - low).clamp_min(1.0)
@@ -360,11 +376,19 @@ class WarpRenderer(BoxRenderer):
         axes = size * torch.tensor([c.head_width, c.head_height], dtype=size.dtype,
                                    device=size.device) / 2
         radius = ((cells - middle) / axes).norm(dim=-1)
-        weight = 1 - smoothstep((radius - 1) / c.falloff)
-        weight = weight * (1 - smoothstep((cells[..., 1] - high[1]) / (c.neck * size[1])))
+        ellipse = 1 - smoothstep((radius - 1) / c.falloff)
+        level = (low[1] + high[1]) / 2
+        upper = ellipse * (1 - smoothstep((cells[..., 1] - level) / (c.neck * size[1])))
+        # The face's own outline, dilated by normalized convolution of its coverage.
+        zx0, zy0, zx1, zy1 = self.zbox
+        covered = torch.zeros(h, w, dtype=cells.dtype, device=cells.device)
+        covered[zy0:zy1, zx0:zx1] = torch.isfinite(self.zbuf).to(cells.dtype)
+        share = F.avg_pool2d(covered[None, None], g, ceil_mode=True)
+        near = (2 * gaussian_blur(share, c.extend_sigma * self.face_size / g)).clamp(0, 1)
+        below_chin = 1 - smoothstep((cells[..., 1] - high[1]) / (0.5 * c.neck * size[1]))
+        weight = torch.maximum(upper, near[0, 0] * below_chin)
         self.head_weight = weight[None, None]                                 # (1, 1, hc, wc)
         moving = (self.head_weight[0, 0] > 0).nonzero()
-        g = c.grid
         self.moving_box = (int(moving[:, 1].min()) * g, int(moving[:, 0].min()) * g,
                            min(int(moving[:, 1].max() + 1) * g, w),
                            min(int(moving[:, 0].max() + 1) * g, h))
@@ -428,13 +452,12 @@ class WarpRenderer(BoxRenderer):
         screen = self._screen(target)                                       # (T, N, 3)
         t = screen.shape[0]
         dtype, device = screen.dtype, screen.device
-        src = self.source_screen
-        rigid = self.rigid
         # The head's rigid motion, target screen (u, v, depth) -> photo pixel: a 3D affine map,
         # exact for the orthographic camera.
-        back = fit_affine(screen[:, rigid], src[None, rigid, :2].expand(t, -1, -1))
+        neutral = project_vertices(target, self.neutral.expand(t, -1, -1)).to(dtype)
+        back = fit_affine(neutral, self.neutral_source[None, :, :2].expand(t, -1, -1))
         # The box: the target face, and the photo's moving region where it goes.
-        reach = float((screen[:, rigid, :2] - src[None, rigid, :2]).norm(dim=-1).amax())
+        reach = float((neutral[..., :2] - self.neutral_source[None, :, :2]).norm(dim=-1).amax())
         mx0, my0, mx1, my1 = self.moving_box
         face = screen[..., :2]
         low = torch.minimum(torch.tensor([mx0 - reach, my0 - reach], dtype=dtype,
@@ -497,7 +520,7 @@ class WarpRenderer(BoxRenderer):
         extended, density = extend_field(mean, share, sigma)
         fade = torch.where(share > 0, 1.0, (2 * density).clamp(0.0, 1.0))
         cells = self._cells(box)                                             # (hc, wc, 2)
-        model_to_screen = fit_affine(self.model_rigid, screen[:, rigid])     # (T, 4, 3)
+        model_to_screen = fit_affine(self.neutral, neutral)                  # (T, 4, 3)
         centre, radii = self.ellipsoid
         ellipsoid = ellipsoid_depth(cells.expand(t, -1, -1, -1), model_to_screen,
                                     centre.to(dtype), radii.to(dtype))[:, None]

@@ -1,0 +1,103 @@
+"""Fit the eyelid closure of every frame from the six landmarks of each eye.
+
+After the main fit (identity, expression, jaw, pose), each eye's closure ``c`` in [0, 1]
+(:mod:`faceanime.morphable.eyelid`) is the one whose projected lid gaps best match the detected
+ones. The closure moves only the upper lid, so with ``d0`` the model's projected gap (upper-lid
+landmark minus the lower-lid landmark below it) at closure 0 and ``J`` the projected motion of the
+upper-lid landmark at full closure, the gap is ``d0 + c J``: linear in ``c``. Gaps, not positions,
+are matched, so a small error of the fitted pose does not leak into the lids.
+
+Per frame the least-squares closure is ``ĉ = Σ J·(d - d0) / Σ |J|²`` over the eye's two landmark
+pairs; over a video the closures of consecutive frames are tied by the fitter's temporal weight
+(relative to the frames' own precision ``Σ |J|²``), solved exactly as one tridiagonal system,
+then bounded to [0, 1]. Frames without landmarks take their neighbours' values.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from faceanime.coefficients import Coefficients
+from faceanime.fitting.linalg import solve_block_tridiagonal
+from faceanime.morphable.eyelid import Eyelids, build_eyelids
+from faceanime.morphable.jaw import apply_jaw, build_jaw
+from faceanime.morphable.model import FaceModel
+from faceanime.reconstruction import project_vertices
+
+
+def lid_vertices(model: FaceModel, coeffs: Coefficients, index: torch.Tensor) -> torch.Tensor:
+    """Model-space positions ``(T, len(index), 3)`` of a few vertices at the coefficients'
+    identity, expression and jaw (eyelids open): the full mesh is not needed."""
+    dtype = coeffs.expression.dtype
+    ks, ke = coeffs.shape.shape[0], coeffs.expression.shape[1]
+    mean = model.mean[index].to(dtype)
+    verts = mean + torch.einsum("k,knd->nd", coeffs.shape,
+                                model.shape_basis[:ks, index].to(dtype))
+    verts = verts + torch.einsum("bk,knd->bnd", coeffs.expression,
+                                 model.expression_basis[:ke, index].to(dtype))
+    if bool((coeffs.jaw != 0).any()):
+        jaw = build_jaw(model)
+        verts = apply_jaw(verts, coeffs.jaw, jaw.pivot.to(dtype), jaw.weights[index].to(dtype))
+    return verts
+
+
+def eyelid_gaps(points: torch.Tensor, eyelids: Eyelids) -> torch.Tensor:
+    """``(T, 68, 2)`` landmarks -> ``(T, 2, 2, 2)`` gap vectors (upper minus lower lid) per eye
+    and landmark pair."""
+    return points[:, eyelids.upper] - points[:, eyelids.lower]
+
+
+def fit_eyelids(model: FaceModel, coeffs: Coefficients, temporal_weight: float = 0.3,
+                eyelids: Eyelids | None = None) -> torch.Tensor:
+    """Eyelid closures of every frame of a fit.
+
+    Args:
+        model: the model the coefficients were fitted with.
+        coeffs: ``T`` fitted frames with their detected ``landmarks``.
+        temporal_weight: smoothness between consecutive frames, as in
+            :class:`~faceanime.fitting.FitConfig` (0: each frame alone).
+        eyelids: the model's rig (built when None).
+
+    Returns:
+        ``(T, 2)`` closures in [0, 1]; zeros when the coefficients hold no landmarks.
+    """
+    t = coeffs.n_frames
+    if coeffs.landmarks is None:
+        return torch.zeros(t, 2)
+    eyelids = eyelids if eyelids is not None else build_eyelids(model)
+    dtype = torch.float64
+    rig = eyelids.to(dtype=dtype)
+    ids = model.landmark_indices
+    # Only the eight lid vertices are needed: upper lids (eye, pair), then lower lids.
+    lids = torch.cat([ids[rig.upper.reshape(-1)], ids[rig.lower.reshape(-1)]])
+    c = coeffs.to(dtype=dtype)
+    verts = lid_vertices(model, c, lids)                                     # (T, 8, 3)
+    at_rest = project_vertices(c, verts)[..., :2]
+    upper, lower = at_rest[:, :4].view(t, 2, 2, 2), at_rest[:, 4:].view(t, 2, 2, 2)
+    gap0 = upper - lower                                                     # (T, 2, 2, 2)
+    # The projected motion of each upper-lid landmark at full closure of its eye (exact for the
+    # orthographic camera, the secant for the perspective one).
+    shift = torch.stack([rig.offsets[e, ids[rig.upper[e]]] for e in range(2)]).reshape(4, 3)
+    closed = verts.clone()
+    closed[:, :4] += shift
+    motion = (project_vertices(c, closed)[:, :4, :2] - at_rest[:, :4]).view(t, 2, 2, 2)
+    observed = eyelid_gaps(coeffs.landmarks.to(dtype), rig)
+    known = torch.isfinite(observed).all(-1).all(-1)                         # (T, 2)
+    diff = torch.nan_to_num(observed - gap0)
+    precision = torch.where(known, (motion * motion).sum((-1, -2)), 0.0)     # (T, 2)
+    rhs = torch.where(known, (motion * diff).sum((-1, -2)), 0.0)
+    if t == 1 or temporal_weight <= 0:
+        closure = rhs / precision.clamp_min(1e-12)
+    else:
+        # Minimise sum_f p_f (c_f - ĉ_f)² + w sum_f (c_f - c_(f-1))², one eye per column.
+        w = temporal_weight * precision[known].mean() if bool(known.any()) else 1.0
+        ones = torch.ones(t, 2, dtype=dtype)
+        neighbours = torch.zeros(t, 2, dtype=dtype)
+        neighbours[1:] += 1
+        neighbours[:-1] += 1
+        diag = precision + w * neighbours + 1e-9 * ones
+        lower = torch.full((t, 2), -float(w), dtype=dtype)
+        closure = torch.stack([
+            solve_block_tridiagonal(diag[:, e, None, None], lower[:, e, None, None],
+                                    rhs[:, e, None, None])[:, 0, 0] for e in range(2)], 1)
+    return closure.clamp(0.0, 1.0).float()
