@@ -77,9 +77,9 @@ def test_texture_round_trip(sfm_model, s1):
     back from the render: PSNR >= 29.5 dB where both were seen (>= 30 before the upper-lid
     landmarks were left to the eyelid closure: four fewer points register the face). The face
     has the model's mean identity: identity components that move no landmark cannot be
-    recovered from landmarks, and they shift the texture by as much as they move the surface. Landmarks carry 0.2 px of
-    noise: on this sharp texture every 0.1 px of misregistration costs about a decibel
-    (measured in docs/render.md)."""
+    recovered from landmarks, and they shift the texture by as much as they move the surface.
+    Landmarks carry 0.2 px of noise: on this sharp texture every 0.1 px of misregistration costs
+    about a decibel (measured in docs/render.md)."""
     image, coeffs = s1
     config = TextureConfig(size=512)
     m = sfm_model
