@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
+
 from faceanime.coefficients import Coefficients
 from faceanime.errors import InputError
 
@@ -34,6 +36,42 @@ class MotionConfig:
     """Transfer expression and jaw; False keeps the source's."""
     nonnegative_expression: bool = True
     """Clamp expression weights at 0 (blendshape models such as SFM)."""
+    eyes: Literal["relative", "absolute", "off"] | None = None
+    """Eyelids (blinks): relative (the photo's own lid closure changed as the driver's
+    changes), absolute (the driver's closure), off (the photo's lids stay); None: as ``mode``
+    (off when ``expression`` is False)."""
+    mouth: Literal["relative", "absolute", "off"] | None = None
+    """The jaw (mouth opening), in the same three ways; None: as ``mode``."""
+    blink_gain: float = 1.0
+    """Multiplies the transferred lid motion (the change in relative mode, the closure in
+    absolute mode); results stay within [0, 1]."""
+    lip_gain: float = 1.0
+    """Multiplies the transferred jaw opening (the change, or the angle); results stay within
+    the jaw's range."""
+
+    def __post_init__(self) -> None:
+        for name in ("eyes", "mouth"):
+            value = getattr(self, name)
+            if value not in (None, "relative", "absolute", "off"):
+                raise InputError(f"--{name} {value!r}: use relative, absolute or off")
+        for name in ("blink_gain", "lip_gain"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise InputError(f"--{name.replace('_', '-')} must be a number ≥ 0, got "
+                                 f"{value!r}")
+
+
+def _part(source: torch.Tensor, driving: torch.Tensor, ref: int, how: str, gain: float
+          ) -> torch.Tensor:
+    """One articulated part (jaw ``(T,)`` or lids ``(T, 2)``) of the target: the source's own
+    changed by the driver's change (relative), the driver's (absolute) or the source's (off),
+    the transferred motion multiplied by ``gain``."""
+    t = driving.shape[0]
+    if how == "relative":
+        return source + gain * (driving - driving[ref])
+    if how == "absolute":
+        return gain * driving.clone()
+    return source.expand(t, *source.shape[1:]).clone()
 
 
 def transfer_motion(source: Coefficients, driving: Coefficients,
@@ -69,13 +107,13 @@ def transfer_motion(source: Coefficients, driving: Coefficients,
 
     if config.expression and config.mode == "relative":
         expression = src.expression + (drv.expression - drv.expression[ref])
-        jaw = src.jaw + (drv.jaw - drv.jaw[ref])
-        eyes = src.eyes + (drv.eyes - drv.eyes[ref])
     elif config.expression:
-        expression, jaw, eyes = drv.expression.clone(), drv.jaw.clone(), drv.eyes.clone()
+        expression = drv.expression.clone()
     else:
-        expression, jaw = src.expression.expand(t, -1).clone(), src.jaw.expand(t).clone()
-        eyes = src.eyes.expand(t, -1).clone()
+        expression = src.expression.expand(t, -1).clone()
+    default = config.mode if config.expression else "off"
+    jaw = _part(src.jaw, drv.jaw, ref, config.mouth or default, config.lip_gain)
+    eyes = _part(src.eyes, drv.eyes, ref, config.eyes or default, config.blink_gain)
     eyes = eyes.clamp(0.0, 1.0)
     if config.nonnegative_expression:
         expression = expression.clamp_min(0)

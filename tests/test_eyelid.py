@@ -135,3 +135,38 @@ def test_warp_renders_a_blink(sfm_model, data_dir):
         before = eye_aspect_ratio(detect_landmarks(image, detector).points[None])[0]
         after = eye_aspect_ratio(detect_landmarks(frame, detector).points[None])[0]
     assert (after < 0.7 * before).all(), (before, after)
+
+
+def test_eye_and_mouth_controls():
+    def coeffs(eyes, jaw):
+        t = len(eyes)
+        return Coefficients(model="sfm", shape=torch.zeros(3), expression=torch.zeros(t, 6),
+                            jaw=torch.tensor(jaw), rotation=torch.eye(3).expand(t, 3, 3).clone(),
+                            translation=torch.zeros(t, 3), scale=torch.ones(t),
+                            eyes=torch.tensor(eyes))
+
+    source = coeffs([[0.2, 0.2]], [0.05])
+    driver = coeffs([[0.1, 0.1], [0.5, 0.3]], [0.0, 0.2])
+    gained = transfer_motion(source, driver, MotionConfig(blink_gain=1.5, lip_gain=2.0))
+    assert torch.allclose(gained.eyes[1], torch.tensor([0.8, 0.5]))
+    assert torch.allclose(gained.jaw[1], torch.tensor(0.45))
+    off = transfer_motion(source, driver, MotionConfig(eyes="off", mouth="absolute"))
+    assert torch.equal(off.eyes, source.eyes.expand(2, -1))
+    assert torch.allclose(off.jaw, driver.jaw.clamp_min(-0.02))
+    # The lids stay within [0, 1] whatever the gain.
+    wide = transfer_motion(source, driver, MotionConfig(blink_gain=10.0))
+    assert float(wide.eyes.max()) == 1.0
+    with pytest.raises(Exception, match="blink-gain"):
+        MotionConfig(blink_gain=-1.0)
+    with pytest.raises(Exception, match="--eyes"):
+        MotionConfig(eyes="closed")
+
+
+def test_cli_rejects_a_negative_gain(tmp_path, capsys, data_dir):
+    from tests.helpers import assert_one_line_error, run_cli
+
+    status, _, err = run_cli(capsys, "retarget", "--source", str(data_dir / "faces" / "s1.jpg"),
+                             "--driving", str(data_dir / "videos" / "d0.mp4"), "-o",
+                             str(tmp_path / "out.mp4"), "--lip-gain", "-2")
+    assert_one_line_error(status, err, "--lip-gain")
+    assert not (tmp_path / "out.mp4").exists()

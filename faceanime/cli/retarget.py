@@ -115,6 +115,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reference-frame", type=int, default=_MOTION.reference_frame,
                    help="driving frame taken as the neutral reference (default: %(default)s)")
     p.add_argument("--no-pose", action="store_true", help="keep the photo's head pose")
+    p.add_argument("--eyes", choices=["relative", "absolute", "off"], default=None,
+                   help="blinks: relative (the photo's own lids change as the driver's do), "
+                        "absolute (the driver's lid closure), off (the photo's lids stay); "
+                        "default: as --motion")
+    p.add_argument("--mouth", choices=["relative", "absolute", "off"], default=None,
+                   help="mouth opening (the jaw), in the same three ways; default: as --motion")
+    p.add_argument("--blink-gain", type=float, default=_MOTION.blink_gain, metavar="G",
+                   help="multiply the transferred lid motion (default: %(default)s; e.g. 1.5 "
+                        "for fuller blinks)")
+    p.add_argument("--lip-gain", type=float, default=_MOTION.lip_gain, metavar="G",
+                   help="multiply the transferred mouth opening (default: %(default)s)")
     p.add_argument("--smooth", type=float, default=0.0,
                    help="smooth the driver's motion over time: Gaussian sigma in frames "
                         "(default: 0 = off)")
@@ -139,6 +150,8 @@ def run(args: argparse.Namespace) -> None:
 
     config = RetargetConfig(
         motion=MotionConfig(mode=args.motion, reference_frame=args.reference_frame,
+                            eyes=args.eyes, mouth=args.mouth, blink_gain=args.blink_gain,
+                            lip_gain=args.lip_gain,
                             pose=not args.no_pose),
         output=output_config(args), fit=FitConfig(device=args.device), model=args.model,
         face_index=args.face_index, smooth=args.smooth, audio=args.audio, fps=args.fps,
