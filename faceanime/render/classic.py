@@ -12,7 +12,7 @@ background stay those of the photo: only the face moves.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 
@@ -22,7 +22,6 @@ from faceanime.morphable.eyelid import eyelid_rig
 from faceanime.morphable.jaw import build_jaw
 from faceanime.morphable.model import FaceModel
 from faceanime.morphable.mouth import add_mouth_cap
-from faceanime.reconstruction import face_vertices, project_vertices
 from faceanime.render.frames import Box, BoxRenderer, check_source_size, clip_box, image_tensor
 from faceanime.render.paste import paste_back
 from faceanime.render.texture import Texture, TextureConfig, extract_texture, render_texture
@@ -86,12 +85,6 @@ class ClassicRenderer(BoxRenderer):
         # Kept channels last: a texel's three colours together, so a bilinear lookup touches 4
         # places in memory instead of 12 (a quarter faster on a 1024² texture, same values).
         self.texture.image = self.texture.image.contiguous(memory_format=torch.channels_last)
-
-    def _screen(self, coeffs: Coefficients) -> torch.Tensor:
-        if self.eyelids is None and bool((coeffs.eyes != 0).any()):
-            coeffs = replace(coeffs, eyes=torch.zeros_like(coeffs.eyes))
-        verts = face_vertices(self.mesh, coeffs, jaw=self.jaw, eyelids=self.eyelids)
-        return project_vertices(coeffs, verts).to(self.image.dtype)
 
     def render_faces(self, target: Coefficients, box: tuple[int, int, int, int] | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor]:

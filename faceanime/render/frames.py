@@ -9,6 +9,7 @@ outside the box is the photo itself.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Protocol
 
 import numpy as np
@@ -16,7 +17,11 @@ import torch
 
 from faceanime.coefficients import Coefficients
 from faceanime.errors import InputError
+from faceanime.morphable.eyelid import Eyelids
+from faceanime.morphable.jaw import Jaw
+from faceanime.morphable.model import FaceModel
 from faceanime.parallel import default_workers, ordered_map
+from faceanime.reconstruction import face_vertices, project_vertices
 
 Box = tuple[int, int, int, int]
 """A pixel box ``(x0, y0, x1, y1)``, end-exclusive."""
@@ -67,12 +72,24 @@ def clip_box(low: torch.Tensor, high: torch.Tensor, size: tuple[int, int], pad: 
 class BoxRenderer:
     """Batching and frame output shared by the photo renderers.
 
-    Subclasses set ``self.image`` (``(3, H, W)`` float photo) and ``self.config`` (with
-    ``batch_size`` and ``workers``), and implement :meth:`_render_box`.
+    Subclasses set ``self.image`` (``(3, H, W)`` float photo), ``self.config`` (with
+    ``batch_size`` and ``workers``), the mesh they pose (``mesh``, ``jaw``, ``eyelids``), and
+    implement :meth:`_render_box`.
     """
 
     image: torch.Tensor
     config: BatchSettings
+    mesh: FaceModel
+    jaw: Jaw
+    eyelids: Eyelids | None
+
+    def _screen(self, coeffs: Coefficients) -> torch.Tensor:
+        """``(T, N, 3)`` the renderer's mesh posed at ``T`` frames' coefficients, projected
+        (pixels and depth). Lid closures are ignored by a mesh without an eyelid rig."""
+        if self.eyelids is None and bool((coeffs.eyes != 0).any()):
+            coeffs = replace(coeffs, eyes=torch.zeros_like(coeffs.eyes))
+        verts = face_vertices(self.mesh, coeffs, jaw=self.jaw, eyelids=self.eyelids)
+        return project_vertices(coeffs, verts).to(self.image.dtype)
 
     @property
     def image_size(self) -> tuple[int, int]:

@@ -38,7 +38,7 @@ rounding) and the output is the photo. Alternatives measured against this design
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -49,7 +49,7 @@ from faceanime.morphable.eyelid import eyelid_rig
 from faceanime.morphable.jaw import build_jaw
 from faceanime.morphable.model import FaceModel
 from faceanime.morphable.mouth import add_mouth_cap, boundary_loops
-from faceanime.reconstruction import face_vertices, project_vertices
+from faceanime.reconstruction import project_vertices
 from faceanime.render.frames import Box, BoxRenderer, check_source_size, clip_box, image_tensor
 from faceanime.render.paste import feather_mask
 from faceanime.render.rasterize import interpolate_covered, rasterize, signed_areas
@@ -325,12 +325,6 @@ class WarpRenderer(BoxRenderer):
         self.lip_colour = self._lip_colour(src)
 
     # -- source-side set-up, once per photo --
-
-    def _screen(self, coeffs: Coefficients) -> torch.Tensor:
-        if self.eyelids is None and bool((coeffs.eyes != 0).any()):
-            coeffs = replace(coeffs, eyes=torch.zeros_like(coeffs.eyes))
-        verts = face_vertices(self.mesh, coeffs, jaw=self.jaw, eyelids=self.eyelids)
-        return project_vertices(coeffs, verts).to(self.image.dtype)
 
     def _depth_buffer(self, src: torch.Tensor) -> None:
         """The photo's depth buffer over its face box: which surface point each pixel shows."""
