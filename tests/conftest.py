@@ -35,6 +35,20 @@ def sfm_model(data_dir):
 
 
 @pytest.fixture(scope="session")
+def s1_photo(data_dir, sfm_model):
+    """faces/s1.jpg at half size (572², an (H, W, 3) uint8 array) and its fitted coefficients,
+    fitted once per session."""
+    import numpy as np
+    from PIL import Image
+
+    from faceanime.fitting import fit_image
+
+    image = Image.open(data_dir / "faces" / "s1.jpg").convert("RGB")
+    image = np.array(image.resize((image.width // 2, image.height // 2), Image.LANCZOS))
+    return image, fit_image(image, sfm_model)
+
+
+@pytest.fixture(scope="session")
 def d3_track(data_dir):
     """dlib landmarks of videos/d3.mp4 (354 frames, talking), tracked once per session."""
     from faceanime.landmarks import TrackerConfig, track_video

@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from faceanime.coefficients import Coefficients
-from faceanime.fitting import FitConfig, fit_image, fit_landmarks
+from faceanime.fitting import FitConfig, fit_landmarks
 from faceanime.geometry.camera import project_orthographic
 from faceanime.geometry.rotation import euler_to_matrix
 from faceanime.morphable.eyelid import apply_eyelids, build_eyelids
@@ -119,15 +118,13 @@ def test_motion_transfer_moves_the_lids():
     assert torch.equal(still.eyes, source.eyes.expand(3, -1))
 
 
-def test_warp_renders_a_blink(sfm_model, data_dir):
+def test_warp_renders_a_blink(sfm_model, s1_photo):
     """Closing the lids of s1's fit closes the eyes of the output: dlib's eye opening on the
     rendered frame falls well below the photo's (measured: 55 % and 61 %; the lash line and the
     squeezed iris leave a dark line that dlib still reads as a slit)."""
     from faceanime.landmarks import create_detector, detect_landmarks
 
-    image = Image.open(data_dir / "faces" / "s1.jpg").convert("RGB")
-    image = np.array(image.resize((image.width // 2, image.height // 2), Image.LANCZOS))
-    coeffs = fit_image(image, sfm_model)
+    image, coeffs = s1_photo
     closed = coeffs.frames([0])
     closed.eyes = torch.ones(1, 2)
     frame = to_uint8(WarpRenderer(sfm_model, image, coeffs).render(closed))[0]

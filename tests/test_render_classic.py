@@ -5,21 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from faceanime.errors import InputError
-from faceanime.fitting import fit_image, fit_landmarks
+from faceanime.fitting import fit_landmarks
 from faceanime.geometry.rotation import euler_to_matrix
 from faceanime.motion import transfer_motion
 from faceanime.render.classic import ClassicConfig, ClassicRenderer
 from faceanime.render.frames import to_uint8
-
-
-@pytest.fixture(scope="module")
-def s1_photo(data_dir, sfm_model):
-    image = Image.open(data_dir / "faces" / "s1.jpg").convert("RGB")
-    image = np.array(image.resize((image.width // 2, image.height // 2), Image.LANCZOS))
-    return image, fit_image(image, sfm_model)
 
 
 def test_source_coefficients_give_back_the_photo(sfm_model, s1_photo):

@@ -29,13 +29,6 @@ from faceanime.render.warp import (
 
 
 @pytest.fixture(scope="module")
-def s1_photo(data_dir, sfm_model):
-    image = Image.open(data_dir / "faces" / "s1.jpg").convert("RGB")
-    image = np.array(image.resize((image.width // 2, image.height // 2), Image.LANCZOS))
-    return image, fit_image(image, sfm_model)
-
-
-@pytest.fixture(scope="module")
 def s1_warp(sfm_model, s1_photo):
     image, coeffs = s1_photo
     return WarpRenderer(sfm_model, image, coeffs)

@@ -18,11 +18,8 @@ import torch
 
 from faceanime.coefficients import Coefficients
 from faceanime.errors import InputError
-from faceanime.morphable.eyelid import eyelid_rig
-from faceanime.morphable.jaw import build_jaw
 from faceanime.morphable.model import FaceModel
-from faceanime.morphable.mouth import add_mouth_cap
-from faceanime.render.frames import Box, BoxRenderer, check_source_size, clip_box, image_tensor
+from faceanime.render.frames import Box, BoxRenderer, clip_box
 from faceanime.render.paste import paste_back
 from faceanime.render.texture import Texture, TextureConfig, extract_texture, render_texture
 
@@ -61,18 +58,7 @@ class ClassicRenderer(BoxRenderer):
     def __init__(self, model: FaceModel, source_image, source: Coefficients,
                  config: ClassicConfig | None = None) -> None:
         self.config = config or ClassicConfig()
-        device = model.device
-        self.image = image_tensor(source_image, device).to(model.dtype)
-        check_source_size(source, self.image)
-        self.model = model
-        jaw = build_jaw(model)
-        self.cap = None
-        if self.config.mouth_interior:
-            self.cap = add_mouth_cap(model, jaw)
-            self.mesh, self.jaw = self.cap.model, self.cap.jaw
-        else:
-            self.mesh, self.jaw = model, jaw
-        self.eyelids = eyelid_rig(self.mesh)
+        self._set_up(model, source_image, source, self.config.mouth_interior)
         if model.texcoords is None:
             raise InputError(f"model {model.name} has no texture coordinates; the classic "
                              "render needs them")

@@ -17,9 +17,10 @@ import torch
 
 from faceanime.coefficients import Coefficients
 from faceanime.errors import InputError
-from faceanime.morphable.eyelid import Eyelids
-from faceanime.morphable.jaw import Jaw
+from faceanime.morphable.eyelid import Eyelids, eyelid_rig
+from faceanime.morphable.jaw import Jaw, build_jaw
 from faceanime.morphable.model import FaceModel
+from faceanime.morphable.mouth import MouthCap, add_mouth_cap
 from faceanime.parallel import default_workers, ordered_map
 from faceanime.reconstruction import face_vertices, project_vertices
 
@@ -82,6 +83,26 @@ class BoxRenderer:
     mesh: FaceModel
     jaw: Jaw
     eyelids: Eyelids | None
+    cap: MouthCap | None
+
+    def _set_up(self, model: FaceModel, source_image, source: Coefficients,
+                mouth_interior: bool) -> None:
+        """What every photo renderer starts with: the photo as ``(3, H, W)`` floats (refused
+        when the coefficients were fitted on another size), and the mesh it poses — the model
+        with its mouth hole closed by a recessed cap when asked (a model without a hole needs
+        none), the jaw rig and the eyelid rig (None without mapped eye landmarks)."""
+        self.image = image_tensor(source_image, model.device).to(model.dtype)
+        check_source_size(source, self.image)
+        self.model = model
+        jaw = build_jaw(model)
+        self.mesh, self.jaw, self.cap = model, jaw, None
+        if mouth_interior:
+            try:
+                self.cap = add_mouth_cap(model, jaw)
+                self.mesh, self.jaw = self.cap.model, self.cap.jaw
+            except InputError:
+                pass  # no hole at the mouth: nothing to close
+        self.eyelids = eyelid_rig(self.mesh)
 
     def _screen(self, coeffs: Coefficients) -> torch.Tensor:
         """``(T, N, 3)`` the renderer's mesh posed at ``T`` frames' coefficients, projected

@@ -45,12 +45,10 @@ import torch.nn.functional as F
 
 from faceanime.coefficients import Coefficients
 from faceanime.errors import InputError
-from faceanime.morphable.eyelid import eyelid_rig
-from faceanime.morphable.jaw import build_jaw
 from faceanime.morphable.model import FaceModel
-from faceanime.morphable.mouth import add_mouth_cap, boundary_loops
+from faceanime.morphable.mouth import boundary_loops
 from faceanime.reconstruction import project_vertices
-from faceanime.render.frames import Box, BoxRenderer, check_source_size, clip_box, image_tensor
+from faceanime.render.frames import Box, BoxRenderer, clip_box
 from faceanime.render.paste import feather_mask
 from faceanime.render.rasterize import interpolate_covered, rasterize, signed_areas
 from faceanime.render.texture import pixel_grid
@@ -280,18 +278,7 @@ class WarpRenderer(BoxRenderer):
     def __init__(self, model: FaceModel, source_image, source: Coefficients,
                  config: WarpConfig | None = None) -> None:
         self.config = c = config or WarpConfig()
-        self.image = image_tensor(source_image, model.device).to(model.dtype)
-        check_source_size(source, self.image)
-        self.model = model
-        jaw = build_jaw(model)
-        self.mesh, self.jaw, self.cap = model, jaw, None
-        if c.mouth_interior:
-            try:
-                self.cap = add_mouth_cap(model, jaw)
-                self.mesh, self.jaw = self.cap.model, self.cap.jaw
-            except InputError:
-                pass  # a model with a closed mouth needs no cap
-        self.eyelids = eyelid_rig(self.mesh)
+        self._set_up(model, source_image, source, c.mouth_interior)
         self.n_face_vertices = model.n_vertices
         self.n_face_triangles = model.n_triangles
         self.triangles = self.mesh.triangles.to(model.device)
