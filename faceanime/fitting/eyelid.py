@@ -63,7 +63,7 @@ def fit_eyelids(model: FaceModel, coeffs: Coefficients, temporal_weight: float =
     """
     t = coeffs.n_frames
     if coeffs.landmarks is None:
-        return torch.zeros(t, 2)
+        return torch.zeros(t, 2, device=coeffs.expression.device)
     eyelids = eyelids if eyelids is not None else build_eyelids(model)
     dtype = torch.float64
     rig = eyelids.to(dtype=dtype)
@@ -91,12 +91,13 @@ def fit_eyelids(model: FaceModel, coeffs: Coefficients, temporal_weight: float =
     else:
         # Minimise sum_f p_f (c_f - ĉ_f)² + w sum_f (c_f - c_(f-1))², one eye per column.
         w = temporal_weight * precision[known].mean() if bool(known.any()) else 1.0
-        ones = torch.ones(t, 2, dtype=dtype)
-        neighbours = torch.zeros(t, 2, dtype=dtype)
+        device = precision.device
+        ones = torch.ones(t, 2, dtype=dtype, device=device)
+        neighbours = torch.zeros(t, 2, dtype=dtype, device=device)
         neighbours[1:] += 1
         neighbours[:-1] += 1
         diag = precision + w * neighbours + 1e-9 * ones
-        lower = torch.full((t, 2), -float(w), dtype=dtype)
+        lower = torch.full((t, 2), -float(w), dtype=dtype, device=device)
         closure = torch.stack([
             solve_block_tridiagonal(diag[:, e, None, None], lower[:, e, None, None],
                                     rhs[:, e, None, None])[:, 0, 0] for e in range(2)], 1)

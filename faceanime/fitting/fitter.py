@@ -689,9 +689,9 @@ def fit_landmarks(model: FaceModel, landmarks: torch.Tensor,
         fps: frame rate, stored in the result.
 
     Returns:
-        :class:`~faceanime.coefficients.Coefficients` with ``landmarks`` and
-        ``fitted_landmarks``; frames with no usable landmarks have ``valid`` False and
-        coefficients interpolated from their neighbours.
+        :class:`~faceanime.coefficients.Coefficients` on the fit's device (``config.device``,
+        else the model's), with ``landmarks`` and ``fitted_landmarks``; frames with no usable
+        landmarks have ``valid`` False and coefficients interpolated from their neighbours.
 
     Raises:
         InputError: wrong shape, or no landmark of the model is mapped.
@@ -707,6 +707,8 @@ def fit_landmarks(model: FaceModel, landmarks: torch.Tensor,
         raise InputError(f"unknown camera {config.camera!r}; use orthographic or perspective")
     device = torch.device(config.device) if config.device else model.device
     dtype = torch.float64 if config.double else torch.float32
+    # Landmarks come from a detector on the CPU; the fit and its result live on ``device``.
+    landmarks = landmarks.to(device)
     height, width = (int(v) for v in torch.as_tensor(image_size).tolist())
 
     eyelids = eyelid_rig(model) if config.eyelids else None  # None: eye landmarks not mapped
@@ -763,9 +765,10 @@ def fit_landmarks(model: FaceModel, landmarks: torch.Tensor,
         image_size=torch.tensor([height, width]), landmarks=landmarks.float(),
         fitted_landmarks=fitted.float(), valid=valid, fps=fps)
     if eyelids is not None:
-        coeffs.eyes = fit_eyelids(model, coeffs.to(model.device), config.eyelid_temporal_weight,
-                                  eyelids).to(coeffs.expression.device)
-        _close_fitted_lids(coeffs, eyelids, model)
+        on_model = coeffs.to(model.device)
+        on_model.eyes = fit_eyelids(model, on_model, config.eyelid_temporal_weight, eyelids)
+        _close_fitted_lids(on_model, eyelids, model)
+        coeffs = on_model.to(device)
     return coeffs
 
 

@@ -15,12 +15,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import imageio.v3 as iio
-import imageio_ffmpeg
 import numpy as np
 from PIL import Image, PngImagePlugin
 
 from faceanime.errors import MediaError
 from faceanime.io.atomic import atomic_path
+
+
+def _ffmpeg():
+    """imageio-ffmpeg, imported when a video is read or written: coefficient files, photos
+    and fits work without it."""
+    try:
+        import imageio_ffmpeg
+    except ImportError as exc:
+        raise MediaError("reading or writing video needs imageio-ffmpeg: pip install "
+                         "imageio-ffmpeg") from exc
+    return imageio_ffmpeg
+
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".gif")
@@ -98,7 +109,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
         if isinstance(info.get("comment"), bytes):
             out["comment"] = info["comment"].decode("utf-8", "replace")
         return out
-    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-f",
+    command = [_ffmpeg().get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-f",
                "ffmetadata", "-"]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -135,7 +146,7 @@ def _open_reader(path: Path, start: int = 0) -> tuple[Iterator[bytes], dict]:
     # time), and the rest re-timed from 0 so that no frame is duplicated to fill the gap.
     output = ["-vf", f"trim=start_frame={start},setpts=PTS-STARTPTS"] if start else None
     try:
-        gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24", output_params=output)
+        gen = _ffmpeg().read_frames(str(path), pix_fmt="rgb24", output_params=output)
         meta = next(gen)
     except (OSError, RuntimeError, StopIteration) as exc:
         raise MediaError(f"{path}: not a readable video ({str(exc).splitlines()[0][:120]}); "
@@ -239,7 +250,7 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
                         for key, value in metadata.items():
                             params += ["-metadata", f"{key}={value}"]
                     kwargs["output_params"] = params
-                    writer = imageio_ffmpeg.write_frames(
+                    writer = _ffmpeg().write_frames(
                         str(tmp), (w, h), fps=fps, codec="libx264", pix_fmt_out="yuv420p",
                         quality=quality, macro_block_size=2, ffmpeg_log_level="error", **kwargs)
                     writer.send(None)
