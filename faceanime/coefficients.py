@@ -45,6 +45,9 @@ class Coefficients:
         eyes: ``(T, 2)`` eyelid closure of each eye (iBUG's 37-42 eye first) in [0, 1]:
             0 as in the model, 1 closed (:mod:`faceanime.morphable.eyelid`); zeros when not
             given (files written before the eyelid rig).
+        mouth: ``(T, 4, h, w)`` uint8 RGBA, the mouth interior each frame shows, in the
+            canonical layout of :mod:`faceanime.render.mouth_interior` (captured from a
+            driving video; alpha: how open that frame's mouth was), or None.
     """
 
     model: str
@@ -61,6 +64,7 @@ class Coefficients:
     valid: torch.Tensor | None = None
     fps: float = 0.0
     eyes: torch.Tensor | None = None
+    mouth: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         t = self.expression.shape[0]
@@ -68,6 +72,10 @@ class Coefficients:
             self.eyes = self.expression.new_zeros(t, 2)
         elif tuple(self.eyes.shape) != (t, 2):
             raise InputError(f"coefficients: eyes must be ({t}, 2), got {tuple(self.eyes.shape)}")
+        if self.mouth is not None and (self.mouth.ndim != 4 or self.mouth.shape[:2] != (t, 4)
+                                       or self.mouth.dtype != torch.uint8):
+            raise InputError(f"coefficients: mouth must be ({t}, 4, h, w) uint8, got "
+                             f"{tuple(self.mouth.shape)} {self.mouth.dtype}")
         expect = {"jaw": (t,), "rotation": (t, 3, 3), "translation": (t, 3), "scale": (t,)}
         for name, shape in expect.items():
             got = tuple(getattr(self, name).shape)
@@ -116,7 +124,8 @@ class Coefficients:
     def with_tensor(self, vector: torch.Tensor) -> Coefficients:
         """Inverse of :meth:`to_tensor`: new per-frame values from a ``(T', D)`` vector, keeping
         the identity, model, camera and image size (landmarks are dropped). The eyelid closures
-        are not in the vector: kept per frame when ``T' = T``, else the last frame's held."""
+        and mouth interiors are not in the vector: kept per frame when ``T' = T``; else the
+        last frame's closures are held and the interiors dropped."""
         from faceanime.geometry.rotation import so3_exp
 
         ke = self.expression.shape[1]
@@ -127,7 +136,8 @@ class Coefficients:
             rotation=so3_exp(vector[:, ke + 1:ke + 4]), translation=vector[:, ke + 4:ke + 7],
             scale=vector[:, ke + 7].exp(), camera=self.camera, image_size=self.image_size,
             fps=self.fps, eyes=(self.eyes.clone() if vector.shape[0] == self.n_frames
-                                else self.eyes[-1:].expand(vector.shape[0], -1).clone()))
+                                else self.eyes[-1:].expand(vector.shape[0], -1).clone()),
+            mouth=self.mouth if vector.shape[0] == self.n_frames else None)
 
     # --- files -------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
@@ -167,6 +177,6 @@ class Coefficients:
                 image_size=tensor("image_size", torch.long), landmarks=tensor("landmarks"),
                 fitted_landmarks=tensor("fitted_landmarks"),
                 valid=tensor("valid", torch.bool), fps=float(arrays.get("fps", 0.0)),
-                eyes=tensor("eyes"))
+                eyes=tensor("eyes"), mouth=tensor("mouth", torch.uint8))
         except InputError as exc:
             raise InputError(f"{path}: {exc}") from exc

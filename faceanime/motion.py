@@ -136,6 +136,8 @@ def transfer_motion(source: Coefficients, driving: Coefficients,
     else:
         rotation = src.rotation.expand(t, -1, -1).clone()
         translation, scale = src.translation.expand(t, -1).clone(), src.scale.expand(t).clone()
+    # The driver's mouth interior goes with its mouth motion.
+    mouth = drv.mouth if (config.mouth or default) != "off" else None
     return Coefficients(model=src.model, shape=src.shape.clone(), expression=expression,
                         jaw=jaw, eyes=eyes, rotation=rotation, translation=translation, scale=scale,
-                        camera=src.camera, image_size=src.image_size, fps=drv.fps)
+                        camera=src.camera, image_size=src.image_size, fps=drv.fps, mouth=mouth)

@@ -34,6 +34,8 @@ from faceanime.landmarks import (
 from faceanime.morphable import FaceModel, load_model
 from faceanime.motion import MotionConfig, transfer_motion
 from faceanime.parallel import Background
+from faceanime.render.mouth_interior import InteriorCapture
+from faceanime.render.warp import WarpRenderer
 from faceanime.tasks import (
     OutputConfig,
     TaskResult,
@@ -141,6 +143,15 @@ def load_driving(driving: str | os.PathLike, model: FaceModel, config: RetargetC
                      tracker=driver_tracker(config)), path
 
 
+def wants_driver_mouth(renderer, config: RetargetConfig) -> bool:
+    """Whether the job's renderer draws a captured mouth interior: the warp with its mouth cap
+    and ``driver_interior`` on, with the mouth's motion transferred."""
+    motion = config.motion
+    mouth = motion.mouth or (motion.mode if motion.expression else "off")
+    return (isinstance(renderer, WarpRenderer) and renderer.cap is not None
+            and renderer.config.driver_interior and mouth != "off")
+
+
 def check_driving(driving: str | os.PathLike) -> None:
     """Refuse a driver of the wrong kind before the photo is fitted."""
     path = Path(driving)
@@ -229,6 +240,10 @@ def retarget(source: str | os.PathLike, driving: str | os.PathLike,
     prepared = prepare(source, driving, config)
     image, source_coeffs, renderer = prepared.image, prepared.source, prepared.renderer
     driving_coeffs, audio = prepared.driving, prepared.audio
+    if wants_driver_mouth(renderer, config) and is_video_path(driving):
+        # The driver's teeth and tongue, for where the target opens wider than the photo.
+        driving_coeffs.mouth = InteriorCapture(prepared.model).video(
+            driving, driving_coeffs, progress=out_cfg.progress)
     driving_coeffs = smooth_coefficients(driving_coeffs, config.smooth)
     target = transfer_motion(source_coeffs, driving_coeffs, config.motion)
     fps = driving_coeffs.fps or config.fps or 25.0

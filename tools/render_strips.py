@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=256, help="tile side in pixels")
     parser.add_argument("--frames", nargs="+", default=["yaw", "move", "mouth", "blink"],
                         help="which driver frames: yaw move mouth blink, or frame numbers")
+    parser.add_argument("--no-driver-mouth", dest="driver_mouth", action="store_false",
+                        help="leave out the driver's mouth interior (the synthesised one shows)")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/faceanime_strips_cache"))
     parser.add_argument("-o", "--output", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -81,10 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     from faceanime.landmarks import TrackerConfig, track_video
     from faceanime.morphable import load_model
     from faceanime.motion import transfer_motion
+    from faceanime.render.mouth_interior import TEXTURE_SIZE, InteriorCapture
     from faceanime.tasks import OutputConfig, load_source, make_renderer
 
     torch.set_num_threads(2)
     model = load_model(DATA / "sfm" / "sfm_shape_3448.bin")
+    capture = InteriorCapture(model)
     args.cache.mkdir(parents=True, exist_ok=True)
     args.output.mkdir(parents=True, exist_ok=True)
     for drv_name in args.drivers:
@@ -107,10 +111,16 @@ def main(argv: list[str] | None = None) -> int:
                 driver_frames[i] = frame
             if i >= frames[-1]:
                 break
+        h, w = TEXTURE_SIZE
+        driving.mouth = torch.zeros(driving.n_frames, 4, h, w, dtype=torch.uint8)
+        if args.driver_mouth:
+            driving.mouth[frames] = capture(np.stack([driver_frames[i] for i in frames]),
+                                            driving.frames(frames))
         for photo_name in args.photos:
             photo_path = next((DATA / "faces").glob(f"{photo_name}.*"))
             image, source = load_source(photo_path, model, OutputConfig(size=512))
-            # Relative to the driver's own first frame, as the job does.
+            # Relative to the driver's own first frame, as the job does, with the driver's
+            # mouth interior captured from the chosen frames (the others hold none).
             target = transfer_motion(source, driving).frames([i for _, i in chosen])
             outputs = {}
             for name in args.renderers:

@@ -60,6 +60,7 @@ from faceanime.landmarks.detector import as_rgb_image
 from faceanime.morphable import FaceModel, load_model
 from faceanime.motion import MotionConfig, transfer_motion
 from faceanime.render.classic import ClassicConfig, ClassicRenderer
+from faceanime.render.mouth_interior import InteriorCapture
 from faceanime.render.warp import WarpConfig, WarpRenderer
 
 SELF_METRICS = ("l1", "psnr", "ssim", "akd", "aed", "id_dist")
@@ -358,6 +359,16 @@ def _renderer(method: str, model: FaceModel, image: np.ndarray, source: Coeffici
     raise InputError(f"unknown method {method!r}")
 
 
+def _capture(model: FaceModel, config: EvalConfig) -> InteriorCapture | None:
+    """The warp's capture of the driver's mouth interior, or None where it draws none."""
+    if not (config.warp.mouth_interior and config.warp.driver_interior):
+        return None
+    try:
+        return InteriorCapture(model)
+    except InputError:
+        return None  # a model without a mouth hole
+
+
 def method_names(config: EvalConfig) -> list[str]:
     """Methods in report order: baselines, generator, external results."""
     for m in config.methods:
@@ -500,6 +511,7 @@ def evaluate_self_video(video: str | os.PathLike, config: EvalConfig, model: Fac
         except FaceAnimeError as exc:
             result.methods[name].error = _error_text(exc)
     live = [n for n in names if result.methods[n].error is None]
+    capture = _capture(model, config) if "warp" in renderers else None
 
     def batches() -> Iterator[tuple[list[int], np.ndarray, dict[str, np.ndarray]]]:
         idx, gts, ext = [], [], {n: [] for n in streams}
@@ -537,6 +549,9 @@ def evaluate_self_video(video: str | os.PathLike, config: EvalConfig, model: Fac
                         out = renderers[name].render(points)
                     elif name in renderers:
                         target = coeffs.frames([position[i] for i in idx])
+                        if name == "warp" and capture is not None:
+                            # The driver's mouth interior, as retarget captures it.
+                            target.mouth = capture(gt_frames, target)
                         out = to_uint8(renderers[name].render(target.to(device)))
                     else:
                         out = external[name]
@@ -648,10 +663,14 @@ def evaluate_cross_pair(photo: str | os.PathLike, driving: str | os.PathLike,
     wanted = set(indices)
     drv_points = torch.full((len(indices), 68, 2), float("nan"))
     k = 0
+    capture = _capture(model, config) if "warp" in names else None
+    kept = []
     for i, frame in enumerate(iter_video_frames(driving)):
         if i in wanted:
             drv_points[k] = scorer.landmarks(frame[None])[0]
             k += 1
+            if capture is not None:
+                kept.append(frame)
     result.frames_total, result.frame_indices = total, indices
     drv_face = torch.isfinite(drv_points).flatten(1).all(1)
     result.gt_no_face = int((~drv_face).sum())
@@ -659,6 +678,11 @@ def evaluate_cross_pair(photo: str | os.PathLike, driving: str | os.PathLike,
     fit_config = FitConfig(device=config.device,
                            temporal_weight=FitConfig.temporal_weight if consecutive else 0.0)
     drv = fit_landmarks(model, drv_points, size, fit_config)
+    if capture is not None and kept:
+        # The driver's mouth interior, as retarget captures it (the evaluated frames only).
+        drv.mouth = torch.cat([capture(np.stack(kept[k:k + 32]), drv.frames(slice(k, k + 32)))
+                               for k in range(0, len(kept), 32)])
+        kept.clear()
     motion = MotionConfig(**{**config.motion.__dict__, "reference_frame": 0})
     target = transfer_motion(source, drv, motion)
     drv_expr = torch.cat([drv.expression, drv.jaw[:, None]], 1).cpu()

@@ -49,6 +49,17 @@ from faceanime.morphable.model import FaceModel
 from faceanime.morphable.mouth import boundary_loops
 from faceanime.reconstruction import project_vertices
 from faceanime.render.frames import Box, BoxRenderer, clip_box
+from faceanime.render.mouth_interior import (
+    REFERENCE_LUMA,
+    luma,
+    median_colours,
+    mouth_layout,
+    sample_texture,
+    skin_vertices,
+    synthetic_interior,
+    upper_teeth,
+)
+from faceanime.render.mouth_interior import mouth_uv as mouth_uv_of
 from faceanime.render.paste import feather_mask
 from faceanime.render.rasterize import interpolate_covered, rasterize, signed_areas
 from faceanime.render.texture import pixel_grid
@@ -102,6 +113,9 @@ class WarpConfig:
     synthesised one where the target opens wider."""
     interior_darkness: float = 0.8
     """How dark the back of a synthesised mouth interior is (0: lip colour, 1: black)."""
+    driver_interior: bool = True
+    """Where the target carries the driver's mouth interior (``Coefficients.mouth``, captured
+    from a driving video), show its teeth and tongue instead of the synthesised ones."""
     batch_size: int = 8
     """Frames rendered at once (memory grows with it and the image size)."""
     workers: int = 0
@@ -310,6 +324,15 @@ class WarpRenderer(BoxRenderer):
         self._head_region()
         self.ellipsoid = head_ellipsoid(model)
         self.lip_colour = self._lip_colour(src)
+        if self.cap is not None:
+            self.layout = mouth_layout(self.cap).to(src.device)
+            skin = float(luma(median_colours(self.image[None], src[None, skin_vertices(
+                self.mesh).to(src.device), :2])[0]).clamp_min(0.05))
+            self.skin = skin
+            self.synthetic = synthetic_interior(self.layout, self.lip_colour, skin,
+                                                c.interior_darkness)[None]    # (1, 4, h, w)
+            # Captured interiors are stored at a reference skin brightness: back to the photo's.
+            self.interior_gain = skin / REFERENCE_LUMA
 
     # -- source-side set-up, once per photo --
 
@@ -425,10 +448,10 @@ class WarpRenderer(BoxRenderer):
         interior[mouth[0]] = mouth[1]
         return box, positions, interior.view(t, 1, h, w)
 
-    def _flow(self, target: Coefficients
-              ) -> tuple[Box, torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """:meth:`flow`, with the mouth interior as flat pixel indices over ``(T, h, w)`` and
-        their share and depth in the mouth (0 at the lips, 1 at the back): three ``(M,)``."""
+    def _flow(self, target: Coefficients) -> tuple[Box, torch.Tensor, tuple[torch.Tensor, ...]]:
+        """:meth:`flow`, with the mouth interior as flat pixel indices ``(M,)`` over
+        ``(T, h, w)``, their share of interior ``(M,)`` and texel positions in the interior
+        layout ``(M, 2)``, and each frame's mouth corners' x in the box ``(T, 2)``."""
         c = self.config
         screen = self._screen(target)                                       # (T, N, 3)
         t = screen.shape[0]
@@ -535,7 +558,9 @@ class WarpRenderer(BoxRenderer):
         positions = flat_positions.view(t, h, w, 2).permute(0, 3, 1, 2)
 
         mouth_pixels = pixel[:0]
-        mouth_share = mouth_depth = depth[:0]
+        mouth_share = depth[:0]
+        mouth_uv = xy[:0]
+        span = screen.new_zeros(t, 2)
         if self.cap is not None:
             # The photo's own mouth serves while the target mouth opens not much wider than
             # the photo's (the cap's projected area); from 1.5 to 3 times that it would be
@@ -547,13 +572,35 @@ class WarpRenderer(BoxRenderer):
             keep = mouth_share > 0
             mouth_pixels = pixel[on_cap][keep]
             mouth_share = mouth_share[keep]
-            # The cap lists its centre vertex first: that weight is how deep in the mouth a
-            # pixel lies.
-            mouth_depth = fragments.bary.reshape(-1, 3)[mouth_pixels, 0].clamp(0, 1)
-        return box, positions, (mouth_pixels, mouth_share, mouth_depth)
+            # Where on the cap each pixel lies, in the interior textures' layout.
+            cap_triangle = tri[on_cap][keep] - self.n_face_triangles
+            bary = fragments.bary.reshape(-1, 3)[mouth_pixels]
+            mouth_uv = mouth_uv_of(self.layout, cap_triangle, bary)
+            loop_x = screen[:, self.cap.loop.to(device), 0]
+            span = torch.stack([loop_x.amin(1), loop_x.amax(1)], 1) - x0
+        return box, positions, (mouth_pixels, mouth_share, mouth_uv, span)
+
+    def _interior(self, target: Coefficients, pixels: torch.Tensor, uv: torch.Tensor,
+                  span: torch.Tensor, box: tuple[int, int]) -> torch.Tensor:
+        """``(M, 3)`` the mouth interior at mouth pixels (flat over ``(T, h, w)`` of a box of
+        ``box = (h, w)``) lying at texel positions ``uv (M, 2)``: the driver's own where the
+        target carries it (scaled to the photo's skin brightness) and its mouth was open, the
+        synthesised one elsewhere (teeth below the upper lip of mouths spanning ``span``)."""
+        h, w = box
+        frame = pixels.div(h * w, rounding_mode="floor")
+        flat = pixels % (h * w)
+        synthetic = sample_texture(self.synthetic, torch.zeros_like(frame), uv)[:, :3]
+        teeth, white = upper_teeth(flat.div(w, rounding_mode="floor"), flat % w, frame, span,
+                                   self.skin)
+        synthetic = torch.lerp(synthetic, white, teeth[:, None])
+        if target.mouth is None or not self.config.driver_interior:
+            return synthetic
+        driver = sample_texture(target.mouth.to(uv.device, uv.dtype) / 255, frame, uv)
+        colour = (driver[:, :3] * self.interior_gain).clamp(0, 1)
+        return torch.lerp(synthetic, colour, driver[:, 3:])
 
     def _render_box(self, target: Coefficients) -> tuple[Box, torch.Tensor]:
-        box, positions, (pixels, share, depth) = self._flow(target)
+        box, positions, (pixels, share, uv, span) = self._flow(target)
         h, w = self.image_size
         grid = pixel_grid(positions.permute(0, 2, 3, 1), h, w)
         photo = self.image[None].expand(positions.shape[0], -1, -1, -1)
@@ -561,8 +608,7 @@ class WarpRenderer(BoxRenderer):
                             align_corners=True)
         if len(pixels):
             t, _, bh, bw = out.shape
-            shade = 1 - self.config.interior_darkness * (0.35 + 0.65 * depth.sqrt())
-            mouth = self.lip_colour[None, :] * shade[:, None]                 # (M, 3)
+            mouth = self._interior(target, pixels, uv, span, (bh, bw))         # (M, 3)
             flat = out.permute(0, 2, 3, 1).reshape(-1, 3)
             flat[pixels] = torch.lerp(flat[pixels], mouth, share[:, None])
             out = flat.view(t, bh, bw, 3).permute(0, 3, 1, 2)

@@ -1,0 +1,338 @@
+"""The mouth interior a photo renderer shows where the target opens the mouth wider than the
+photo does: the driver's own teeth and tongue, or a synthesised interior, as an RGBA texture
+over the mouth cap in one canonical layout.
+
+**Layout.** The cap (:mod:`faceanime.morphable.mouth`) is a fan of triangles from the
+inner-lip loop to a centre vertex set back in the mouth. Its canonical layout is the model's
+mean face with the jaw opened by :data:`LAYOUT_JAW`, seen from the front and stretched to fill
+an ``(h, w)`` texture: the upper lip's edge along the top, the lower lip's along the bottom.
+Any posed cap maps to it triangle by triangle (same barycentric weights), so an interior
+captured from one face at one opening is drawn on another face at another opening, following
+its lip contour ("Bringing Portraits to Life", Averbuch-Elor et al. 2017, transfers the
+driver's mouth the same way, by a warp to the target's lips).
+
+**Capture** (:func:`capture_interior`): for each driving frame, every texel's cap point posed
+by the driver's fit is looked up in the driving frame. The colours are normalised by the
+driver's skin brightness (the nose bridge's, to :data:`REFERENCE_LUMA`), so a renderer scales
+them to its photo's: a dark video's teeth are not grey on a bright photo. (Lips would be a
+worse reference: pale and red lips differ more than the light does.) Alpha says how far the
+driver's own mouth is open in that frame: closed, the texture holds only lips, and a renderer
+falls back to the synthesised interior.
+
+**Synthesis** (:func:`synthetic_interior`, :func:`upper_teeth`): an upper row of teeth under
+the upper lip, a tongue at the bottom, a darker cavity between, shaded from the photo's lip
+and skin; for drivers that hold no frames (``predict``, ``animate``, coefficient files).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+from tqdm import tqdm
+
+from faceanime.coefficients import Coefficients
+from faceanime.io.media import iter_video_frames
+from faceanime.morphable.jaw import apply_jaw, build_jaw
+from faceanime.morphable.model import FaceModel
+from faceanime.morphable.mouth import MouthCap, add_mouth_cap
+from faceanime.reconstruction import face_vertices, project_vertices
+from faceanime.render.rasterize import rasterize, signed_areas
+from faceanime.render.texture import pixel_grid
+
+LAYOUT_JAW = 0.3
+"""Jaw opening (radians) of the canonical layout: wide enough that the cap is a full oval."""
+
+REFERENCE_LUMA = 0.55
+"""Skin brightness the captured colours are normalised to (Rec. 601 luma, [0, 1])."""
+
+TEXTURE_SIZE = (48, 96)
+"""``(h, w)`` of an interior texture: about the mouth's size in a 512² frame."""
+
+OPEN_RANGE = (0.3, 0.45)
+"""The driver's opening (cap area over the outer lips' area) over which its own interior fades
+in: below the first, its mouth shows lips only; above the second, a full interior. (On d3 a
+closed mouth measures 0.18-0.29, the widest 0.61: SFM's mouth hole is open at rest.)"""
+
+_LUMA = (0.299, 0.587, 0.114)
+_OUTER_LIP = tuple(range(48, 60))  # iBUG 49-60, 0-based
+_NOSE_BRIDGE = (27, 28, 29)  # iBUG 28-30: skin, lit like the face, rarely in shadow
+
+
+def luma(colour: torch.Tensor) -> torch.Tensor:
+    """``(..., 3) -> (...)`` Rec. 601 luma."""
+    return colour @ torch.tensor(_LUMA, dtype=colour.dtype, device=colour.device)
+
+
+@dataclass
+class MouthLayout:
+    """Where each texel of an interior texture lies on the cap.
+
+    Attributes:
+        size: ``(h, w)`` of the texture.
+        corners: ``(Fc, 3, 2)`` texel positions (x, y) of each cap triangle's corners, in the
+            order the capped model lists them (the centre first).
+        triangle: ``(h, w)`` the cap triangle (0-based among the cap's) each texel lies in;
+            texels outside the cap take their nearest inside texel's.
+        bary: ``(h, w, 3)`` the texel's barycentric weights in that triangle.
+        inside: ``(h, w)`` bool, True for texels on the cap.
+    """
+
+    size: tuple[int, int]
+    corners: torch.Tensor
+    triangle: torch.Tensor
+    bary: torch.Tensor
+    inside: torch.Tensor
+
+    def to(self, device: torch.device | str) -> MouthLayout:
+        return MouthLayout(self.size, self.corners.to(device), self.triangle.to(device),
+                           self.bary.to(device), self.inside.to(device))
+
+
+def cap_corners(cap: MouthCap) -> torch.Tensor:
+    """``(Fc, 3)`` the capped model's vertex indices of the cap's triangles."""
+    return cap.model.triangles[cap.triangles]
+
+
+def mouth_layout(cap: MouthCap, size: tuple[int, int] = TEXTURE_SIZE,
+                 margin: float = 1.5) -> MouthLayout:
+    """The canonical layout of ``cap`` in an ``(h, w)`` texture, ``margin`` texels from its
+    edges."""
+    h, w = size
+    model = cap.model
+    mean = model.mean.detach().double().cpu()[None]
+    opened = apply_jaw(mean, torch.tensor([LAYOUT_JAW], dtype=mean.dtype),
+                       cap.jaw.pivot.double().cpu(), cap.jaw.weights.double().cpu())[0]
+    corners = opened[cap_corners(cap).cpu()][..., :2]                       # (Fc, 3, 2)
+    corners[..., 1] = -corners[..., 1]                                      # image y is down
+    low = corners.reshape(-1, 2).amin(0)
+    high = corners.reshape(-1, 2).amax(0)
+    span = torch.tensor([w - 1 - 2 * margin, h - 1 - 2 * margin], dtype=corners.dtype)
+    corners = (corners - low) / (high - low).clamp_min(1e-9) * span + margin
+    flat = torch.cat([corners.reshape(-1, 2), torch.zeros(corners.shape[0] * 3, 1,
+                                                           dtype=corners.dtype)], 1)
+    triangles = torch.arange(flat.shape[0]).view(-1, 3)
+    fragments = rasterize(flat[None].float(), triangles, (h, w))
+    triangle, bary = fragments.face_index[0], fragments.bary[0]
+    inside = triangle >= 0
+    # Texels off the cap take the nearest cap texel's point: bilinear lookups at the rim and
+    # the captured colours there stay on the mouth.
+    _, (rows, cols) = ndimage.distance_transform_edt(~inside.numpy(), return_indices=True)
+    rows, cols = torch.from_numpy(rows), torch.from_numpy(cols)
+    return MouthLayout(size=(h, w), corners=corners.float(), triangle=triangle[rows, cols],
+                       bary=bary[rows, cols], inside=inside)
+
+
+def mouth_uv(layout: MouthLayout, triangle: torch.Tensor, bary: torch.Tensor) -> torch.Tensor:
+    """Texel positions ``(P, 2)`` (x, y) of cap points given by their cap triangle ``(P,)``
+    (0-based among the cap's) and barycentric weights ``(P, 3)``."""
+    corners = layout.corners.to(bary.device, bary.dtype)[triangle]          # (P, 3, 2)
+    return (bary[..., None] * corners).sum(1)
+
+
+def sample_texture(texture: torch.Tensor, frame: torch.Tensor, uv: torch.Tensor
+                   ) -> torch.Tensor:
+    """Bilinear lookups in a batch of textures ``(T, C, h, w)``: ``(P, C)`` at texel
+    positions ``uv (P, 2)`` of frames ``frame (P,)`` (edge texels beyond the edge)."""
+    _, c, h, w = texture.shape
+    flat = texture.permute(0, 2, 3, 1).reshape(-1, c)
+    x = uv[:, 0].clamp(0, w - 1)
+    y = uv[:, 1].clamp(0, h - 1)
+    x0 = x.floor().long().clamp(max=w - 2)  # textures are at least 2 x 2
+    y0 = y.floor().long().clamp(max=h - 2)
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    base = frame * (h * w) + y0 * w + x0
+    top = torch.lerp(flat[base], flat[base + 1], fx)
+    bottom = torch.lerp(flat[base + w], flat[base + w + 1], fx)
+    return torch.lerp(top, bottom, fy)
+
+
+def median_colours(frames: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """``(T, 3)`` the median colour of ``frames (T, 3, H, W)`` at each frame's points
+    ``(T, L, 2)`` (pixels)."""
+    h, w = frames.shape[-2:]
+    grid = pixel_grid(points, h, w)[:, :, None, :].to(frames.dtype)
+    colours = F.grid_sample(frames, grid, mode="bilinear", padding_mode="border",
+                            align_corners=True)[..., 0]                     # (T, 3, L)
+    return colours.median(-1).values
+
+
+def outer_lip_vertices(model) -> torch.Tensor:
+    """The model's vertices of the outer lip landmarks (the mapped ones)."""
+    ids = model.landmark_indices[list(_OUTER_LIP)]
+    return ids[ids >= 0]
+
+
+def skin_vertices(model) -> torch.Tensor:
+    """The model's vertices of the nose bridge landmarks (the mapped ones): where a face's
+    skin brightness is read."""
+    ids = model.landmark_indices[list(_NOSE_BRIDGE)]
+    return ids[ids >= 0]
+
+
+def mouth_opening(screen: torch.Tensor, cap: MouthCap, lips: torch.Tensor) -> torch.Tensor:
+    """``(T,)`` how open each posed mouth is: the cap's projected area over the area inside
+    the outer lip points (in landmark order, a polygon), from screen vertices ``(T, N, 3)``."""
+    cap_area = signed_areas(screen[:, cap_corners(cap)]).abs().sum(1) / 2
+    outline = screen[:, lips, :2]
+    x, y = outline[..., 0], outline[..., 1]
+    polygon = (x * y.roll(-1, 1) - x.roll(-1, 1) * y).sum(1).abs() / 2
+    return cap_area / polygon.clamp_min(1e-6)
+
+
+def capture_interior(frames: torch.Tensor, screen: torch.Tensor, cap: MouthCap,
+                     layout: MouthLayout, lips: torch.Tensor, skin: torch.Tensor
+                     ) -> torch.Tensor:
+    """The driver's mouth interior, frame by frame.
+
+    Args:
+        frames: ``(T, 3, H, W)`` driving frames in [0, 1].
+        screen: ``(T, N, 3)`` the capped mesh posed by each frame's fit (pixels, depth).
+        cap: the cap of that mesh; ``layout`` its canonical layout.
+        lips: the mesh's outer-lip vertices (:func:`outer_lip_vertices`).
+        skin: its nose-bridge vertices (:func:`skin_vertices`).
+
+    Returns:
+        ``(T, 4, h, w)`` uint8 RGBA: colours normalised to the reference skin brightness, alpha
+        how far each frame's mouth is open (:data:`OPEN_RANGE`).
+    """
+    layout = layout.to(screen.device)
+    corners = screen[:, cap_corners(cap), :2]                               # (T, Fc, 3, 2)
+    points = (layout.bary[None, ..., None] * corners[:, layout.triangle]).sum(-2)  # (T,h,w,2)
+    h, w = frames.shape[-2:]
+    colours = F.grid_sample(frames, pixel_grid(points, h, w).to(frames.dtype), mode="bilinear",
+                            padding_mode="border", align_corners=True)      # (T, 3, th, tw)
+    brightness = luma(median_colours(frames, screen[:, skin, :2])).clamp_min(0.05)
+    gain = (REFERENCE_LUMA / brightness).clamp(0.5, 2.0)
+    opening = mouth_opening(screen, cap, lips)
+    low, high = OPEN_RANGE
+    alpha = ((opening - low) / (high - low)).clamp(0, 1)
+    alpha = alpha * alpha * (3 - 2 * alpha)
+    rgba = torch.cat([colours * gain[:, None, None, None],
+                      alpha[:, None, None, None].expand(-1, 1, *layout.size).to(colours.dtype)],
+                     1)
+    return rgba.mul(255).round().clamp(0, 255).byte()
+
+
+class InteriorCapture:
+    """Captures driving frames' mouth interiors for a model (its cap and layout built once).
+
+    Raises:
+        InputError: the model has no mouth hole (nothing to capture into).
+    """
+
+    def __init__(self, model: FaceModel) -> None:
+        self.cap = add_mouth_cap(model, build_jaw(model))
+        self.layout = mouth_layout(self.cap)
+        self.lips = outer_lip_vertices(self.cap.model)
+        self.skin = skin_vertices(self.cap.model)
+
+    def __call__(self, frames: np.ndarray | torch.Tensor, coeffs: Coefficients) -> torch.Tensor:
+        """``(T, 4, h, w)`` uint8 on the CPU (:func:`capture_interior`) of ``frames``
+        ``(T, H, W, 3)`` uint8 fitted by ``coeffs`` (``T`` frames)."""
+        screen = project_vertices(coeffs, face_vertices(self.cap.model, coeffs,
+                                                        jaw=self.cap.jaw))
+        tensor = torch.as_tensor(np.ascontiguousarray(frames)).to(screen.device)
+        tensor = tensor.permute(0, 3, 1, 2).to(screen.dtype) / 255
+        return capture_interior(tensor, screen, self.cap, self.layout, self.lips,
+                                self.skin).cpu()
+
+    def video(self, video: str | os.PathLike, coeffs: Coefficients, batch_size: int = 32,
+              progress: bool = False) -> torch.Tensor:
+        """Every frame of a driving video (decoded once more, in batches) with its fit, one
+        coefficient frame per video frame; frames the video lacks get alpha 0 (the synthesised
+        interior shows there). Raises MediaError when the video cannot be read."""
+        out = []
+        frames = iter_video_frames(video)
+        with tqdm(total=coeffs.n_frames, desc="mouth interior", unit="frame",
+                  disable=not progress, leave=False) as bar:
+            for start in range(0, coeffs.n_frames, batch_size):
+                images = list(itertools.islice(frames, min(batch_size, coeffs.n_frames - start)))
+                if not images:
+                    break
+                out.append(self(np.stack(images),
+                                coeffs.frames(slice(start, start + len(images)))))
+                bar.update(len(images))
+        h, w = self.layout.size
+        captured = torch.cat(out) if out else torch.zeros(0, 4, h, w, dtype=torch.uint8)
+        missing = coeffs.n_frames - captured.shape[0]
+        return torch.cat([captured, captured.new_zeros(missing, 4, h, w)]) if missing else captured
+
+
+def upper_teeth(row: torch.Tensor, col: torch.Tensor, frame: torch.Tensor,
+                span: torch.Tensor, skin: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Synthesised upper teeth at the mouth's pixels, in output space: teeth have a fixed
+    height (about a tenth of the mouth's width) below the visible upper edge of the mouth,
+    whatever the opening, so a grin is all teeth and a wide-open mouth shows a band.
+
+    Args:
+        row, col: ``(M,)`` integer pixel positions of the mouth's pixels.
+        frame: ``(M,)`` their frame.
+        span: ``(T, 2)`` each frame's mouth corners' x (left, right), pixels.
+        skin: the photo's skin brightness (luma).
+
+    Returns:
+        ``(M,)`` how much of each pixel is tooth, and ``(M, 3)`` the teeth's colour there.
+    """
+    dtype = span.dtype
+    # The visible upper edge: the top mouth pixel of each frame's column.
+    key = frame * (int(col.max()) + 1) + col
+    top = torch.full((int(key.max()) + 1,), float("inf"), dtype=dtype, device=row.device)
+    top = top.scatter_reduce(0, key, row.to(dtype), "amin")
+    below = row.to(dtype) - top[key]
+    width = (span[:, 1] - span[:, 0]).clamp_min(1.0)[frame]
+    across = ((col.to(dtype) - span[frame].mean(1)) / (width / 2)).clamp(-1, 1)
+    corner = (1 - across.abs()).clamp_min(0)
+    share = ((0.1 * width * corner.sqrt() - below) / 1.5).clamp(0, 1) * (corner / 0.2).clamp(0, 1)
+    # Eight front teeth across the middle 60 %: darker gaps between them.
+    gaps = 0.8 + 0.2 * torch.cos(across * 6.5 * math.pi).abs().pow(0.3)
+    white = torch.tensor([0.92, 0.89, 0.83], dtype=dtype, device=row.device)
+    brightness = min(max(skin, 0.1), 0.9)
+    shade = gaps * (0.65 + 0.35 * corner.sqrt()) * (1 - 0.25 * below / (0.1 * width))
+    colour = (white * (0.45 + 0.75 * brightness) * shade[:, None]).clamp(0, 1)
+    return share, colour
+
+
+def synthetic_interior(layout: MouthLayout, lip_colour: torch.Tensor,
+                       skin: float = REFERENCE_LUMA, darkness: float = 0.8,
+                       teeth_reach: float = 0.0) -> torch.Tensor:
+    """A plausible mouth interior in ``layout``, shaded from the photo's lip colour ``(3,)``
+    and skin brightness (luma): a tongue inside the lower lip, a dark cavity towards the back,
+    and (``teeth_reach`` > 0) a row of upper teeth that far in from the upper lip, darker gaps
+    between them; ``(4, h, w)`` float RGBA at the photo's brightness (alpha 1). A renderer
+    whose upper lip hides the cap's rim draws the teeth with :func:`upper_teeth` instead."""
+    h, w = layout.size
+    dtype, device = lip_colour.dtype, lip_colour.device
+    # How deep each texel is (the centre vertex's weight: 0 at the lips, 1 at the back), and
+    # whether it lies under the upper lip or over the lower one.
+    depth = layout.bary[..., 0].to(device, dtype).clamp(0, 1)
+    ys = torch.arange(h, dtype=dtype, device=device)[:, None].expand(h, w)
+    xs = torch.arange(w, dtype=dtype, device=device)[None, :].expand(h, w)
+    centre = layout.corners[0, 0].to(device, dtype)
+    across = ((xs - centre[0]) / (w / 2)).clamp(-1, 1)          # -1 .. 1, corner to corner
+    upper = ((centre[1] - ys) / (0.08 * h)).clamp(0, 1)
+    lower = ((ys - centre[1]) / (0.08 * h)).clamp(0, 1)
+    brightness = min(max(skin, 0.1), 0.9)
+    cavity = lip_colour * (1 - darkness * (0.45 + 0.55 * depth.sqrt()))[..., None]
+    # Teeth: the upper half, from the lip ``teeth_reach`` in, fading at the corners.
+    corner = (1 - across.abs()).clamp_min(0)
+    teeth_share = (upper * ((teeth_reach - depth) / 0.08).clamp(0, 1)
+                   * (corner / 0.25).clamp(0, 1))
+    gaps = 0.8 + 0.2 * torch.cos(across * 4.5 * math.pi).abs().pow(0.3)
+    white = torch.tensor([0.92, 0.89, 0.83], dtype=dtype, device=device)
+    teeth = white * (0.45 + 0.75 * brightness) * (gaps * (0.7 + 0.3 * corner.sqrt()))[..., None]
+    teeth = teeth * (1 - 0.3 * depth)[..., None]                  # in shadow further in
+    # Tongue: the lower half, behind a thin strip of cavity at the lower lip.
+    tongue_share = lower * ((depth - 0.12) / 0.1).clamp(0, 1) * ((0.75 - depth) / 0.15).clamp(0, 1)
+    tongue = (lip_colour * torch.tensor([0.92, 0.62, 0.64], dtype=dtype, device=device)
+              * (0.8 - 0.4 * depth)[..., None])
+    colour = torch.lerp(cavity, tongue, tongue_share[..., None])
+    colour = torch.lerp(colour, teeth.clamp(0, 1), teeth_share[..., None])
+    alpha = torch.ones(h, w, 1, dtype=dtype, device=device)
+    return torch.cat([colour, alpha], -1).permute(2, 0, 1).clamp(0, 1)

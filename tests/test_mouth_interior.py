@@ -1,0 +1,221 @@
+"""The mouth interior: the canonical cap layout, capture from driving frames, the synthesised
+interior, and what the warp renderer shows with them on real photos and videos."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from faceanime.coefficients import Coefficients
+from faceanime.fitting import fit_landmarks
+from faceanime.io import iter_video_frames
+from faceanime.landmarks import create_detector
+from faceanime.morphable.jaw import build_jaw
+from faceanime.morphable.mouth import add_mouth_cap
+from faceanime.motion import MotionConfig, transfer_motion
+from faceanime.reconstruction import face_vertices, project_vertices
+from faceanime.render.frames import to_uint8
+from faceanime.render.mouth_interior import (
+    REFERENCE_LUMA,
+    TEXTURE_SIZE,
+    InteriorCapture,
+    capture_interior,
+    luma,
+    mouth_layout,
+    mouth_opening,
+    mouth_uv,
+    outer_lip_vertices,
+    sample_texture,
+    skin_vertices,
+    synthetic_interior,
+    upper_teeth,
+)
+from faceanime.render.warp import WarpConfig, WarpRenderer
+from faceanime.tasks import OutputConfig, load_source
+
+
+@pytest.fixture(scope="module")
+def cap(sfm_model):
+    return add_mouth_cap(sfm_model, build_jaw(sfm_model))
+
+
+@pytest.fixture(scope="module")
+def layout(cap):
+    return mouth_layout(cap)
+
+
+@pytest.fixture(scope="module")
+def d0_grin(data_dir, sfm_model):
+    """d0's frames 0 and 48 (48: a wide grin showing both rows of teeth), their landmarks and
+    fit."""
+    frames = np.stack([f for i, f in enumerate(itertools.islice(
+        iter_video_frames(data_dir / "videos" / "d0.mp4"), 49)) if i in (0, 48)])
+    with create_detector("dlib") as detector:
+        points = np.stack([detector.detect(f)[0].points for f in frames]).astype(np.float32)
+    coeffs = fit_landmarks(sfm_model, points, frames.shape[1:3])
+    return frames, points, coeffs
+
+
+def test_layout_covers_the_cap_and_maps_corners_to_themselves(cap, layout):
+    h, w = TEXTURE_SIZE
+    assert layout.triangle.shape == (h, w) and layout.corners.shape == (len(cap.triangles), 3, 2)
+    assert 0.5 < float(layout.inside.float().mean()) < 0.95
+    # Every cap triangle owns texels, and each texel's own (triangle, weights) lands on it.
+    assert set(layout.triangle[layout.inside].tolist()) == set(range(len(cap.triangles)))
+    ys, xs = torch.nonzero(layout.inside, as_tuple=True)
+    uv = mouth_uv(layout, layout.triangle[ys, xs], layout.bary[ys, xs])
+    assert torch.allclose(uv, torch.stack([xs, ys], 1).float(), atol=1e-3)
+    # The centre vertex (listed first) is deeper than the rim: the upper lip along the top.
+    rim = layout.corners[:, 1:].reshape(-1, 2)
+    assert float(rim[:, 1].min()) < 2.0 and float(rim[:, 1].max()) > h - 3.0
+
+
+def test_sample_texture_is_bilinear():
+    gen = torch.Generator().manual_seed(0)
+    texture = torch.rand(2, 3, 5, 7, generator=gen)
+    uv = torch.tensor([[0.0, 0.0], [6.0, 4.0], [2.5, 1.25], [3.0, 2.0]])
+    frame = torch.tensor([0, 1, 1, 0])
+    got = sample_texture(texture, frame, uv)
+    grid = (uv / torch.tensor([6.0, 4.0]) * 2 - 1)
+    want = torch.stack([torch.nn.functional.grid_sample(
+        texture[f:f + 1], grid[k].view(1, 1, 1, 2), align_corners=True)[0, :, 0, 0]
+        for k, f in enumerate(frame.tolist())])
+    assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_capture_normalises_by_the_drivers_lips(sfm_model, cap, layout, d0_grin):
+    """A flat-coloured driving frame is captured as that colour scaled to the reference skin
+    brightness, wherever the cap lies."""
+    frames, _, coeffs = d0_grin
+    screen = project_vertices(coeffs, face_vertices(cap.model, coeffs, jaw=cap.jaw))
+    colour = torch.tensor([0.6, 0.3, 0.2])
+    flat = colour[None, :, None, None].expand(2, 3, *frames.shape[1:3])
+    rgba = capture_interior(flat, screen, cap, layout, outer_lip_vertices(cap.model),
+                            skin_vertices(cap.model))
+    want = colour * REFERENCE_LUMA / luma(colour)
+    assert rgba.dtype == torch.uint8 and rgba.shape == (2, 4, *TEXTURE_SIZE)
+    got = rgba[:, :3].float().mean((-1, -2)) / 255
+    assert torch.allclose(got, want.expand(2, 3), atol=1 / 255)
+    # Alpha is one value per frame: how open its mouth is (48 is wide open, 0 barely).
+    assert int(rgba[0, 3].max()) == int(rgba[0, 3].min()) < 200 and rgba[1, 3].min() == 255
+
+
+def test_opening_follows_the_lips(sfm_model, cap, data_dir):
+    from faceanime.fitting import fit_video
+    from faceanime.landmarks import TrackerConfig, track_video
+
+    video = data_dir / "videos" / "d6.mp4"
+    coeffs = fit_video(video, sfm_model, track_video(video, TrackerConfig(progress=False)))
+    screen = project_vertices(coeffs, face_vertices(cap.model, coeffs, jaw=cap.jaw))
+    opening = mouth_opening(screen, cap, outer_lip_vertices(cap.model))
+    gap = (coeffs.landmarks[:, 66] - coeffs.landmarks[:, 62]).norm(dim=-1)
+    ok = torch.isfinite(gap)
+    assert np.corrcoef(opening[ok].numpy(), gap[ok].numpy())[0, 1] > 0.85
+
+
+def test_synthetic_interior_has_teeth_above_and_a_darker_cavity(layout):
+    lip = torch.tensor([0.7, 0.4, 0.4])
+    rgba = synthetic_interior(layout, lip, skin=0.6, teeth_reach=0.55)
+    assert rgba.shape == (4, *TEXTURE_SIZE) and bool((rgba[3] == 1).all())
+    brightness = luma(rgba[:3].permute(1, 2, 0))
+    inside = layout.inside
+    h = TEXTURE_SIZE[0]
+    top, bottom = brightness[: h // 3][inside[: h // 3]], brightness[h // 3:][inside[h // 3:]]
+    deep = layout.bary[..., 0] > 0.8
+    # Teeth: brighter than the lips under the upper lip; the back of the mouth: darker.
+    assert float(top.quantile(0.9)) > float(luma(lip)) + 0.2
+    assert float(brightness[deep & inside].mean()) < 0.5 * float(luma(lip))
+    assert float(bottom.max()) < float(top.max())  # no lower row of teeth
+
+
+def test_upper_teeth_hang_a_fixed_height_below_the_visible_lip():
+    # Two frames of a rectangular mouth 100 px wide: 30 px open, and 6 px open (a grin).
+    rows, cols, frames = [], [], []
+    for f, (top, bottom) in enumerate([(10, 40), (20, 26)]):
+        r, c = torch.meshgrid(torch.arange(top, bottom), torch.arange(0, 100), indexing="ij")
+        rows.append(r.reshape(-1))
+        cols.append(c.reshape(-1))
+        frames.append(torch.full((r.numel(),), f))
+    row, col, frame = torch.cat(rows), torch.cat(cols), torch.cat(frames)
+    span = torch.tensor([[0.0, 99.0], [0.0, 99.0]])
+    share, colour = upper_teeth(row, col, frame, span, skin=0.6)
+    middle = (col - 50).abs() < 10
+    # Wide open: teeth in the top ~10 px only; the grin: teeth all the way down.
+    assert float(share[middle & (frame == 0) & (row < 17)].min()) == 1.0
+    assert float(share[middle & (frame == 0) & (row > 25)].max()) == 0.0
+    assert float(share[middle & (frame == 1)].min()) == 1.0
+    # Towards the corners the teeth shrink away; gaps make the row uneven, not flat.
+    assert float(share[((col == 0) | (col == 99)) & (frame == 0)].max()) == 0.0
+    top_row = (frame == 0) & (row == 10) & (col > 20) & (col < 80)
+    assert float(luma(colour[top_row]).std()) > 0.01
+    assert float(luma(colour[top_row]).mean()) > 0.6
+
+
+def test_coefficients_carry_the_mouth(tmp_path, d0_grin, sfm_model):
+    frames, _, coeffs = d0_grin
+    coeffs.mouth = InteriorCapture(sfm_model)(frames, coeffs)
+    path = coeffs.save(tmp_path / "d.npz")
+    loaded = Coefficients.load(path)
+    assert torch.equal(loaded.mouth, coeffs.mouth)
+    assert torch.equal(loaded.frames([1]).mouth, coeffs.mouth[1:])
+    assert torch.equal(loaded.with_tensor(loaded.to_tensor()).mouth, coeffs.mouth)
+    with pytest.raises(Exception, match="mouth must be"):
+        Coefficients.load(path).__class__(**{**vars(loaded), "mouth": coeffs.mouth[:1]})
+    source = coeffs.frames([0])
+    source.mouth = None
+    assert torch.equal(transfer_motion(source, loaded).mouth, loaded.mouth)
+    assert transfer_motion(source, loaded, MotionConfig(mouth="off")).mouth is None
+
+
+def _teeth_share(image: np.ndarray, points: np.ndarray) -> tuple[float, float]:
+    """Share of bright, unsaturated pixels (teeth) inside the inner-lip polygon (iBUG 61-68)
+    of an ``(H, W, 3)`` uint8 image, in its upper and lower halves."""
+    from skimage.draw import polygon2mask
+
+    inner = points[60:68]
+    h, w = image.shape[:2]
+    ys, _ = np.mgrid[:h, :w]
+    inside = polygon2mask((h, w), inner[:, ::-1])
+    rgb = image.astype(np.float32) / 255
+    bright = (rgb.mean(-1) > 0.55) & (rgb.max(-1) - rgb.min(-1) < 0.3)
+    middle = inner[:, 1].mean()
+    upper, lower = inside & (ys < middle), inside & (ys >= middle)
+    return float(bright[upper].mean()), float(bright[lower].mean())
+
+
+def test_a_grin_shows_the_drivers_teeth(sfm_model, data_dir, d0_grin):
+    """s1 (lips closed) driven to d0's grin: the output's mouth shows teeth in both rows, as
+    the driver's does (the synthesised interior has an upper row only; the old dark cap had
+    none)."""
+    frames, points, coeffs = d0_grin
+    image, source = load_source(data_dir / "faces" / "s1.jpg", sfm_model, OutputConfig(size=512))
+    coeffs.mouth = InteriorCapture(sfm_model)(frames, coeffs)
+    target = transfer_motion(source, coeffs)
+    driver_upper, driver_lower = _teeth_share(frames[1], points[1])
+    assert driver_upper > 0.2 and driver_lower > 0.2  # the driver does show both rows
+
+    with create_detector("dlib") as detector:
+        def shares(config: WarpConfig) -> tuple[float, float]:
+            out = to_uint8(WarpRenderer(sfm_model, image, source, config).render(
+                target.frames([1])))[0]
+            return _teeth_share(out, detector.detect(out)[0].points)
+
+        upper, lower = shares(WarpConfig())
+        assert upper > 0.5 * driver_upper and lower > 0.5 * driver_lower
+        # The synthesised interior: teeth above only.
+        synthetic_upper, synthetic_lower = shares(WarpConfig(driver_interior=False))
+        assert synthetic_upper > 0.1 and synthetic_lower < 0.5 * lower
+
+
+def test_an_open_mouthed_photo_keeps_its_mouth_on_frame_0(sfm_model, data_dir):
+    """d19 shows its open mouth: at zero motion its own mouth is warped, not replaced."""
+    image, source = load_source(data_dir / "faces" / "d19.jpg", sfm_model,
+                                OutputConfig(size=512))
+    out = to_uint8(WarpRenderer(sfm_model, image, source).render(source))[0]
+    lips = source.landmarks[0, 48:60].numpy()
+    (x0, y0), (x1, y1) = lips.min(0).astype(int) - 4, lips.max(0).astype(int) + 5
+    diff = np.abs(out[y0:y1, x0:x1].astype(int) - image[y0:y1, x0:x1].astype(int))
+    assert diff.mean() <= 2.0
