@@ -173,12 +173,14 @@ def test_coefficients_carry_the_mouth(tmp_path, d0_grin, sfm_model):
 def _teeth_share(image: np.ndarray, points: np.ndarray) -> tuple[float, float]:
     """Share of bright, unsaturated pixels (teeth) inside the inner-lip polygon (iBUG 61-68)
     of an ``(H, W, 3)`` uint8 image, in its upper and lower halves."""
-    from skimage.draw import polygon2mask
+    from PIL import Image, ImageDraw
 
     inner = points[60:68]
     h, w = image.shape[:2]
     ys, _ = np.mgrid[:h, :w]
-    inside = polygon2mask((h, w), inner[:, ::-1])
+    polygon = Image.new("1", (w, h))
+    ImageDraw.Draw(polygon).polygon([tuple(p) for p in inner.tolist()], fill=1)
+    inside = np.array(polygon)
     rgb = image.astype(np.float32) / 255
     bright = (rgb.mean(-1) > 0.55) & (rgb.max(-1) - rgb.min(-1) < 0.3)
     middle = inner[:, 1].mean()

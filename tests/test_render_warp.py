@@ -214,6 +214,10 @@ def test_bad_settings_are_one_clear_error():
         WarpConfig(grid=0)
     with pytest.raises(InputError, match="feather"):
         WarpConfig(feather=-1)
+    with pytest.raises(InputError, match="pivot_follow"):
+        WarpConfig(pivot_follow=1.5)
+    with pytest.raises(InputError, match="segment_band"):
+        WarpConfig(segment_band=0)
 
 
 def test_photo_must_match_its_coefficients(sfm_model, s1_photo):

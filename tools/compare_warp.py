@@ -20,7 +20,10 @@ sys.path.insert(0, str(REPO))
 DATA = Path(os.environ.get("FACEANIME_TEST_DATA", REPO.parent / "shared" / "data"))
 
 VARIANTS = {
-    "warp (ellipsoid proxy, default)": {},
+    "warp (segmented head, pivot follows half, ellipsoid proxy: the default)": {},
+    "warp, pivot as fitted": {"pivot_follow": 1.0},
+    "warp, pivot still": {"pivot_follow": 0.0},
+    "warp, ellipse head region (no segmentation)": {"segment": False},
     "warp, plane proxy": {"proxy": "plane"},
     "warp, mirror fill": {"mirror": True},
     "warp, no head motion beyond the face": {"head_width": 0.01, "head_height": 0.01,
@@ -34,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--videos", nargs="+", default=["d0", "d3", "d6", "d18"])
     parser.add_argument("--stride", type=int, default=8)
     parser.add_argument("--frames", type=int, default=None)
+    parser.add_argument("--only", nargs="+", default=None,
+                        help="run only the variants whose names contain one of these words")
     args = parser.parse_args(argv)
 
     from faceanime.evaluation.protocol import EvalConfig, evaluate_self
@@ -46,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = [(name, replace(base, methods=("warp",), warp=WarpConfig(**changes)), "warp")
             for name, changes in VARIANTS.items()]
     runs.append(("mask (pasted face, before)", replace(base, methods=("mask",)), "mask"))
+    if args.only:
+        runs = [r for r in runs if any(word in r[0] for word in args.only)]
     for name, config, method in runs:
         results = evaluate_self(videos, config)
         values = {k: [] for k in KEYS}

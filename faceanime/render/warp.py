@@ -42,13 +42,15 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from faceanime.coefficients import Coefficients
 from faceanime.errors import InputError
 from faceanime.morphable.model import FaceModel
 from faceanime.morphable.mouth import boundary_loops
 from faceanime.reconstruction import project_vertices
-from faceanime.render.frames import Box, BoxRenderer, clip_box
+from faceanime.render.frames import Box, BoxRenderer, clip_box, to_uint8
+from faceanime.render.head_mask import head_mask
 from faceanime.render.mouth_interior import (
     REFERENCE_LUMA,
     luma,
@@ -85,6 +87,21 @@ class WarpConfig:
     the still background."""
     neck: float = 0.35
     """Below the chin the motion fades over this much of the face's height (the shoulders stay)."""
+    pivot_follow: float = 0.5
+    """How much of the fitted *vertical* motion of the neck's pivot (the mouth's height, the
+    head's centre depth) the head outside the face follows. The fit reads much of a nod as the
+    head moving down; the hair top of a nodding head barely moves. 1: as fitted; 0: the pivot
+    stays; sideways motion is always followed in full. Measured in ``docs/render.md``."""
+    segment: bool = True
+    """Find the head and hair in the photo (GrabCut, :mod:`faceanime.render.head_mask`): they
+    move as one up to their edge, and the background beside them stays still. Off: the head
+    region is the ellipse alone, fading out over ``falloff``."""
+    segment_reach: float = 1.4
+    """With ``segment``, the ellipse that bounds the segmented head is this many times larger
+    (the mask decides within it)."""
+    segment_band: float = 0.1
+    """With ``segment``, the least width, relative to the face's size, over which the motion
+    fades out beyond the head's edge (it widens with the frame's motion)."""
     border: float = 0.03
     """Band along the image border, relative to the image's shorter side, over which all motion
     fades out (the frame's edge stays still)."""
@@ -126,11 +143,14 @@ class WarpConfig:
 
     def __post_init__(self) -> None:
         positive = ("head_width", "head_height", "falloff", "neck", "extend_sigma",
-                    "max_stretch")
+                    "max_stretch", "segment_reach", "segment_band")
         for name in positive:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise InputError(f"warp setting {name} must be a positive number, got {value!r}")
+        if not (isinstance(self.pivot_follow, (int, float)) and 0 <= self.pivot_follow <= 1):
+            raise InputError(f"warp setting pivot_follow must be between 0 and 1, got "
+                             f"{self.pivot_follow!r}")
         if self.proxy not in ("ellipsoid", "plane"):
             raise InputError(f"warp setting proxy must be ellipsoid or plane, got {self.proxy!r}")
         for name in ("grid", "batch_size"):
@@ -323,6 +343,11 @@ class WarpRenderer(BoxRenderer):
         self._depth_buffer(src)
         self._head_region()
         self.ellipsoid = head_ellipsoid(model)
+        # The neck's pivot, in model space: the mouth's height, the head ellipsoid's depth.
+        mouth = self.neutral_mouth_height(model)
+        self.pivot = torch.stack([self.ellipsoid[0][0], mouth, self.ellipsoid[0][2]]).to(
+            src)[None, None]                                                   # (1, 1, 3)
+        self.pivot_source = project_vertices(self.source, self.pivot)[0, 0]
         self.lip_colour = self._lip_colour(src)
         if self.cap is not None:
             self.layout = mouth_layout(self.cap).to(src.device)
@@ -335,6 +360,12 @@ class WarpRenderer(BoxRenderer):
             self.interior_gain = skin / REFERENCE_LUMA
 
     # -- source-side set-up, once per photo --
+
+    @staticmethod
+    def neutral_mouth_height(model: FaceModel) -> torch.Tensor:
+        """The model's mean mouth height (iBUG 63's y, else the mean's centre)."""
+        index = int(model.landmark_indices[62])
+        return model.mean[index, 1] if index >= 0 else model.mean[:, 1].mean()
 
     def _depth_buffer(self, src: torch.Tensor) -> None:
         """The photo's depth buffer over its face box: which surface point each pixel shows."""
@@ -379,6 +410,8 @@ class WarpRenderer(BoxRenderer):
                                                  c.head_raise * size[1]])
         axes = size * torch.tensor([c.head_width, c.head_height], dtype=size.dtype,
                                    device=size.device) / 2
+        if c.segment:
+            axes = axes * c.segment_reach
         radius = ((cells - middle) / axes).norm(dim=-1)
         ellipse = 1 - smoothstep((radius - 1) / c.falloff)
         level = (low[1] + high[1]) / 2
@@ -390,12 +423,35 @@ class WarpRenderer(BoxRenderer):
         share = F.avg_pool2d(covered[None, None], g, ceil_mode=True)
         near = (2 * gaussian_blur(share, c.extend_sigma * self.face_size / g)).clamp(0, 1)
         below_chin = 1 - smoothstep((cells[..., 1] - high[1]) / (0.5 * c.neck * size[1]))
-        weight = torch.maximum(upper, near[0, 0] * below_chin)
-        self.head_weight = weight[None, None]                                 # (1, 1, hc, wc)
-        moving = (self.head_weight[0, 0] > 0).nonzero()
+        self.head_near = (near[0, 0] * below_chin)[None, None]                # (1, 1, hc, wc)
+        self.head_upper = upper[None, None]
+        self.head_distance = None
+        if c.segment:
+            # The head and hair as GrabCut finds them; per frame, the motion fades out beyond
+            # them over a band wider than the motion (see :meth:`_head_weight`).
+            face = self.source_screen[:self.n_face_vertices, :2].cpu().double().numpy()
+            head = head_mask(to_uint8(self.image[None])[0], face)
+            inside = F.avg_pool2d(torch.from_numpy(head).to(cells)[None, None], g,
+                                  ceil_mode=True)[0, 0] >= 0.5
+            self.head_distance = torch.from_numpy(
+                ndimage.distance_transform_edt(~inside.cpu().numpy()) * g
+            ).to(cells)[None, None]                                            # (1, 1, hc, wc)
+        moving = (torch.maximum(self.head_upper, self.head_near)[0, 0] > 0).nonzero()
         self.moving_box = (int(moving[:, 1].min()) * g, int(moving[:, 0].min()) * g,
                            min(int(moving[:, 1].max() + 1) * g, w),
                            min(int(moving[:, 0].max() + 1) * g, h))
+
+    def _head_weight(self, reach: torch.Tensor) -> torch.Tensor:
+        """``(T, 1, hc, wc)`` how much of the head's motion each photo cell takes, for frames
+        whose head moves up to ``reach (T,)`` pixels. With the segmented head, the motion fades
+        out beyond the head's edge over at least twice that: a narrower fade would fold the
+        background over itself (the map ``x -> x + w(x) d`` stays one-to-one while ``w`` changes
+        by less than ``1 / d`` per pixel; smoothstep's steepest slope is 1.5 / band)."""
+        upper = self.head_upper
+        if self.head_distance is not None:
+            band = torch.clamp(2 * reach, min=self.config.segment_band * self.face_size)
+            upper = upper * (1 - smoothstep(self.head_distance / band[:, None, None, None]))
+        return torch.maximum(upper, self.head_near).expand(reach.shape[0], -1, -1, -1)
 
     def _border_weight(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
         """``(h, w)`` motion weight at pixels ``xs (w,)``, ``ys (h,)``: 1 inside, fading over
@@ -459,9 +515,17 @@ class WarpRenderer(BoxRenderer):
         # The head's rigid motion, target screen (u, v, depth) -> photo pixel: a 3D affine map,
         # exact for the orthographic camera.
         neutral = project_vertices(target, self.neutral.expand(t, -1, -1)).to(dtype)
+        if c.pivot_follow != 1.0:
+            # The head nods about the neck: its pivot moves down only by this share of what the
+            # fit says (a nod fitted as a translation would otherwise carry the hair along).
+            pivot = project_vertices(target, self.pivot.expand(t, -1, -1)).to(dtype)
+            shift = torch.zeros_like(pivot[:, 0, :2])
+            shift[:, 1] = (c.pivot_follow - 1.0) * (pivot[:, 0, 1] - self.pivot_source[1])
+            neutral = torch.cat([neutral[..., :2] + shift[:, None], neutral[..., 2:]], -1)
         back = fit_affine(neutral, self.neutral_source[None, :, :2].expand(t, -1, -1))
         # The box: the target face, and the photo's moving region where it goes.
-        reach = float((neutral[..., :2] - self.neutral_source[None, :, :2]).norm(dim=-1).amax())
+        frame_reach = (neutral[..., :2] - self.neutral_source[None, :, :2]).norm(dim=-1).amax(1)
+        reach = float(frame_reach.max())
         mx0, my0, mx1, my1 = self.moving_box
         face = screen[..., :2]
         low = torch.minimum(torch.tensor([mx0 - reach, my0 - reach], dtype=dtype,
@@ -535,7 +599,7 @@ class WarpRenderer(BoxRenderer):
         proxy = torch.lerp(ellipsoid, extended[:, 2:], fade)
         carried = apply_affine(back, torch.cat([cells.expand(t, -1, -1, -1),
                                                 proxy.permute(0, 2, 3, 1)], -1))
-        weight = sample_field(self.head_weight.expand(t, -1, -1, -1), carried, g)
+        weight = sample_field(self._head_weight(frame_reach), carried, g)
         coarse = weight * ((carried - cells).permute(0, 3, 1, 2) + fade * extended[:, :2])
         outside = F.interpolate(coarse, size=(hc * g, wc * g), mode="bilinear",
                                 align_corners=False)[..., :h, :w]
