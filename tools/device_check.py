@@ -145,6 +145,12 @@ def main() -> None:
         return
     frames = list(range(0, target.n_frames, max(1, target.n_frames // args.frames)))
     target = target.frames(frames)
+    # A mouth interior on every frame (as a driving video's capture gives), so the warp's
+    # driver-interior path runs on both devices too.
+    from faceanime.render.mouth_interior import TEXTURE_SIZE
+    gen = torch.Generator().manual_seed(0)
+    target.mouth = torch.randint(0, 256, (target.n_frames, 4, *TEXTURE_SIZE), generator=gen,
+                                 dtype=torch.uint8)
     source = photos["cpu"]
 
     for name, make in (("warp", lambda m, s: WarpRenderer(m, photo, s, WarpConfig())),
