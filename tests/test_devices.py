@@ -29,12 +29,3 @@ def test_fit_on_device_from_cpu_landmarks(device, data_dir, sfm_model, d3_track)
                           equal_nan=True)
     assert torch.allclose(got.eyes, on_cpu.eyes, atol=1e-3)
     assert float(on_cpu.eyes.max()) > 0  # the lids were fitted, not left at zero
-
-
-def test_fit_on_the_config_device_with_the_model_elsewhere(sfm_model, d3_track):
-    """A CPU model fitted with an explicit device: the result is on that device (here the CPU,
-    the one device every machine has), never a mix."""
-    coeffs = fit_landmarks(sfm_model, d3_track.points[:5], d3_track.image_size,
-                           FitConfig(device="cpu"))
-    devices = {v.device for v in vars(coeffs).values() if isinstance(v, torch.Tensor)}
-    assert devices == {torch.device("cpu")}

@@ -56,6 +56,7 @@ from faceanime.render.mouth_interior import (
     luma,
     median_colours,
     mouth_layout,
+    outer_lip_vertices,
     sample_texture,
     skin_vertices,
     synthetic_interior,
@@ -467,16 +468,10 @@ class WarpRenderer(BoxRenderer):
         """``(3,)`` the photo's lip colour (the median over the outer lip landmarks' vertices):
         the base of a synthesised mouth interior. Not the inner lip line, which in a photo
         with an open mouth is already the dark interior."""
-        lips = self.model.landmark_indices[48:60]
-        lips = lips[lips >= 0].to(src.device)
+        lips = outer_lip_vertices(self.model).to(src.device)
         if self.cap is None or len(lips) == 0:
             return torch.full((3,), 0.5, dtype=self.image.dtype, device=self.image.device)
-        points = src[lips, :2]
-        h, w = self.image_size
-        grid = pixel_grid(points, h, w)[None, :, None, :]
-        colours = F.grid_sample(self.image[None], grid, mode="bilinear", padding_mode="border",
-                                align_corners=True)[0, :, :, 0]             # (3, M)
-        return colours.median(1).values
+        return median_colours(self.image[None], src[None, lips, :2])[0]
 
     # -- per batch of target frames --
 
