@@ -25,6 +25,9 @@ from faceanime.render.warp import (
     ellipsoid_depth,
     extend_field,
     fit_affine,
+    head_pose,
+    jacobian_determinant,
+    unfold,
 )
 
 
@@ -216,6 +219,10 @@ def test_bad_settings_are_one_clear_error():
         WarpConfig(feather=-1)
     with pytest.raises(InputError, match="pivot_follow"):
         WarpConfig(pivot_follow=1.5)
+    with pytest.raises(InputError, match="unfold"):
+        WarpConfig(unfold=1.0)
+    with pytest.raises(InputError, match="rotation_follow"):
+        WarpConfig(rotation_follow=-0.1)
     with pytest.raises(InputError, match="segment_band"):
         WarpConfig(segment_band=0)
 
@@ -270,3 +277,139 @@ def test_s42_by_d3_shows_one_face_where_the_mask_shows_two(sfm_model, data_dir, 
         assert len(detector.detect(image)) == 1
         assert [len(detector.detect(f)) for f in warp] == [1, 1, 1]
         assert max(len(detector.detect(f)) for f in mask) >= 2
+
+
+def _angle(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``(T,)`` rotation angles (radians) between ``(T, 3, 3)`` rotations."""
+    cos = ((a @ b.transpose(-1, -2)).diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2
+    return cos.clamp(-1, 1).acos()
+
+
+def test_head_pose_follows_the_stated_share_of_the_motion(s1_photo):
+    """The head outside the face takes the source pose moved part of the way: all follows 1 is
+    the target's pose; rotation 0.5 turns half the angle about the pivot (which keeps its
+    screen position); scale 0 keeps the photo's scale; vertical 0 keeps the pivot's height and
+    still follows its sideways motion."""
+    _, coeffs = s1_photo
+    source = coeffs.frames([0])
+    target = turned(coeffs, 20.0, 10.0, shift=(15.0, 9.0))
+    target.scale = target.scale * 1.1
+    pivot = torch.tensor([0.0, -30.0, 20.0], dtype=source.rotation.dtype)
+
+    def at(c: Coefficients) -> torch.Tensor:
+        return project_vertices(c, pivot[None, None].expand(c.n_frames, 1, 3))[:, 0, :2]
+
+    same = head_pose(source, target, pivot)
+    assert torch.allclose(same.rotation, target.rotation, atol=1e-6)
+    assert torch.allclose(same.translation[:, :2], target.translation[:, :2], atol=1e-3)
+    assert torch.allclose(same.scale, target.scale)
+    half = head_pose(source, target, pivot, rotation_follow=0.5)
+    full_angle = _angle(target.rotation, source.rotation)
+    assert float(full_angle) > math.radians(20)
+    assert torch.allclose(_angle(half.rotation, source.rotation), full_angle / 2, atol=1e-5)
+    assert torch.allclose(at(half), at(target), atol=1e-3)
+    still = head_pose(source, target, pivot, rotation_follow=0.0, scale_follow=0.0,
+                      vertical_follow=0.0)
+    assert torch.allclose(still.rotation, source.rotation, atol=1e-6)
+    assert torch.allclose(still.scale, source.scale)
+    assert abs(float(at(still)[0, 1] - at(source)[0, 1])) < 1e-3
+    assert abs(float(at(still)[0, 0] - at(target)[0, 0])) < 1e-3
+    # The face itself is not touched: the expression and shape stay the target's.
+    assert torch.equal(still.expression, target.expression)
+
+
+def test_hair_follows_the_real_videos_motion_better_than_the_fitted_pose(sfm_model, data_dir,
+                                                                          d3_track):
+    """Evidence from the hair: over d3's largest turn (frames 240-272, the head down and
+    turned), the warp's flow over the hair and the background beside the face agrees with
+    the video's own optical flow (DIS, forward-backward consistent) better when the head
+    outside the face follows part of the fitted pose (the default) than when it follows all
+    of it (the renderer before calibration)."""
+    import cv2
+
+    from faceanime.fitting import FitConfig, fit_landmarks
+    from faceanime.io import iter_video_frames
+    from faceanime.render.head_mask import head_mask
+
+    frames = [0, 240, 248, 256, 264, 272]
+    video = {i: f for i, f in enumerate(iter_video_frames(data_dir / "videos" / "d3.mp4"))
+             if i in frames}
+    # Frames 8 apart: no temporal term linking them.
+    coeffs = fit_landmarks(sfm_model, torch.from_numpy(d3_track.points[frames]), (512, 512),
+                           FitConfig(temporal_weight=0.0))
+    photo = video[0]
+    grey = {i: cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for i, f in video.items()}
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    h, w = photo.shape[:2]
+    grid = np.stack(np.meshgrid(np.arange(w), np.arange(h)), -1).astype(np.float32)
+    renderers = {
+        "default": WarpRenderer(sfm_model, photo, coeffs.frames([0])),
+        "fitted": WarpRenderer(sfm_model, photo, coeffs.frames([0]),
+                               WarpConfig(pivot_follow=1.0, rotation_follow=1.0,
+                                          scale_follow=1.0)),
+    }
+    warp = renderers["default"]
+    head = head_mask(photo, warp.source_screen[:warp.n_face_vertices, :2].double().numpy())
+    errors = {name: [] for name in renderers}
+    for k, i in enumerate(frames[1:], start=1):
+        # For each pixel of frame i, where it was in the photo (frame 0).
+        back = dis.calc(grey[i], grey[0], None)
+        forward = dis.calc(grey[0], grey[i], None)
+        there = grid + back
+        trust = np.linalg.norm(back + cv2.remap(forward, there[..., 0], there[..., 1],
+                                                cv2.INTER_LINEAR), axis=-1) < 2.0
+        in_head = cv2.remap(head.astype(np.float32), there[..., 0], there[..., 1],
+                            cv2.INTER_LINEAR) > 0.5
+        face = project_vertices(coeffs.frames([k]), face_vertices(sfm_model, coeffs.frames(
+            [k])))[0, :, :2].numpy()
+        outline = np.zeros((h, w), np.uint8)
+        cv2.fillConvexPoly(outline, cv2.convexHull(face.astype(np.float32)).astype(np.int32), 1)
+        hair = trust & in_head & (cv2.dilate(outline, np.ones((9, 9), np.uint8)) == 0)
+        assert hair.sum() > 5000
+        for name, renderer in renderers.items():
+            (x0, y0, x1, y1), positions, _ = renderer.flow(coeffs.frames([k]))
+            flow = np.zeros((h, w, 2), np.float32)
+            flow[y0:y1, x0:x1] = positions[0].permute(1, 2, 0).numpy() - grid[y0:y1, x0:x1]
+            errors[name].append(np.linalg.norm(flow - back, axis=-1)[hair].mean())
+    default, fitted = np.mean(errors["default"]), np.mean(errors["fitted"])
+    assert default < 0.85 * fitted, (default, fitted)
+
+
+def test_unfold_removes_a_fold_and_leaves_the_rest():
+    """A displacement that folds the map (a bump steeper than the grid: the map runs backwards
+    there) is smoothed until no sample is below the bound; far from the fold nothing changes,
+    and a fold-free field is returned as it is."""
+    y, x = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    bump = 12 * torch.exp(-((x - 20) ** 2 + (y - 32) ** 2) / (2 * 3.0 ** 2))
+    field = torch.stack([-bump, torch.zeros_like(bump)])[None]               # (1, 2, 64, 64)
+    assert float(jacobian_determinant(field, 1.0).min()) < 0
+    fixed = unfold(field, 1.0, 0.25, iterations=200)
+    assert float(jacobian_determinant(fixed, 1.0).min()) >= 0.25
+    assert torch.equal(fixed[..., 50:], field[..., 50:])
+    gentle = field * 0.1
+    assert torch.equal(unfold(gentle, 1.0, 0.25), gentle)
+
+
+def test_the_head_does_not_fold_over_the_background_under_the_largest_turn(sfm_model, data_dir,
+                                                                          d3_track):
+    """s42 by d3's largest turn: where the head's side turns into view, the outside flow
+    folded the photo over itself (the hair edge shown twice, mirrored, as streaks). With
+    ``unfold`` the output pixels whose backward map runs backwards are a fraction of before."""
+    from faceanime.fitting import fit_landmarks
+    from faceanime.motion import transfer_motion
+
+    image = np.array(Image.open(data_dir / "faces" / "s42.jpg").convert("RGB"))
+    coeffs = fit_image(image, sfm_model)
+    driving = fit_landmarks(sfm_model, torch.from_numpy(d3_track.points), (512, 512), fps=30)
+    target = transfer_motion(coeffs, driving).frames([258, 264, 270])
+
+    def folded(config: WarpConfig) -> int:
+        box, positions, _ = WarpRenderer(sfm_model, image, coeffs, config).flow(target)
+        grid = torch.stack(torch.meshgrid(torch.arange(box[0], box[2]).to(positions),
+                                          torch.arange(box[1], box[3]).to(positions),
+                                          indexing="xy"))
+        return int((jacobian_determinant(positions - grid, 1.0) <= 0).sum())
+
+    before, after = folded(WarpConfig(unfold=0.0)), folded(WarpConfig())
+    assert before > 1000
+    assert after < 0.4 * before, (before, after)

@@ -20,12 +20,16 @@ sys.path.insert(0, str(REPO))
 DATA = Path(os.environ.get("FACEANIME_TEST_DATA", REPO.parent / "shared" / "data"))
 
 VARIANTS = {
-    "warp (segmented head, pivot follows half, ellipsoid proxy: the default)": {},
-    "warp, pivot as fitted": {"pivot_follow": 1.0},
-    "warp, pivot still": {"pivot_follow": 0.0},
-    "warp, ellipse head region (no segmentation)": {"segment": False},
+    "warp (segmented head; outside the face ¾ of the rotation, no scale change, ¼ of the "
+    "pivot's vertical motion; unfolded; ellipsoid proxy: the default)": {},
+    "warp, the fitted head pose in full outside the face": {
+        "rotation_follow": 1.0, "scale_follow": 1.0, "pivot_follow": 1.0},
+    "warp, the fitted pose with half the pivot's vertical motion (the previous default)": {
+        "rotation_follow": 1.0, "scale_follow": 1.0, "pivot_follow": 0.5, "unfold": 0.0},
+    "warp, the rotation in full": {"rotation_follow": 1.0},
+    "warp, the scale change in full": {"scale_follow": 1.0},
+    "warp, folds left in place": {"unfold": 0.0},
     "warp, plane proxy": {"proxy": "plane"},
-    "warp, mirror fill": {"mirror": True},
     "warp, no head motion beyond the face": {"head_width": 0.01, "head_height": 0.01,
                                             "falloff": 0.01},
 }

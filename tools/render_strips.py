@@ -63,11 +63,26 @@ def tile(image: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
+def output_config(name: str):
+    """The job settings of a renderer name: ``warp``, ``mask`` or ``warp:field=value,...``."""
+    from faceanime.render.warp import WarpConfig
+    from faceanime.tasks import OutputConfig
+
+    kind, _, changes = name.partition(":")
+    if not changes:
+        return OutputConfig(renderer=kind)
+    fields = {k: type(getattr(WarpConfig, k))(v)
+              for k, v in (item.split("=") for item in changes.split(","))}
+    return OutputConfig(renderer=kind, warp=WarpConfig(**fields))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", nargs="+", default=["s1", "s12", "s42", "d19"])
     parser.add_argument("--drivers", nargs="+", default=["d3", "d6"])
-    parser.add_argument("--renderers", nargs="+", default=["warp", "mask"])
+    parser.add_argument("--renderers", nargs="+", default=["warp", "mask"],
+                        help="warp, mask, or a warp variant as warp:name=value,name=value "
+                        "(WarpConfig fields), e.g. warp:rotation_follow=1,scale_follow=1")
     parser.add_argument("--size", type=int, default=256, help="tile side in pixels")
     parser.add_argument("--frames", nargs="+", default=["yaw", "move", "mouth", "blink"],
                         help="which driver frames: yaw move mouth blink, or frame numbers")
@@ -124,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             target = transfer_motion(source, driving).frames([i for _, i in chosen])
             outputs = {}
             for name in args.renderers:
-                renderer = make_renderer(model, image, source, OutputConfig(renderer=name))
+                renderer = make_renderer(model, image, source, output_config(name))
                 outputs[name] = (renderer.render(target).clamp(0, 1) * 255).round().byte()
                 outputs[name] = outputs[name].permute(0, 2, 3, 1).numpy()
             face = source.landmarks[0].numpy()

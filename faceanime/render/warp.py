@@ -9,21 +9,23 @@ than ``max_stretch`` times, is fetched from its mirror point on the other half o
 that one is seen better; otherwise from where the photo shows it, stretched. Nothing is left as a
 hole or a dark dot.
 
-**Outside the face** the head moves as one, in 3D. Every photo pixel near the face is given a
+**Outside the face** the head moves as one, in 3D. Every output pixel near the face is given a
 depth on a *head proxy*: the fitted face's own depth on the face, continued smoothly outwards
 (normalized convolution) into an ellipsoid head (``head_ellipsoid``) behind and around it, so hair,
 ears and the top of the head turn with the parallax of a real head, not as a flat picture. The
-head's rigid motion between the source and each target frame (a 3D affine map between the two
-screens, fitted to the face's vertices at its neutral expression posed both ways, so it holds the
-pose change alone: exact for the orthographic camera) moves those points; the non-rigid motion
-at the face's edge (the jaw, the cheeks) is continued a
-short way outwards. The motion is weighted by a *head region* fixed in the photo: 1 over the face,
-the hair and the ears, fading out beyond them, quickly below the chin (the neck and shoulders
-stay), and at the image border, so the far background stays still. This *forward* field lives on
-a coarse grid over the photo and is inverted by fixed-point iteration (``x = y - f(x)``) into
-the backward flow that the output samples with; the exact face flow is blended into it over a
-few pixels inside the face's edge. What the head uncovers as it moves is fetched from the region
-the moving flow leaves behind: background stretched over it, never black, never a second face.
+head's rigid motion (a 3D affine map from the target screen back to the photo, fitted to the
+face's vertices at its neutral expression posed both ways, so it holds the pose change alone:
+exact for the orthographic camera) carries those points back into the photo. Outside the face
+the head follows only part of the fitted pose (:func:`head_pose`: the shares were calibrated on
+the real videos' hair motion, ``docs/render.md``); the face's own motion at its edge (the jaw,
+the cheeks, the rest of the pose) is continued a short way outwards so the two join. The motion
+is weighted by a *head region* fixed in the photo: 1 over the segmented head and hair, fading out
+beyond them, quickly below the chin (the neck and shoulders stay), and at the image border, so
+the far background stays still. This backward field lives on a coarse grid, is smoothed where
+it would fold the photo over itself (:func:`unfold`) and is interpolated; the exact face flow
+is blended into it over a few pixels inside the face's edge. What the head uncovers as it moves
+is fetched from the region the moving flow leaves behind: background stretched over it, never
+black, never a second face.
 
 **The mouth** is closed by the recessed cap of :mod:`faceanime.morphable.mouth`. While the
 target mouth opens no wider than the photo's, the photo's own lips and interior are warped (a
@@ -38,7 +40,7 @@ rounding) and the output is the photo. Alternatives measured against this design
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +48,7 @@ from scipy import ndimage
 
 from faceanime.coefficients import Coefficients
 from faceanime.errors import InputError
+from faceanime.geometry.rotation import so3_exp, so3_log
 from faceanime.morphable.model import FaceModel
 from faceanime.morphable.mouth import boundary_loops
 from faceanime.reconstruction import project_vertices
@@ -88,11 +91,20 @@ class WarpConfig:
     the still background."""
     neck: float = 0.35
     """Below the chin the motion fades over this much of the face's height (the shoulders stay)."""
-    pivot_follow: float = 0.5
+    pivot_follow: float = 0.25
     """How much of the fitted *vertical* motion of the neck's pivot (the mouth's height, the
     head's centre depth) the head outside the face follows. The fit reads much of a nod as the
     head moving down; the hair top of a nodding head barely moves. 1: as fitted; 0: the pivot
-    stays; sideways motion is always followed in full. Measured in ``docs/render.md``."""
+    stays; sideways motion is always followed in full."""
+    rotation_follow: float = 0.75
+    """How much of the fitted rotation (about the pivot) the head outside the face follows: the
+    fit turns the face further than the hair and the skull's outline go (the face's landmarks
+    turn with the expression too)."""
+    scale_follow: float = 0.0
+    """How much of the fitted change of scale the head outside the face follows: the fit's scale
+    breathes with expressions the model lacks (raised brows, a pursed mouth); a head seldom comes
+    nearer in a talking video. The ``*_follow`` values were calibrated on the optical flow of
+    the hair in the shared videos (``tools/compare_warp.py``, ``docs/render.md``)."""
     segment: bool = True
     """Find the head and hair in the photo (GrabCut, :mod:`faceanime.render.head_mask`): they
     move as one up to their edge, and the background beside them stays still. Off: the head
@@ -118,6 +130,11 @@ class WarpConfig:
     plane of its edge: the head turns as a flat picture). Measured in ``docs/render.md``."""
     feather: float = 4.0
     """Pixels inside the face's edge over which its exact flow blends into the outside flow."""
+    unfold: float = 0.25
+    """The outside flow must not fold the photo over itself (a region shown twice, mirrored:
+    streaks where the head proxy's side turns into view, or where the face's edge motion meets
+    the head's): where its Jacobian determinant falls below this, it is smoothed locally until
+    it does not. 0: off."""
     mirror: bool = False
     """Fetch surface the photo does not show well from its mirror point."""
     max_stretch: float = 3.0
@@ -149,9 +166,10 @@ class WarpConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise InputError(f"warp setting {name} must be a positive number, got {value!r}")
-        if not (isinstance(self.pivot_follow, (int, float)) and 0 <= self.pivot_follow <= 1):
-            raise InputError(f"warp setting pivot_follow must be between 0 and 1, got "
-                             f"{self.pivot_follow!r}")
+        for name in ("pivot_follow", "rotation_follow", "scale_follow"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0 <= value <= 1):
+                raise InputError(f"warp setting {name} must be between 0 and 1, got {value!r}")
         if self.proxy not in ("ellipsoid", "plane"):
             raise InputError(f"warp setting proxy must be ellipsoid or plane, got {self.proxy!r}")
         for name in ("grid", "batch_size"):
@@ -159,6 +177,9 @@ class WarpConfig:
             if not isinstance(value, int) or value < 1:
                 raise InputError(f"warp setting {name} must be a whole number ≥ 1, "
                                  f"got {value!r}")
+        if not (math.isfinite(self.unfold) and 0 <= self.unfold < 1):
+            raise InputError(f"warp setting unfold must be from 0 to below 1, got "
+                             f"{self.unfold!r}")
         if not (math.isfinite(self.feather) and self.feather >= 0):
             raise InputError(f"warp setting feather must be ≥ 0 pixels, got {self.feather!r}")
 
@@ -206,10 +227,11 @@ def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
                     groups=c)
 
 
-def extend_field(field: torch.Tensor, weight: torch.Tensor, sigma: float
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalized convolution: where ``weight (B, 1, H, W)`` is 0, ``field (B, C, H, W)`` takes
-    the Gaussian-weighted mean of the known values around; elsewhere it keeps its own value.
+def extend_field(field: torch.Tensor, weight: torch.Tensor, sigma: float,
+                 keep: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalized convolution: where ``weight (B, 1, H, W)`` is at most ``keep``, ``field
+    (B, C, H, W)`` takes the Gaussian-weighted mean of the values around (each counted by its
+    weight); elsewhere it keeps its own value.
 
     Returns:
         ``(B, C, H, W)`` extended field and ``(B, 1, H, W)`` density: the blurred weight, about
@@ -219,7 +241,7 @@ def extend_field(field: torch.Tensor, weight: torch.Tensor, sigma: float
                                                                      -1)], 1),
                             max(sigma, 0.5))
     density = blurred[:, -1:]
-    extended = torch.where(weight > 0, field, blurred[:, :-1] / density.clamp_min(1e-6))
+    extended = torch.where(weight > keep, field, blurred[:, :-1] / density.clamp_min(1e-6))
     return extended, density
 
 
@@ -287,6 +309,82 @@ def head_ellipsoid(model: FaceModel) -> tuple[torch.Tensor, torch.Tensor]:
     return centre, radii
 
 
+def jacobian_determinant(displacement: torch.Tensor, step: float) -> torch.Tensor:
+    """``(B, H, W)`` the Jacobian determinant of the map ``x -> x + d(x)`` for a displacement
+    field ``d (B, 2, H, W)`` sampled every ``step`` pixels (central differences, one-sided at the
+    edges)."""
+    padded = F.pad(displacement, (1, 1, 1, 1), mode="replicate")
+    dx = (padded[..., 1:-1, 2:] - padded[..., 1:-1, :-2]) / (2 * step)
+    dy = (padded[..., 2:, 1:-1] - padded[..., :-2, 1:-1]) / (2 * step)
+    return (1 + dx[:, 0]) * (1 + dy[:, 1]) - dx[:, 1] * dy[:, 0]
+
+
+def unfold(displacement: torch.Tensor, step: float, least: float = 0.25,
+           iterations: int = 12) -> torch.Tensor:
+    """A displacement field ``(B, 2, H, W)`` (sampled every ``step`` pixels) smoothed where its
+    map folds or nearly folds (Jacobian determinant below ``least``) and one sample around,
+    by repeated 3×3 averaging there only, until no sample is below ``least`` or after
+    ``iterations`` rounds. Elsewhere it is unchanged."""
+    for _ in range(iterations):
+        bad = (jacobian_determinant(displacement, step) < least)[:, None].to(displacement)
+        if not bool(bad.any()):
+            break
+        near = F.max_pool2d(bad, 5, stride=1, padding=2)
+        smooth = F.avg_pool2d(F.pad(displacement, (2, 2, 2, 2), mode="replicate"), 5, stride=1)
+        displacement = torch.where(near > 0, smooth, displacement)
+    return displacement
+
+
+def head_pose(source: Coefficients, target: Coefficients, pivot: torch.Tensor,
+              rotation_follow: float = 1.0, scale_follow: float = 1.0,
+              vertical_follow: float = 1.0) -> Coefficients:
+    """The pose the head *outside the face* takes in each target frame: the source's pose moved
+    part of the way to the target's.
+
+    The rotation change is scaled along its geodesic by ``rotation_follow`` about the model-space
+    ``pivot (3,)``; the scale change (log scale) by ``scale_follow``; the pivot's vertical screen
+    motion by ``vertical_follow``, its sideways motion is kept. For the perspective camera the
+    same is done to the pivot's camera-space position (vertical: ``y``; scale: depth ``z``), an
+    approximation of the screen motion. All follows 1 give the target's pose.
+
+    Args:
+        source: one frame's coefficients (the photo's).
+        target: ``T`` frames.
+        pivot: ``(3,)`` model-space point.
+
+    Returns:
+        ``target`` with rotation, translation and (orthographic) scale replaced, ``T`` frames.
+    """
+    dtype, device = target.rotation.dtype, target.rotation.device
+    src_rotation = source.rotation[:1].to(device, dtype)
+    relative = target.rotation @ src_rotation.transpose(-1, -2)
+    rotation = so3_exp(rotation_follow * so3_log(relative)) @ src_rotation
+    p = pivot.to(device, dtype)
+    t = target.n_frames
+    if target.camera == "orthographic":
+        src_scale = source.scale[:1].to(device, dtype)
+        scale = src_scale * (target.scale.to(device, dtype) / src_scale) ** scale_follow
+        at_source = project_vertices(source.frames(slice(0, 1)), p[None, None])[:, 0, :2]
+        at_target = project_vertices(target, p[None, None].expand(t, 1, 3))[:, 0, :2]
+        want = at_target.clone()
+        want[:, 1] = torch.lerp(at_source[:, 1], at_target[:, 1], vertical_follow)
+        # Orthographic: the pivot's screen position minus that without translation is the
+        # translation (u = x + t_x, v = t_y - y).
+        placed = replace(target, rotation=rotation, scale=scale,
+                         translation=torch.zeros_like(target.translation))
+        offset = project_vertices(placed, p[None, None].expand(t, 1, 3))[:, 0, :2]
+        translation = target.translation.clone()
+        translation[:, :2] = want - offset
+        return replace(placed, translation=translation)
+    cam_source = source.rotation[:1].to(device, dtype) @ p + source.translation[:1].to(device,
+                                                                                         dtype)
+    cam_target = target.rotation @ p + target.translation
+    want = cam_target.clone()
+    want[:, 1] = torch.lerp(cam_source[:, 1], cam_target[:, 1], vertical_follow)
+    want[:, 2] = torch.lerp(cam_source[:, 2], cam_target[:, 2], scale_follow)
+    return replace(target, rotation=rotation, translation=want - rotation @ p)
+
+
 def sample_field(field: torch.Tensor, points: torch.Tensor, step: int) -> torch.Tensor:
     """Bilinear values of a coarse field ``(B, C, h, w)`` whose cell ``(i, j)`` sits at fine pixel
     ``(j step + (step - 1) / 2, i step + (step - 1) / 2)``, at fine pixel positions
@@ -346,9 +444,7 @@ class WarpRenderer(BoxRenderer):
         self.ellipsoid = head_ellipsoid(model)
         # The neck's pivot, in model space: the mouth's height, the head ellipsoid's depth.
         mouth = self.neutral_mouth_height(model)
-        self.pivot = torch.stack([self.ellipsoid[0][0], mouth, self.ellipsoid[0][2]]).to(
-            src)[None, None]                                                   # (1, 1, 3)
-        self.pivot_source = project_vertices(self.source, self.pivot)[0, 0]
+        self.pivot = torch.stack([self.ellipsoid[0][0], mouth, self.ellipsoid[0][2]]).to(src)
         self.lip_colour = self._lip_colour(src)
         if self.cap is not None:
             self.layout = mouth_layout(self.cap).to(src.device)
@@ -509,14 +605,9 @@ class WarpRenderer(BoxRenderer):
         dtype, device = screen.dtype, screen.device
         # The head's rigid motion, target screen (u, v, depth) -> photo pixel: a 3D affine map,
         # exact for the orthographic camera.
-        neutral = project_vertices(target, self.neutral.expand(t, -1, -1)).to(dtype)
-        if c.pivot_follow != 1.0:
-            # The head nods about the neck: its pivot moves down only by this share of what the
-            # fit says (a nod fitted as a translation would otherwise carry the hair along).
-            pivot = project_vertices(target, self.pivot.expand(t, -1, -1)).to(dtype)
-            shift = torch.zeros_like(pivot[:, 0, :2])
-            shift[:, 1] = (c.pivot_follow - 1.0) * (pivot[:, 0, 1] - self.pivot_source[1])
-            neutral = torch.cat([neutral[..., :2] + shift[:, None], neutral[..., 2:]], -1)
+        head = head_pose(self.source, target, self.pivot, c.rotation_follow, c.scale_follow,
+                         c.pivot_follow)
+        neutral = project_vertices(head, self.neutral.expand(t, -1, -1)).to(dtype)
         back = fit_affine(neutral, self.neutral_source[None, :, :2].expand(t, -1, -1))
         # The box: the target face, and the photo's moving region where it goes.
         frame_reach = (neutral[..., :2] - self.neutral_source[None, :, :2]).norm(dim=-1).amax(1)
@@ -580,8 +671,12 @@ class WarpRenderer(BoxRenderer):
         share = sums[:, 3:] / (g * g)
         mean = sums[:, :3] / sums[:, 3:].clamp_min(1)
         sigma = c.extend_sigma * self.face_size / g
-        extended, density = extend_field(mean, share, sigma)
-        fade = torch.where(share > 0, 1.0, (2 * density).clamp(0.0, 1.0))
+        # Cells the face covers in part are known in part: their few pixels at the face's edge
+        # are blended with the neighbours' values (on their own they make the field jump from
+        # cell to cell along the outline, folding the photo over itself there).
+        whole = 1 - 1e-6
+        extended, density = extend_field(mean, share, sigma, keep=whole)
+        fade = torch.where(share > whole, 1.0, (2 * density).clamp(0.0, 1.0))
         cells = self._cells(box)                                             # (hc, wc, 2)
         model_to_screen = fit_affine(self.neutral, neutral)                  # (T, 4, 3)
         centre, radii = self.ellipsoid
@@ -596,6 +691,8 @@ class WarpRenderer(BoxRenderer):
                                                 proxy.permute(0, 2, 3, 1)], -1))
         weight = sample_field(self._head_weight(frame_reach), carried, g)
         coarse = weight * ((carried - cells).permute(0, 3, 1, 2) + fade * extended[:, :2])
+        if c.unfold > 0:
+            coarse = unfold(coarse, g, c.unfold)
         outside = F.interpolate(coarse, size=(hc * g, wc * g), mode="bilinear",
                                 align_corners=False)[..., :h, :w]
         outside = outside * self._border_weight(grid_x, grid_y)
