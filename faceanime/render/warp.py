@@ -320,19 +320,42 @@ def jacobian_determinant(displacement: torch.Tensor, step: float) -> torch.Tenso
 
 
 def unfold(displacement: torch.Tensor, step: float, least: float = 0.25,
-           iterations: int = 12) -> torch.Tensor:
+           iterations: int = 12, ignore: torch.Tensor | None = None) -> torch.Tensor:
     """A displacement field ``(B, 2, H, W)`` (sampled every ``step`` pixels) smoothed where its
-    map folds or nearly folds (Jacobian determinant below ``least``) and one sample around,
-    by repeated 3×3 averaging there only, until no sample is below ``least`` or after
-    ``iterations`` rounds. Elsewhere it is unchanged."""
-    for _ in range(iterations):
-        bad = (jacobian_determinant(displacement, step) < least)[:, None].to(displacement)
-        if not bool(bad.any()):
-            break
-        near = F.max_pool2d(bad, 5, stride=1, padding=2)
-        smooth = F.avg_pool2d(F.pad(displacement, (2, 2, 2, 2), mode="replicate"), 5, stride=1)
-        displacement = torch.where(near > 0, smooth, displacement)
-    return displacement
+    map folds or nearly folds (Jacobian determinant below ``least``) and two samples around, by
+    repeated 5×5 averaging there only, until no sample is below ``least`` or after
+    ``iterations`` rounds. Elsewhere it is unchanged. Samples where ``ignore (B, 1, H, W)`` is
+    True do not count as folds (the renderer's exact face flow replaces the field there)."""
+
+    def folded(field: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
+        bad = (jacobian_determinant(field, step) < least)[:, None]
+        return bad if skip is None else bad & ~skip
+
+    bad = folded(displacement, ignore)
+    if not bool(bad.any()):
+        return displacement
+    # Only the box around the folds is worked on: a round spreads the smoothing 2 samples.
+    h, w = displacement.shape[-2:]
+    rows = bad.any(3).any(1).any(0).nonzero()[:, 0]
+    cols = bad.any(2).any(1).any(0).nonzero()[:, 0]
+    margin = 2 * iterations + 3
+    y0, y1 = max(int(rows[0]) - margin, 0), min(int(rows[-1]) + margin + 1, h)
+    x0, x1 = max(int(cols[0]) - margin, 0), min(int(cols[-1]) + margin + 1, w)
+    field = displacement[..., y0:y1, x0:x1]
+    skip = None if ignore is None else ignore[..., y0:y1, x0:x1]
+    for round_ in range(iterations):
+        if round_:
+            bad = folded(field, skip)
+            if not bool(bad.any()):
+                break
+        else:
+            bad = bad[..., y0:y1, x0:x1]
+        near = F.max_pool2d(bad.to(field), 5, stride=1, padding=2)
+        smooth = F.avg_pool2d(F.pad(field, (2, 2, 2, 2), mode="replicate"), 5, stride=1)
+        field = torch.where(near > 0, smooth, field)
+    out = displacement.clone()
+    out[..., y0:y1, x0:x1] = field
+    return out
 
 
 def head_pose(source: Coefficients, target: Coefficients, pivot: torch.Tensor,
@@ -692,7 +715,7 @@ class WarpRenderer(BoxRenderer):
         weight = sample_field(self._head_weight(frame_reach), carried, g)
         coarse = weight * ((carried - cells).permute(0, 3, 1, 2) + fade * extended[:, :2])
         if c.unfold > 0:
-            coarse = unfold(coarse, g, c.unfold)
+            coarse = unfold(coarse, g, c.unfold, ignore=share > whole)
         outside = F.interpolate(coarse, size=(hc * g, wc * g), mode="bilinear",
                                 align_corners=False)[..., :h, :w]
         outside = outside * self._border_weight(grid_x, grid_y)
