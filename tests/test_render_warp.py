@@ -212,21 +212,14 @@ def test_cuda_matches_cpu(sfm_model, s1_photo):
     assert np.abs(cpu - gpu).max() <= 1
 
 
-def test_bad_settings_are_one_clear_error():
-    with pytest.raises(InputError, match="head_width"):
-        WarpConfig(head_width=0)
-    with pytest.raises(InputError, match="grid"):
-        WarpConfig(grid=0)
-    with pytest.raises(InputError, match="feather"):
-        WarpConfig(feather=-1)
-    with pytest.raises(InputError, match="pivot_follow"):
-        WarpConfig(pivot_follow=1.5)
-    with pytest.raises(InputError, match="unfold"):
-        WarpConfig(unfold=1.0)
-    with pytest.raises(InputError, match="rotation_follow"):
-        WarpConfig(rotation_follow=-0.1)
-    with pytest.raises(InputError, match="segment_band"):
-        WarpConfig(segment_band=0)
+@pytest.mark.parametrize("setting", [
+    {"head_width": 0}, {"grid": 0}, {"feather": -1}, {"pivot_follow": 1.5}, {"unfold": 1.0},
+    {"rotation_follow": -0.1}, {"scale_follow": 2.0}, {"segment_band": 0},
+])
+def test_bad_settings_are_one_clear_error(setting):
+    (name, value), = setting.items()
+    with pytest.raises(InputError, match=name):
+        WarpConfig(**{name: value})
 
 
 def test_photo_must_match_its_coefficients(sfm_model, s1_photo):

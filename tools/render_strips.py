@@ -65,15 +65,24 @@ def tile(image: np.ndarray, size: int) -> np.ndarray:
 
 def output_config(name: str):
     """The job settings of a renderer name: ``warp``, ``mask`` or ``warp:field=value,...``."""
+    from dataclasses import fields
+
     from faceanime.render.warp import WarpConfig
     from faceanime.tasks import OutputConfig
 
     kind, _, changes = name.partition(":")
     if not changes:
         return OutputConfig(renderer=kind)
-    fields = {k: type(getattr(WarpConfig, k))(v)
-              for k, v in (item.split("=") for item in changes.split(","))}
-    return OutputConfig(renderer=kind, warp=WarpConfig(**fields))
+    defaults = {f.name: f.default for f in fields(WarpConfig)}
+    settings = {}
+    for item in changes.split(","):
+        key, _, value = item.partition("=")
+        if key not in defaults:
+            raise SystemExit(f"--renderers {name}: {key!r} is not a WarpConfig field")
+        kind_of = type(defaults[key])
+        settings[key] = (value.lower() in ("1", "true", "yes") if kind_of is bool
+                         else kind_of(value))
+    return OutputConfig(renderer=kind, warp=WarpConfig(**settings))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -104,7 +104,7 @@ class WarpConfig:
     """How much of the fitted change of scale the head outside the face follows: the fit's scale
     breathes with expressions the model lacks (raised brows, a pursed mouth); a head seldom comes
     nearer in a talking video. The ``*_follow`` values were calibrated on the optical flow of
-    the hair in the shared videos (``tools/compare_warp.py``, ``docs/render.md``)."""
+    the hair in the shared videos (``tools/hair_flow.py``, ``docs/render.md``)."""
     segment: bool = True
     """Find the head and hair in the photo (GrabCut, :mod:`faceanime.render.head_mask`): they
     move as one up to their edge, and the background beside them stays still. Off: the head
@@ -343,13 +343,10 @@ def unfold(displacement: torch.Tensor, step: float, least: float = 0.25,
     x0, x1 = max(int(cols[0]) - margin, 0), min(int(cols[-1]) + margin + 1, w)
     field = displacement[..., y0:y1, x0:x1]
     skip = None if ignore is None else ignore[..., y0:y1, x0:x1]
-    for round_ in range(iterations):
-        if round_:
-            bad = folded(field, skip)
-            if not bool(bad.any()):
-                break
-        else:
-            bad = bad[..., y0:y1, x0:x1]
+    for _ in range(iterations):
+        bad = folded(field, skip)
+        if not bool(bad.any()):
+            break
         near = F.max_pool2d(bad.to(field), 5, stride=1, padding=2)
         smooth = F.avg_pool2d(F.pad(field, (2, 2, 2, 2), mode="replicate"), 5, stride=1)
         field = torch.where(near > 0, smooth, field)
