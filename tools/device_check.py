@@ -166,11 +166,51 @@ def main() -> None:
                 f"max {diff.max()}, >1: {100 * (diff > 1).mean():.4f}%",
                 f"{len(frames)} frames of d3")
             for device, renderer, coeffs in (("cpu", cpu, target), (gpu, dev, target.to(gpu))):
-                batch = coeffs.frames(list(range(min(16, coeffs.n_frames))))
-                seconds = timed(lambda r=renderer, b=batch: to_uint8(r.render(b)), device)
-                row(f"  {name} render, {device}", f"{1000 * seconds / batch.n_frames:.2f} "
-                    "ms/frame", f"batch {batch.n_frames}")
+                for size in (8, 32) if device != "cpu" else (16,):
+                    batch = coeffs.frames(list(range(min(size, coeffs.n_frames))))
+                    seconds = timed(lambda r=renderer, b=batch: to_uint8(r.render(b)), device)
+                    row(f"  {name} render, {device}", f"{1000 * seconds / batch.n_frames:.2f} "
+                        "ms/frame", f"batch {batch.n_frames}")
         render()
+
+    @check("generator")
+    def generator():
+        from faceanime.pgfg.config import GeneratorConfig
+        from faceanime.pgfg.networks import Generator
+
+        torch.manual_seed(0)
+        config = GeneratorConfig()
+        nets = {"cpu": Generator(config)}
+        nets[gpu] = Generator(config).to(gpu)
+        nets[gpu].load_state_dict(nets["cpu"].state_dict())
+        gen = torch.Generator().manual_seed(1)
+        s, c, b = config.size, nets["cpu"].prior_channels, 8
+        inputs = (torch.rand(b, 3, s, s, generator=gen), torch.rand(b, c, s, s, generator=gen),
+                  torch.rand(b, c, s, s, generator=gen))
+        out = {}
+        with torch.no_grad():
+            for device, net in nets.items():
+                out[device] = net.eval()(*(x.to(device) for x in inputs)).float().cpu()
+                with torch.autocast(device_type=device, dtype=torch.bfloat16):
+                    out[device + " bf16"] = net(*(x.to(device) for x in inputs)).float().cpu()
+        row(f"generator {s}² forward CPU vs {gpu}",
+            f"max {float((out['cpu'] - out[gpu]).abs().max()):.2e}",
+            f"bf16 vs fp32 on {gpu}: {float((out[gpu + ' bf16'] - out[gpu]).abs().max()):.2e}")
+        for device, net in nets.items():
+            net.train()
+            optimizer = torch.optim.Adam(net.parameters(), 1e-4)
+            x = [t.to(device) for t in inputs]
+
+            def step(net=net, optimizer=optimizer, x=x):
+                loss = (net(*x) - x[0]).abs().mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+
+            row(f"  generator train step, {device}", f"{timed(step, device, 2):.3f} s",
+                f"batch {b}, {s}²")
+
+    generator()
 
     print("\n| check | result | note |\n|---|---|---|")
     for r in ROWS:
