@@ -452,8 +452,9 @@ class WarpRenderer(BoxRenderer):
         if not self.has_mirror:
             symmetry = torch.arange(src.shape[0])
         symmetry = symmetry.to(src.device)
-        # Per vertex: its source position and depth, and its mirror point's.
-        self.attributes = torch.cat([src, src[symmetry]], 1)                # (N, 6)
+        # Per vertex: its source position and depth, and its mirror point's when mirroring
+        # (otherwise never read, so not interpolated either): (N, 6) or (N, 3).
+        self.attributes = torch.cat([src, src[symmetry]], 1) if self.has_mirror else src
         self.source_area = signed_areas(src[None][:, self.triangles])[0].abs()
         self.mirror_area = signed_areas(src[None][:, symmetry[self.triangles]])[0].abs()
         face = src[:self.n_face_vertices, :2]
@@ -610,15 +611,16 @@ class WarpRenderer(BoxRenderer):
             synthesised mouth interior instead (0 almost everywhere).
         """
         box, positions, mouth = self._flow(target)
-        t, _, h, w = positions.shape
+        t, h, w, _ = positions.shape
         interior = positions.new_zeros(t * h * w)
         interior[mouth[0]] = mouth[1]
-        return box, positions, interior.view(t, 1, h, w)
+        return box, positions.permute(0, 3, 1, 2), interior.view(t, 1, h, w)
 
     def _flow(self, target: Coefficients) -> tuple[Box, torch.Tensor, tuple[torch.Tensor, ...]]:
-        """:meth:`flow`, with the mouth interior as flat pixel indices ``(M,)`` over
-        ``(T, h, w)``, their share of interior ``(M,)`` and texel positions in the interior
-        layout ``(M, 2)``, and each frame's mouth corners' x in the box ``(T, 2)``."""
+        """:meth:`flow`, with the positions as ``(T, h, w, 2)`` and the mouth interior as flat
+        pixel indices ``(M,)`` over ``(T, h, w)``, their share of interior ``(M,)`` and texel
+        positions in the interior layout ``(M, 2)``, and each frame's mouth corners' x in the
+        box ``(T, 2)``."""
         c = self.config
         screen = self._screen(target)                                       # (T, N, 3)
         t = screen.shape[0]
@@ -648,14 +650,23 @@ class WarpRenderer(BoxRenderer):
         grid_x = torch.arange(x0, x1, dtype=dtype, device=device)
         grid_y = torch.arange(y0, y1, dtype=dtype, device=device)
 
-        # The face: exact flow at the covered pixels.
-        offset = torch.tensor([x0, y0, 0], dtype=dtype, device=device)
-        fragments = rasterize(screen - offset, self.triangles, (h, w), backend=c.backend)
+        # The face: exact flow at the covered pixels. Rasterized over the faces' own box (a
+        # sixth of the head's box at 512²), with room for the feather inside it; ``pixel``
+        # indexes that box, ``at`` the same pixels in the head's box.
+        margin = math.ceil(c.feather) + 2
+        fx0, fy0, fx1, fy1 = clip_box(face.amin((0, 1)) - margin, face.amax((0, 1)) + margin,
+                                      self.image_size)
+        fx0, fy0, fx1, fy1 = max(fx0, x0), max(fy0, y0), min(fx1, x1), min(fy1, y1)
+        fh, fw = fy1 - fy0, fx1 - fx0
+        offset = torch.tensor([fx0, fy0, 0], dtype=dtype, device=device)
+        fragments = rasterize(screen - offset, self.triangles, (fh, fw), backend=c.backend)
         pixel, values = interpolate_covered(fragments, self.attributes, self.triangles)
         tri = fragments.face_index.reshape(-1)[pixel]
-        frame = pixel.div(h * w, rounding_mode="floor")
-        flat = pixel % (h * w)
-        row, col = flat.div(w, rounding_mode="floor"), flat % w
+        frame = pixel.div(fh * fw, rounding_mode="floor")
+        flat = pixel % (fh * fw)
+        row = flat.div(fw, rounding_mode="floor") + (fy0 - y0)                # in the head's box
+        col = flat % fw + (fx0 - x0)
+        at = (frame * h + row) * w + col
         xy = torch.stack([col + x0, row + y0], 1).to(dtype)                  # (P, 2)
         target_area = signed_areas(screen[:, self.triangles]).abs()          # (T, F)
         grown = target_area[frame, tri]
@@ -670,7 +681,8 @@ class WarpRenderer(BoxRenderer):
                         & (~seen | (mirror_stretch < stretch)))
         use = use | (seen & ~mirrored)
         valid = use | mirrored
-        position = torch.where(mirrored[:, None], values[:, 3:5], values[:, :2])
+        position = torch.where(mirrored[:, None], values[:, 3:5], values[:, :2]) \
+            if self.has_mirror else values[:, :2]
 
         # The head, on a coarse grid: each pixel's depth on the head proxy (the face's own depth
         # continued outwards into the ellipsoid), carried back rigidly; plus the face's
@@ -713,12 +725,16 @@ class WarpRenderer(BoxRenderer):
         coarse = weight * ((carried - cells).permute(0, 3, 1, 2) + fade * extended[:, :2])
         if c.unfold > 0:
             coarse = unfold(coarse, g, c.unfold, ignore=share > whole)
-        outside = F.interpolate(coarse, size=(hc * g, wc * g), mode="bilinear",
+        # Contiguous first: the field above is laid out channels-last (from the permute), and
+        # upsampling that layout is four times slower on the CPU.
+        outside = F.interpolate(coarse.contiguous(), size=(hc * g, wc * g), mode="bilinear",
                                 align_corners=False)[..., :h, :w]
-        outside = outside * self._border_weight(grid_x, grid_y)
-        positions = outside
-        positions[:, 0] += grid_x
-        positions[:, 1] += grid_y[:, None]
+        # From here on pixel-last, (T, h, w, 2), the layout grid_sample reads: one copy here
+        # instead of one per step below.
+        positions = torch.empty(t, h, w, 2, dtype=dtype, device=device)
+        torch.mul(outside.permute(0, 2, 3, 1), self._border_weight(grid_x, grid_y)[..., None],
+                  out=positions)
+        positions += torch.stack(torch.broadcast_tensors(grid_x[None, :], grid_y[:, None]), -1)
 
         # The exact flow blends into the outside one at the face's outline only; surface the
         # photo does not show keeps the outside flow (the seen surface's motion continued).
@@ -727,11 +743,10 @@ class WarpRenderer(BoxRenderer):
             alpha = feather_mask(covered, c.feather).reshape(-1)[pixel[valid]]
         else:
             alpha = torch.ones_like(depth[valid])
-        flat_positions = positions.permute(0, 2, 3, 1).reshape(-1, 2)
-        chosen = pixel[valid]
+        flat_positions = positions.view(-1, 2)
+        chosen = at[valid]
         flat_positions[chosen] = torch.lerp(flat_positions[chosen], position[valid],
                                             alpha[:, None])
-        positions = flat_positions.view(t, h, w, 2).permute(0, 3, 1, 2)
 
         mouth_pixels = pixel[:0]
         mouth_share = depth[:0]
@@ -746,11 +761,11 @@ class WarpRenderer(BoxRenderer):
             synthetic = smoothstep((ratio - 1.5) / 1.5)[frame[on_cap]]
             mouth_share = torch.where(valid[on_cap], synthetic, torch.ones_like(synthetic))
             keep = mouth_share > 0
-            mouth_pixels = pixel[on_cap][keep]
+            mouth_pixels = at[on_cap][keep]
             mouth_share = mouth_share[keep]
             # Where on the cap each pixel lies, in the interior textures' layout.
             cap_triangle = tri[on_cap][keep] - self.n_face_triangles
-            bary = fragments.bary.reshape(-1, 3)[mouth_pixels]
+            bary = fragments.bary.reshape(-1, 3)[pixel[on_cap][keep]]
             mouth_uv = mouth_uv_of(self.layout, cap_triangle, bary)
             loop_x = screen[:, self.cap.loop.to(device), 0]
             span = torch.stack([loop_x.amin(1), loop_x.amax(1)], 1) - x0
@@ -778,14 +793,18 @@ class WarpRenderer(BoxRenderer):
     def _render_box(self, target: Coefficients) -> tuple[Box, torch.Tensor]:
         box, positions, (pixels, share, uv, span) = self._flow(target)
         h, w = self.image_size
-        grid = pixel_grid(positions.permute(0, 2, 3, 1), h, w)
+        # In place (pixel_grid's arithmetic): the positions are not needed afterwards.
+        grid = positions.mul_(positions.new_tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)]))
+        grid -= 1.0
         photo = self.image[None].expand(positions.shape[0], -1, -1, -1)
+        # Bilinear samples of a photo in [0, 1] stay in [0, 1]: no clamp over the whole box.
         out = F.grid_sample(photo, grid, mode="bilinear", padding_mode="border",
                             align_corners=True)
         if len(pixels):
             t, _, bh, bw = out.shape
-            mouth = self._interior(target, pixels, uv, span, (bh, bw))         # (M, 3)
-            flat = out.permute(0, 2, 3, 1).reshape(-1, 3)
-            flat[pixels] = torch.lerp(flat[pixels], mouth, share[:, None])
-            out = flat.view(t, bh, bw, 3).permute(0, 3, 1, 2)
-        return box, out.clamp(0, 1)
+            mouth = self._interior(target, pixels, uv, span, (bh, bw)).clamp(0, 1)  # (M, 3)
+            frame = pixels.div(bh * bw, rounding_mode="floor")
+            flat = out.view(t, 3, bh * bw)
+            at = (frame, slice(None), pixels - frame * (bh * bw))
+            flat[at] = torch.lerp(flat[at], mouth, share[:, None])
+        return box, out
