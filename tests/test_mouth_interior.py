@@ -4,10 +4,12 @@ interior, and what the warp renderer shows with them on real photos and videos."
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from faceanime.coefficients import Coefficients
 from faceanime.fitting import fit_landmarks
@@ -19,7 +21,9 @@ from faceanime.motion import MotionConfig, transfer_motion
 from faceanime.reconstruction import face_vertices, project_vertices
 from faceanime.render.frames import to_uint8
 from faceanime.render.mouth_interior import (
+    CHROMA_ADAPTATION,
     REFERENCE_LUMA,
+    REFERENCE_SKIN,
     TEXTURE_SIZE,
     InteriorCapture,
     capture_interior,
@@ -86,21 +90,26 @@ def test_sample_texture_is_bilinear():
     assert torch.allclose(got, want, atol=1e-6)
 
 
-def test_capture_normalises_by_the_drivers_lips(sfm_model, cap, layout, d0_grin):
-    """A flat-coloured driving frame is captured as that colour scaled to the reference skin
-    brightness, wherever the cap lies."""
+def test_capture_normalises_by_the_drivers_skin_colour(sfm_model, cap, layout, d0_grin):
+    """Flat-coloured driving frames (mouth and skin alike) are captured at the reference skin's
+    brightness whatever theirs, with their hue moved by CHROMA_ADAPTATION of the way to the
+    reference's (in log space), wherever the cap lies."""
     frames, _, coeffs = d0_grin
     screen = project_vertices(coeffs, face_vertices(cap.model, coeffs, jaw=cap.jaw))
-    colour = torch.tensor([0.6, 0.3, 0.2])
-    flat = colour[None, :, None, None].expand(2, 3, *frames.shape[1:3])
-    rgba = capture_interior(flat, screen, cap, layout, outer_lip_vertices(cap.model),
-                            skin_vertices(cap.model))
-    want = colour * REFERENCE_LUMA / luma(colour)
-    assert rgba.dtype == torch.uint8 and rgba.shape == (2, 4, *TEXTURE_SIZE)
-    got = rgba[:, :3].float().mean((-1, -2)) / 255
-    assert torch.allclose(got, want.expand(2, 3), atol=1 / 255)
-    # Alpha is one value per frame: how open its mouth is (48 is wide open, 0 barely).
-    assert int(rgba[0, 3].max()) == int(rgba[0, 3].min()) < 200 and rgba[1, 3].min() == 255
+    lips, skin = outer_lip_vertices(cap.model), skin_vertices(cap.model)
+    cast = torch.tensor([1.25, 0.95, 0.8])                      # a warmer hue
+    reference = REFERENCE_SKIN / REFERENCE_LUMA                 # hue: colour over its luma
+    hue = cast * reference / luma(cast * reference)
+    for colour, want in ((0.5 * REFERENCE_SKIN, REFERENCE_SKIN),
+                         (0.4 * hue, REFERENCE_LUMA * hue ** (1 - CHROMA_ADAPTATION)
+                          * reference ** CHROMA_ADAPTATION)):
+        flat = colour[None, :, None, None].expand(2, 3, *frames.shape[1:3]).clone()
+        rgba = capture_interior(flat, screen, cap, layout, lips, skin)
+        assert rgba.dtype == torch.uint8 and rgba.shape == (2, 4, *TEXTURE_SIZE)
+        got = rgba[:, :3].float().mean((-1, -2)) / 255
+        assert torch.allclose(got, want.expand(2, 3), atol=1 / 255)
+    assert 0 < CHROMA_ADAPTATION < 1 and (cast - 1).abs().max() > 0.1
+    assert float(luma(REFERENCE_SKIN)) == pytest.approx(REFERENCE_LUMA, abs=1e-4)
 
 
 def test_opening_follows_the_lips(sfm_model, cap, data_dir):
@@ -221,3 +230,29 @@ def test_an_open_mouthed_photo_keeps_its_mouth_on_frame_0(sfm_model, data_dir):
     (x0, y0), (x1, y1) = lips.min(0).astype(int) - 4, lips.max(0).astype(int) + 5
     diff = np.abs(out[y0:y1, x0:x1].astype(int) - image[y0:y1, x0:x1].astype(int))
     assert diff.mean() <= 2.0
+
+
+def test_the_interior_fades_in_at_the_mouths_outline(sfm_model, data_dir):
+    """s1 (lips closed) opened wide: the interior's share is 1 deep in the mouth and fractional
+    on the cap's outermost pixels (the cap is rasterized without antialiasing; a hard edge
+    showed as a jagged white rim of teeth against the lips); with ``mouth_feather=0`` the edge
+    is hard, as it was."""
+    image, source = load_source(data_dir / "faces" / "s1.jpg", sfm_model, OutputConfig(size=512))
+    target = source.frames([0])
+    target.jaw = torch.full_like(target.jaw, math.radians(20))
+
+    def shares(config: WarpConfig) -> torch.Tensor:
+        _, _, interior = WarpRenderer(sfm_model, image, source, config).flow(target)
+        mouth = interior[0, 0]
+        inside = mouth > 0
+        # The outline: mouth pixels with a non-mouth pixel among their 4 neighbours.
+        padded = F.pad(inside[None, None].float(), (1, 1, 1, 1))[0, 0]
+        neighbours = (padded[:-2, 1:-1] * padded[2:, 1:-1] * padded[1:-1, :-2]
+                      * padded[1:-1, 2:])
+        return mouth[inside & (neighbours == 0)], mouth[inside & (neighbours > 0)]
+
+    edge, deep = shares(WarpConfig())
+    assert len(edge) > 50 and float(deep.max()) == 1.0
+    assert float(edge.mean()) < 0.6
+    hard_edge, _ = shares(WarpConfig(mouth_feather=0))
+    assert float(hard_edge.min()) == 1.0

@@ -13,9 +13,11 @@ driver's mouth the same way, by a warp to the target's lips).
 
 **Capture** (:func:`capture_interior`): for each driving frame, every texel's cap point posed
 by the driver's fit is looked up in the driving frame. The colours are normalised by the
-driver's skin brightness (the nose bridge's, to :data:`REFERENCE_LUMA`), so a renderer scales
-them to its photo's: a dark video's teeth are not grey on a bright photo. (Lips would be a
-worse reference: pale and red lips differ more than the light does.) Alpha says how far the
+driver's skin colour (the nose bridge's, to :data:`REFERENCE_SKIN`; :func:`skin_gain`:
+brightness in full, hue in part, as a chromatic adaptation transform does), so a renderer
+takes them to its photo's skin: a dark video's teeth are not grey on a bright photo, and a
+vivid video's pink tongue is toned down in a sepia portrait. (Lips would be a worse
+reference: pale and red lips differ more than the light does.) Alpha says how far the
 driver's own mouth is open in that frame: closed, the texture holds only lips, and a renderer
 falls back to the synthesised interior.
 
@@ -49,8 +51,19 @@ from faceanime.render.texture import pixel_grid
 LAYOUT_JAW = 0.3
 """Jaw opening (radians) of the canonical layout: wide enough that the cap is a full oval."""
 
+REFERENCE_SKIN = torch.tensor([0.6901, 0.5, 0.44])
+"""Skin colour (RGB in [0, 1]) the captured colours are normalised to, channel by channel."""
+
 REFERENCE_LUMA = 0.55
-"""Skin brightness the captured colours are normalised to (Rec. 601 luma, [0, 1])."""
+"""The reference skin's brightness (Rec. 601 luma, [0, 1])."""
+
+CHROMA_ADAPTATION = 0.35
+"""How much of the hue difference between two faces' skins a captured interior takes on when
+moved from one face to the other (0: none, only brightness; 1: all, a full von Kries white
+balance), as the degree of adaptation of a chromatic adaptation transform. Skin hue is part
+light, part the person (blush, make-up, a tan): all of it turned white teeth pink on a rosy
+face (s1; half of it still left them too warm to read as teeth), none left a vivid pink tongue
+in a sepia portrait (s12)."""
 
 TEXTURE_SIZE = (48, 96)
 """``(h, w)`` of an interior texture: about the mouth's size in a 512² frame."""
@@ -153,6 +166,18 @@ def sample_texture(texture: torch.Tensor, frame: torch.Tensor, uv: torch.Tensor
     return torch.lerp(top, bottom, fy)
 
 
+def skin_gain(skin: torch.Tensor) -> torch.Tensor:
+    """``(..., 3)`` per-channel gains that take colours seen on a face whose skin is ``skin
+    (..., 3)`` to the reference face's (:data:`REFERENCE_SKIN`): its brightness all the way,
+    its hue by :data:`CHROMA_ADAPTATION` (in log space). Their inverse takes them back to
+    another face's."""
+    skin = skin.clamp_min(0.05)
+    reference = REFERENCE_SKIN.to(skin)
+    brightness = luma(reference) / luma(skin)
+    chroma = (reference / luma(reference)) / (skin / luma(skin)[..., None])
+    return brightness[..., None] * chroma ** CHROMA_ADAPTATION
+
+
 def median_colours(frames: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     """``(T, 3)`` the median colour of ``frames (T, 3, H, W)`` at each frame's points
     ``(T, L, 2)`` (pixels)."""
@@ -199,7 +224,7 @@ def capture_interior(frames: torch.Tensor, screen: torch.Tensor, cap: MouthCap,
         skin: its nose-bridge vertices (:func:`skin_vertices`).
 
     Returns:
-        ``(T, 4, h, w)`` uint8 RGBA: colours normalised to the reference skin brightness, alpha
+        ``(T, 4, h, w)`` uint8 RGBA: colours normalised to the reference skin colour, alpha
         how far each frame's mouth is open (:data:`OPEN_RANGE`).
     """
     layout = layout.to(screen.device)
@@ -208,13 +233,12 @@ def capture_interior(frames: torch.Tensor, screen: torch.Tensor, cap: MouthCap,
     h, w = frames.shape[-2:]
     colours = F.grid_sample(frames, pixel_grid(points, h, w).to(frames.dtype), mode="bilinear",
                             padding_mode="border", align_corners=True)      # (T, 3, th, tw)
-    brightness = luma(median_colours(frames, screen[:, skin, :2])).clamp_min(0.05)
-    gain = (REFERENCE_LUMA / brightness).clamp(0.5, 2.0)
+    gain = skin_gain(median_colours(frames, screen[:, skin, :2])).clamp(0.5, 2.0)  # (T, 3)
     opening = mouth_opening(screen, cap, lips)
     low, high = OPEN_RANGE
     alpha = ((opening - low) / (high - low)).clamp(0, 1)
     alpha = alpha * alpha * (3 - 2 * alpha)
-    rgba = torch.cat([colours * gain[:, None, None, None],
+    rgba = torch.cat([colours * gain[:, :, None, None],
                       alpha[:, None, None, None].expand(-1, 1, *layout.size).to(colours.dtype)],
                      1)
     return rgba.mul(255).round().clamp(0, 255).byte()

@@ -55,12 +55,12 @@ from faceanime.reconstruction import project_vertices
 from faceanime.render.frames import Box, BoxRenderer, clip_box, to_uint8
 from faceanime.render.head_mask import head_mask
 from faceanime.render.mouth_interior import (
-    REFERENCE_LUMA,
     luma,
     median_colours,
     mouth_layout,
     outer_lip_vertices,
     sample_texture,
+    skin_gain,
     skin_vertices,
     synthetic_interior,
     upper_teeth,
@@ -148,6 +148,9 @@ class WarpConfig:
     synthesised one where the target opens wider."""
     interior_darkness: float = 0.8
     """How dark the back of a synthesised mouth interior is (0: lip colour, 1: black)."""
+    mouth_feather: float = 1.5
+    """Pixels inside the mouth's outline over which the interior fades in from the lips (0:
+    a hard, aliased edge)."""
     driver_interior: bool = True
     """Where the target carries the driver's mouth interior (``Coefficients.mouth``, captured
     from a driving video), show its teeth and tongue instead of the synthesised ones."""
@@ -180,8 +183,10 @@ class WarpConfig:
         if not (math.isfinite(self.unfold) and 0 <= self.unfold < 1):
             raise InputError(f"warp setting unfold must be from 0 to below 1, got "
                              f"{self.unfold!r}")
-        if not (math.isfinite(self.feather) and self.feather >= 0):
-            raise InputError(f"warp setting feather must be ≥ 0 pixels, got {self.feather!r}")
+        for name in ("feather", "mouth_feather"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise InputError(f"warp setting {name} must be ≥ 0 pixels, got {value!r}")
 
 
 # --- pure functions on tensors --------------------------------------------------------------
@@ -469,13 +474,16 @@ class WarpRenderer(BoxRenderer):
         self.lip_colour = self._lip_colour(src)
         if self.cap is not None:
             self.layout = mouth_layout(self.cap).to(src.device)
-            skin = float(luma(median_colours(self.image[None], src[None, skin_vertices(
-                self.mesh).to(src.device), :2])[0]).clamp_min(0.05))
+            skin_colour = median_colours(self.image[None], src[None, skin_vertices(
+                self.mesh).to(src.device), :2])[0].clamp_min(0.05)             # (3,)
+            skin = float(luma(skin_colour))
             self.skin = skin
             self.synthetic = synthetic_interior(self.layout, self.lip_colour, skin,
                                                 c.interior_darkness)[None]    # (1, 4, h, w)
-            # Captured interiors are stored at a reference skin brightness: back to the photo's.
-            self.interior_gain = skin / REFERENCE_LUMA
+            # Captured interiors are stored at a reference skin colour: back to the photo's
+            # (the synthesised teeth take on the same hue).
+            self.interior_gain = 1 / skin_gain(skin_colour)
+            self.teeth_tint = self.interior_gain / luma(self.interior_gain)
 
     # -- source-side set-up, once per photo --
 
@@ -760,6 +768,9 @@ class WarpRenderer(BoxRenderer):
             ratio = cap_area / self.source_area[self.n_face_triangles:].sum().clamp_min(1e-6)
             synthetic = smoothstep((ratio - 1.5) / 1.5)[frame[on_cap]]
             mouth_share = torch.where(valid[on_cap], synthetic, torch.ones_like(synthetic))
+            if c.mouth_feather > 0 and len(mouth_share):
+                mouth_share = mouth_share * self._cap_edge(fragments, pixel[on_cap],
+                                                           c.mouth_feather)
             keep = mouth_share > 0
             mouth_pixels = at[on_cap][keep]
             mouth_share = mouth_share[keep]
@@ -770,6 +781,23 @@ class WarpRenderer(BoxRenderer):
             loop_x = screen[:, self.cap.loop.to(device), 0]
             span = torch.stack([loop_x.amin(1), loop_x.amax(1)], 1) - x0
         return box, positions, (mouth_pixels, mouth_share, mouth_uv, span)
+
+    def _cap_edge(self, fragments, pixels: torch.Tensor, width: float) -> torch.Tensor:
+        """``(M,)`` how far inside the mouth cap's outline its pixels ``(M,)`` (flat over the
+        fragments' ``(T, h, w)``) lie: 0 at the outline, 1 from ``width`` pixels in. The cap is
+        rasterized without antialiasing; a hard-edged interior, its teeth white against the
+        lips, showed as a jagged white rim."""
+        h, w = fragments.face_index.shape[1:]
+        frame = pixels.div(h * w, rounding_mode="floor")
+        rest = pixels - frame * (h * w)
+        row, col = rest.div(w, rounding_mode="floor"), rest % w
+        # Only the box around the cap, with room for the outline beyond it.
+        pad = math.ceil(width) + 1
+        r0, c0 = max(int(row.min()) - pad, 0), max(int(col.min()) - pad, 0)
+        r1, c1 = min(int(row.max()) + pad + 1, h), min(int(col.max()) + pad + 1, w)
+        cap = fragments.face_index[:, r0:r1, c0:c1] >= self.n_face_triangles
+        alpha = feather_mask(cap[:, None].to(self.image.dtype), width)
+        return alpha[frame, 0, row - r0, col - c0]
 
     def _interior(self, target: Coefficients, pixels: torch.Tensor, uv: torch.Tensor,
                   span: torch.Tensor, box: tuple[int, int]) -> torch.Tensor:
@@ -783,7 +811,7 @@ class WarpRenderer(BoxRenderer):
         synthetic = sample_texture(self.synthetic, torch.zeros_like(frame), uv)[:, :3]
         teeth, white = upper_teeth(flat.div(w, rounding_mode="floor"), flat % w, frame, span,
                                    self.skin)
-        synthetic = torch.lerp(synthetic, white, teeth[:, None])
+        synthetic = torch.lerp(synthetic, (white * self.teeth_tint).clamp(0, 1), teeth[:, None])
         if target.mouth is None or not self.config.driver_interior:
             return synthetic
         driver = sample_texture(target.mouth.to(uv.device, uv.dtype) / 255, frame, uv)
