@@ -22,6 +22,7 @@ from faceanime.render.visibility import vertex_visibility
 from faceanime.render.warp import (
     WarpConfig,
     WarpRenderer,
+    content_box,
     ellipsoid_depth,
     extend_field,
     fit_affine,
@@ -81,6 +82,31 @@ def test_translation_moves_the_whole_head_and_keeps_the_border(s1_warp, s1_photo
     border = np.ones(image.shape[:2], bool)
     border[2:-2, 2:-2] = False
     assert np.abs(out[border] - photo[border]).max() <= 1.0
+
+
+def test_a_padded_photos_margins_stay_out_of_the_picture(s1_warp, s1_photo):
+    """s1.jpg is a portrait padded with white bars left and right. Under a large turn and move
+    the bars and the picture's own outermost columns stay as they are: the motion fades out at
+    the picture's edge, not the bars' (which it pulled into the picture as a wavy white bite)."""
+    image, coeffs = s1_photo
+    x0, y0, x1, y1 = s1_warp.content
+    # The bars are 168 of 1145 columns at full size (a resampled edge column may blend in).
+    assert 83 <= x0 <= 85 and 83 <= image.shape[1] - x1 <= 85 and (y0, y1) == (0, image.shape[0])
+    out = to_uint8(s1_warp.render(turned(coeffs, 25.0, shift=(30.0, 10.0))))[0].astype(int)
+    photo = image.astype(int)
+    still = np.ones(image.shape[:2], bool)
+    still[:, x0 + 2:x1 - 2] = False
+    assert np.abs(out[still] - photo[still]).max() <= 1
+
+
+def test_content_box_finds_uniform_margins_only():
+    image = torch.rand(3, 60, 80)
+    assert content_box(image) == (0, 0, 80, 60)
+    padded = torch.ones(3, 70, 100)
+    padded[:, 4:64, 12:92] = image
+    assert content_box(padded) == (12, 4, 92, 64)
+    # A margin at most 40 % of a side; a uniform image is left whole within that.
+    assert content_box(torch.zeros(3, 50, 50)) == (20, 20, 30, 30)
 
 
 def test_one_face_only_after_a_large_move(s1_warp, s1_photo):

@@ -360,6 +360,32 @@ def unfold(displacement: torch.Tensor, step: float, least: float = 0.25,
     return out
 
 
+def content_box(image: torch.Tensor, tolerance: float = 6 / 255,
+                most: float = 0.4) -> tuple[int, int, int, int]:
+    """The photo inside its uniform margins: ``(x0, y0, x1, y1)`` of ``image (3, H, W)``.
+
+    A margin is a run of whole rows or columns along an edge, each of one colour (every channel
+    within ``tolerance``) and that of the edge's outermost line: the white or black bars of a
+    screenshot, a letterboxed frame, a padded portrait. At most ``most`` of the image's side is
+    taken from each edge; an image without margins is its own box."""
+    h, w = image.shape[-2:]
+
+    def run(lines: torch.Tensor) -> int:
+        # ``lines (L, 3, N)``, outermost first: how many lead, each uniform and of the first's
+        # colour.
+        low, high = lines.amin(-1), lines.amax(-1)                            # (L, 3)
+        uniform = ((high - low).amax(-1) <= tolerance) & \
+            ((lines.mean(-1) - lines[:1].mean(-1)).abs().amax(-1) <= tolerance)
+        return int(uniform.int().cumprod(0).sum())
+
+    limit_x, limit_y = int(most * w), int(most * h)
+    left = run(image[:, :, :limit_x].permute(2, 0, 1))
+    right = run(image[:, :, w - limit_x:].flip(-1).permute(2, 0, 1))
+    top = run(image[:, :limit_y].permute(1, 0, 2))
+    bottom = run(image[:, h - limit_y:].flip(-2).permute(1, 0, 2))
+    return left, top, w - right, h - bottom
+
+
 def head_pose(source: Coefficients, target: Coefficients, pivot: torch.Tensor,
               rotation_follow: float = 1.0, scale_follow: float = 1.0,
               vertical_follow: float = 1.0) -> Coefficients:
@@ -465,6 +491,7 @@ class WarpRenderer(BoxRenderer):
         face = src[:self.n_face_vertices, :2]
         self.face_low, self.face_high = face.amin(0), face.amax(0)
         self.face_size = float((self.face_high - self.face_low).mean())
+        self.content = content_box(self.image)
         self._depth_buffer(src)
         self._head_region()
         self.ellipsoid = head_ellipsoid(model)
@@ -581,12 +608,14 @@ class WarpRenderer(BoxRenderer):
 
     def _border_weight(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
         """``(h, w)`` motion weight at pixels ``xs (w,)``, ``ys (h,)``: 1 inside, fading over
-        ``config.border`` of the image's shorter side to 0 on the outermost two pixels, which
-        stay exactly still."""
-        h, w = self.image_size
-        band = max(self.config.border * min(h, w), 1.0)
-        edge_x = smoothstep((torch.minimum(xs, (w - 1) - xs) - 1) / band)
-        edge_y = smoothstep((torch.minimum(ys, (h - 1) - ys) - 1) / band)
+        ``config.border`` of the image's shorter side to 0 on the outermost two pixels of the
+        photo's content (:func:`content_box`: inside a screenshot's or a padded portrait's
+        uniform margins, which would otherwise be pulled into the picture), which stay exactly
+        still, as do the margins."""
+        x0, y0, x1, y1 = self.content
+        band = max(self.config.border * min(x1 - x0, y1 - y0), 1.0)
+        edge_x = smoothstep((torch.minimum(xs - x0, (x1 - 1) - xs) - 1) / band)
+        edge_y = smoothstep((torch.minimum(ys - y0, (y1 - 1) - ys) - 1) / band)
         return edge_y[:, None] * edge_x[None, :]
 
     def _lip_colour(self, src: torch.Tensor) -> torch.Tensor:
