@@ -130,6 +130,10 @@ class WarpConfig:
     plane of its edge: the head turns as a flat picture). Measured in ``docs/render.md``."""
     feather: float = 4.0
     """Pixels inside the face's edge over which its exact flow blends into the outside flow."""
+    seam: float = 2.0
+    """Reach (a Gaussian's sigma, pixels) over which the exact face flow's difference from the
+    outside flow is continued beyond the face's outline at full resolution, so the two join
+    without a seam (0: off; the coarse outside flow alone meets the exact one there)."""
     unfold: float = 0.25
     """The outside flow must not fold the photo over itself (a region shown twice, mirrored:
     streaks where the head proxy's side turns into view, or where the face's edge motion meets
@@ -183,7 +187,7 @@ class WarpConfig:
         if not (math.isfinite(self.unfold) and 0 <= self.unfold < 1):
             raise InputError(f"warp setting unfold must be from 0 to below 1, got "
                              f"{self.unfold!r}")
-        for name in ("feather", "mouth_feather"):
+        for name in ("feather", "mouth_feather", "seam"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise InputError(f"warp setting {name} must be ≥ 0 pixels, got {value!r}")
@@ -728,7 +732,10 @@ class WarpRenderer(BoxRenderer):
         depth = fragments.depth.reshape(-1)[pixel]
         seen_points = torch.cat([xy, depth[:, None]], 1)[valid]
         seen_frame = frame[valid]
-        rigid_back = (seen_points[:, None, :] @ back[seen_frame, :3])[:, 0] + back[seen_frame, 3]
+        # The pixels come frame by frame: one small matrix product per frame, not one per pixel.
+        counts = torch.bincount(seen_frame, minlength=t).tolist()
+        rigid_back = torch.cat([points @ back[k, :3] + back[k, 3] for k, points in
+                                enumerate(seen_points.split(counts))])
         residual = position[valid] - rigid_back
         hc, wc = -(-h // g), -(-w // g)
         cell = (seen_frame * hc + row[valid].div(g, rounding_mode="floor")) * wc \
@@ -782,6 +789,20 @@ class WarpRenderer(BoxRenderer):
             alpha = torch.ones_like(depth[valid])
         flat_positions = positions.view(-1, 2)
         chosen = at[valid]
+        if c.seam > 0:
+            # The coarse outside flow cannot follow the exact one's sharp change at the face's
+            # outline (a cheek turning away): the photo's face edge showed as a jagged seam of
+            # skin and hair. Their difference, known on the seen face, is continued a few
+            # pixels outwards at full resolution and added around it.
+            region = positions[:, fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0]      # (T, fh, fw, 2)
+            known = pixel[valid]
+            residual = positions.new_zeros(t * fh * fw, 3)
+            residual[known, :2] = position[valid] - flat_positions[chosen]
+            residual[known, 2] = 1
+            residual = residual.view(t, fh, fw, 3).permute(0, 3, 1, 2)
+            extended, density = extend_field(residual[:, :2], residual[:, 2:], c.seam)
+            fade = (2 * density).clamp(0.0, 1.0)
+            region += (extended * fade).permute(0, 2, 3, 1)
         flat_positions[chosen] = torch.lerp(flat_positions[chosen], position[valid],
                                             alpha[:, None])
 
