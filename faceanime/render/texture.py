@@ -63,11 +63,15 @@ class Texture:
     origin: torch.Tensor
 
 
-def pixel_grid(points: torch.Tensor, height: int, width: int) -> torch.Tensor:
+def pixel_grid(points: torch.Tensor, height: int, width: int,
+               inplace: bool = False) -> torch.Tensor:
     """Pixel coordinates ``(..., 2)`` (centre of the top-left pixel at 0) to ``grid_sample``'s
-    normalised coordinates with ``align_corners=True``."""
+    normalised coordinates with ``align_corners=True``; ``inplace`` overwrites ``points``
+    (``(..., 2)`` only: a full-frame grid's allocation is a measurable part of a render)."""
     scale = torch.tensor([2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)],
                          dtype=points.dtype, device=points.device)
+    if inplace:
+        return points.mul_(scale).sub_(1.0)
     return points[..., :2] * scale - 1.0
 
 

@@ -878,9 +878,7 @@ class WarpRenderer(BoxRenderer):
     def _render_box(self, target: Coefficients) -> tuple[Box, torch.Tensor]:
         box, positions, (pixels, share, uv, span) = self._flow(target)
         h, w = self.image_size
-        # In place (pixel_grid's arithmetic): the positions are not needed afterwards.
-        grid = positions.mul_(positions.new_tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)]))
-        grid -= 1.0
+        grid = pixel_grid(positions, h, w, inplace=True)  # the positions are not needed after
         photo = self.image[None].expand(positions.shape[0], -1, -1, -1)
         # Bilinear samples of a photo in [0, 1] stay in [0, 1]: no clamp over the whole box.
         out = F.grid_sample(photo, grid, mode="bilinear", padding_mode="border",
