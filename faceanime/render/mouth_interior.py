@@ -51,11 +51,13 @@ from faceanime.render.texture import pixel_grid
 LAYOUT_JAW = 0.3
 """Jaw opening (radians) of the canonical layout: wide enough that the cap is a full oval."""
 
+_LUMA = (0.299, 0.587, 0.114)
+
 REFERENCE_SKIN = torch.tensor([0.6901, 0.5, 0.44])
 """Skin colour (RGB in [0, 1]) the captured colours are normalised to, channel by channel."""
 
-REFERENCE_LUMA = 0.55
-"""The reference skin's brightness (Rec. 601 luma, [0, 1])."""
+REFERENCE_LUMA = float(REFERENCE_SKIN @ torch.tensor(_LUMA))
+"""The reference skin's brightness (Rec. 601 luma, [0, 1]): 0.55."""
 
 CHROMA_ADAPTATION = 0.35
 """How much of the hue difference between two faces' skins a captured interior takes on when
@@ -73,7 +75,6 @@ OPEN_RANGE = (0.3, 0.45)
 in: below the first, its mouth shows lips only; above the second, a full interior. (On d3 a
 closed mouth measures 0.18-0.29, the widest 0.61: SFM's mouth hole is open at rest.)"""
 
-_LUMA = (0.299, 0.587, 0.114)
 _OUTER_LIP = tuple(range(48, 60))  # iBUG 49-60, 0-based
 _NOSE_BRIDGE = (27, 28, 29)  # iBUG 28-30: skin, lit like the face, rarely in shadow
 

@@ -803,7 +803,7 @@ class WarpRenderer(BoxRenderer):
             # interpolated back.
             residual = residual.view(t, fh, fw, 3).permute(0, 3, 1, 2)
             half = F.avg_pool2d(residual, 2, ceil_mode=True)
-            blurred = gaussian_blur(torch.cat([half[:, :2], half[:, 2:]], 1), c.seam / 2)
+            blurred = gaussian_blur(half, c.seam / 2)
             blurred = F.interpolate(blurred, scale_factor=2, mode="bilinear",
                                     align_corners=False)[..., :fh, :fw]
             density = blurred[:, 2:]
