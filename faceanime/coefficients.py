@@ -42,9 +42,10 @@ class Coefficients:
         valid: ``(T,)`` bool, False for frames with no detected face (their coefficients are
             interpolated from neighbours, never zero).
         fps: frame rate of the source video (0 for a photo).
-        eyes: ``(T, 2)`` eyelid closure of each eye (iBUG's 37-42 eye first) in [0, 1]:
-            0 as in the model, 1 closed (:mod:`faceanime.morphable.eyelid`); zeros when not
-            given (files written before the eyelid rig).
+        eyes: ``(T, 2)`` eyelid closure of each eye (iBUG's 37-42 eye first) in [-0.5, 1]:
+            0 as in the model, 1 closed, negative opened wider
+            (:mod:`faceanime.morphable.eyelid`); zeros when not given (files written before
+            the eyelid rig).
         mouth: ``(T, 4, h, w)`` uint8 RGBA, the mouth interior each frame shows, in the
             canonical layout of :mod:`faceanime.render.mouth_interior` (captured from a
             driving video; alpha: how open that frame's mouth was), or None.

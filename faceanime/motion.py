@@ -16,6 +16,7 @@ import torch
 
 from faceanime.coefficients import Coefficients
 from faceanime.errors import InputError
+from faceanime.morphable.eyelid import CLOSURE_RANGE
 
 # The jaw range the fitter allows (radians); transferred openings stay inside it.
 JAW_RANGE = (-0.02, math.radians(35.0))
@@ -44,7 +45,7 @@ class MotionConfig:
     """The jaw (mouth opening), in the same three ways; None: as ``mode``."""
     blink_gain: float = 1.0
     """Multiplies the transferred lid motion (the change in relative mode, the closure in
-    absolute mode); results stay within [0, 1]."""
+    absolute mode); results stay within the lids' range (wide open to shut)."""
     lip_gain: float = 1.0
     """Multiplies the transferred jaw opening (the change, or the angle); results stay within
     the jaw's range."""
@@ -114,7 +115,7 @@ def transfer_motion(source: Coefficients, driving: Coefficients,
     default = config.mode if config.expression else "off"
     jaw = _part(src.jaw, drv.jaw, ref, config.mouth or default, config.lip_gain)
     eyes = _part(src.eyes, drv.eyes, ref, config.eyes or default, config.blink_gain)
-    eyes = eyes.clamp(0.0, 1.0)
+    eyes = eyes.clamp(*CLOSURE_RANGE)
     if config.nonnegative_expression:
         expression = expression.clamp_min(0)
     jaw = jaw.clamp(*JAW_RANGE)

@@ -1,6 +1,7 @@
 """Fit the eyelid closure of every frame from the six landmarks of each eye.
 
-After the main fit (identity, expression, jaw, pose), each eye's closure ``c`` in [0, 1]
+After the main fit (identity, expression, jaw, pose), each eye's closure ``c`` (1 shut, 0 the
+model's opening, negative wider: ``CLOSURE_RANGE``)
 (:mod:`faceanime.morphable.eyelid`) is the one whose projected lid gaps best match the detected
 ones. The closure moves only the upper lid, so with ``d0`` the model's projected gap (upper-lid
 landmark minus the lower-lid landmark below it) at closure 0 and ``J`` the projected motion of the
@@ -10,7 +11,7 @@ are matched, so a small error of the fitted pose does not leak into the lids.
 Per frame the least-squares closure is ``ĉ = Σ J·(d - d0) / Σ |J|²`` over the eye's two landmark
 pairs; over a video the closures of consecutive frames are tied by the fitter's temporal weight
 (relative to the frames' own precision ``Σ |J|²``), solved exactly as one tridiagonal system,
-then bounded to [0, 1]. Frames without landmarks take their neighbours' values.
+then bounded to ``CLOSURE_RANGE``. Frames without landmarks take their neighbours' values.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 
 from faceanime.coefficients import Coefficients
 from faceanime.fitting.linalg import solve_block_tridiagonal
-from faceanime.morphable.eyelid import Eyelids, build_eyelids
+from faceanime.morphable.eyelid import CLOSURE_RANGE, Eyelids, build_eyelids
 from faceanime.morphable.jaw import apply_jaw, build_jaw
 from faceanime.morphable.model import FaceModel
 from faceanime.reconstruction import project_vertices
@@ -59,7 +60,7 @@ def fit_eyelids(model: FaceModel, coeffs: Coefficients, temporal_weight: float =
         eyelids: the model's rig (built when None).
 
     Returns:
-        ``(T, 2)`` closures in [0, 1]; zeros when the coefficients hold no landmarks.
+        ``(T, 2)`` closures within ``CLOSURE_RANGE``; zeros when the coefficients hold no landmarks.
     """
     t = coeffs.n_frames
     if coeffs.landmarks is None:
@@ -101,4 +102,4 @@ def fit_eyelids(model: FaceModel, coeffs: Coefficients, temporal_weight: float =
         closure = torch.stack([
             solve_block_tridiagonal(diag[:, e, None, None], lower[:, e, None, None],
                                     rhs[:, e, None, None])[:, 0, 0] for e in range(2)], 1)
-    return closure.clamp(0.0, 1.0).float()
+    return closure.clamp(*CLOSURE_RANGE).float()

@@ -15,7 +15,9 @@ blendshapes are emotions), so a blink cannot be fitted or transferred. Like the 
   Beyond the eye's corners and far in depth from the eye, the weight is 0.
 
 At closure 1 the upper-lid landmarks lie on the lower-lid ones; at 0 the mesh is the model's.
-Offsets are linear in the closure, so the fitter finds it in closed form per frame.
+Negative closures raise the lid above the model's (eyes opened wider than the mean face's, as in
+many photos and in surprise), down to ``CLOSURE_RANGE[0]``. Offsets are linear in the closure, so
+the fitter finds it in closed form per frame.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ import torch
 
 from faceanime.errors import InputError
 from faceanime.morphable.model import FaceModel
+
+CLOSURE_RANGE = (-0.5, 1.0)
+"""Bounds of a closure: raised by up to half the model's opening, down to shut."""
 
 # 0-based iBUG indices per eye: corners (outer/inner in the image's left-to-right order), the
 # two upper-lid points and the lower-lid points below them.
@@ -43,16 +48,21 @@ class Eyelids:
         offsets: ``(2, N, 3)`` vertex displacements at full closure of each eye (model units).
         upper: ``(2, 2)`` the upper-lid landmark indices (0-based iBUG) of each eye.
         lower: ``(2, 2)`` the lower-lid landmark indices below them.
+        skin: ``(2, N)`` per eye, how much each vertex belongs to the lid skin that a closing
+            lid unfolds over the eye: 0 on the lash line and from ``lift`` eye openings above
+            it, up to about 0.7 between (a renderer fetches that skin from further up, where the
+            photo shows skin rather than the crease's shadow).
     """
 
     offsets: torch.Tensor
     upper: torch.Tensor
     lower: torch.Tensor
+    skin: torch.Tensor
 
     def to(self, device: torch.device | str | None = None,
            dtype: torch.dtype | None = None) -> Eyelids:
         return Eyelids(self.offsets.to(device, dtype), self.upper.to(device),
-                       self.lower.to(device))
+                       self.lower.to(device), self.skin.to(device, dtype))
 
 
 def eyelid_rig(model: FaceModel) -> Eyelids | None:
@@ -81,7 +91,8 @@ def _smoothstep(x: torch.Tensor) -> torch.Tensor:
     return x * x * (3 - 2 * x)
 
 
-def build_eyelids(model: FaceModel, lift: float = 2.5, depth: float = 0.6) -> Eyelids:
+def build_eyelids(model: FaceModel, lift: float = 1.5, depth: float = 0.6,
+                  lashes: float = 0.6, corners: float = 0.2) -> Eyelids:
     """Rig the eyelids of ``model`` from its mean shape and landmark mapping.
 
     Args:
@@ -89,6 +100,9 @@ def build_eyelids(model: FaceModel, lift: float = 2.5, depth: float = 0.6) -> Ey
         lift: how far above the upper lid the closing motion fades out, in eye openings.
         depth: vertices further than this many eye widths in depth from the eye's landmarks do
             not move (the nose beside the inner corner, the temple behind the outer one).
+        lashes: the lash line's height above the upper lid, in eye openings: its vertices are
+            not lid skin (``Eyelids.skin`` rises from 0 over this height).
+        corners: and reaches this share of the eye's width beyond its corners.
 
     Returns:
         :class:`Eyelids`.
@@ -99,6 +113,7 @@ def build_eyelids(model: FaceModel, lift: float = 2.5, depth: float = 0.6) -> Ey
     mean = model.mean.detach().double()
     ids = model.landmark_indices
     offsets = torch.zeros(2, *mean.shape, dtype=torch.float64, device=mean.device)
+    skin = torch.zeros(2, mean.shape[0], dtype=torch.float64, device=mean.device)
     for e, eye in enumerate(EYES):
         needed = [*eye["corners"], *eye["upper"], *eye["lower"]]
         if any(int(ids[i]) < 0 for i in needed):
@@ -146,6 +161,13 @@ def build_eyelids(model: FaceModel, lift: float = 2.5, depth: float = 0.6) -> Ey
         near = (mean[:, 2] - eye_depth).abs() < depth * width
         offsets[e] = torch.where((inside & near)[:, None], weight[:, None] * gap,
                                  torch.zeros_like(gap))
+        # The lid skin: from the lash line up to about the crease, and a little beyond the
+        # corners (where the crease's shadow would otherwise stay as a dark notch).
+        rise = (height - up_h) / opening
+        along = _smoothstep((s + corners) / corners) * _smoothstep((1 + corners - s) / corners)
+        lid = _smoothstep(rise / lashes) * (1 - _smoothstep(rise / lift)) * along
+        skin[e] = torch.where(near & (height > up_h), lid, torch.zeros_like(lid))
     upper = torch.tensor([eye["upper"] for eye in EYES])
     lower = torch.tensor([eye["lower"] for eye in EYES])
-    return Eyelids(offsets.to(model.dtype), upper.to(mean.device), lower.to(mean.device))
+    return Eyelids(offsets.to(model.dtype), upper.to(mean.device), lower.to(mean.device),
+                   skin.to(model.dtype))

@@ -155,6 +155,14 @@ class WarpConfig:
     mouth_feather: float = 1.5
     """Pixels inside the mouth's outline over which the interior fades in from the lips (0:
     a hard, aliased edge)."""
+    lid_skin: float = 0.8
+    """A lid closing further than the photo's unfolds skin the photo hides (under the
+    crease): it is fetched from up to this many of the photo's eye openings higher, where the
+    photo shows skin, instead of stretching the crease's shadow over the eye (0: stretch)."""
+    lid_fill: float = 0.7
+    """How much of that unfolded lid skin is the photo's skin colour around the eye (the
+    surrounding skin smoothed, its dark features left out) rather than fetched pixels: 0 to
+    1. Deep-set eyes leave little skin between crease and brow to fetch."""
     driver_interior: bool = True
     """Where the target carries the driver's mouth interior (``Coefficients.mouth``, captured
     from a driving video), show its teeth and tongue instead of the synthesised ones."""
@@ -187,7 +195,7 @@ class WarpConfig:
         if not (math.isfinite(self.unfold) and 0 <= self.unfold < 1):
             raise InputError(f"warp setting unfold must be from 0 to below 1, got "
                              f"{self.unfold!r}")
-        for name in ("feather", "mouth_feather", "seam"):
+        for name in ("feather", "mouth_feather", "seam", "lid_skin"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise InputError(f"warp setting {name} must be ≥ 0 pixels, got {value!r}")
@@ -497,6 +505,24 @@ class WarpRenderer(BoxRenderer):
         self.face_size = float((self.face_high - self.face_low).mean())
         self.content = content_box(self.image)
         self._depth_buffer(src)
+        self.lid_reach = self.lid_fill = None
+        if self.eyelids is not None and c.lid_skin > 0:
+            # Per vertex, how much it is lid skin of each eye (two more columns); per eye, the
+            # photo's upper lid's screen motion per unit of closure.
+            rig = self.eyelids.to(src.device, src.dtype)
+            self.attributes = torch.cat([self.attributes, rig.skin.T], 1)
+            ids = self.mesh.landmark_indices.to(src.device)
+            reach = []
+            for e in range(2):
+                shut = self.source.frames([0])
+                eyes = shut.eyes.clone()
+                eyes[:, e] += 1
+                shut.eyes = eyes
+                lid = ids[rig.upper[e]]
+                reach.append((self._screen(shut)[0, lid, :2] - src[lid, :2]).mean(0))
+            self.lid_reach = -c.lid_skin * torch.stack(reach)                   # (2, 2)
+            opening = float(torch.stack(reach).norm(dim=-1).mean())
+            self.lid_fill = self._skin_fill(max(opening, 1.0)) if c.lid_fill > 0 else None
         self._head_region()
         self.ellipsoid = head_ellipsoid(model)
         # The neck's pivot, in model space: the mouth's height, the head ellipsoid's depth.
@@ -631,6 +657,20 @@ class WarpRenderer(BoxRenderer):
             return torch.full((3,), 0.5, dtype=self.image.dtype, device=self.image.device)
         return median_colours(self.image[None], src[None, lips, :2])[0]
 
+    def _skin_fill(self, opening: float) -> torch.Tensor:
+        """``(3, h, w)`` over the photo's face box (``zbox``): its skin colour, smoothed over
+        about an eye opening, with the dark features (lashes, brows, the crease's shadow, the
+        eyes themselves: darker than their surroundings) left out by normalized convolution."""
+        x0, y0, x1, y1 = self.zbox
+        patch = self.image[None, :, y0:y1, x0:x1]
+        lum = luma(patch.movedim(1, -1))[:, None]                           # (1, 1, h, w)
+        ones = torch.ones_like(lum)
+        wide = 3 * opening
+        surround = gaussian_blur(lum, wide) / gaussian_blur(ones, wide).clamp_min(1e-6)
+        skin = (lum >= 0.9 * surround).to(patch.dtype)
+        fill = gaussian_blur(torch.cat([patch * skin, skin], 1), opening)
+        return (fill[0, :3] / fill[0, 3:].clamp_min(1e-6)).clamp(0, 1)
+
     # -- per batch of target frames --
 
     def _seen(self, points: torch.Tensor) -> torch.Tensor:
@@ -724,6 +764,18 @@ class WarpRenderer(BoxRenderer):
         valid = use | mirrored
         position = torch.where(mirrored[:, None], values[:, 3:5], values[:, :2]) \
             if self.has_mirror else values[:, :2]
+        lid = None
+        if self.lid_reach is not None:
+            # Lids closing further than the photo's show its lid skin from higher up.
+            closing = (target.eyes.to(device, dtype)
+                       - self.source.eyes.to(device, dtype)).clamp_min(0)          # (T, 2)
+            if bool((closing > 0).any()):
+                share = closing[frame] * values[:, -2:]                             # (P, 2)
+                position = position + share @ self.lid_reach
+                if self.lid_fill is not None:
+                    cover = share.sum(1).clamp(0, 1) * c.lid_fill
+                    keep = (cover > 0) & use
+                    lid = at[keep], cover[keep], position[keep]
 
         # The head, on a coarse grid: each pixel's depth on the head proxy (the face's own depth
         # continued outwards into the ellipsoid), carried back rigidly; plus the face's
@@ -837,7 +889,7 @@ class WarpRenderer(BoxRenderer):
             mouth_uv = mouth_uv_of(self.layout, cap_triangle, bary)
             loop_x = screen[:, self.cap.loop.to(device), 0]
             span = torch.stack([loop_x.amin(1), loop_x.amax(1)], 1) - x0
-        return box, positions, (mouth_pixels, mouth_share, mouth_uv, span)
+        return box, positions, (mouth_pixels, mouth_share, mouth_uv, span, lid)
 
     def _cap_edge(self, fragments, pixels: torch.Tensor, width: float) -> torch.Tensor:
         """``(M,)`` how far inside the mouth cap's outline its pixels ``(M,)`` (flat over the
@@ -876,7 +928,7 @@ class WarpRenderer(BoxRenderer):
         return torch.lerp(synthetic, colour, driver[:, 3:])
 
     def _render_box(self, target: Coefficients) -> tuple[Box, torch.Tensor]:
-        box, positions, (pixels, share, uv, span) = self._flow(target)
+        box, positions, (pixels, share, uv, span, lid) = self._flow(target)
         h, w = self.image_size
         grid = pixel_grid(positions, h, w, inplace=True)  # the positions are not needed after
         photo = self.image[None].expand(positions.shape[0], -1, -1, -1)
@@ -890,4 +942,14 @@ class WarpRenderer(BoxRenderer):
             flat = out.view(t, 3, bh * bw)
             at = (frame, slice(None), pixels - frame * (bh * bw))
             flat[at] = torch.lerp(flat[at], mouth, share[:, None])
+        if lid is not None:
+            t, _, bh, bw = out.shape
+            lid_pixels, lid_share, fetch = lid
+            zx0, zy0, zx1, zy1 = self.zbox
+            j = (fetch[:, 0].round().long() - zx0).clamp(0, zx1 - zx0 - 1)
+            i = (fetch[:, 1].round().long() - zy0).clamp(0, zy1 - zy0 - 1)
+            frame = lid_pixels.div(bh * bw, rounding_mode="floor")
+            flat = out.view(t, 3, bh * bw)
+            at = (frame, slice(None), lid_pixels - frame * (bh * bw))
+            flat[at] = torch.lerp(flat[at], self.lid_fill[:, i, j].T, lid_share[:, None])
         return box, out
