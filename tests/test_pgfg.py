@@ -20,7 +20,7 @@ from faceanime.pgfg import (
     tiny_configs,
 )
 from faceanime.pgfg.losses import d_loss, g_loss, gradient_penalty
-from faceanime.pgfg.networks import prior_flow, warp_image
+from faceanime.pgfg.networks import flow_init, prior_flow, warp_image
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -32,8 +32,11 @@ def one_thread():
 
 
 def _config(size: int, output: str = "residual") -> GeneratorConfig:
+    """A tiny network; the warp's start from the prior's own points (the dense start needs a
+    mesh: tests/test_pgfg_data.py)."""
     tiny, _ = tiny_configs()
-    return replace(tiny, size=size, levels=3 if size == 128 else 4, predict=output)
+    return replace(tiny, size=size, levels=3 if size == 128 else 4, predict=output,
+                   flow_init="sparse")
 
 
 def _inputs(size: int, batch: int = 2, seed: int = 0, channels: int = 6):
@@ -129,7 +132,7 @@ def test_zero_residual_output_depends_on_source_alone(output):
 def test_generator_starts_near_a_copy_of_the_source(output):
     torch.manual_seed(0)
     # Without the priors' own flow (tested on real pairs in test_pgfg_data.py).
-    net = Generator(replace(_config(128, output), prior_flow=False))
+    net = Generator(replace(_config(128, output), prior_flow=False, flow_init="none"))
     source, p_s, p_t = _inputs(128, channels=4)
     with torch.no_grad():
         change = (net(source, p_s, p_t) - source).abs().mean()
@@ -147,6 +150,33 @@ def test_prior_flow_interpolates_offsets_and_fades_outside():
     assert_close(flow[0, 0, 25:40, 25:40], torch.full((15, 15), 0.1), atol=1e-4)
     assert float(flow[0, :, :5].abs().max()) < 1e-6
     assert float(flow[0, 1].abs().max()) < 1e-6
+
+
+def test_flow_init_keeps_the_exact_flow_and_continues_it_outside():
+    size = 64
+    flow = torch.zeros(1, 3, size, size)
+    flow[:, 2, 20:44, 20:44] = 1  # the face: known there
+    flow[:, 0, 20:44, 20:44] = torch.linspace(0.0, 0.2, 24)  # a stretch in x
+    start = flow_init(flow, 2.0)
+    # The exact flow, untouched, where known; continued just outside; nothing far away.
+    assert torch.equal(start[:, :, 20:44, 20:44], flow[:, :2, 20:44, 20:44])
+    beyond = start[0, 0, 30, 44:50]
+    assert 0.7 * 0.2 < float(beyond[0]) <= 0.2
+    assert bool((beyond[1:] < beyond[:-1]).all()) and float(beyond[-1]) < 0.01
+    assert float(start[0, :, :5].abs().max()) < 1e-6
+
+
+def test_dense_start_needs_the_face_flow():
+    net = Generator(replace(_config(128, "warp"), flow_init="dense"))
+    source, p_s, p_t = _inputs(128)
+    with pytest.raises(InputError, match="face flow"):
+        net(source, p_s, p_t)
+    flow = torch.zeros(2, 3, 128, 128)
+    assert net(source, p_s, p_t, flow).shape == (2, 3, 128, 128)
+    with pytest.raises(InputError, match="flow_init"):
+        GeneratorConfig(flow_init="optical")
+    with pytest.raises(InputError, match="sparse"):
+        GeneratorConfig(flow_init="sparse", prior_flow=False)
 
 
 def test_warp_image_moves_content():

@@ -39,11 +39,17 @@ def config_for(size: int) -> GeneratorConfig:
 
 
 def inputs(size: int, batch: int, device: torch.device):
-    """Random source and priors (6 channels: RGB, mask, small offsets)."""
+    """Random source and priors (6 channels: RGB, mask, small offsets) and a face flow (small
+    offsets, known over the crop's middle)."""
     g = torch.Generator().manual_seed(0)
-    source, p_s, p_t = (torch.rand(batch, c, size, size, generator=g) for c in (3, 6, 6))
+    source, p_s, p_t, flow = (torch.rand(batch, c, size, size, generator=g)
+                              for c in (3, 6, 6, 3))
     p_s[:, 4:], p_t[:, 4:] = 0.0, 0.1 * p_t[:, 4:] - 0.05
-    return source.to(device), p_s.to(device), p_t.to(device)
+    flow[:, :2] = 0.1 * flow[:, :2] - 0.05
+    flow[:, 2] = 0.0
+    flow[:, 2, size // 4:3 * size // 4, size // 4:3 * size // 4] = 1.0
+    flow[:, :2] *= flow[:, 2:]
+    return source.to(device), p_s.to(device), p_t.to(device), flow.to(device)
 
 
 def train_step_child(size: int, batch: int, device: str, repeat: int, threads: int) -> dict:
@@ -57,11 +63,11 @@ def train_step_child(size: int, batch: int, device: str, repeat: int, threads: i
     opt_g = torch.optim.Adam(gen.parameters(), 2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), 2e-4, betas=(0.5, 0.999))
     loss = LossConfig(identity=0.0)
-    source, p_s, p_t = inputs(size, batch, dev)
+    source, p_s, p_t, flow = inputs(size, batch, dev)
     from faceanime.pgfg.data import PairBatch
 
     pairs = PairBatch(source, source.flip(-1), p_s, p_t, torch.zeros(batch, 68, 2, device=dev),
-                      torch.zeros(batch, dtype=torch.bool, device=dev))
+                      torch.zeros(batch, dtype=torch.bool, device=dev), flow)
     rng = torch.Generator().manual_seed(0)
 
     def step() -> None:
@@ -107,9 +113,9 @@ def main() -> None:
             net = Generator(config_for(size)).to(dev).eval()
             params = sum(p.numel() for p in net.parameters())
             for batch in (1, 8):
-                source, p_s, p_t = inputs(size, batch, dev)
-                s = median_seconds(lambda n=net, x=(source, p_s, p_t), b=batch: n.generate(*x, b),
-                                   args.repeat, dev)
+                source, p_s, p_t, flow = inputs(size, batch, dev)
+                s = median_seconds(lambda n=net, x=(source, p_s, p_t), b=batch, f=flow:
+                                   n.generate(*x, b, f), args.repeat, dev)
                 print(f"{device:6} {size:5d} {batch:5d} {params / 1e6:7.2f}M "
                       f"{1000 * s / batch:9.1f}", flush=True)
     if args.no_train:

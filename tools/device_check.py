@@ -185,8 +185,11 @@ def main() -> None:
         nets[gpu].load_state_dict(nets["cpu"].state_dict())
         gen = torch.Generator().manual_seed(1)
         s, c, b = config.size, nets["cpu"].prior_channels, 8
+        flow = torch.zeros(b, 3, s, s)
+        flow[:, 2, s // 4:3 * s // 4, s // 4:3 * s // 4] = 1.0
+        flow[:, :2] = (0.1 * torch.rand(b, 2, s, s, generator=gen) - 0.05) * flow[:, 2:]
         inputs = (torch.rand(b, 3, s, s, generator=gen), torch.rand(b, c, s, s, generator=gen),
-                  torch.rand(b, c, s, s, generator=gen))
+                  torch.rand(b, c, s, s, generator=gen), flow)
         out = {}
         with torch.no_grad():
             for device, net in nets.items():

@@ -133,8 +133,12 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     keys = ("generator", "discriminator", "loss", "train")
     try:
         info = {k: v for k, v in document.items() if k not in keys}
+        generator = dict(document["generator"])
+        # Written before the dense start: the flow started from the prior's points, if any.
+        generator.setdefault("flow_init", "sparse" if generator.get("prior_flow", True)
+                             else "none")
         return Checkpoint(path=weights,
-                          generator=from_json(GeneratorConfig, document["generator"]),
+                          generator=from_json(GeneratorConfig, generator),
                           discriminator=from_json(DiscriminatorConfig, document["discriminator"]),
                           loss=from_json(LossConfig, document["loss"]),
                           train=from_json(TrainConfig, document["train"]), tensors=tensors,

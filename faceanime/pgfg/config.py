@@ -14,6 +14,7 @@ from faceanime.errors import InputError
 ADVERSARIAL = ("hinge", "wgan-gp", "none")
 RESOLUTIONS = (128, 256)
 OUTPUTS = ("warp", "residual", "blend", "direct")
+FLOW_INITS = ("dense", "sparse", "none")
 
 
 @dataclass
@@ -29,6 +30,7 @@ class GeneratorConfig:
     prior_mask: bool = True  # give E the prior's coverage mask as a fourth channel
     prior_flow: bool = True  # p_t also carries each point's offset to its source position (2 ch)
     predict: str = "warp"  # warp (source warped by a flow, plus a change), residual, blend, direct
+    flow_init: str = "dense"  # flow start: dense (exact face flow), sparse (prior points), none
 
     def __post_init__(self) -> None:
         if self.size not in RESOLUTIONS:
@@ -42,6 +44,12 @@ class GeneratorConfig:
         if self.prior_flow and not self.prior_mask:
             raise InputError("generator: prior_flow needs prior_mask (the flow is interpolated "
                              "from the drawn points)")
+        if self.flow_init not in FLOW_INITS:
+            raise InputError(f"generator flow_init {self.flow_init!r}: choose among "
+                             f"{', '.join(FLOW_INITS)}")
+        if self.flow_init == "sparse" and not self.prior_flow:
+            raise InputError("generator: flow_init 'sparse' needs prior_flow (the offsets the "
+                             "sparse start is made from)")
         if self.predict not in OUTPUTS:
             raise InputError(f"generator predict {self.predict!r}: choose among "
                              f"{', '.join(OUTPUTS)}")

@@ -30,6 +30,7 @@ from faceanime.errors import InputError
 from faceanime.io import iter_video_frames, load_npz
 from faceanime.morphable.jaw import build_jaw
 from faceanime.morphable.model import FaceModel
+from faceanime.pgfg.flow import face_flow, flip_flow
 from faceanime.reconstruction import face_vertices, project_vertices
 from faceanime.render.points import splat_points
 from faceanime.render.texture import sample_image, sparse_vertices
@@ -175,6 +176,8 @@ class VideoPairs:
         landmarks: ``(T, 68, 2)`` detected landmarks in crop pixels.
         usable: ``(T,)`` frames with a face, a crop placed by their own landmarks and finite
             landmarks (the only frames drawn).
+        screen: ``(T, N, 3)`` every vertex in crop pixels (the dense face flow's input), or
+            None.
     """
 
     name: str
@@ -183,6 +186,7 @@ class VideoPairs:
     bank: PriorBank
     landmarks: torch.Tensor
     usable: torch.Tensor
+    screen: torch.Tensor | None = None
 
     @property
     def frames(self) -> torch.Tensor:
@@ -218,14 +222,15 @@ def load_video_pairs(root: str | os.PathLike, stem: str, model: FaceModel, strid
                          "frames of coefficients; re-run 'faceanime prepare'")
     crops = read_crops(mp4, coeffs.n_frames, size)
     crop = crop_coefficients(coeffs, affine, size)
-    bank = PriorBank.build(model, screen_vertices(model, crop), crops, stride)
+    screen = screen_vertices(model, crop)
+    bank = PriorBank.build(model, screen, crops, stride)
     lms = crop.landmarks if crop.landmarks is not None else \
         torch.full((coeffs.n_frames, 68, 2), float("nan"))
     usable = torch.isfinite(lms).all(-1).all(-1)
     usable &= torch.from_numpy(np.asarray(arrays["valid"], dtype=bool))
     if coeffs.valid is not None:
         usable &= coeffs.valid.bool()
-    return VideoPairs(stem, crops, crop, bank, lms.float(), usable)
+    return VideoPairs(stem, crops, crop, bank, lms.float(), usable, screen)
 
 
 @dataclass
@@ -279,7 +284,8 @@ def load_pair_dataset(root: str | os.PathLike, model: FaceModel, stride: int = 4
 class PairBatch:
     """A batch of training pairs (all ``(B, ...)``): ``source``/``target`` ``(B, 3, S, S)`` in
     [0, 1], ``p_s``/``p_t`` priors, ``landmarks`` ``(B, 68, 2)`` of the target (of the unflipped
-    crop), ``flipped`` ``(B,)`` bool (mirror back before the identity network)."""
+    crop), ``flipped`` ``(B,)`` bool (mirror back before the identity network), ``flow``
+    ``(B, 3, S, S)`` the exact face flow (:func:`faceanime.pgfg.flow.face_flow`) or None."""
 
     source: torch.Tensor
     target: torch.Tensor
@@ -287,21 +293,25 @@ class PairBatch:
     p_t: torch.Tensor
     landmarks: torch.Tensor
     flipped: torch.Tensor
+    flow: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> PairBatch:
         return PairBatch(*(getattr(self, k).to(device) for k in
-                           ("source", "target", "p_s", "p_t", "landmarks", "flipped")))
+                           ("source", "target", "p_s", "p_t", "landmarks", "flipped")),
+                         flow=None if self.flow is None else self.flow.to(device))
 
 
 def make_batch(videos: list[VideoPairs], index: list[tuple[int, int, int]], radius: float,
                mask_channel: bool, flip: torch.Tensor | None = None,
                gain: torch.Tensor | None = None, bias: torch.Tensor | None = None,
-               flow_channel: bool = False) -> PairBatch:
+               flow_channel: bool = False, triangles: torch.Tensor | None = None) -> PairBatch:
     """Assemble pairs ``(video, source frame, target frame)`` with optional augmentation.
 
     ``flip`` ``(B,)`` bool mirrors a pair's images and priors together; ``gain``/``bias``
     ``(B,)`` change contrast and brightness of both images and of the prior colours alike (the
-    priors are sampled from the source, so they change with it).
+    priors are sampled from the source, so they change with it). With the model's
+    ``triangles``, the batch carries the exact face flow of each pair (needs the videos'
+    ``screen``).
     """
     src = torch.stack([videos[v].crops[s] for v, s, _ in index]).float() / 255.0
     tgt = torch.stack([videos[v].crops[t] for v, _, t in index]).float() / 255.0
@@ -318,12 +328,22 @@ def make_batch(videos: list[VideoPairs], index: list[tuple[int, int, int]], radi
     size = src.shape[-1]
     p_s, p_t = render_priors(s_screen, t_screen, colors, visible, size, radius, mask_channel,
                              flow_channel)
+    flow = None
+    if triangles is not None:
+        if any(videos[v].screen is None for v, _, _ in index):
+            raise InputError("the dense face flow needs every vertex's position (VideoPairs."
+                             "screen)")
+        flow = face_flow(torch.stack([videos[v].screen[s] for v, s, _ in index]),
+                         torch.stack([videos[v].screen[t] for v, _, t in index]), triangles,
+                         size)
     flipped = torch.zeros(b, dtype=torch.bool) if flip is None else flip.bool()
     if bool(flipped.any()):
         f = flipped.view(b, 1, 1, 1)
         src, tgt = torch.where(f, src.flip(-1), src), torch.where(f, tgt.flip(-1), tgt)
         p_s, p_t = torch.where(f, flip_priors(p_s), p_s), torch.where(f, flip_priors(p_t), p_t)
-    return PairBatch(src, tgt, p_s, p_t, lms, flipped)
+        if flow is not None:
+            flow = torch.where(f, flip_flow(flow), flow)
+    return PairBatch(src, tgt, p_s, p_t, lms, flipped, flow)
 
 
 class PairSampler:

@@ -56,6 +56,25 @@ def prior_flow(offset: torch.Tensor, mask: torch.Tensor, sigma: float) -> torch.
     return flow * (2 * density / peak).clamp(max=1.0)
 
 
+def flow_init(flow: torch.Tensor, sigma: float) -> torch.Tensor:
+    """The generator's starting flow from the exact face flow (:mod:`faceanime.pgfg.flow`).
+
+    Args:
+        flow: ``(B, 3, S, S)`` offsets (2 channels) and where they are known (1 channel).
+        sigma: how far, in pixels, the known flow is continued beyond the face.
+
+    Returns:
+        ``(B, 2, S, S)``: the exact offsets where known; elsewhere their normalised-convolution
+        continuation, equal to the known flow's local mean at the face's edge (where half the
+        neighbourhood is known) and fading to zero within about two ``sigma`` beyond it.
+    """
+    known = flow[:, 2:3]
+    density = _blur(known, sigma)
+    continued = _blur(flow[:, :2] * known, sigma) / density.clamp_min(1e-6)
+    continued = continued * (2 * density).clamp(max=1.0)
+    return torch.where(known > 0, flow[:, :2], continued)
+
+
 def warp_image(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """Backward warp: output pixel ``x`` takes ``image`` at ``x + flow(x)``.
 
@@ -225,25 +244,38 @@ class Generator(nn.Module):
         b = p_t.shape[0]
         return [f[:b] - f[b:] for f in feats]
 
-    def forward(self, source: torch.Tensor, p_s: torch.Tensor, p_t: torch.Tensor
-                ) -> torch.Tensor:
+    def forward(self, source: torch.Tensor, p_s: torch.Tensor, p_t: torch.Tensor,
+                flow: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, 3, S, S)`` source crops, ``(B, C_p, S, S)`` priors -> ``(B, 3, S, S)`` images
         (in [0, 1] for ``blend`` and ``direct``; ``residual`` is clamped by :meth:`generate`
-        only, so that training gradients never vanish at the range's ends)."""
+        only, so that training gradients never vanish at the range's ends). ``flow``
+        ``(B, 3, S, S)``: the exact face flow (:func:`faceanime.pgfg.flow.face_flow`), needed
+        when ``config.flow_init`` is ``dense``."""
         self._check(source, p_s, p_t)
+        if self.config.predict == "warp" and self.config.flow_init == "dense":
+            s = self.config.size
+            if flow is None or tuple(flow.shape) != (source.shape[0], 3, s, s):
+                raise InputError(f"generator: flow_init 'dense' needs the face flow "
+                                 f"({source.shape[0]}, 3, {s}, {s}), got "
+                                 f"{None if flow is None else tuple(flow.shape)}")
         out = self.decoder(self.image_encoder(source), self.motion(p_s, p_t))
         if self.config.predict == "warp":
             # Most of what changes between two frames of a talking head is where things are:
             # a flow field (channels 0-1, in units of 1/16 of the crop) moves the source's own
             # pixels, and a residual (channels 2-4) adds what no source pixel shows (teeth, a
             # mouth interior, lighting). Learned far faster than painting pixels (docs/pgfg.md).
-            flow = out[:, :2] * (2.0 / 16)
-            if self.config.prior_flow:
-                # The priors' own correspondences give the flow's start; the network corrects
-                # it. From p_t - p_s, so equal priors still mean no motion.
-                flow = flow + prior_flow(p_t[:, 4:6] - p_s[:, 4:6], p_t[:, 3:4],
-                                         self.config.size / 32)
-            return warp_image(source, flow) + out[:, 2:5]
+            correction = out[:, :2] * (2.0 / 16)
+            if self.config.flow_init == "dense":
+                # The warp renderer's exact face flow is the start; the network corrects it
+                # and continues it over hair and background.
+                start = flow_init(flow.to(correction.dtype), self.config.size / 32)
+            elif self.config.flow_init == "sparse":
+                # The priors' own correspondences give the flow's start. From p_t - p_s, so
+                # equal priors still mean no motion.
+                start = prior_flow(p_t[:, 4:6] - p_s[:, 4:6], p_t[:, 3:4], self.config.size / 32)
+            else:
+                start = torch.zeros_like(correction)
+            return warp_image(source, correction + start) + out[:, 2:5]
         if self.config.predict == "residual":
             # Most of a crop (hair, background) is the source's: predicting the change leaves
             # the network only the moving parts to learn.
@@ -256,10 +288,11 @@ class Generator(nn.Module):
 
     @torch.no_grad()
     def generate(self, source_image: torch.Tensor, p_s: torch.Tensor, p_t: torch.Tensor,
-                 batch_size: int = 16) -> torch.Tensor:
+                 batch_size: int = 16, flow: torch.Tensor | None = None) -> torch.Tensor:
         """Inference in batches of ``batch_size``: ``source_image`` ``(B, 3, S, S)`` or
-        ``(1, 3, S, S)`` / ``(3, S, S)`` shared by all, ``p_s`` likewise, ``p_t``
-        ``(B, C_p, S, S)`` -> ``(B, 3, S, S)``, on the network's device."""
+        ``(1, 3, S, S)`` / ``(3, S, S)`` shared by all, ``p_s`` likewise, ``p_t`` and ``flow``
+        ``(B, C_p, S, S)`` and ``(B, 3, S, S)`` -> ``(B, 3, S, S)``, on the network's
+        device."""
         device = next(self.parameters()).device
         if source_image.ndim == 3:
             source_image = source_image[None]
@@ -272,7 +305,8 @@ class Generator(nn.Module):
             src = source_image[i:j] if source_image.shape[0] == b else \
                 source_image.expand(j - i, -1, -1, -1)
             ps = p_s[i:j] if p_s.shape[0] == b else p_s.expand(j - i, -1, -1, -1)
-            out.append(self(src.to(device), ps.to(device), p_t[i:j].to(device)).float()
+            fl = None if flow is None else flow[i:j].to(device)
+            out.append(self(src.to(device), ps.to(device), p_t[i:j].to(device), fl).float()
                        .clamp(0, 1))
         return torch.cat(out, 0)
 

@@ -21,6 +21,7 @@ from faceanime.coefficients import Coefficients
 from faceanime.errors import InputError
 from faceanime.morphable.model import FaceModel
 from faceanime.pgfg.data import PriorBank, crop_coefficients, render_priors, screen_vertices
+from faceanime.pgfg.flow import face_flow
 from faceanime.pgfg.networks import Generator
 from faceanime.render.classic import ClassicConfig
 from faceanime.render.frames import image_tensor
@@ -81,30 +82,39 @@ class GeneratorRenderer:
         self.source = crop_coefficients(source, self.affine, self.size)
         cpu_model = model.to("cpu")
         self._model = cpu_model
-        self.bank = PriorBank.build(cpu_model, screen_vertices(cpu_model, self.source),
-                                    self.crop, stride)
+        self.source_screen = screen_vertices(cpu_model, self.source)         # (1, N, 3)
+        self.bank = PriorBank.build(cpu_model, self.source_screen, self.crop, stride)
 
     @property
     def image_size(self) -> tuple[int, int]:
         h, w = self.image.shape[-2:]
         return int(h), int(w)
 
-    def priors(self, target: Coefficients) -> tuple[torch.Tensor, torch.Tensor]:
-        """``p_s`` and ``p_t`` of ``T`` target frames in the crop: ``(T, C_p, S, S)`` each."""
+    def priors(self, target: Coefficients
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``p_s`` and ``p_t`` of ``T`` target frames in the crop, ``(T, C_p, S, S)`` each, and
+        the exact face flow ``(T, 3, S, S)`` when the generator starts from it (else None)."""
         crop = crop_coefficients(target.to("cpu"), self.affine[0], self.size)
+        full = screen_vertices(self._model, crop)
         keep = torch.arange(0, self._model.n_vertices, self.stride)
-        screen = screen_vertices(self._model, crop)[:, keep]
+        screen = full[:, keep]
         t = screen.shape[0]
-        return render_priors(self.bank.screen.expand(t, -1, -1), screen,
-                             self.bank.colors.expand(t, -1, -1),
-                             self.bank.visible.expand(t, -1), self.size, self.radius,
-                             self.generator.config.prior_mask, self.generator.config.prior_flow)
+        config = self.generator.config
+        p_s, p_t = render_priors(self.bank.screen.expand(t, -1, -1), screen,
+                                 self.bank.colors.expand(t, -1, -1),
+                                 self.bank.visible.expand(t, -1), self.size, self.radius,
+                                 config.prior_mask, config.prior_flow)
+        flow = None
+        if config.predict == "warp" and config.flow_init == "dense":
+            flow = face_flow(self.source_screen.expand(t, -1, -1), full, self._model.triangles,
+                             self.size)
+        return p_s, p_t, flow
 
     def render_crops(self, target: Coefficients) -> torch.Tensor:
         """The generated crops alone: ``(T, 3, S, S)`` in [0, 1]."""
-        p_s, p_t = self.priors(target)
+        p_s, p_t, flow = self.priors(target)
         return self.generator.generate(self.crop, p_s[:1], p_t,
-                                       max(1, self.config.batch_size)).cpu()
+                                       max(1, self.config.batch_size), flow).cpu()
 
     def render(self, target: Coefficients) -> torch.Tensor:
         """Full photos with the generated face at ``T`` target frames: ``(T, 3, H, W)``."""

@@ -101,7 +101,7 @@ def generator_losses(generator: Generator, discriminator: Discriminator | None, 
                      loss: LossConfig, embedder) -> dict[str, torch.Tensor]:
     """The generator's loss terms on a batch: ``loss`` (weighted sum), ``l1``, ``adversarial``,
     ``identity`` scalars, and ``fake``, the generated ``(B, 3, S, S)``."""
-    fake = generator(batch.source, batch.p_s, batch.p_t)
+    fake = generator(batch.source, batch.p_s, batch.p_t, batch.flow)
     l1 = l1_loss(fake.float(), batch.target)
     zero = torch.zeros((), device=fake.device)
     adv = g_loss(discriminator(batch.p_t, fake).float(), loss.gan) \
@@ -123,7 +123,7 @@ def discriminator_step(generator: Generator, discriminator: Discriminator,
                        rng: torch.Generator) -> float:
     """One discriminator update; returns its loss."""
     with torch.no_grad():
-        fake = generator(batch.source, batch.p_s, batch.p_t)
+        fake = generator(batch.source, batch.p_s, batch.p_t, batch.flow)
     real_s = discriminator(batch.p_t, batch.target).float()
     fake_s = discriminator(batch.p_t, fake).float()
     total = d_loss(real_s, fake_s, loss.gan)
@@ -143,7 +143,7 @@ def evaluate(generator: Generator, batch: PairBatch, embedder, chunk: int = 8
     batch; returns the metrics and the generated images."""
     was = generator.training
     generator.eval()
-    fake = generator.generate(batch.source, batch.p_s, batch.p_t, chunk).cpu()
+    fake = generator.generate(batch.source, batch.p_s, batch.p_t, chunk, batch.flow).cpu()
     generator.train(was)
     return image_metrics(fake, batch.target, batch.landmarks, embedder), fake
 
@@ -276,6 +276,7 @@ def _train(data, output: Path, config: TrainConfig, gen_config: GeneratorConfig,
     train_videos, val_videos = dataset.select(train_names), dataset.select(val_names)
     sampler = PairSampler(train_videos, config.max_gap)
     mask, flow = gen_config.prior_mask, gen_config.prior_flow
+    triangles = face_model.triangles.cpu() if gen_config.flow_init == "dense" else None
     need_embedder = loss_config.identity > 0 or bool(val_videos)
     embedder = load_embedder("torch", device) if need_embedder else None
 
@@ -284,7 +285,8 @@ def _train(data, output: Path, config: TrainConfig, gen_config: GeneratorConfig,
     classic = None
     if val_videos:
         pairs = validation_pairs(val_videos, config.val_pairs)
-        val_batch = make_batch(val_videos, pairs, config.radius, mask, flow_channel=flow)
+        val_batch = make_batch(val_videos, pairs, config.radius, mask, flow_channel=flow,
+                               triangles=triangles)
         classic = torch.cat([classic_render(face_model, video, [(s, t) for v, s, t in pairs
                                                                  if v == i])
                              for i, video in enumerate(val_videos)], 0)
@@ -361,7 +363,7 @@ def _train(data, output: Path, config: TrainConfig, gen_config: GeneratorConfig,
             gain = 1 + config.jitter * (2 * torch.rand(config.batch, generator=rng) - 1)
             bias = config.jitter / 2 * (2 * torch.rand(config.batch, generator=rng) - 1)
             batch = make_batch(train_videos, index, config.radius, mask, flip, gain, bias,
-                               flow).to(device)
+                               flow, triangles).to(device)
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
                 dl = discriminator_step(generator, discriminator, opt_d, batch, loss_config,
                                         rng) if discriminator is not None else float("nan")
@@ -440,8 +442,11 @@ def heldout_report(checkpoint: str | os.PathLike, data: str | os.PathLike,
                       disable=not progress):
             chunk = pairs[i:i + batch]
             b = make_batch(dataset.videos, chunk, ckpt.train.radius,
-                           ckpt.generator.prior_mask, flow_channel=ckpt.generator.prior_flow)
-            images = {"generator": generator.generate(b.source, b.p_s, b.p_t).cpu(),
+                           ckpt.generator.prior_mask, flow_channel=ckpt.generator.prior_flow,
+                           triangles=face_model.triangles.cpu()
+                           if ckpt.generator.flow_init == "dense" else None)
+            images = {"generator": generator.generate(b.source, b.p_s, b.p_t,
+                                                      flow=b.flow).cpu(),
                       "classic": classic_render(face_model, video, [(s, t) for _, s, t in chunk]),
                       "source": b.source}
             for name, img in images.items():

@@ -263,17 +263,19 @@ def extend_field(field: torch.Tensor, weight: torch.Tensor, sigma: float,
 
 
 def depth_slope(zbuf: torch.Tensor) -> torch.Tensor:
-    """``(H, W)`` how fast a depth buffer ``(H, W)`` (``-inf`` at background) changes per pixel
-    on smooth surface: per axis the smaller of the two one-sided differences, summed over the
-    axes; 0 at background."""
+    """``(..., H, W)`` how fast depth buffers ``(..., H, W)`` (``-inf`` at background) change per
+    pixel on smooth surface: per axis the smaller of the two one-sided differences, summed over
+    the axes; 0 at background."""
     z = torch.where(torch.isfinite(zbuf), zbuf, torch.full_like(zbuf, torch.nan))
-    padded = F.pad(z[None, None], (1, 1, 1, 1), value=float("nan"))[0, 0]
+    h, w = z.shape[-2:]
+    padded = F.pad(z.reshape(-1, 1, h, w), (1, 1, 1, 1), value=float("nan"))
+    padded = padded.reshape(*z.shape[:-2], h + 2, w + 2)
 
     def smaller(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return torch.fmin((a - z).abs(), (b - z).abs()).nan_to_num(0.0)
 
-    return (smaller(padded[1:-1, :-2], padded[1:-1, 2:])
-            + smaller(padded[:-2, 1:-1], padded[2:, 1:-1]))
+    return (smaller(padded[..., 1:-1, :-2], padded[..., 1:-1, 2:])
+            + smaller(padded[..., :-2, 1:-1], padded[..., 2:, 1:-1]))
 
 
 def smoothstep(x: torch.Tensor) -> torch.Tensor:
