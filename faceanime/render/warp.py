@@ -509,10 +509,12 @@ class WarpRenderer(BoxRenderer):
         self._depth_buffer(src)
         self.lid_reach = self.lid_fill = None
         if self.eyelids is not None and c.lid_skin > 0:
-            # Per vertex, how much it is lid skin of each eye (two more columns); per eye, the
-            # photo's upper lid's screen motion per unit of closure.
+            # Per vertex, how much it is lid skin of each eye, and the few triangles that hold
+            # any (only their pixels are looked at); per eye, the photo's upper lid's screen
+            # motion per unit of closure.
             rig = self.eyelids.to(src.device, src.dtype)
-            self.attributes = torch.cat([self.attributes, rig.skin.T], 1)
+            self.lid_skin = rig.skin.T.contiguous()                                 # (N, 2)
+            self.lid_triangles = (self.lid_skin[self.triangles] > 0).flatten(1).any(1)  # (F,)
             ids = self.mesh.landmark_indices.to(src.device)
             reach = []
             for e in range(2):
@@ -772,12 +774,16 @@ class WarpRenderer(BoxRenderer):
             closing = (target.eyes.to(device, dtype)
                        - self.source.eyes.to(device, dtype)).clamp_min(0)          # (T, 2)
             if bool((closing > 0).any()):
-                share = closing[frame] * values[:, -2:]                             # (P, 2)
-                position = position + share @ self.lid_reach
+                on_lid = self.lid_triangles[tri].nonzero()[:, 0]                   # (L,)
+                bary = fragments.bary.reshape(-1, 3)[pixel[on_lid]]               # (L, 3)
+                skin = (bary[..., None] * self.lid_skin[self.triangles[tri[on_lid]]]).sum(1)
+                share = closing[frame[on_lid]] * skin                               # (L, 2)
+                position = position.clone()
+                position[on_lid] += share @ self.lid_reach
                 if self.lid_fill is not None:
                     cover = share.sum(1).clamp(0, 1) * c.lid_fill
-                    keep = (cover > 0) & use
-                    lid = at[keep], cover[keep], position[keep]
+                    keep = (cover > 0) & use[on_lid]
+                    lid = at[on_lid][keep], cover[keep], position[on_lid][keep]
 
         # The head, on a coarse grid: each pixel's depth on the head proxy (the face's own depth
         # continued outwards into the ellipsoid), carried back rigidly; plus the face's
