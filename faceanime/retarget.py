@@ -63,6 +63,9 @@ class RetargetConfig:
     """Morphable model name or path."""
     face_index: int = 0
     """Which face of the photo (and the driver) when there are several (0 = largest)."""
+    allow_truncated: bool = False
+    """Use a driving video that ends before its header says (cut off, damaged) with a warning,
+    instead of stopping."""
     smooth: float = 0.0
     """Temporal smoothing of the driver's motion: Gaussian sigma in frames (0 = off)."""
     audio: bool = True
@@ -115,7 +118,7 @@ def smooth_coefficients(coeffs: Coefficients, sigma: float) -> Coefficients:
 def driver_tracker(config: RetargetConfig) -> TrackerConfig:
     """How a driving video is tracked in a job."""
     return TrackerConfig(face_index=config.face_index, progress=config.output.progress,
-                         parts=config.track_parts)
+                         parts=config.track_parts, allow_truncated=config.allow_truncated)
 
 
 def load_driving(driving: str | os.PathLike, model: FaceModel, config: RetargetConfig,

@@ -9,6 +9,7 @@ import stat
 
 import numpy as np
 import pytest
+import torch
 
 from faceanime.errors import MediaError
 from faceanime.io import (
@@ -139,3 +140,77 @@ def test_atomic_outputs_get_ordinary_permissions(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "out.bin").stat().st_mode) == 0o644
+
+
+# --- every image a user has (issue 17) ---------------------------------------------------------
+
+
+def _s1(data_dir) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(data_dir / "faces" / "s1.jpg") as im:
+        return np.asarray(im.convert("RGB").resize((286, 286)))
+
+
+def test_read_image_applies_the_exif_orientation(data_dir, tmp_path):
+    """A phone photo stored sideways with an EXIF orientation tag is read upright (it was read
+    sideways, and no face was found in it)."""
+    from PIL import Image
+
+    upright = _s1(data_dir)
+    stored = Image.fromarray(np.rot90(upright, k=1))  # the sensor's layout: turned left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    path = tmp_path / "phone.jpg"
+    stored.save(path, quality=95, exif=exif)
+    image = read_image(path)
+    assert image.shape == upright.shape
+    assert np.abs(image.astype(int) - upright).mean() < 3
+
+
+def test_read_image_scales_16_bit_and_converts_every_mode(data_dir, tmp_path):
+    """16-bit grey (read as nearly white before: no face), grey with alpha, palette, CMYK and
+    RGBA images come out as the picture a viewer sees; transparency over white."""
+    from PIL import Image
+
+    rgb = _s1(data_dir)
+    grey = np.asarray(Image.fromarray(rgb).convert("L"))
+    sixteen = tmp_path / "grey16.png"
+    Image.fromarray(grey.astype(np.uint16) * 257).save(sixteen)
+    assert Image.open(sixteen).mode.startswith("I")
+    image = read_image(sixteen)
+    assert np.abs(image.astype(int) - grey[..., None]).max() <= 1
+
+    cmyk = tmp_path / "cmyk.jpg"
+    Image.fromarray(rgb).convert("CMYK").save(cmyk, quality=95)
+    assert np.abs(read_image(cmyk).astype(int) - rgb).mean() < 4
+
+    palette = tmp_path / "palette.png"
+    Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=256).save(palette)
+    assert np.abs(read_image(palette).astype(int) - rgb).mean() < 6
+
+    rgba = np.concatenate([rgb, np.full((*rgb.shape[:2], 1), 255, np.uint8)], -1)
+    rgba[:40, :, 3] = 0  # a transparent band at the top, its colour channels black
+    rgba[:40, :, :3] = 0
+    path = tmp_path / "cutout.png"
+    Image.fromarray(rgba).save(path)
+    image = read_image(path)
+    assert (image[:40] == 255).all()  # over white, not the hidden black
+    assert np.array_equal(image[40:], rgb[40:])
+    grey_alpha = tmp_path / "la.png"
+    Image.fromarray(rgba).convert("LA").save(grey_alpha)
+    assert (read_image(grey_alpha)[:40] == 255).all()
+
+
+def test_a_sixteen_bit_photo_is_fitted(data_dir, tmp_path, sfm_model):
+    """End to end: the face in a 16-bit grey PNG is found and fitted."""
+    from PIL import Image
+
+    from faceanime.fitting import fit_image
+
+    with Image.open(data_dir / "faces" / "s42.jpg") as im:
+        grey = np.asarray(im.convert("L"))
+    path = tmp_path / "s42_16.png"
+    Image.fromarray(grey.astype(np.uint16) * 257).save(path)
+    coeffs = fit_image(read_image(path), sfm_model)
+    assert bool(torch.isfinite(coeffs.landmarks).all())

@@ -299,3 +299,86 @@ def test_generator_checkpoint_renders_the_job(sfm_dir, d3_coefficients, tmp_path
         videos[name] = np.stack(list(iter_video_frames(out))).astype(float)
     assert videos["classic"].shape == videos["generator"].shape == (6, 128, 128, 3)
     assert np.abs(videos["classic"] - videos["generator"]).mean() > 2.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
+def test_a_stopped_job_leaves_nothing_behind(sfm_dir, tmp_path, signum):
+    """SIGTERM (a scheduler, ``kill``, a container stopping) or SIGINT in the middle of writing
+    the video: a one-line message, exit 143 / 130, no output and no hidden ``.part`` file (SIGTERM
+    killed the job outright before and left the partial file)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    folder = tmp_path / "out"
+    folder.mkdir()
+    job = subprocess.Popen(
+        [sys.executable, "-m", "faceanime", "retarget", "--source",
+         str(sfm_dir / "faces" / "s12.jpg"), "--driving", str(sfm_dir / "videos" / "d6.mp4"),
+         "-o", str(folder / "out.mp4"), "--no-progress"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 180
+        while job.poll() is None and time.monotonic() < deadline:
+            partial = [p for p in folder.iterdir() if ".part" in p.name]
+            if partial and partial[0].stat().st_size > 0:
+                break
+            time.sleep(0.05)
+        assert job.poll() is None, "the job ended before writing: nothing to stop"
+        job.send_signal(getattr(signal, signum))
+        _, err = job.communicate(timeout=120)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode == (143 if signum == "SIGTERM" else 130), err
+    assert list(folder.iterdir()) == []
+    last = err.strip().splitlines()[-1]
+    assert last == ("faceanime: terminated" if signum == "SIGTERM" else "faceanime: interrupted")
+
+
+@pytest.fixture
+def truncated_d3(sfm_dir, tmp_path):
+    """d3 with its index at the front (as many phones and web videos store it) cut after
+    400 KB: its header still promises 354 frames, 93 decode."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    whole = tmp_path / "d3_fast.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i",
+                    str(sfm_dir / "videos" / "d3.mp4"), "-c", "copy", "-movflags", "+faststart",
+                    str(whole)], check=True)
+    cut = tmp_path / "d3_cut.mp4"
+    cut.write_bytes(whole.read_bytes()[:400_000])
+    return cut
+
+
+@pytest.mark.slow
+def test_a_truncated_driving_video_stops_the_job(sfm_dir, truncated_d3, tmp_path, capfd):
+    """It used to run to the end and write a short video with exit 0. (capfd: the driver is
+    tracked in a child process, whose messages reach the terminal directly.)"""
+    from faceanime.cli import main
+
+    def run_cli(_, *argv):
+        status = main(list(argv))
+        out, err = capfd.readouterr()
+        return status, out, err
+
+    out = tmp_path / "out.mp4"
+    status, _, err = run_cli(None, "retarget", "--source", str(sfm_dir / "faces" / "s12.jpg"),
+                             "--driving", str(truncated_d3), "-o", str(out), "--no-progress")
+    assert_one_line_error(status, err, "d3_cut.mp4", "frame 93", "354", "--allow-truncated")
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if ".part" in p.name]
+    # Asked for, the frames it has are used, with a warning.
+    status, _, err = run_cli(None, "retarget", "--source", str(sfm_dir / "faces" / "s12.jpg"),
+                             "--driving", str(truncated_d3), "-o", str(out), "--no-progress",
+                             "--allow-truncated")
+    assert status == 0, err
+    assert "frame 93" in err
+    assert sum(1 for _ in iter_video_frames(out)) == 93

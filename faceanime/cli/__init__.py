@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Sequence
 
@@ -64,10 +66,23 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     print(f"faceanime: warning: {message}", file=sys.stderr)
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the program is, so that every ``finally`` and context manager on
+    the way out runs (partial outputs are removed, child processes stopped) as for Ctrl-C.
+    A BaseException, like KeyboardInterrupt: ``except Exception`` does not swallow it."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``faceanime`` command; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Only the main thread may set handlers (main() also runs from tests and other programs).
+    previous = (signal.signal(signal.SIGTERM, _terminate)
+                if threading.current_thread() is threading.main_thread() else None)
     try:
         with warnings.catch_warnings():
             # Library warnings (a model file without its optional companions, ...) are for people
@@ -80,6 +95,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("faceanime: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("faceanime: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -142,6 +142,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="track the driving video in up to N parts at once, one process each, "
                         "while the photo is prepared (default: %(default)s; 1: one pass, the "
                         "same landmarks as 'faceanime fit')")
+    p.add_argument("--allow-truncated", action="store_true",
+                   help="use a driving video that ends before its header says (cut off or "
+                        "damaged) with a warning, instead of stopping with an error")
     p.set_defaults(func=run)
 
 
@@ -155,6 +158,7 @@ def run(args: argparse.Namespace) -> None:
                             pose=not args.no_pose),
         output=output_config(args), fit=FitConfig(device=args.device), model=args.model,
         face_index=args.face_index, smooth=args.smooth, audio=args.audio, fps=args.fps,
-        side_by_side=args.side_by_side, track_parts=args.track_parts)
+        side_by_side=args.side_by_side, track_parts=args.track_parts,
+        allow_truncated=args.allow_truncated)
     run_sources(args, lambda source, output: retarget(source, args.driving, output, config,
                                                       args.save_coeffs))

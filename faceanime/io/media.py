@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
-from PIL import Image, PngImagePlugin
+from PIL import Image, ImageOps, PngImagePlugin
 
 from faceanime.errors import MediaError
 from faceanime.io.atomic import atomic_path
@@ -52,7 +53,11 @@ def _require_file(path: Path) -> None:
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as ``(H, W, 3)`` uint8 RGB (grey and RGBA are converted).
+    """Read an image file as ``(H, W, 3)`` uint8 RGB, as a viewer shows it.
+
+    The EXIF orientation is applied (phones store photos sideways with a tag saying so);
+    16- and 32-bit images are scaled to 8 bits (not clipped: a 16-bit grey PNG would read as
+    white); grey, palette and CMYK images are converted; transparency is composited over white.
 
     Raises:
         MediaError: missing, empty or not a readable image.
@@ -60,14 +65,31 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     _require_file(path)
     try:
-        image = iio.imread(path, plugin="pillow", mode="RGB")
-    except Exception as exc:  # imageio raises many types for undecodable input
+        with Image.open(path) as opened:
+            image = _to_rgb(ImageOps.exif_transpose(opened))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise MediaError(f"{path}: not a readable image ({type(exc).__name__}); "
                          "expected PNG, JPEG or another common image format") from exc
-    image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise MediaError(f"{path}: unexpected image layout {image.shape} {image.dtype}")
     return np.ascontiguousarray(image)
+
+
+def _to_rgb(image: Image.Image) -> np.ndarray:
+    """A Pillow image of any mode as ``(H, W, 3)`` uint8 RGB."""
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        values = np.asarray(image).astype(np.float64)
+        # 16-bit files hold 0-65535 (Pillow reads some as 32-bit "I"); float images 0-1.
+        top = 1.0 if image.mode == "F" else (255.0 if values.max() <= 255 else 65535.0)
+        grey = np.clip(np.round(values * (255.0 / top)), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "RGBa", "La", "PA"):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+    return np.asarray(image.convert("RGB"))
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray,
@@ -167,17 +189,22 @@ def read_video_info(path: str | os.PathLike) -> VideoInfo:
                      has_audio=bool(meta.get("audio_codec")))
 
 
-def iter_video_frames(path: str | os.PathLike, start: int = 0) -> Iterator[np.ndarray]:
+def iter_video_frames(path: str | os.PathLike, start: int = 0,
+                      allow_truncated: bool = False) -> Iterator[np.ndarray]:
     """Decode a video as a stream of ``(H, W, 3)`` uint8 RGB frames.
 
     Args:
         path: the video.
         start: index of the first frame to yield (the earlier ones are decoded and dropped by
             ffmpeg, never copied here); past the end, nothing is yielded.
+        allow_truncated: a video that ends well before its header's duration (a cut-off
+            download, a damaged file) yields the frames it has with a warning instead of
+            raising once they are used up.
 
     Raises:
-        MediaError: missing, empty, corrupt, or holding no decodable frame (from ``start`` on,
-            an empty stream is not an error).
+        MediaError: missing, empty, corrupt, holding no decodable frame (from ``start`` on,
+            an empty stream is not an error), or, unless ``allow_truncated``, truncated: raised
+            after its last good frame, naming it.
     """
     path = Path(path)
     if start < 0:
@@ -201,6 +228,26 @@ def iter_video_frames(path: str | os.PathLike, start: int = 0) -> Iterator[np.nd
         gen.close()
     if count == 0 and not start:
         raise MediaError(f"{path}: video holds no decodable frame; the file may be corrupt")
+    _check_complete(path, meta, start + count, allow_truncated, before=count == 0)
+
+
+def _check_complete(path: Path, meta: dict, decoded: int, allow_truncated: bool,
+                    before: bool = False) -> None:
+    """Raise (or warn) when a video stopped decoding well before its header's duration
+    (``before``: nothing decoded from frame ``decoded`` on, so it ends somewhere earlier). A
+    margin of 5 % (at least 2 frames): containers round durations, and an audio track may
+    run a little longer than the picture."""
+    duration, fps = float(meta.get("duration") or 0.0), float(meta.get("fps") or 0.0)
+    expected = round(duration * fps)
+    if expected <= 0 or expected - decoded <= max(2, 0.05 * expected):
+        return
+    where = f"before frame {decoded}" if before else f"at frame {decoded}"
+    what = (f"{path}: the video stops {where} of the {expected} its header promises "
+            f"({duration:.1f} s at {fps:g} frames/s): the file is truncated or damaged")
+    if not allow_truncated:
+        raise MediaError(f"{what}; use a complete copy, or pass --allow-truncated to use the "
+                         "frames it has")
+    warnings.warn(f"{what}; using the frames it has", stacklevel=3)
 
 
 def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float,

@@ -76,6 +76,7 @@ class TrackerConfig:
     reacquire_iou: float = 0.3  # after a loss, prefer a detection overlapping the last box so
     progress: bool = True  # show a progress bar
     parts: int = 1  # track a video file in up to this many parts at once, one process each
+    allow_truncated: bool = False  # use a video that ends before its header says (with a warning)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     smoothing: OneEuroConfig = field(default_factory=OneEuroConfig)
 
@@ -149,14 +150,16 @@ def convergence_response(detector: LandmarkDetector, image: np.ndarray, box: np.
 
 
 def _frames_from(source: str | os.PathLike | Iterable[np.ndarray] | np.ndarray,
-                 fps: float | None) -> tuple[Iterator[np.ndarray], float, int | None, str]:
+                 fps: float | None, allow_truncated: bool = False
+                 ) -> tuple[Iterator[np.ndarray], float, int | None, str]:
     """(frame iterator, fps, frame count if known, name) of a path, array or iterable."""
     if isinstance(source, (str, os.PathLike)):
         from faceanime.io import iter_video_frames, read_video_info
 
         info = read_video_info(source)
         total = round(info.duration * info.fps) or None
-        return iter_video_frames(source), float(fps or info.fps), total, str(Path(source))
+        return (iter_video_frames(source, allow_truncated=allow_truncated),
+                float(fps or info.fps), total, str(Path(source)))
     total = len(source) if hasattr(source, "__len__") else None
     return iter(source), float(fps or DEFAULT_FPS), total, "frames"
 
@@ -301,7 +304,7 @@ def _track_file_part(path: Path, config: TrackerConfig, start: int, stop: int | 
     :func:`track_video`), writing its frame count to ``counts[index]`` as it goes."""
     from faceanime.io import iter_video_frames
 
-    frames = iter_video_frames(path, start)
+    frames = iter_video_frames(path, start, allow_truncated=config.allow_truncated)
     if stop is not None:
         frames = itertools.islice(frames, stop - start)
 
@@ -348,7 +351,7 @@ def track_video(source: str | os.PathLike | Iterable[np.ndarray] | np.ndarray,
     config = config or TrackerConfig()
     if config.face_index < 0:
         raise InputError(f"face index {config.face_index}: must be 0 (largest face) or more")
-    frames, fps, total, default_name = _frames_from(source, fps)
+    frames, fps, total, default_name = _frames_from(source, fps, config.allow_truncated)
     name = name or default_name
     desc = f"landmarks {Path(name).name}"
     backend = detector.name if detector is not None else config.backend
