@@ -231,13 +231,73 @@ def iter_video_frames(path: str | os.PathLike, start: int = 0,
     _check_complete(path, meta, start + count, allow_truncated, before=count == 0)
 
 
+def mp4_video_duration(path: str | os.PathLike) -> float | None:
+    """The video track's own duration in seconds from an MP4/MOV header (its ``mdhd`` box), or
+    None for another container or a header without one. The container's duration is the
+    longest track's: an audio track may run far beyond the picture."""
+    def boxes(f, end: int):
+        while f.tell() + 8 <= end:
+            start = f.tell()
+            head = f.read(8)
+            size, kind = int.from_bytes(head[:4], "big"), head[4:]
+            if size == 1:
+                size = int.from_bytes(f.read(8), "big")
+            elif size == 0:
+                size = end - start
+            if size < 8 or start + size > end + 8:
+                return
+            yield kind, f.tell(), min(start + size, end)
+            f.seek(min(start + size, end))
+
+    def child(f, begin: int, end: int, kind: bytes):
+        f.seek(begin)
+        return next(((b, e) for k, b, e in boxes(f, end) if k == kind), None)
+
+    try:
+        with open(path, "rb") as f:
+            end = f.seek(0, os.SEEK_END)
+            moov = child(f, 0, end, b"moov")
+            if moov is None:
+                return None
+            f.seek(moov[0])
+            tracks = [(b, e) for k, b, e in boxes(f, moov[1]) if k == b"trak"]
+            for begin, stop in tracks:
+                mdia = child(f, begin, stop, b"mdia")
+                if mdia is None:
+                    continue
+                hdlr = child(f, *mdia, b"hdlr")
+                if hdlr is None:
+                    continue
+                f.seek(hdlr[0] + 8)
+                if f.read(4) != b"vide":
+                    continue
+                mdhd = child(f, *mdia, b"mdhd")
+                if mdhd is None:
+                    return None
+                f.seek(mdhd[0])
+                version = f.read(4)[0]
+                f.seek(16 if version == 1 else 8, os.SEEK_CUR)
+                timescale = int.from_bytes(f.read(4), "big")
+                duration = int.from_bytes(f.read(8 if version == 1 else 4), "big")
+                return duration / timescale if timescale else None
+    except (OSError, IndexError):
+        return None
+    return None
+
+
 def _check_complete(path: Path, meta: dict, decoded: int, allow_truncated: bool,
                     before: bool = False) -> None:
     """Raise (or warn) when a video stopped decoding well before its header's duration
-    (``before``: nothing decoded from frame ``decoded`` on, so it ends somewhere earlier). A
-    margin of 5 % (at least 2 frames): containers round durations, and an audio track may
-    run a little longer than the picture."""
-    duration, fps = float(meta.get("duration") or 0.0), float(meta.get("fps") or 0.0)
+    (``before``: nothing decoded from frame ``decoded`` on, so it ends somewhere earlier): the
+    video track's own duration where the container records it (MP4/MOV), else the container's
+    when there is no audio track (whose length says nothing about the picture's). A margin of
+    5 % (at least 2 frames): durations are rounded."""
+    fps = float(meta.get("fps") or 0.0)
+    duration = mp4_video_duration(path)
+    if duration is None:
+        if meta.get("audio_codec"):
+            return
+        duration = float(meta.get("duration") or 0.0)
     expected = round(duration * fps)
     if expected <= 0 or expected - decoded <= max(2, 0.05 * expected):
         return
