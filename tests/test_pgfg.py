@@ -230,3 +230,23 @@ def test_gradient_penalty_of_a_linear_critic():
     real, fake = torch.rand(5, 3, 4, 4), torch.rand(5, 3, 4, 4)
     gp = gradient_penalty(critic, torch.zeros(5, 4, 4, 4), real, fake)
     assert_close(gp, (w.norm() - 1) ** 2, atol=1e-5)
+
+
+@pytest.mark.parametrize(("prior_flow", "start"), [(True, "sparse"), (False, "none")])
+def test_checkpoints_from_before_the_dense_start_keep_their_start(tmp_path, prior_flow, start):
+    """A checkpoint written before ``flow_init`` existed was trained from the prior points'
+    flow (or none without ``prior_flow``): it loads that way, not as the new default."""
+    import json
+
+    from faceanime.pgfg.checkpoint import load_checkpoint, save_checkpoint
+    from faceanime.pgfg.config import TrainConfig
+
+    config = replace(_config(128, "warp"), prior_flow=prior_flow, flow_init=start)
+    weights = save_checkpoint(tmp_path, "old", Generator(config), None, None, LossConfig(),
+                              TrainConfig(), {"model": "sfm"})
+    document = weights.with_suffix(".json")
+    values = json.loads(document.read_text())
+    del values["generator"]["flow_init"]
+    document.write_text(json.dumps(values))
+    assert load_checkpoint(weights).generator.flow_init == start
+    assert GeneratorConfig().flow_init == "dense"
