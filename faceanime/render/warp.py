@@ -181,7 +181,7 @@ class WarpConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise InputError(f"warp setting {name} must be a positive number, got {value!r}")
-        for name in ("pivot_follow", "rotation_follow", "scale_follow"):
+        for name in ("pivot_follow", "rotation_follow", "scale_follow", "lid_fill"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0 <= value <= 1):
                 raise InputError(f"warp setting {name} must be between 0 and 1, got {value!r}")
@@ -195,7 +195,11 @@ class WarpConfig:
         if not (math.isfinite(self.unfold) and 0 <= self.unfold < 1):
             raise InputError(f"warp setting unfold must be from 0 to below 1, got "
                              f"{self.unfold!r}")
-        for name in ("feather", "mouth_feather", "seam", "lid_skin"):
+        if not (isinstance(self.lid_skin, (int, float)) and math.isfinite(self.lid_skin)
+                and self.lid_skin >= 0):
+            raise InputError(f"warp setting lid_skin must be ≥ 0 eye openings, got "
+                             f"{self.lid_skin!r}")
+        for name in ("feather", "mouth_feather", "seam"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise InputError(f"warp setting {name} must be ≥ 0 pixels, got {value!r}")
