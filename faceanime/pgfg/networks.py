@@ -69,10 +69,8 @@ def flow_init(flow: torch.Tensor, sigma: float) -> torch.Tensor:
         neighbourhood is known) and fading to zero within about two ``sigma`` beyond it.
     """
     known = flow[:, 2:3]
-    density = _blur(known, sigma)
-    continued = _blur(flow[:, :2] * known, sigma) / density.clamp_min(1e-6)
-    continued = continued * (2 * density).clamp(max=1.0)
-    return torch.where(known > 0, flow[:, :2], continued)
+    # The sparse start's continuation; over a dense face its peak density is 1.
+    return torch.where(known > 0, flow[:, :2], prior_flow(flow[:, :2], known, sigma))
 
 
 def warp_image(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
