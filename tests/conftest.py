@@ -68,7 +68,7 @@ def isolated_models(tmp_path, monkeypatch) -> Path:
     monkeypatch.delenv(registry.ENV_MODEL_DIR, raising=False)
     monkeypatch.setenv(registry.ENV_CACHE, str(tmp_path / "cache"))
     package = Path(faceanime.__file__).resolve().parent
-    fixed = {package.parent / "bfm", package / "data"}
+    fixed = {package.parent / "bfm", registry.bundled_dir()}
     real = registry.search_folders
     monkeypatch.setattr(registry, "search_folders", lambda: [f for f in real() if f not in fixed])
     work = tmp_path / "work"

@@ -70,9 +70,10 @@ def test_download_then_load_by_name(mirror, cache):
     assert model.n_vertices == 3448 and model.n_expression == 6 and model.symmetry is not None
 
 
-def test_cache_is_searched_last(cache, monkeypatch, tmp_path):
+def test_cache_is_searched_last_but_the_bundled_model(cache, monkeypatch, tmp_path):
     monkeypatch.setenv(ENV_MODEL_DIR, str(tmp_path / "mine"))
     folders = registry.search_folders()
+    # (the fixture hides the bundled folder, which comes after the cache: test_morphable_registry)
     assert folders[0] == tmp_path / "mine" and folders[-1] == cache
 
 
@@ -122,13 +123,19 @@ def test_bad_source_file_never_lands(mirror, tmp_path, position, damage):
 
 
 def test_unreachable_source(tmp_path):
-    target = tmp_path / "sfm"
+    target = tmp_path / "cache" / "faceanime" / "sfm"
     with pytest.raises(ModelFileError) as info:
         download_sfm(target, base_url=UNREACHABLE, progress=False)
     message = str(info.value)
     assert f"cannot download sfm_shape_3448.bin from {UNREACHABLE}/share/" in message
     assert SFM_BROWSE_URL in message and ENV_MODEL_DIR in message and "\n" not in message
-    assert listing(target) == []
+    # the folders this download created are gone again, not left empty
+    assert not (tmp_path / "cache").exists()
+    existing = tmp_path / "mine"
+    existing.mkdir()
+    with pytest.raises(ModelFileError):
+        download_sfm(existing, base_url=UNREACHABLE, progress=False)
+    assert existing.is_dir() and listing(existing) == []  # a folder that was there stays
 
 
 def test_cli_download_to_folder(capsys, mirror, cache, tmp_path, monkeypatch):
@@ -160,6 +167,7 @@ def test_cli_unreachable_is_one_line(capsys, tmp_path, monkeypatch):
                          "--no-progress")
     assert_one_line_error(status, err, "cannot download sfm_shape_3448.bin", UNREACHABLE,
                           ENV_MODEL_DIR, SFM_BROWSE_URL)
+    assert not (tmp_path / "sfm").exists()
 
 
 @pytest.mark.parametrize("name", ["bfm", "bfm-front", "BFM_front"])

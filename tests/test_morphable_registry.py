@@ -15,13 +15,16 @@ from test_morphable_storage import tiny_model
 
 import faceanime
 from faceanime.errors import InputError, ModelFileError
+from faceanime.io.digest import file_digest
 from faceanime.morphable import (
     KNOWN_MODELS,
     load_model,
+    registry,
     resolve_model,
     save_model,
     search_folders,
 )
+from faceanime.morphable.download import SFM_FILES
 from faceanime.morphable.registry import ENV_MODEL_DIR
 
 
@@ -36,7 +39,8 @@ def test_search_order(isolated, monkeypatch):
     folders = search_folders()  # the real function, not the fixture's filtered one
     assert folders[:3] == [a, b, isolated / "work" / "bfm"]
     package = Path(faceanime.__file__).resolve().parent
-    assert folders[3:] == [package.parent / "bfm", package / "data", isolated / "cache"]
+    # the download cache before the bundled SFM: a user's own copy wins over the package's
+    assert folders[3:] == [package.parent / "bfm", isolated / "cache", package / "data"]
 
 
 def test_sfm_by_name(data_dir, isolated, monkeypatch):
@@ -141,3 +145,29 @@ def test_cache_notices_a_changed_file(isolated):
     stat = path.stat()
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     assert load_model(path).name == "changed"
+
+
+def test_bundled_sfm_needs_no_download(isolated, monkeypatch):
+    # A fresh install: no $FACEANIME_MODEL_DIR, an empty cache, no bfm/ - the package's own copy.
+    monkeypatch.setattr(registry, "search_folders", search_folders)  # unfiltered
+    source = resolve_model("sfm")
+    assert source.path == registry.bundled_dir() / "sfm" / "sfm_shape_3448.bin"
+    assert all(path is not None and path.is_file() for path in source.files.values())
+    model = load_model("sfm")
+    assert (model.n_vertices, model.n_shape, model.n_expression) == (3448, 63, 6)
+    assert model.symmetry is not None and model.landmark_indices is not None
+    # a user's own copy (here in the download cache) wins over the bundled one
+    tiny_folder(isolated / "cache" / "sfm")
+    assert resolve_model("sfm").path == isolated / "cache" / "sfm" / "sfm_shape_3448.bin"
+
+
+def test_bundled_sfm_is_the_published_model():
+    # Byte-identical to the eos release files (the download's pinned hashes), with their licence.
+    pinned = {item.name: item.sha256 for item in SFM_FILES}
+    folder = registry.bundled_dir() / "sfm"
+    shipped = sorted(p.name for p in folder.iterdir() if p.name != "README.md")
+    assert "LICENSE-eos.txt" in shipped
+    assert "Apache License" in (folder / "LICENSE-eos.txt").read_text()
+    for name in shipped:
+        assert file_digest(folder / name) == pinned[name], name
+    assert "Apache" in (folder / "README.md").read_text()

@@ -89,23 +89,43 @@ def download_sfm(target_dir: Path | None = None, base_url: str = SFM_BASE_URL,
         ModelFileError: a file cannot be fetched (network, missing URL), its content does not
             match the pinned SHA-256 (the message names it and both hashes), or the folder
             cannot be written. A file that failed leaves nothing behind under its name or a
-            temporary one; files verified before it stay.
+            temporary one; files verified before it stay, and folders this call created are
+            removed again when they stayed empty.
     """
     target = Path(target_dir).expanduser() if target_dir is not None else cache_dir() / "sfm"
+    created = _make_folders(target)
+    try:
+        base = base_url.rstrip("/")
+        # Files already downloaded and intact are not touched (their mtime stays).
+        todo = [item for item in SFM_FILES if not _is_intact(target / item.name, item.sha256)]
+        with tqdm(total=sum(item.size for item in todo), unit="B", unit_scale=True,
+                  unit_divisor=1024, desc="sfm", disable=not (progress and todo)) as bar:
+            for item in todo:
+                bar.set_postfix_str(item.name, refresh=False)
+                _fetch_verified(item, f"{base}/{item.remote}", target / item.name, bar)
+    except BaseException:
+        # A failed first download leaves no empty folder behind (a cache folder that exists
+        # but holds nothing would only mislead); folders that were there before stay.
+        for folder in reversed(created):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty: files verified before the failure stay
+        raise
+    return target
+
+
+def _make_folders(target: Path) -> list[Path]:
+    """Create ``target`` and its missing parents; returns the folders it created, outermost
+    first."""
+    missing = [p for p in (target, *target.parents) if not p.exists()][::-1]
     try:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        for folder in reversed(missing):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise ModelFileError(f"cannot create the model folder {target} ({_one_line(exc)}); "
                              "choose another folder (--to DIR)") from exc
-    base = base_url.rstrip("/")
-    # Files already downloaded and intact are not touched (their mtime stays).
-    todo = [item for item in SFM_FILES if not _is_intact(target / item.name, item.sha256)]
-    with tqdm(total=sum(item.size for item in todo), unit="B", unit_scale=True,
-              unit_divisor=1024, desc="sfm", disable=not (progress and todo)) as bar:
-        for item in todo:
-            bar.set_postfix_str(item.name, refresh=False)
-            _fetch_verified(item, f"{base}/{item.remote}", target / item.name, bar)
-    return target
+    return missing
 
 
 def _fetch_verified(item: RemoteFile, url: str, dest: Path, bar: tqdm) -> None:

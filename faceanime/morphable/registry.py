@@ -6,9 +6,10 @@ A name is looked up in these folders, in order (:func:`search_folders`):
 1. each folder of ``$FACEANIME_MODEL_DIR`` (several separated by ``os.pathsep``);
 2. ``bfm/`` in the current directory;
 3. ``bfm/`` in the source checkout this package runs from (if any);
-4. the package's own ``faceanime/data/`` folder (where a bundled SFM would live);
-5. the per-user download cache, ``$FACEANIME_CACHE`` or else ``~/.cache/faceanime``
-   (:func:`cache_dir`), where ``faceanime model download sfm`` puts the SFM (in ``sfm/``).
+4. the per-user download cache, ``$FACEANIME_CACHE`` or else ``~/.cache/faceanime``
+   (:func:`cache_dir`), where ``faceanime model download sfm`` puts the SFM (in ``sfm/``);
+5. the package's own ``faceanime/data/`` folder (:func:`bundled_dir`), which ships the Surrey Face
+   Model (Apache-2.0), so ``load_model("sfm")`` works on a fresh install with no download.
 
 In each folder the model's file is looked for directly and in the subfolder named after its family
 (``sfm/`` or ``bfm/``), so ``FACEANIME_MODEL_DIR`` may point at the eos ``share/`` folder itself or
@@ -81,13 +82,19 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "faceanime"
 
 
+def bundled_dir() -> Path:
+    """The package's own model folder, ``faceanime/data`` (the bundled SFM is in ``sfm/``)."""
+    return Path(__file__).resolve().parents[1] / "data"
+
+
 def search_folders() -> list[Path]:
     """The folders a model name is looked up in, in order (see the module docstring)."""
     env = os.environ.get(ENV_MODEL_DIR, "")
     folders = [Path(p).expanduser() for p in env.split(os.pathsep) if p]
     package = Path(__file__).resolve().parents[1]
-    # The download cache comes last: a folder the user names, or a checkout's bfm/, wins over it.
-    folders += [Path.cwd() / "bfm", package.parent / "bfm", package / "data", cache_dir()]
+    # Whatever the user put somewhere (a named folder, a checkout's bfm/, a download, perhaps a
+    # newer model) wins over the copy that ships in the package, which comes last.
+    folders += [Path.cwd() / "bfm", package.parent / "bfm", cache_dir(), bundled_dir()]
     unique: list[Path] = []
     for folder in folders:
         if folder.resolve() not in [u.resolve() for u in unique]:
