@@ -36,7 +36,9 @@ class MotionConfig:
     expression: bool = True
     """Transfer expression and jaw; False keeps the source's."""
     nonnegative_expression: bool = True
-    """Clamp expression weights at 0 (blendshape models such as SFM)."""
+    """Treat expression coefficients that are all >= 0 as blendshape weights (SFM): relative
+    changes scaled to each face's room (:func:`relative_weights`), results >= 0. False, or any
+    negative coefficient (a PCA basis such as BFM's), adds the changes as they are."""
     eyes: Literal["relative", "absolute", "off"] | None = None
     """Eyelids (blinks): relative (the photo's own lid closure changed as the driver's
     changes), absolute (the driver's closure), off (the photo's lids stay); None: as ``mode``
@@ -75,6 +77,42 @@ def _part(source: torch.Tensor, driving: torch.Tensor, ref: int, how: str, gain:
     return source.expand(t, *source.shape[1:]).clone()
 
 
+# Most a blendshape's change is scaled by in relative transfer (see relative_weights): where
+# the driver's reference sits near the end of a range, its noise would be blown up.
+MAX_WEIGHT_GAIN = 3.0
+
+
+def relative_weights(source: torch.Tensor, driving: torch.Tensor, ref: int) -> torch.Tensor:
+    """Blendshape weights of the source changed as the driver's change from frame ``ref``, each
+    change scaled to the room the source has in that direction.
+
+    A weight of 1 is the model's full expression. A rise of the driver's weight from its
+    reference ``r`` towards the top ``m = max(1, r, s)`` moves the source's ``s`` the same share
+    of its own way to ``m``; a fall towards 0 the same share of its way to 0. So a photo that
+    already smiles fully stays at a full smile when the driver smiles (a plain sum would reach 2,
+    a grotesque mouth), a neutral photo smiles as much as the driver, and where ``s == r`` (the
+    driver's own face) the driver's weights come out unchanged. Scales are capped at
+    :data:`MAX_WEIGHT_GAIN`.
+
+    Args:
+        source: ``(1, K)`` the source's weights (>= 0).
+        driving: ``(T, K)`` the driver's weights (>= 0).
+        ref: the driver's reference frame.
+
+    Returns:
+        ``(T, K)`` the target weights (>= 0).
+    """
+    r = driving[ref]
+    delta = driving - r
+    top = torch.maximum(torch.maximum(source, r), torch.ones_like(r))
+    up = ((top - source) / (top - r).clamp_min(1e-6)).clamp(max=MAX_WEIGHT_GAIN)
+    down = (source / r.clamp_min(1e-6)).clamp(max=MAX_WEIGHT_GAIN)
+    # At the top already (r == m), or at 0 with nowhere lower: the change as it is.
+    up = torch.where(top - r > 1e-6, up, torch.ones_like(up))
+    down = torch.where(r > 1e-6, down, torch.ones_like(down))
+    return (source + delta * torch.where(delta > 0, up, down)).clamp_min(0)
+
+
 def transfer_motion(source: Coefficients, driving: Coefficients,
                     config: MotionConfig | None = None) -> Coefficients:
     """Coefficients of the source face moving as the driver does.
@@ -106,7 +144,12 @@ def transfer_motion(source: Coefficients, driving: Coefficients,
     src = source.frames(slice(0, 1)).to(driving.rotation.device, driving.rotation.dtype)
     drv = driving
 
-    if config.expression and config.mode == "relative":
+    # Blendshape weights (SFM) are >= 0, a PCA basis's coefficients (BFM) take either sign.
+    blendshapes = config.nonnegative_expression and bool(
+        (src.expression >= 0).all() and (drv.expression >= 0).all())
+    if config.expression and config.mode == "relative" and blendshapes:
+        expression = relative_weights(src.expression, drv.expression, ref)
+    elif config.expression and config.mode == "relative":
         expression = src.expression + (drv.expression - drv.expression[ref])
     elif config.expression:
         expression = drv.expression.clone()
@@ -116,7 +159,7 @@ def transfer_motion(source: Coefficients, driving: Coefficients,
     jaw = _part(src.jaw, drv.jaw, ref, config.mouth or default, config.lip_gain)
     eyes = _part(src.eyes, drv.eyes, ref, config.eyes or default, config.blink_gain)
     eyes = eyes.clamp(*CLOSURE_RANGE)
-    if config.nonnegative_expression:
+    if blendshapes:
         expression = expression.clamp_min(0)
     jaw = jaw.clamp(*JAW_RANGE)
 

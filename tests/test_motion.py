@@ -45,9 +45,12 @@ def test_relative_applies_the_drivers_changes():
     turned = rotation_angle_between(out.rotation, source.rotation.expand(20, -1, -1))
     driver = rotation_angle_between(driving.rotation, driving.rotation[:1].expand(20, -1, -1))
     assert_close(turned, driver, atol=1e-3)  # acos near 0 in float32
-    # ...and the expression and scale change as the driver's do.
-    delta = (driving.expression - driving.expression[0] + source.expression).clamp_min(0)
-    assert_close(out.expression, delta, atol=1e-6)
+    # ...and the expression and scale change as the driver's do (expression: same direction,
+    # scaled to the room each face has; test_relative_expression_* below)...
+    delta = driving.expression - driving.expression[0]
+    moved = delta.abs() > 1e-3
+    assert torch.equal(torch.sign(out.expression - source.expression)[moved],
+                       torch.sign(delta)[moved])
     assert_close(out.scale / source.scale, driving.scale / driving.scale[0], atol=1e-6)
     shift = (driving.translation - driving.translation[0]) * source.scale / driving.scale[0]
     assert_close(out.translation - source.translation, shift, atol=1e-4)
@@ -83,3 +86,43 @@ def test_mismatched_fits_are_refused(change):
 def test_reference_out_of_range():
     with pytest.raises(InputError, match="reference frame 9"):
         transfer_motion(_coeffs(1, 0), _coeffs(5, 1), MotionConfig(reference_frame=9))
+
+
+def _one_coefficient(source: float, driver: list[float]) -> tuple[Coefficients, Coefficients]:
+    src, drv = _coeffs(1, 6), _coeffs(len(driver), 7)
+    src.expression = torch.zeros(1, 6)
+    src.expression[0, 3] = source
+    drv.expression = torch.zeros(len(driver), 6)
+    drv.expression[:, 3] = torch.tensor(driver)
+    return src, drv
+
+
+def test_relative_expression_stays_within_what_a_face_can_show():
+    # A photo already smiling fully (happiness 1) driven by a smile from neutral: the old sum
+    # gave 2, twice the model's full smile - a grotesque dark crescent of a mouth.
+    src, drv = _one_coefficient(1.0, [0.0, 0.5, 1.0])
+    out = transfer_motion(src, drv).expression[:, 3]
+    assert out.max() <= 1.0 + 1e-6
+    # Half a smile reaches the full one when the driver's does, and relaxes fully with it.
+    src, drv = _one_coefficient(0.5, [0.0, 0.5, 1.0])
+    assert_close(transfer_motion(src, drv).expression[:, 3], torch.tensor([0.5, 0.75, 1.0]),
+                 atol=1e-6)
+    src, drv = _one_coefficient(0.5, [1.0, 0.5, 0.0])
+    assert_close(transfer_motion(src, drv).expression[:, 3], torch.tensor([0.5, 0.25, 0.0]),
+                 atol=1e-6)
+
+
+def test_relative_expression_of_the_same_face_is_the_drivers():
+    # The photo as the driver's reference (self-reenactment): the driver's own weights, exactly.
+    src, drv = _one_coefficient(0.3, [0.3, 0.9, 0.0, 1.1, 0.3])
+    assert_close(transfer_motion(src, drv).expression[:, 3], drv.expression[:, 3], atol=1e-6)
+
+
+def test_relative_expression_of_a_signed_basis_is_not_clamped():
+    # A PCA expression basis (BFM): coefficients of either sign, added as they are.
+    src, drv = _coeffs(1, 8), _coeffs(10, 9)
+    src.expression = src.expression - 1.0
+    drv.expression = drv.expression * 4 - 2.0
+    out = transfer_motion(src, drv)
+    expected = src.expression + drv.expression - drv.expression[0]
+    assert_close(out.expression, expected, atol=1e-6)
