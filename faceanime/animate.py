@@ -36,6 +36,7 @@ from faceanime.tasks import (
     finish_job,
     load_source,
     make_renderer,
+    source_landmarks,
 )
 
 
@@ -58,6 +59,11 @@ class AnimateConfig:
     """Morphable model name or path."""
     face_index: int = 0
     """Which face of each photo when there are several (0 = largest)."""
+    backend: str = "dlib"
+    """Landmark backend for both photos: dlib, mediapipe or fan."""
+    source_landmarks: str | os.PathLike | None = None
+    """The source photo's 68 landmarks (an iBUG ``.pts`` or a ``faceanime landmarks`` ``.npz``)
+    instead of detecting them."""
 
 
 def smoothstep(t: torch.Tensor) -> torch.Tensor:
@@ -153,9 +159,11 @@ def animate(source: str | os.PathLike, target: str | os.PathLike,
 
         dyn = Dynamics.load(dynamics, out_cfg.device)  # a bad checkpoint fails before fitting
     model = load_model(config.model, device=out_cfg.device or config.fit.device)
-    with create_detector("dlib") as detector:
+    with create_detector(config.backend) as detector:
+        points, notes = source_landmarks(source, detector, config.face_index,
+                                         config.source_landmarks)
         image, start = load_source(source, model, out_cfg, config.fit, config.face_index,
-                                   detector)
+                                   landmarks=points)
         if end is not None:
             end = end.frames(slice(end.n_frames - 1, None))
         else:
@@ -173,7 +181,7 @@ def animate(source: str | os.PathLike, target: str | os.PathLike,
         fps = path.fps
     renderer = make_renderer(model, image, start, out_cfg)
     return finish_job("animate", source, output, renderer, path, fps, out_cfg, started,
-                      save_coefficients=save_coefficients)
+                      save_coefficients=save_coefficients, notes=notes)
 
 
 callable_module(__name__, animate)

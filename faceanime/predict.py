@@ -44,6 +44,11 @@ class PredictConfig:
     """Morphable model name or path."""
     face_index: int = 0
     """Which face when there are several (0 = largest)."""
+    backend: str = "dlib"
+    """Landmark backend for the photo and the observed video: dlib, mediapipe or fan."""
+    source_landmarks: str | os.PathLike | None = None
+    """The photo's 68 landmarks (an iBUG ``.pts`` or a ``faceanime landmarks`` ``.npz``)
+    instead of detecting them."""
 
 
 def predict(source: str | os.PathLike, output: str | os.PathLike | None = None, *,
@@ -80,20 +85,21 @@ def predict(source: str | os.PathLike, output: str | os.PathLike | None = None, 
     if save_coefficients is not None:
         check_output(save_coefficients, (".npz",))
     if observe is not None:
-        check_driving(observe)
+        observe = check_driving(observe)
     out_cfg = config.output
     dyn = Dynamics.load(dynamics, out_cfg.device)  # a bad checkpoint fails before fitting
     if config.temperature < 0:
         raise InputError(f"temperature must be >= 0, got {config.temperature}")
     # The observed video (if any) is tracked in the background while the photo is fitted.
     prepared = prepare(source, observe, RetargetConfig(
-        fit=config.fit, model=config.model, face_index=config.face_index, output=out_cfg))
+        fit=config.fit, model=config.model, face_index=config.face_index, output=out_cfg,
+        backend=config.backend, source_landmarks=config.source_landmarks))
     start, renderer = prepared.source, prepared.renderer
     history = start if observe is None else transfer_motion(start, prepared.driving)
     path = roll_out(history, frames, seed, checkpoint=dyn, observe=config.observe_frames,
                     temperature=config.temperature, include_observed=config.include_observed)
     return finish_job("predict", source, output, renderer, path, path.fps, out_cfg, started,
-                      save_coefficients=save_coefficients)
+                      save_coefficients=save_coefficients, notes=prepared.notes)
 
 
 callable_module(__name__, predict)

@@ -36,6 +36,7 @@ from faceanime.motion import MotionConfig, transfer_motion
 from faceanime.parallel import Background
 from faceanime.render.mouth_interior import InteriorCapture
 from faceanime.render.warp import WarpRenderer
+from faceanime.samples import resolve_driving, template_names
 from faceanime.tasks import (
     OutputConfig,
     TaskResult,
@@ -44,6 +45,7 @@ from faceanime.tasks import (
     finish_job,
     load_source,
     make_renderer,
+    source_landmarks,
 )
 
 RetargetResult = TaskResult
@@ -63,6 +65,11 @@ class RetargetConfig:
     """Morphable model name or path."""
     face_index: int = 0
     """Which face of the photo (and the driver) when there are several (0 = largest)."""
+    backend: str = "dlib"
+    """Landmark backend for the photo and the driving video: dlib, mediapipe or fan."""
+    source_landmarks: str | os.PathLike | None = None
+    """The photo's 68 landmarks (an iBUG ``.pts`` or a ``faceanime landmarks`` ``.npz``)
+    instead of detecting them."""
     allow_truncated: bool = False
     """Use a driving video that ends before its header says (cut off, damaged) with a warning,
     instead of stopping."""
@@ -117,7 +124,8 @@ def smooth_coefficients(coeffs: Coefficients, sigma: float) -> Coefficients:
 
 def driver_tracker(config: RetargetConfig) -> TrackerConfig:
     """How a driving video is tracked in a job."""
-    return TrackerConfig(face_index=config.face_index, progress=config.output.progress,
+    return TrackerConfig(backend=config.backend, face_index=config.face_index,
+                         progress=config.output.progress,
                          parts=config.track_parts, allow_truncated=config.allow_truncated)
 
 
@@ -155,12 +163,14 @@ def wants_driver_mouth(renderer, config: RetargetConfig) -> bool:
             and renderer.config.driver_interior and mouth != "off")
 
 
-def check_driving(driving: str | os.PathLike) -> None:
-    """Refuse a driver of the wrong kind before the photo is fitted."""
-    path = Path(driving)
+def check_driving(driving: str | os.PathLike) -> Path:
+    """Refuse a driver of the wrong kind before the photo is fitted; returns its path (a motion
+    template's name becomes its bundled file, :func:`faceanime.samples.resolve_driving`)."""
+    path = resolve_driving(driving)
     if path.suffix.lower() != ".npz" and not is_video_path(path):
-        raise InputError(f"{path}: the driver must be a video (mp4, mov, ...) or a coefficient "
-                         "file (.npz) from 'faceanime fit'")
+        raise InputError(f"{path}: the driver must be a video (mp4, mov, ...), a coefficient "
+                         "file (.npz) from 'faceanime fit', or a motion template "
+                         f"({', '.join(template_names())})")
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     # Reading the header (or the coefficients) is cheap: a broken driver fails in a moment.
@@ -168,6 +178,7 @@ def check_driving(driving: str | os.PathLike) -> None:
         Coefficients.load(path)
     else:
         read_video_info(path)
+    return path
 
 
 @dataclass
@@ -185,6 +196,8 @@ class Prepared:
     """The driver's coefficients (None without a driver)."""
     audio: Path | None
     """The file to take audio from (the driving video), if any."""
+    notes: list[str] = field(default_factory=list)
+    """For the summary line: how the photo's face was found, when not as usual."""
 
 
 def prepare(source: str | os.PathLike, driving: str | os.PathLike | None,
@@ -205,15 +218,17 @@ def prepare(source: str | os.PathLike, driving: str | os.PathLike | None,
         if driving is not None and is_video_path(driving):
             tracking = stack.enter_context(Background(track_video, Path(driving),
                                                       driver_tracker(config)))
-        detector = stack.enter_context(create_detector("dlib"))
+        detector = stack.enter_context(create_detector(config.backend))
+        points, notes = source_landmarks(source, detector, config.face_index,
+                                         config.source_landmarks)
         model = load_model(config.model, device=out_cfg.device or config.fit.device)
         image, source_coeffs = load_source(source, model, out_cfg, config.fit, config.face_index,
-                                           detector)
+                                           landmarks=points)
         renderer = make_renderer(model, image, source_coeffs, out_cfg)
         landmarks = tracking.result() if tracking is not None else None
     driving_coeffs, audio = (load_driving(driving, model, config, landmarks=landmarks)
                              if driving is not None else (None, None))
-    return Prepared(model, image, source_coeffs, renderer, driving_coeffs, audio)
+    return Prepared(model, image, source_coeffs, renderer, driving_coeffs, audio, notes)
 
 
 def retarget(source: str | os.PathLike, driving: str | os.PathLike,
@@ -223,7 +238,8 @@ def retarget(source: str | os.PathLike, driving: str | os.PathLike,
 
     Args:
         source: the photo.
-        driving: a video, or a coefficient file from ``faceanime fit``.
+        driving: a video, a coefficient file from ``faceanime fit``, or the name of a motion
+            template (:data:`faceanime.samples.MOTION_TEMPLATES`: ``"talk"``, ...).
         output: the ``.mp4`` to write (atomically: nothing is left on failure); None returns
             the frames in ``result.video`` instead (memory grows with the length).
         config: settings.
@@ -238,7 +254,7 @@ def retarget(source: str | os.PathLike, driving: str | os.PathLike,
         output = check_output(output)
     if save_coefficients is not None:
         check_output(save_coefficients, (".npz",))
-    check_driving(driving)
+    driving = check_driving(driving)
     out_cfg = config.output
     prepared = prepare(source, driving, config)
     image, source_coeffs, renderer = prepared.image, prepared.source, prepared.renderer
@@ -260,7 +276,7 @@ def retarget(source: str | os.PathLike, driving: str | os.PathLike,
             for frame in frames:
                 yield side_by_side(image, next(driver) if driver is not None else None, frame)
     return finish_job("retarget", source, output, renderer, target, fps, out_cfg, started,
-                      audio, save_coefficients, decorate)
+                      audio, save_coefficients, decorate, prepared.notes)
 
 
 callable_module(__name__, retarget)

@@ -27,10 +27,10 @@ from tqdm import tqdm
 from faceanime import __version__
 from faceanime.coefficients import Coefficients
 from faceanime.errors import BackendUnavailableError, FaceAnimeError, InputError
-from faceanime.fitting import FitConfig, fit_image
+from faceanime.fitting import FitConfig, fit_image, read_landmarks_file
 from faceanime.geometry.rotation import so3_exp
 from faceanime.io import IMAGE_EXTENSIONS, file_digest, read_image, write_image, write_video
-from faceanime.landmarks import LandmarkDetector
+from faceanime.landmarks import LandmarkDetector, create_detector, detect_landmarks
 from faceanime.morphable import FaceModel
 from faceanime.render.classic import ClassicConfig, ClassicRenderer
 from faceanime.render.frames import image_tensor
@@ -84,12 +84,16 @@ class TaskResult:
     """The rendered coefficients, one frame per output frame."""
     video: np.ndarray | None = None
     """``(T, H, W, 3)`` uint8 frames when no output file was asked for."""
+    notes: tuple[str, ...] = ()
+    """What the user should know about how it was made (a fallback detector found the face,
+    the output was made smaller than the photo, ...); the summary line ends with them."""
 
     def summary(self) -> str:
         rate = self.frames / self.seconds if self.seconds > 0 else float("inf")
         where = self.output if self.output is not None else "(in memory)"
+        notes = "".join(f"; {note}" for note in self.notes)
         return (f"{where}: {self.frames} frames at {self.fps:g} fps in {self.seconds:.1f} s "
-                f"({rate:.1f} frames/s)")
+                f"({rate:.1f} frames/s){notes}")
 
 
 # --- outputs ------------------------------------------------------------------------------------
@@ -336,14 +340,41 @@ def run_many(sources: list[Path], outputs: list[Path],
     return results
 
 
+def source_landmarks(source: str | os.PathLike, detector: LandmarkDetector | str = "dlib",
+                     face_index: int = 0, landmarks: str | os.PathLike | None = None
+                     ) -> tuple[np.ndarray, list[str]]:
+    """The source photo's ``(68, 2)`` landmarks: read from ``landmarks`` (an iBUG ``.pts`` or a
+    ``faceanime landmarks`` ``.npz``, its first frame) when given, else detected (``detector``:
+    a backend name or a built one); and notes for the summary (how the face was found, when a
+    fallback detector found it).
+
+    Raises:
+        FaceNotFoundError: no face (or not ``face_index`` faces) in the photo.
+        InputError: an unreadable landmarks file, or one without a face.
+    """
+    if landmarks is not None:
+        points = read_landmarks_file(landmarks)[0]
+        if not np.isfinite(points).all():
+            raise InputError(f"{landmarks}: its first frame holds no face")
+        return points, [f"landmarks from {Path(landmarks).name}"]
+    if isinstance(detector, str):
+        with create_detector(detector) as det:
+            return source_landmarks(source, det, face_index)
+    face = detect_landmarks(source, detector, face_index, name=str(source))
+    return face.points, [f"face found by {face.method}"] if face.method else []
+
+
 def load_source(source: str | os.PathLike, model: FaceModel, config: OutputConfig,
                 fit: FitConfig | None = None, face_index: int = 0,
-                detector: LandmarkDetector | None = None) -> tuple[np.ndarray, Coefficients]:
-    """Read and fit the source photo, in the output's framing (:func:`frame_source`); with
-    ``detector`` (a built one, e.g. shared with the driver's tracking), its landmarks."""
+                detector: LandmarkDetector | None = None,
+                landmarks: np.ndarray | str | os.PathLike | None = None
+                ) -> tuple[np.ndarray, Coefficients]:
+    """Read and fit the source photo, in the output's framing (:func:`frame_source`); its
+    landmarks from ``landmarks`` (``(68, 2)`` points or a file) when given, else detected with
+    ``detector`` (a built one, e.g. shared with the driver's tracking; default dlib)."""
     photo = read_image(source)
     # The path (not the pixels) so that "no face" names the file.
-    coeffs = fit_image(source, model, config=fit, face_index=face_index,
+    coeffs = fit_image(source, model, landmarks=landmarks, config=fit, face_index=face_index,
                        backend=detector or "dlib")
     return frame_source(photo, coeffs, config)
 
@@ -357,15 +388,17 @@ def finish_job(job: str, source: str | os.PathLike, output: Path | None, rendere
                target: Coefficients, fps: float, config: OutputConfig, started: float,
                audio_from: str | os.PathLike | None = None,
                save_coefficients: str | os.PathLike | None = None,
-               decorate: Callable[[Iterator[np.ndarray]], Iterable[np.ndarray]] | None = None
-               ) -> TaskResult:
+               decorate: Callable[[Iterator[np.ndarray]], Iterable[np.ndarray]] | None = None,
+               notes: Iterable[str] = ()) -> TaskResult:
     """The common end of every job: render ``target`` frame batch by frame batch, optionally
     ``decorate`` the stream (side by side, ...), and write it to ``output`` as it comes (or
-    collect it when ``output`` is None); then save the coefficients."""
+    collect it when ``output`` is None); then save the coefficients. ``notes`` end the
+    result's summary."""
     frames: Iterable[np.ndarray] = renderer.iter_frames(target)
     if decorate is not None:
         frames = decorate(frames)
-    result = TaskResult(output=output, frames=0, fps=fps, seconds=0.0, coefficients=target)
+    result = TaskResult(output=output, frames=0, fps=fps, seconds=0.0, coefficients=target,
+                        notes=tuple(notes))
     if output is None:
         result.video = collect_frames(frames)
         result.frames = len(result.video)

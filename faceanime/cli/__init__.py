@@ -23,7 +23,7 @@ from collections.abc import Sequence
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from faceanime import __version__
-from faceanime.errors import FaceAnimeError
+from faceanime.errors import FaceAnimeError, FaceNotFoundError
 
 EXIT_ERROR = 1
 
@@ -31,6 +31,7 @@ EXIT_ERROR = 1
 def build_parser() -> argparse.ArgumentParser:
     from faceanime.cli import (
         animate,
+        demo,
         dynamics,
         evaluate,
         fit,
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.register(sub)
     dynamics.register(sub)
     evaluate.register(sub)
+    demo.register(sub)
     return parser
 
 
@@ -90,7 +92,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.showwarning = _one_line_warning
             args.func(args)
     except FaceAnimeError as exc:
-        print(f"faceanime: error: {exc}", file=sys.stderr)
+        message = str(exc)
+        # The library cannot know which options the running command has; the command can.
+        hint = getattr(args, "face_hint", None)
+        if isinstance(exc, FaceNotFoundError) and hint is not None:
+            extra = hint(args, message)
+            message = f"{message}; {extra}" if extra else message
+        print(f"faceanime: error: {message}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("faceanime: interrupted", file=sys.stderr)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from faceanime.cli.retarget import add_job_options, output_config, run_sources
+from faceanime.cli.retarget import add_job_options, job_face_hint, output_config, run_sources
 from faceanime.fitting import FitConfig
 
 
@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="noise of the learned path (default: 0, the smoothest)")
     p.add_argument("--save-coeffs", help="also write the rendered coefficients (.npz; one "
                                          "source only)")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, face_hint=job_face_hint)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -40,7 +40,8 @@ def run(args: argparse.Namespace) -> None:
 
     config = AnimateConfig(placement=args.placement, temperature=args.temperature, fps=args.fps,
                            output=output_config(args), fit=FitConfig(device=args.device),
-                           model=args.model, face_index=args.face_index)
+                           model=args.model, face_index=args.face_index,
+                           backend=args.backend, source_landmarks=args.source_landmarks)
     run_sources(args, lambda source, output: animate(
         source, args.target, output, frames=args.frames, dynamics=args.dynamics,
         seed=args.seed, config=config, save_coefficients=args.save_coeffs))

@@ -60,7 +60,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="video only: track up to N parts at once, one process each (see "
                         "'faceanime landmarks --help'; default %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, face_hint=_face_hint)
+
+
+def _face_hint(args: argparse.Namespace, message: str) -> str:
+    other = "try --backend mediapipe" if args.backend == "dlib" else "try --backend dlib"
+    return other if args.landmarks else f"give the 68 points with --landmarks FILE, or {other}"
 
 
 def run(args: argparse.Namespace) -> None:

@@ -76,7 +76,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              f"{MIN_PART_FRAMES} frames at once, one process each, each from its "
                              "own detection (default %(default)s: one pass)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, face_hint=lambda args, message: (
+        "try --backend mediapipe" if args.backend == "dlib" else "try --backend dlib"))
 
 
 def run(args: argparse.Namespace) -> None:

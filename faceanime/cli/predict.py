@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from faceanime.cli.retarget import add_job_options, output_config, run_sources
+from faceanime.cli.retarget import add_job_options, job_face_hint, output_config, run_sources
 from faceanime.fitting import FitConfig
 
 
@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="noise multiplier; 0 = the expected, calmer path (default: 1)")
     p.add_argument("--save-coeffs", help="also write the rendered coefficients (.npz; one "
                                          "source only)")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, face_hint=job_face_hint)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> None:
     config = PredictConfig(temperature=args.temperature, observe_frames=args.observe_frames,
                            include_observed=args.include_observed, output=output_config(args),
                            fit=FitConfig(device=args.device), model=args.model,
-                           face_index=args.face_index)
+                           face_index=args.face_index, backend=args.backend,
+                           source_landmarks=args.source_landmarks)
     run_sources(args, lambda source, output: predict(
         source, output, dynamics=args.dynamics, frames=args.frames, observe=args.observe,
         seed=args.seed, config=config, save_coefficients=args.save_coeffs))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from faceanime.errors import InputError
 from faceanime.fitting import FitConfig
+from faceanime.landmarks import BACKENDS
 from faceanime.motion import MotionConfig
 from faceanime.render.classic import ClassicConfig
 from faceanime.render.warp import WarpConfig
@@ -59,6 +60,12 @@ def add_job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="sfm", help="morphable model (default: %(default)s)")
     p.add_argument("--face-index", type=int, default=0,
                    help="which face when there are several, by size (default: 0 = largest)")
+    p.add_argument("--backend", choices=list(BACKENDS), default="dlib",
+                   help="landmark backend for the photos and videos (default: %(default)s; "
+                        "dlib looks again with its CNN detector when HOG finds no face)")
+    p.add_argument("--source-landmarks", metavar="FILE", default=None,
+                   help="the photo's 68 landmarks instead of detecting them: an iBUG .pts, or "
+                        "a .npz from 'faceanime landmarks' (one source only)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--quiet", action="store_true",
@@ -91,12 +98,16 @@ def run_sources(args: argparse.Namespace, job: Callable) -> None:
     if len(sources) > 1 and getattr(args, "save_coeffs", None):
         raise InputError(f"{args.save_coeffs}: --save-coeffs takes one source; run the "
                          "sources one by one to keep each one's coefficients")
+    if len(sources) > 1 and args.source_landmarks:
+        raise InputError(f"{args.source_landmarks}: --source-landmarks takes one source; run "
+                         "the sources one by one")
     outputs = outputs_for(sources, args.output, Path(args.output).suffix or ".mp4")
     run_many(sources, outputs, job, quiet=args.quiet)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     from faceanime.retarget import RetargetConfig
+    from faceanime.samples import template_names
 
     p = sub.add_parser(
         "retarget", help="make a photo's face follow a driving video",
@@ -106,7 +117,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "talks (--renderer warp, the default). Writes an H.264 mp4 at the driver's "
                     "frame rate with the driver's audio, tagged as synthesised by faceanime.")
     p.add_argument("--driving", required=True,
-                   help="driving video, or a coefficient file (.npz) from 'faceanime fit'")
+                   help="driving video, a coefficient file (.npz) from 'faceanime fit', or a "
+                        "bundled motion template: "
+                        f"{', '.join(template_names())} (see 'faceanime demo --list')")
     add_job_options(p)
     p.add_argument("--motion", choices=["relative", "absolute"], default=_MOTION.mode,
                    help="relative: the driver's change from the reference frame, applied to the "
@@ -145,7 +158,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-truncated", action="store_true",
                    help="use a driving video that ends before its header says (cut off or "
                         "damaged) with a warning, instead of stopping with an error")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, face_hint=job_face_hint)
+
+
+def job_face_hint(args: argparse.Namespace, message: str) -> str:
+    """What to try when a job finds no face (naming only options the jobs have): for the
+    photo, its landmarks given by hand or another backend; for a video, another backend."""
+    other = "try --backend mediapipe" if args.backend == "dlib" else "try --backend dlib"
+    photo = any(message.startswith(str(source)) for source in args.source)
+    if photo and not args.source_landmarks:
+        return f"give the photo's 68 points with --source-landmarks FILE (.pts or .npz), or {other}"
+    return other
 
 
 def run(args: argparse.Namespace) -> None:
@@ -157,7 +180,8 @@ def run(args: argparse.Namespace) -> None:
                             lip_gain=args.lip_gain,
                             pose=not args.no_pose),
         output=output_config(args), fit=FitConfig(device=args.device), model=args.model,
-        face_index=args.face_index, smooth=args.smooth, audio=args.audio, fps=args.fps,
+        face_index=args.face_index, backend=args.backend,
+        source_landmarks=args.source_landmarks, smooth=args.smooth, audio=args.audio, fps=args.fps,
         side_by_side=args.side_by_side, track_parts=args.track_parts,
         allow_truncated=args.allow_truncated)
     run_sources(args, lambda source, output: retarget(source, args.driving, output, config,

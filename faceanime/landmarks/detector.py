@@ -44,7 +44,8 @@ class DetectorConfig:
     """Settings shared by all backends (each field's comment is its CLI help)."""
 
     max_side: int = 640  # detect faces on a copy whose longer side is at most this many pixels
-    upsample_retry: bool = True  # when nothing is found on a small image, retry at twice the size
+    upsample_retry: bool = True  # when nothing is found, retry on a copy at twice the size
+    fallback: bool = True  # when still nothing: dlib's CNN detector (seconds on a CPU), upright
     device: str = "cpu"  # torch device for the fan backend (dlib and mediapipe always use the CPU)
 
 
@@ -57,11 +58,14 @@ class Face:
         box: ``(4,)`` float32 detector box ``x0, y0, x1, y1`` in the same coordinates.
         score: detector confidence (backend units: dlib's SVM margin, a probability for
             mediapipe and fan).
+        method: how it was found, when not by the backend's own first detector (e.g. "CNN
+            detector, face tilted 45°" by dlib's fallback); "" otherwise.
     """
 
     points: np.ndarray
     box: np.ndarray
     score: float
+    method: str = ""
 
     @property
     def area(self) -> float:
@@ -162,11 +166,16 @@ class LandmarkDetector(ABC):
         small = resize_image(image, size)
         scale_xy = (size[0] / w, size[1] / h)
         boxes, scores = self.detect_boxes(small)
-        if (len(boxes) == 0 and allow_retry and self.config.upsample_retry
-                and self.upsample_helps and scale == 1.0):
-            # Only a small image can hide faces below the detector's minimum size; a downscaled
-            # one had its chance at max_side and doubling it would cost 4× for nothing.
-            boxes, scores = self.detect_boxes(small, upsample=1)
+        if len(boxes) == 0 and allow_retry and self.config.upsample_retry and self.upsample_helps:
+            # A face below the detector's minimum size (HOG: 80 px) at this scale: look again
+            # at twice the scale (a large photo at 2 * max_side, a small one upsampled).
+            if scale == 1.0:
+                boxes, scores = self.detect_boxes(small, upsample=1)
+            else:
+                scale = min(1.0, 2 * scale)
+                size = (max(1, round(w * scale)), max(1, round(h * scale)))
+                scale_xy = (size[0] / w, size[1] / h)
+                boxes, scores = self.detect_boxes(resize_image(image, size))
         boxes = rescale_boxes(boxes.reshape(-1, 4), scale_xy)
         scores = np.asarray(scores, dtype=np.float32).reshape(-1)
         areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1],
@@ -183,6 +192,8 @@ class LandmarkDetector(ABC):
         """
         image = as_rgb_image(image)
         boxes, scores = self.find_boxes(image)
+        if len(boxes) == 0 and self.config.fallback:
+            return self.fallback_faces(image)[:max_faces]
         faces = []
         for box, score in zip(boxes[:max_faces], scores[:max_faces], strict=True):
             points = self.landmarks_in_box(image, box)
@@ -190,6 +201,11 @@ class LandmarkDetector(ABC):
                 faces.append(Face(points=np.asarray(points, np.float32), box=box,
                                   score=float(score)))
         return faces
+
+    def fallback_faces(self, image: np.ndarray) -> list[Face]:
+        """Faces found by a slower, more thorough search, for when :meth:`find_boxes` found
+        none (dlib: its CNN detector); largest first. None here."""
+        return []
 
     def load(self) -> LandmarkDetector:
         """Load the models now rather than on first use (e.g. before forking processes that
@@ -256,13 +272,14 @@ def detect_faces(image: np.ndarray | str | os.PathLike,
     return detector.detect(image)
 
 
-def _check_index(count: int, face_index: int, name: str) -> None:
+def _check_index(count: int, face_index: int, name: str, backend: LandmarkDetector) -> None:
     if face_index < 0:
         raise InputError(f"face index {face_index}: must be 0 (largest face) or more")
     if count == 0:
-        raise FaceNotFoundError(f"{name}: no face found; the dlib detector needs a roughly "
-                                "frontal face of at least ~80 pixels (try --backend mediapipe "
-                                "for small or turned faces)")
+        # Hints naming options belong to the command that ran (the CLI adds them).
+        how = " (HOG at two scales, then its CNN detector)" if (
+            backend.name == "dlib" and backend.config.fallback) else ""
+        raise FaceNotFoundError(f"{name}: no face found by the {backend.name} detector{how}")
     if face_index >= count:
         raise FaceNotFoundError(f"{name}: face index {face_index} requested but only {count} "
                                 f"face{'s' if count > 1 else ''} found (indices 0–{count - 1}, "
@@ -293,7 +310,11 @@ def detect_landmarks(image: np.ndarray | str | os.PathLike,
             return detect_landmarks(image, det, face_index, name=name)
     # Only the chosen face gets landmarks: the boxes alone decide the order.
     boxes, scores = backend.find_boxes(image)
-    _check_index(len(boxes), face_index, name)
+    if len(boxes) == 0 and backend.config.fallback:
+        faces = backend.fallback_faces(image)
+        _check_index(len(faces), face_index, name, backend)
+        return faces[face_index]
+    _check_index(len(boxes), face_index, name, backend)
     points = backend.landmarks_in_box(image, boxes[face_index])
     if points is None:
         raise FaceNotFoundError(f"{name}: the {backend.name} landmark model found no face in the "

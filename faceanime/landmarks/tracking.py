@@ -77,6 +77,7 @@ class TrackerConfig:
     progress: bool = True  # show a progress bar
     parts: int = 1  # track a video file in up to this many parts at once, one process each
     allow_truncated: bool = False  # use a video that ends before its header says (with a warning)
+    fallback_every: int = 60  # while the face is lost, the slow fallback at most every N frames
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     smoothing: OneEuroConfig = field(default_factory=OneEuroConfig)
 
@@ -178,6 +179,7 @@ class _Tracker:
         self.since_check = 0
         self.most_faces = 0  # most faces any detection returned (for the error message)
         self.detections = 0  # frames on which the detector ran
+        self.since_fallback: int | None = None  # frames since the fallback detector last ran
 
     def step(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """``(points (68, 2), box (4,))`` for one frame, or None where no face is found."""
@@ -219,6 +221,14 @@ class _Tracker:
         # The upsampled retry is for finding a small face at the start; once the face is known,
         # a miss means it is gone, and retrying at 4× the cost per frame would not bring it back.
         boxes, _ = self.det.find_boxes(frame, allow_retry=not self.acquired)
+        if self.since_fallback is not None:
+            self.since_fallback += 1
+        if len(boxes) == 0 and self.det.config.fallback and (
+                self.since_fallback is None or self.since_fallback >= self.cfg.fallback_every):
+            # The slow detector (dlib's CNN: ~1 s a frame) on the first frame, then now and then
+            # while the face is lost - not on every frame of a stretch without a face.
+            self.since_fallback = 0
+            return self._fallback(frame)
         self.most_faces = max(self.most_faces, len(boxes))
         chosen = None
         if self.last_box is not None and len(boxes):
@@ -238,6 +248,18 @@ class _Tracker:
         self.acquired = True
         self.since_check = 0
         return points, box
+
+
+    def _fallback(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        faces = self.det.fallback_faces(frame)
+        self.most_faces = max(self.most_faces, len(faces))
+        if self.cfg.face_index >= len(faces):
+            return None
+        face = faces[self.cfg.face_index]
+        self.calib.update(face.box, face.points)
+        self.acquired = True
+        self.since_check = 0
+        return face.points, face.box
 
 
 def _centre(points: np.ndarray) -> np.ndarray:
