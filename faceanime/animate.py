@@ -36,7 +36,6 @@ from faceanime.tasks import (
     finish_job,
     load_source,
     make_renderer,
-    source_landmarks,
 )
 
 
@@ -160,10 +159,9 @@ def animate(source: str | os.PathLike, target: str | os.PathLike,
         dyn = Dynamics.load(dynamics, out_cfg.device)  # a bad checkpoint fails before fitting
     model = load_model(config.model, device=out_cfg.device or config.fit.device)
     with create_detector(config.backend) as detector:
-        points, notes = source_landmarks(source, detector, config.face_index,
-                                         config.source_landmarks)
+        notes: list[str] = []
         image, start = load_source(source, model, out_cfg, config.fit, config.face_index,
-                                   landmarks=points)
+                                   detector, config.source_landmarks, notes)
         if end is not None:
             end = end.frames(slice(end.n_frames - 1, None))
         else:

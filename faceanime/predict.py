@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from faceanime.errors import InputError
 from faceanime.fitting import FitConfig
 from faceanime.motion import transfer_motion
+from faceanime.samples import DEFAULT_DYNAMICS
 from faceanime.tasks import (
     OutputConfig,
     TaskResult,
@@ -52,7 +53,7 @@ class PredictConfig:
 
 
 def predict(source: str | os.PathLike, output: str | os.PathLike | None = None, *,
-            dynamics: str | os.PathLike, frames: int = 120,
+            dynamics: str | os.PathLike | None = None, frames: int = 120,
             observe: str | os.PathLike | None = None, seed: int = 0,
             config: PredictConfig | None = None,
             save_coefficients: str | os.PathLike | None = None) -> TaskResult:
@@ -61,7 +62,8 @@ def predict(source: str | os.PathLike, output: str | os.PathLike | None = None, 
     Args:
         source: the photo.
         output: ``.mp4`` to write; None returns the frames in ``result.video``.
-        dynamics: a 3DDP checkpoint (``faceanime train dynamics``).
+        dynamics: a 3DDP checkpoint (``faceanime train dynamics``); None: the one that ships
+            in the package (:data:`faceanime.samples.DEFAULT_DYNAMICS`).
         frames: predicted frames, >= 1.
         observe: a video or coefficient file whose motion (relative to its first frame, applied
             to the photo) is the observed history; None: the photo alone.
@@ -87,7 +89,8 @@ def predict(source: str | os.PathLike, output: str | os.PathLike | None = None, 
     if observe is not None:
         observe = check_driving(observe)
     out_cfg = config.output
-    dyn = Dynamics.load(dynamics, out_cfg.device)  # a bad checkpoint fails before fitting
+    # A bad checkpoint fails before fitting.
+    dyn = Dynamics.load(DEFAULT_DYNAMICS if dynamics is None else dynamics, out_cfg.device)
     if config.temperature < 0:
         raise InputError(f"temperature must be >= 0, got {config.temperature}")
     # The observed video (if any) is tracked in the background while the photo is fitted.

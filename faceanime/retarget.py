@@ -45,7 +45,6 @@ from faceanime.tasks import (
     finish_job,
     load_source,
     make_renderer,
-    source_landmarks,
 )
 
 RetargetResult = TaskResult
@@ -219,11 +218,10 @@ def prepare(source: str | os.PathLike, driving: str | os.PathLike | None,
             tracking = stack.enter_context(Background(track_video, Path(driving),
                                                       driver_tracker(config)))
         detector = stack.enter_context(create_detector(config.backend))
-        points, notes = source_landmarks(source, detector, config.face_index,
-                                         config.source_landmarks)
         model = load_model(config.model, device=out_cfg.device or config.fit.device)
+        notes: list[str] = []
         image, source_coeffs = load_source(source, model, out_cfg, config.fit, config.face_index,
-                                           landmarks=points)
+                                           detector, config.source_landmarks, notes)
         renderer = make_renderer(model, image, source_coeffs, out_cfg)
         landmarks = tracking.result() if tracking is not None else None
     driving_coeffs, audio = (load_driving(driving, model, config, landmarks=landmarks)

@@ -3,6 +3,8 @@ motion templates.
 
 - :func:`sample_portrait` — ``faceanime/data/samples/portrait.jpg``, astronaut Eileen Collins
   (NASA, public domain, by way of scikit-image's ``astronaut`` image), head and shoulders, 384².
+- :data:`DEFAULT_DYNAMICS` — a small 3DDP checkpoint for ``faceanime predict`` without
+  ``--dynamics``.
 - :data:`MOTION_TEMPLATES` — coefficient files (``faceanime/data/motions/NAME.npz``, tens of KB
   each) of real head and face motion, fitted with the Surrey Face Model from the MIT-licensed
   talking-head videos of the LivePortrait repository by ``tools/make_motion_templates.py``. A job
@@ -20,6 +22,10 @@ from pathlib import Path
 DATA_DIR = Path(__file__).resolve().parent / "data"
 SAMPLES_DIR = DATA_DIR / "samples"
 MOTIONS_DIR = DATA_DIR / "motions"
+DEFAULT_DYNAMICS = DATA_DIR / "dynamics" / "talking_head.safetensors"
+"""The 3DDP checkpoint ``faceanime predict`` uses when given none: a 16-unit LSTM trained by
+``tools/train_default_dynamics.py`` on three of the shared talking-head videos (its JSON beside
+it says how)."""
 
 
 @dataclass(frozen=True)

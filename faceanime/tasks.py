@@ -29,7 +29,14 @@ from faceanime.coefficients import Coefficients
 from faceanime.errors import BackendUnavailableError, FaceAnimeError, InputError
 from faceanime.fitting import FitConfig, fit_image, read_landmarks_file
 from faceanime.geometry.rotation import so3_exp
-from faceanime.io import IMAGE_EXTENSIONS, file_digest, read_image, write_image, write_video
+from faceanime.io import (
+    IMAGE_EXTENSIONS,
+    file_digest,
+    image_size,
+    read_image,
+    write_image,
+    write_video,
+)
 from faceanime.landmarks import LandmarkDetector, create_detector, detect_landmarks
 from faceanime.morphable import FaceModel
 from faceanime.render.classic import ClassicConfig, ClassicRenderer
@@ -50,7 +57,7 @@ class OutputConfig:
     """Show the face inside the full photo; False: an aligned square crop of the face."""
     size: int | None = None
     """Output side in pixels: the crop's side without paste-back (default 512), the photo's
-    longer side with it (default: the photo's own size)."""
+    longer side with it (default: the photo's own size, at most ``max_side``)."""
     crop_scale: float = 1.5
     """Without paste-back: how much around the face the crop takes in (1 = eyes to chin)."""
     generator: str | None = None
@@ -69,6 +76,9 @@ class OutputConfig:
     """cpu or cuda (default: cpu)."""
     progress: bool = True
     """Show progress bars."""
+    max_side: int = 2048
+    """With paste-back and no ``size``: the longer side a larger photo is reduced to (and the
+    output's); without paste-back, the most the photo is worked on at."""
 
 
 @dataclass
@@ -340,42 +350,74 @@ def run_many(sources: list[Path], outputs: list[Path],
     return results
 
 
-def source_landmarks(source: str | os.PathLike, detector: LandmarkDetector | str = "dlib",
-                     face_index: int = 0, landmarks: str | os.PathLike | None = None
+def read_source(source: str | os.PathLike, config: OutputConfig
+                ) -> tuple[np.ndarray, float, list[str]]:
+    """The source photo as the job works on it: a photo larger than ``config.max_side`` (or than
+    a larger ``config.size`` with paste-back) reduced to it, decoded reduced where the format
+    allows, so a 6000² photo costs little more than a 2048² one.
+
+    Returns:
+        ``(H, W, 3)`` uint8 pixels; their scale relative to the file's; notes for the summary
+        (the reduction, when the user did not ask for a size).
+    """
+    width, height = image_size(source)
+    # Detection and the fit want pixels: a small --size is made from the fit at up to max_side.
+    limit = max(config.size or 0, config.max_side) if config.paste_back else config.max_side
+    photo = read_image(source, max_side=limit if max(width, height) > limit else None)
+    notes = []
+    if photo.shape[1] != width and not (config.paste_back and config.size):
+        notes.append(f"the {width}×{height} photo worked on at {photo.shape[1]}×{photo.shape[0]}"
+                     + (" (--size to change)" if config.paste_back else ""))
+    return photo, photo.shape[1] / width, notes
+
+
+def source_landmarks(source: str | os.PathLike, photo: np.ndarray, scale: float = 1.0,
+                     detector: LandmarkDetector | str = "dlib", face_index: int = 0,
+                     landmarks: np.ndarray | str | os.PathLike | None = None
                      ) -> tuple[np.ndarray, list[str]]:
-    """The source photo's ``(68, 2)`` landmarks: read from ``landmarks`` (an iBUG ``.pts`` or a
-    ``faceanime landmarks`` ``.npz``, its first frame) when given, else detected (``detector``:
-    a backend name or a built one); and notes for the summary (how the face was found, when a
-    fallback detector found it).
+    """The ``(68, 2)`` landmarks of the source photo ``photo`` (the file ``source`` read at
+    ``scale``, :func:`read_source`): ``landmarks`` when given (points, an iBUG ``.pts`` or a
+    ``faceanime landmarks`` ``.npz`` - its first frame - in the file's pixels), else detected
+    (``detector``: a backend name or a built one); and notes for the summary (where the points
+    came from, when a fallback detector found the face).
 
     Raises:
         FaceNotFoundError: no face (or not ``face_index`` faces) in the photo.
         InputError: an unreadable landmarks file, or one without a face.
     """
     if landmarks is not None:
-        points = read_landmarks_file(landmarks)[0]
+        if isinstance(landmarks, (str, os.PathLike)):
+            points = read_landmarks_file(landmarks)[0]
+            note = f"landmarks from {Path(landmarks).name}"
+        else:
+            points, note = np.asarray(landmarks, np.float32).reshape(-1, 68, 2)[0], ""
         if not np.isfinite(points).all():
             raise InputError(f"{landmarks}: its first frame holds no face")
-        return points, [f"landmarks from {Path(landmarks).name}"]
+        # Pixel centres at integers: x' = (x + 0.5) k - 0.5.
+        return (points + 0.5) * scale - 0.5, [note] if note else []
     if isinstance(detector, str):
         with create_detector(detector) as det:
-            return source_landmarks(source, det, face_index)
-    face = detect_landmarks(source, detector, face_index, name=str(source))
+            return source_landmarks(source, photo, scale, det, face_index)
+    face = detect_landmarks(photo, detector, face_index, name=str(source))
     return face.points, [f"face found by {face.method}"] if face.method else []
 
 
 def load_source(source: str | os.PathLike, model: FaceModel, config: OutputConfig,
                 fit: FitConfig | None = None, face_index: int = 0,
                 detector: LandmarkDetector | None = None,
-                landmarks: np.ndarray | str | os.PathLike | None = None
-                ) -> tuple[np.ndarray, Coefficients]:
-    """Read and fit the source photo, in the output's framing (:func:`frame_source`); its
-    landmarks from ``landmarks`` (``(68, 2)`` points or a file) when given, else detected with
-    ``detector`` (a built one, e.g. shared with the driver's tracking; default dlib)."""
-    photo = read_image(source)
-    # The path (not the pixels) so that "no face" names the file.
-    coeffs = fit_image(source, model, landmarks=landmarks, config=fit, face_index=face_index,
-                       backend=detector or "dlib")
+                landmarks: np.ndarray | str | os.PathLike | None = None,
+                notes: list[str] | None = None) -> tuple[np.ndarray, Coefficients]:
+    """Read (:func:`read_source`) and fit the source photo, in the output's framing
+    (:func:`frame_source`). Its landmarks: ``landmarks`` (points or a file, in the file's
+    pixels) when given, else detected with ``detector`` (a built one, e.g. shared with the
+    driver's tracking; default dlib). ``notes`` (a list) receives what the summary should say
+    about how the photo was read and its face found."""
+    photo, scale, read_notes = read_source(source, config)
+    points, found_notes = source_landmarks(source, photo, scale, detector or "dlib", face_index,
+                                           landmarks)
+    if notes is not None:
+        notes += read_notes + found_notes
+    coeffs = fit_image(photo, model, landmarks=points, config=fit)
     return frame_source(photo, coeffs, config)
 
 

@@ -27,6 +27,7 @@ from faceanime.coefficients import Coefficients
 from faceanime.dynamics import (
     Dynamics,
     DynamicsConfig,
+    DynamicsModel,
     LossConfig,
     Normalizer,
     TrainConfig,
@@ -137,6 +138,36 @@ def test_normalizer_marks_still_dimensions_and_round_trips_json():
         assert torch.equal(getattr(back, name), getattr(norm, name)), name
     only_pose = Normalizer.fit(seqs, "orthographic", groups=("rotation",), window=24)
     assert only_pose.active.nonzero().flatten().tolist() == [KE + 1, KE + 2, KE + 3]
+
+
+def test_free_running_head_stays_within_the_reach_of_real_heads():
+    # A yaw that swings by up to 0.6 rad in 120 frames in training; a roll-out sampled hot
+    # (temperature 20) from an untrained network must not turn the head further than that
+    # (+10 %) from its start - wherever that start is, even outside the training range.
+    g = torch.Generator().manual_seed(5)
+    seqs = [oscillation(200, g) for _ in range(2)]
+    for seq in seqs:
+        seq[:, KE + 2] = 0.3 * torch.sin(torch.linspace(0, 6, 200))
+    norm = Normalizer.fit(seqs, "orthographic", window=24, horizon=120)
+    swing = max(float((s[a:a + 120, KE + 2] - s[a, KE + 2]).abs().max())
+                for s in seqs for a in range(0, 81, 30))  # every window fit() looks at
+    assert norm.reach[KE + 2] == pytest.approx(1.1 * swing, rel=0.05)
+    assert torch.isinf(norm.reach[:KE + 1]).all()  # expression and jaw: absolute bounds
+    model = DynamicsModel(DynamicsConfig(hidden=8), norm)
+    start = seqs[0][:1].clone()
+    start[0, KE + 2] = 0.8  # turned further than anyone in training
+    with torch.no_grad():
+        feats = to_features(start[None], start, "orthographic")
+        out = model.rollout(feats, 120, noise=torch.randn(1, 120, D, generator=g),
+                            temperature=20.0)
+    yaw = out[0, :, KE + 2]
+    assert (yaw - 0.8).abs().max() <= norm.reach[KE + 2] + 1e-5
+    assert (yaw - 0.8).abs().max() > 0.5 * norm.reach[KE + 2]  # it does move, to the bound
+    back = Normalizer.from_json(json.loads(json.dumps(norm.to_json())))
+    assert torch.equal(back.reach, norm.reach)
+    old = norm.to_json()
+    del old["reach"]  # a checkpoint from before the bound: unbounded, as it was trained
+    assert torch.isinf(Normalizer.from_json(old).reach).all()
 
 
 def test_resample_and_augment():

@@ -4,6 +4,9 @@ hints around them (--backend, --source-landmarks)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from helpers import run_cli
@@ -151,3 +154,26 @@ def test_no_face_hints_name_only_options_of_the_command(command, tmp_path, capsy
     for option in options:  # ...and names only options this command has
         assert option in help_text, (command, option)
     assert list(tmp_path.iterdir()) == [grey]
+
+
+HANG = """
+import sys
+import numpy as np
+from faceanime.errors import FaceNotFoundError
+from faceanime.io import write_video
+from faceanime.landmarks import TrackerConfig, create_detector, track_video
+with create_detector("dlib") as det:  # the CNN runs here: its worker threads start
+    det.fallback_faces(np.full((200, 200, 3), 128, np.uint8))
+noise = np.random.default_rng(0).integers(0, 255, (220, 96, 96, 3), dtype=np.uint8)
+write_video(sys.argv[1], noise, fps=25.0)
+try:  # forked parts that find no face: they must not call the CNN (it would wait forever)
+    track_video(sys.argv[1], TrackerConfig(progress=False, parts=2))
+except FaceNotFoundError:
+    print("no face")
+"""
+
+
+def test_forked_tracking_after_the_cnn_ran_does_not_hang(tmp_path):
+    run = subprocess.run([sys.executable, "-c", HANG, str(tmp_path / "noise.mp4")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "no face", run.stderr

@@ -16,8 +16,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "the photo's face along the prediction. Another --seed gives another "
                     "plausible future.")
     add_job_options(p)
-    p.add_argument("--dynamics", required=True, metavar="CKPT",
-                   help="dynamics checkpoint: a folder or its .safetensors")
+    p.add_argument("--dynamics", default=None, metavar="CKPT",
+                   help="dynamics checkpoint: a folder or its .safetensors (default: the small "
+                        "talking-head model that ships in the package, trained on three short "
+                        "videos; train your own with 'faceanime train dynamics')")
     p.add_argument("--frames", type=int, default=120,
                    help="frames to predict (default: %(default)s)")
     p.add_argument("--observe", metavar="VIDEO", default=None,

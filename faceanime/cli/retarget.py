@@ -41,7 +41,8 @@ def add_job_options(p: argparse.ArgumentParser) -> None:
                         "an aligned square face crop")
     p.add_argument("--size", type=int, default=None,
                    help="output side in pixels: the crop's side with --no-paste-back "
-                        "(default 512), else the photo's longer side (default: as the photo)")
+                        "(default 512), else the photo's longer side (default: as the photo, "
+                        "a larger photo reduced to 2048)")
     p.add_argument("--watermark", action="store_true",
                    help="draw a visible 'faceanime: synthetic' mark on every frame")
     p.add_argument("--feather", type=float, default=None,

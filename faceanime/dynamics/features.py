@@ -115,6 +115,11 @@ class Normalizer:
         upper: ``(D,)`` highest allowed feature value (``inf``: unbounded).
         active: ``(D,)`` bool, the dimensions the model predicts.
         fps: median frame rate of the training videos (the rate predictions are made at).
+        reach: ``(D,)`` the farthest a head-pose feature got from where a window of
+            ``Normalizer.fit``'s ``horizon`` frames started, in the training videos, widened by
+            the bound margin (``inf`` for expression and jaw, which have absolute bounds, and in
+            checkpoints from before it): a free-running roll-out stays within it of its start,
+            so a sampled head does not drift or turn further than real heads did.
         metric: ``(D, D)`` symmetric positive semi-definite: ``u^T metric u`` is the squared
             size of a feature change ``u`` (target-driven mode keeps every step from moving
             away from the target in this metric). Training sets it to the mean squared vertex
@@ -132,10 +137,15 @@ class Normalizer:
     active: torch.Tensor
     fps: float = 30.0
     metric: torch.Tensor | None = None
+    reach: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         _check_camera(self.camera)
         d = self.n_expression + 8
+        if self.reach is None:
+            self.reach = torch.full((d,), torch.inf)
+        if tuple(self.reach.shape) != (d,):
+            raise InputError(f"normalizer: reach must be ({d},), got {tuple(self.reach.shape)}")
         for name in ("mean", "std", "delta_std", "lower", "upper", "active"):
             if tuple(getattr(self, name).shape) != (d,):
                 raise InputError(f"normalizer: {name} must be ({d},), "
@@ -152,7 +162,8 @@ class Normalizer:
 
     @classmethod
     def fit(cls, sequences: list[torch.Tensor], camera: str, groups: tuple[str, ...] = GROUPS,
-            window: int = 40, bound_margin: float = 0.1, fps: float = 30.0) -> Normalizer:
+            window: int = 40, bound_margin: float = 0.1, fps: float = 30.0,
+            horizon: int = 120) -> Normalizer:
         """Statistics of raw sequences.
 
         Relative dimensions depend on the reference frame, so they are gathered over windows of
@@ -164,8 +175,9 @@ class Normalizer:
             camera: their camera.
             groups: the groups the model will predict.
             window: training window length.
-            bound_margin: widening of the absolute dimensions' allowed range.
+            bound_margin: widening of the absolute dimensions' allowed range (and of ``reach``).
             fps: the videos' frame rate.
+            horizon: frames over which the head pose's ``reach`` is measured.
         """
         if not sequences:
             raise InputError("no training sequences to compute feature statistics from")
@@ -199,15 +211,27 @@ class Normalizer:
         upper = torch.where(absolute, hi + bound_margin * span, torch.full_like(hi, torch.inf))
         expr = slices["expression"]
         lower[expr] = torch.where(lo[expr] >= 0, lower[expr].clamp_min(0), lower[expr])
+        # How far the head got from where it was `horizon` frames before: the bound of a
+        # free-running roll-out around its start (relative, so a photo turned further than
+        # anyone in training keeps its own pose).
+        reach = torch.zeros(d, dtype=torch.float64)
+        for seq in sequences:
+            seq = seq.double()
+            length = min(horizon, seq.shape[0])
+            for start in range(0, seq.shape[0] - length + 1, max(1, length // 4)):
+                win = to_features(seq[start:start + length], seq[start], camera)
+                reach = torch.maximum(reach, (win - win[:1]).abs().max(0).values)
+        reach = torch.where(absolute, torch.full_like(reach, torch.inf),
+                            reach * (1 + bound_margin))
         return cls(camera=camera, n_expression=ke, mean=mean.float(), std=std.float(),
                    delta_std=delta_std.float(), lower=lower.float(), upper=upper.float(),
-                   active=active, fps=float(fps))
+                   active=active, fps=float(fps), reach=reach.float())
 
     def to(self, device: torch.device | str | None) -> Normalizer:
         return Normalizer(self.camera, self.n_expression, self.mean.to(device),
                           self.std.to(device), self.delta_std.to(device), self.lower.to(device),
                           self.upper.to(device), self.active.to(device), self.fps,
-                          self.metric.to(device))
+                          self.metric.to(device), self.reach.to(device))
 
     def normalize(self, feat: torch.Tensor) -> torch.Tensor:
         """``(..., D)`` features to standardised values."""
@@ -226,7 +250,8 @@ class Normalizer:
                 "mean": floats(self.mean), "std": floats(self.std),
                 "delta_std": floats(self.delta_std), "lower": floats(self.lower),
                 "upper": floats(self.upper), "active": [bool(a) for a in self.active],
-                "fps": self.fps, "metric": [floats(row) for row in self.metric]}
+                "fps": self.fps, "metric": [floats(row) for row in self.metric],
+                "reach": floats(self.reach)}
 
     @classmethod
     def from_json(cls, values: dict[str, Any]) -> Normalizer:
@@ -245,6 +270,7 @@ class Normalizer:
                        active=torch.tensor([bool(a) for a in values["active"]]),
                        fps=float(values.get("fps", 30.0)),
                        metric=torch.tensor([[float(v) for v in row] for row in values["metric"]],
-                                           dtype=torch.float32) if "metric" in values else None)
+                                           dtype=torch.float32) if "metric" in values else None,
+                       reach=floats("reach") if "reach" in values else None)
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"normalizer: missing or malformed field ({exc})") from exc

@@ -66,7 +66,7 @@ class DynamicsModel(nn.Module):
         self.camera = normalizer.camera
         d = normalizer.dim
         self.dim = d
-        for name in ("mean", "std", "delta_std", "lower", "upper"):
+        for name in ("mean", "std", "delta_std", "lower", "upper", "reach"):
             self.register_buffer(name, getattr(normalizer, name).float().clone(),
                                  persistent=False)
         self.register_buffer("active", normalizer.active.float().clone(), persistent=False)
@@ -289,6 +289,11 @@ class DynamicsModel(nn.Module):
             _, state = self.run(self._inputs(warm, prev, zeros, ref, scale))
         x = observed[:, -1]
         prev = observed[:, -2] if k > 1 else x
+        lower, upper = self.lower, self.upper
+        if target is None:
+            # Free-running: the head stays within the training heads' reach of where it started.
+            lower = torch.maximum(lower, x - self.reach)
+            upper = torch.minimum(upper, x + self.reach)
         frames = []
         for t in range(steps):
             cond = self.condition(x, target, torch.tensor(float(t)), steps, target_flag)
@@ -298,8 +303,7 @@ class DynamicsModel(nn.Module):
             change = mu
             if noise is not None and temperature != 0:
                 change = mu + temperature * log_sigma.exp() * noise[:, t] * self.active
-            nxt = torch.maximum(torch.minimum(x + change * scale, self.upper),
-                                self.lower)
+            nxt = torch.maximum(torch.minimum(x + change * scale, upper), lower)
             if target is not None:
                 nxt = self.toward(x, nxt - x, target, steps - t,
                                   self.alpha(t, steps, target_flag, x), target_flag,

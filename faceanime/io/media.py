@@ -7,6 +7,7 @@ length. Every failure becomes a :class:`~faceanime.errors.MediaError` naming the
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import subprocess
@@ -52,12 +53,18 @@ def _require_file(path: Path) -> None:
         raise MediaError(f"{path}: file is empty")
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
+def read_image(path: str | os.PathLike, max_side: int | None = None) -> np.ndarray:
     """Read an image file as ``(H, W, 3)`` uint8 RGB, as a viewer shows it.
 
     The EXIF orientation is applied (phones store photos sideways with a tag saying so);
     16- and 32-bit images are scaled to 8 bits (not clipped: a 16-bit grey PNG would read as
     white); grey, palette and CMYK images are converted; transparency is composited over white.
+
+    Args:
+        path: the image file.
+        max_side: when given and the image is larger, it is reduced (antialiased) so that its
+            longer side is ``max_side``; a JPEG is then decoded at a reduced scale to begin with
+            (Pillow's draft mode), so a 6000² photo never takes its full size in memory.
 
     Raises:
         MediaError: missing, empty or not a readable image.
@@ -66,13 +73,42 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     _require_file(path)
     try:
         with Image.open(path) as opened:
+            if max_side is not None and max(opened.size) > max_side:
+                k = max_side / max(opened.size)
+                # Draft decodes at 1/2, 1/4 or 1/8, the smallest not below the requested size.
+                opened.draft("RGB", (math.ceil(opened.width * k), math.ceil(opened.height * k)))
             image = _to_rgb(ImageOps.exif_transpose(opened))
+        if max_side is not None and max(image.shape[:2]) > max_side:
+            h, w = image.shape[:2]
+            k = max_side / max(h, w)
+            size = (max(1, round(w * k)), max(1, round(h * k)))
+            image = np.asarray(Image.fromarray(image).resize(size, Image.LANCZOS,
+                                                             reducing_gap=3.0))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise MediaError(f"{path}: not a readable image ({type(exc).__name__}); "
                          "expected PNG, JPEG or another common image format") from exc
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise MediaError(f"{path}: unexpected image layout {image.shape} {image.dtype}")
     return np.ascontiguousarray(image)
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(width, height)`` of an image file as a viewer shows it (EXIF orientation applied),
+    from its header alone.
+
+    Raises:
+        MediaError: missing, empty or not a readable image.
+    """
+    path = Path(path)
+    _require_file(path)
+    try:
+        with Image.open(path) as opened:
+            w, h = opened.size
+            orientation = opened.getexif().get(0x0112, 1)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise MediaError(f"{path}: not a readable image ({type(exc).__name__}); "
+                         "expected PNG, JPEG or another common image format") from exc
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 
 
 def _to_rgb(image: Image.Image) -> np.ndarray:

