@@ -148,8 +148,8 @@ def test_upper_teeth_hang_a_fixed_height_below_the_visible_lip():
         cols.append(c.reshape(-1))
         frames.append(torch.full((r.numel(),), f))
     row, col, frame = torch.cat(rows), torch.cat(cols), torch.cat(frames)
-    span = torch.tensor([[0.0, 99.0], [0.0, 99.0]])
-    share, colour = upper_teeth(row, col, frame, span, skin=0.6)
+    corners = torch.tensor([[[0.0, 25.0], [99.0, 25.0]], [[0.0, 23.0], [99.0, 23.0]]])
+    share, colour = upper_teeth(row, col, frame, corners, skin=0.6)
     middle = (col - 50).abs() < 10
     # Wide open: teeth in the top ~10 px only; the grin: teeth all the way down.
     assert float(share[middle & (frame == 0) & (row < 17)].min()) == 1.0
@@ -160,6 +160,28 @@ def test_upper_teeth_hang_a_fixed_height_below_the_visible_lip():
     top_row = (frame == 0) & (row == 10) & (col > 20) & (col < 80)
     assert float(luma(colour[top_row]).std()) > 0.01
     assert float(luma(colour[top_row]).mean()) > 0.6
+
+
+@pytest.mark.parametrize("degrees", [30.0, -50.0])
+def test_upper_teeth_follow_a_tilted_mouth(degrees):
+    # The 30 px open mouth of the test above on a head tilted in the picture: the teeth hang
+    # below the upper lip along the mouth, not down the picture's columns (which drew a white
+    # streak across a tilted mouth).
+    a = math.radians(degrees)
+    along, down = torch.tensor([math.cos(a), math.sin(a)]), torch.tensor([-math.sin(a),
+                                                                          math.cos(a)])
+    centre = torch.tensor([200.0, 200.0])
+    ys, xs = torch.meshgrid(torch.arange(100, 300), torch.arange(100, 300), indexing="ij")
+    p = torch.stack([xs.reshape(-1), ys.reshape(-1)], 1).float() - centre
+    u, v = p @ along, p @ down  # mouth coordinates: along it, and down from its axis
+    inside = (u.abs() < 50) & (v >= -15) & (v < 15)
+    row, col = ys.reshape(-1)[inside], xs.reshape(-1)[inside]
+    u, v = u[inside], v[inside]
+    corners = torch.stack([centre - 50 * along, centre + 50 * along])[None]
+    share, _ = upper_teeth(row, col, torch.zeros_like(row), corners, skin=0.6)
+    middle = u.abs() < 10
+    assert float(share[middle & (v < -9)].min()) == 1.0  # the top 6 px: teeth
+    assert float(share[middle & (v > 0)].max()) == 0.0  # the lower half: none
 
 
 def test_coefficients_carry_the_mouth(tmp_path, d0_grin, sfm_model):

@@ -89,7 +89,8 @@ def read_image(path: str | os.PathLike, max_side: int | None = None) -> np.ndarr
                          "expected PNG, JPEG or another common image format") from exc
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise MediaError(f"{path}: unexpected image layout {image.shape} {image.dtype}")
-    return np.ascontiguousarray(image)
+    # Writable: numpy's view of a Pillow image is read-only, which torch.from_numpy warns about.
+    return np.require(image, requirements=["C", "W"])
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:

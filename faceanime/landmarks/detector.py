@@ -46,6 +46,7 @@ class DetectorConfig:
     max_side: int = 640  # detect faces on a copy whose longer side is at most this many pixels
     upsample_retry: bool = True  # when nothing is found, retry on a copy at twice the size
     fallback: bool = True  # when still nothing: dlib's CNN detector (seconds on a CPU), upright
+    upright: bool = True  # photos: look again on turned close-ups for a tilted head (dlib)
     device: str = "cpu"  # torch device for the fan backend (dlib and mediapipe always use the CPU)
 
 
@@ -198,9 +199,15 @@ class LandmarkDetector(ABC):
         for box, score in zip(boxes[:max_faces], scores[:max_faces], strict=True):
             points = self.landmarks_in_box(image, box)
             if points is not None:
-                faces.append(Face(points=np.asarray(points, np.float32), box=box,
-                                  score=float(score)))
+                faces.append(self.upright_face(image, Face(
+                    points=np.asarray(points, np.float32), box=box, score=float(score))))
         return faces
+
+    def upright_face(self, image: np.ndarray, face: Face) -> Face:
+        """``face`` with its landmarks placed again on the face turned upright, where it is
+        tilted far enough that the landmark model (trained on upright faces) misplaces them
+        (dlib, with ``config.upright``); as it is otherwise."""
+        return face
 
     def fallback_faces(self, image: np.ndarray) -> list[Face]:
         """Faces found by a slower, more thorough search, for when :meth:`find_boxes` found
@@ -319,8 +326,9 @@ def detect_landmarks(image: np.ndarray | str | os.PathLike,
     if points is None:
         raise FaceNotFoundError(f"{name}: the {backend.name} landmark model found no face in the "
                                 f"detected box {np.round(boxes[face_index]).astype(int).tolist()}")
-    return Face(points=np.asarray(points, np.float32), box=boxes[face_index],
-                score=float(scores[face_index]))
+    return backend.upright_face(image, Face(points=np.asarray(points, np.float32),
+                                            box=boxes[face_index],
+                                            score=float(scores[face_index])))
 
 
 __all__ = [

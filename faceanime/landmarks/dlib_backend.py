@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -43,6 +44,10 @@ _cnn_process: int | None = None
 
 UPRIGHT_ANGLES = (0, -15, 15, -30, 30, -45, 45, -60, 60, -75, 75)
 """Turns (degrees) of the close-up in which HOG looks again for a face the CNN found."""
+TILT_ANGLES = (0, -40, -20, 20, 40)
+"""Turns at which HOG looks again at a face it found, for a tilted head (photos)."""
+TILT_MARGIN = 0.1
+"""How much better (HOG's SVM margin) a turned close-up must score to call the face tilted."""
 CLOSE_UP_FACE = 160.0
 """Face width (pixels) in those close-ups: twice HOG's 80-pixel window."""
 
@@ -176,7 +181,33 @@ class DlibDetector(LandmarkDetector):
             faces.append(Face(points=points, box=box, score=float(score), method=how))
         return sorted(faces, key=lambda f: -f.area)
 
-    def _upright_landmarks(self, image: np.ndarray, box: np.ndarray
+    def upright_face(self, image: np.ndarray, face: Face) -> Face:
+        if not self.config.upright:
+            return face
+        # HOG on close-ups turned by a few angles: an upright face scores best unturned (and is
+        # kept as it is); a tilted one, which HOG still finds but the shape predictor (trained on
+        # upright faces) garbles, scores better turned.
+        scores = {}
+        for angle in TILT_ANGLES:
+            found = self._close_up(image, face.box, angle, predict=False)
+            scores[angle] = found[0] if found is not None else -np.inf
+        best = max(scores, key=scores.get)
+        eyes = face.points[42:48].mean(0) - face.points[36:42].mean(0)
+        tilt = float(np.degrees(np.arctan2(eyes[1], eyes[0])))
+        if abs(tilt) >= 12:
+            angles = (round(tilt),)  # the landmarks see a tilted face: level them
+        elif best != 0 and scores[best] >= scores[0] + TILT_MARGIN:
+            angles = (best,)  # HOG sees it better turned: the landmarks were garbled
+        else:
+            return face
+        upright = self._upright_landmarks(image, face.box, angles=angles)
+        if upright is None or abs(upright[1]) < 10:
+            return face
+        points, tilt = upright
+        return replace(face, points=points, method=f"HOG, face tilted {abs(tilt)}°")
+
+    def _upright_landmarks(self, image: np.ndarray, box: np.ndarray,
+                           angles: tuple[float, ...] = UPRIGHT_ANGLES
                            ) -> tuple[np.ndarray, int] | None:
         """Landmarks of the face in ``box`` from a close-up turned upright: first the turn of
         :data:`UPRIGHT_ANGLES` at which HOG finds the face with the best score, then the turn
@@ -184,7 +215,7 @@ class DlibDetector(LandmarkDetector):
         level turn). Returns the ``(68, 2)`` points in ``image`` and the face's tilt in whole
         degrees, or None when HOG finds the face at no turn."""
         best = None
-        for angle in UPRIGHT_ANGLES:
+        for angle in angles:
             found = self._close_up(image, box, angle)
             if found is not None and (best is None or found[0] > best[0]):
                 best = found
@@ -198,11 +229,12 @@ class DlibDetector(LandmarkDetector):
             points = level[1]
         return points, tilt
 
-    def _close_up(self, image: np.ndarray, box: np.ndarray, angle: float
-                  ) -> tuple[float, np.ndarray] | None:
+    def _close_up(self, image: np.ndarray, box: np.ndarray, angle: float, predict: bool = True
+                  ) -> tuple[float, np.ndarray | None] | None:
         """HOG on a close-up of ``box`` turned by ``angle`` degrees (counter-clockwise on
-        screen), the face :data:`CLOSE_UP_FACE` pixels wide: its score and the landmarks
-        (mapped back to ``image``) of the detection at the close-up's centre, or None."""
+        screen), the face :data:`CLOSE_UP_FACE` pixels wide: its score and (``predict``) the
+        landmarks (mapped back to ``image``) of the detection at the close-up's centre, or
+        None."""
         import cv2
 
         self._load_detector()
@@ -222,6 +254,8 @@ class DlibDetector(LandmarkDetector):
         if not near:
             return None
         score, rect = max(near, key=lambda item: item[0])
+        if not predict:
+            return float(score), None
         shape = predictor(patch, rect)
         points = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
         back = cv2.invertAffineTransform(warp)

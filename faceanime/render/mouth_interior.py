@@ -291,28 +291,41 @@ class InteriorCapture:
 
 
 def upper_teeth(row: torch.Tensor, col: torch.Tensor, frame: torch.Tensor,
-                span: torch.Tensor, skin: float) -> tuple[torch.Tensor, torch.Tensor]:
+                corners: torch.Tensor, skin: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Synthesised upper teeth at the mouth's pixels, in output space: teeth have a fixed
     height (about a tenth of the mouth's width) below the visible upper edge of the mouth,
-    whatever the opening, so a grin is all teeth and a wide-open mouth shows a band.
+    whatever the opening, so a grin is all teeth and a wide-open mouth shows a band. "Below"
+    is across the mouth (from corner to corner), not down the picture: a tilted head's teeth
+    hang from its own upper lip.
 
     Args:
         row, col: ``(M,)`` integer pixel positions of the mouth's pixels.
         frame: ``(M,)`` their frame.
-        span: ``(T, 2)`` each frame's mouth corners' x (left, right), pixels.
+        corners: ``(T, 2, 2)`` each frame's mouth corners (x, y), pixels: its left, then its
+            right one as the face sees it from the front (the picture's left for an upright
+            face).
         skin: the photo's skin brightness (luma).
 
     Returns:
         ``(M,)`` how much of each pixel is tooth, and ``(M, 3)`` the teeth's colour there.
     """
-    dtype = span.dtype
-    # The visible upper edge: the top mouth pixel of each frame's column.
-    key = frame * (int(col.max()) + 1) + col
+    dtype = corners.dtype
+    left, right = corners[:, 0], corners[:, 1]
+    axis = right - left
+    width_t = axis.norm(dim=-1).clamp_min(1.0)
+    along = (axis / width_t[:, None])[frame]                            # (M, 2)
+    offset = torch.stack([col, row], 1).to(dtype) - ((left + right) / 2)[frame]
+    u = (offset * along).sum(1)                                          # along the mouth
+    v = offset[:, 1] * along[:, 0] - offset[:, 0] * along[:, 1]          # down across it
+    # The visible upper edge: the top mouth pixel of each one-pixel strip across the mouth.
+    strip = u.round().long()
+    strip = strip - strip.min()
+    key = frame * (int(strip.max()) + 1) + strip
     top = torch.full((int(key.max()) + 1,), float("inf"), dtype=dtype, device=row.device)
-    top = top.scatter_reduce(0, key, row.to(dtype), "amin")
-    below = row.to(dtype) - top[key]
-    width = (span[:, 1] - span[:, 0]).clamp_min(1.0)[frame]
-    across = ((col.to(dtype) - span[frame].mean(1)) / (width / 2)).clamp(-1, 1)
+    top = top.scatter_reduce(0, key, v, "amin")
+    below = v - top[key]
+    width = width_t[frame]
+    across = (u / (width / 2)).clamp(-1, 1)
     corner = (1 - across.abs()).clamp_min(0)
     share = ((0.1 * width * corner.sqrt() - below) / 1.5).clamp(0, 1) * (corner / 0.2).clamp(0, 1)
     # Eight front teeth across the middle 60 %: darker gaps between them.

@@ -880,7 +880,7 @@ class WarpRenderer(BoxRenderer):
         mouth_pixels = pixel[:0]
         mouth_share = depth[:0]
         mouth_uv = xy[:0]
-        span = screen.new_zeros(t, 2)
+        corners = screen.new_zeros(t, 2, 2)
         if self.cap is not None:
             # The photo's own mouth serves while the target mouth opens not much wider than
             # the photo's (the cap's projected area); from 1.5 to 3 times that it would be
@@ -899,9 +899,11 @@ class WarpRenderer(BoxRenderer):
             cap_triangle = tri[on_cap][keep] - self.n_face_triangles
             bary = fragments.bary.reshape(-1, 3)[pixel[on_cap][keep]]
             mouth_uv = mouth_uv_of(self.layout, cap_triangle, bary)
-            loop_x = screen[:, self.cap.loop.to(device), 0]
-            span = torch.stack([loop_x.amin(1), loop_x.amax(1)], 1) - x0
-        return box, positions, (mouth_pixels, mouth_share, mouth_uv, span, lid)
+            # The mouth corners (iBUG 49, 55) in the head's box: the teeth hang across the
+            # mouth between them, however the head is tilted.
+            ends = self.mesh.landmark_indices[[48, 54]].to(device)
+            corners = screen[:, ends, :2] - torch.tensor([x0, y0], dtype=dtype, device=device)
+        return box, positions, (mouth_pixels, mouth_share, mouth_uv, corners, lid)
 
     def _cap_edge(self, fragments, pixels: torch.Tensor, width: float) -> torch.Tensor:
         """``(M,)`` how far inside the mouth cap's outline its pixels ``(M,)`` (flat over the
@@ -921,16 +923,17 @@ class WarpRenderer(BoxRenderer):
         return alpha[frame, 0, row - r0, col - c0]
 
     def _interior(self, target: Coefficients, pixels: torch.Tensor, uv: torch.Tensor,
-                  span: torch.Tensor, box: tuple[int, int]) -> torch.Tensor:
+                  corners: torch.Tensor, box: tuple[int, int]) -> torch.Tensor:
         """``(M, 3)`` the mouth interior at mouth pixels (flat over ``(T, h, w)`` of a box of
         ``box = (h, w)``) lying at texel positions ``uv (M, 2)``: the driver's own where the
         target carries it (scaled to the photo's skin brightness) and its mouth was open, the
-        synthesised one elsewhere (teeth below the upper lip of mouths spanning ``span``)."""
+        synthesised one elsewhere (teeth below the upper lip of mouths between ``corners``,
+        ``(T, 2, 2)``)."""
         h, w = box
         frame = pixels.div(h * w, rounding_mode="floor")
         flat = pixels % (h * w)
         synthetic = sample_texture(self.synthetic, torch.zeros_like(frame), uv)[:, :3]
-        teeth, white = upper_teeth(flat.div(w, rounding_mode="floor"), flat % w, frame, span,
+        teeth, white = upper_teeth(flat.div(w, rounding_mode="floor"), flat % w, frame, corners,
                                    self.skin)
         synthetic = torch.lerp(synthetic, (white * self.teeth_tint).clamp(0, 1), teeth[:, None])
         if target.mouth is None or not self.config.driver_interior:
@@ -940,7 +943,7 @@ class WarpRenderer(BoxRenderer):
         return torch.lerp(synthetic, colour, driver[:, 3:])
 
     def _render_box(self, target: Coefficients) -> tuple[Box, torch.Tensor]:
-        box, positions, (pixels, share, uv, span, lid) = self._flow(target)
+        box, positions, (pixels, share, uv, corners, lid) = self._flow(target)
         h, w = self.image_size
         grid = pixel_grid(positions, h, w, inplace=True)  # the positions are not needed after
         photo = self.image[None].expand(positions.shape[0], -1, -1, -1)
@@ -949,7 +952,7 @@ class WarpRenderer(BoxRenderer):
                             align_corners=True)
         if len(pixels):
             t, _, bh, bw = out.shape
-            mouth = self._interior(target, pixels, uv, span, (bh, bw)).clamp(0, 1)  # (M, 3)
+            mouth = self._interior(target, pixels, uv, corners, (bh, bw)).clamp(0, 1)  # (M, 3)
             frame = pixels.div(bh * bw, rounding_mode="floor")
             flat = out.view(t, 3, bh * bw)
             at = (frame, slice(None), pixels - frame * (bh * bw))
