@@ -73,7 +73,8 @@ class OutputConfig:
     watermark: bool = False
     """Draw a visible "synthetic" mark in the bottom-right corner of every frame."""
     device: str | None = None
-    """cpu or cuda (default: cpu)."""
+    """cpu, cuda or cuda:N (default: cpu); ``faceanime.devices.resolve_device`` turns "auto"
+    into one of them."""
     progress: bool = True
     """Show progress bars."""
     max_side: int = 2048
@@ -94,6 +95,8 @@ class TaskResult:
     """The rendered coefficients, one frame per output frame."""
     video: np.ndarray | None = None
     """``(T, H, W, 3)`` uint8 frames when no output file was asked for."""
+    device: str = "cpu"
+    """Where it was rendered."""
     notes: tuple[str, ...] = ()
     """What the user should know about how it was made (a fallback detector found the face,
     the output was made smaller than the photo, ...); the summary line ends with them."""
@@ -103,7 +106,7 @@ class TaskResult:
         where = self.output if self.output is not None else "(in memory)"
         notes = "".join(f"; {note}" for note in self.notes)
         return (f"{where}: {self.frames} frames at {self.fps:g} fps in {self.seconds:.1f} s "
-                f"({rate:.1f} frames/s){notes}")
+                f"({rate:.1f} frames/s on {self.device}){notes}")
 
 
 # --- outputs ------------------------------------------------------------------------------------
@@ -440,7 +443,7 @@ def finish_job(job: str, source: str | os.PathLike, output: Path | None, rendere
     if decorate is not None:
         frames = decorate(frames)
     result = TaskResult(output=output, frames=0, fps=fps, seconds=0.0, coefficients=target,
-                        notes=tuple(notes))
+                        device=str(config.device or "cpu"), notes=tuple(notes))
     if output is None:
         result.video = collect_frames(frames)
         result.frames = len(result.video)

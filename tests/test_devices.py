@@ -1,31 +1,49 @@
-"""The fitter on each device (CPU, and CUDA where there is one): landmarks as a detector
-returns them (a CPU array) with the model on the device, the result on the fit's device and
-equal to the CPU fit. On CUDA the video fit once failed in the eyelid solve (CPU tensors made
-inside it); tools/device_check.py runs the same comparison, and the renderers', on a GPU host."""
+"""--device auto|cpu|cuda|cuda:N: resolved and checked before any work, said in the summary."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
+from helpers import run_cli
 
-from faceanime.fitting import FitConfig, fit_landmarks
-from faceanime.morphable import load_model
+from faceanime.devices import resolve_device
+from faceanime.errors import InputError
 
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="no CUDA device"))]
+HAS_CUDA = torch.cuda.is_available()
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_fit_on_device_from_cpu_landmarks(device, data_dir, sfm_model, d3_track):
-    landmarks = np.asarray(d3_track.points[:40])
-    model = load_model(data_dir / "sfm" / "sfm_shape_3448.bin", device=device)
-    on_device = fit_landmarks(model, landmarks, d3_track.image_size, FitConfig(device=device))
-    on_cpu = fit_landmarks(sfm_model, landmarks, d3_track.image_size, FitConfig(device="cpu"))
-    for name in ("shape", "expression", "rotation", "eyes", "fitted_landmarks", "landmarks"):
-        assert getattr(on_device, name).device.type == device, name
-    got = on_device.to("cpu")
-    assert torch.allclose(got.fitted_landmarks, on_cpu.fitted_landmarks, atol=0.01,
-                          equal_nan=True)
-    assert torch.allclose(got.eyes, on_cpu.eyes, atol=1e-3)
-    assert float(on_cpu.eyes.max()) > 0  # the lids were fitted, not left at zero
+def test_auto_is_cuda_where_there_is_one():
+    assert resolve_device("auto") == torch.device("cuda" if HAS_CUDA else "cpu")
+    assert resolve_device(None) == torch.device("cpu") == resolve_device("CPU")
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="this machine has CUDA: asking for it is not an error")
+def test_cuda_where_there_is_none_is_one_clear_error(tmp_path, capsys):
+    with pytest.raises(InputError, match=r"--device cuda: CUDA is not available here .*; use "
+                                         r"--device cpu or auto"):
+        resolve_device("cuda")
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(capsys, "demo", "--device", "cuda", "-o", str(tmp_path / "x.mp4"))
+    assert exit_info.value.code == 2
+    assert "CUDA is not available here" in capsys.readouterr().err
+    assert not (tmp_path / "x.mp4").exists()
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+def test_cuda_index_beyond_the_devices():
+    with pytest.raises(InputError, match="CUDA device"):
+        resolve_device(f"cuda:{torch.cuda.device_count()}")
+
+
+@pytest.mark.parametrize("name", ["gpu", "mps:0x", "tpu"])
+def test_unknown_devices(name):
+    with pytest.raises(InputError, match=f"--device {name}: "):
+        resolve_device(name)
+
+
+def test_summary_says_where_it_ran(tmp_path, capsys):
+    status, _, err = run_cli(capsys, "demo", "--template", "nod", "--device", "auto",
+                             "-o", str(tmp_path / "x.mp4"), "--no-progress")
+    assert status == 0, err
+    where = "cuda" if HAS_CUDA else "cpu"
+    assert f"frames/s on {where})" in err.splitlines()[0]

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from faceanime.coefficients import Coefficients
+from faceanime.devices import DEVICE_HELP, device_arg
 from faceanime.errors import InputError
 
 
@@ -55,7 +56,8 @@ def _common(p: argparse.ArgumentParser, default_steps: int) -> None:
                    help="observe this many of the input's last frames (default: as trained)")
     p.add_argument("--include-observed", action="store_true",
                    help="write the observed frames before the generated ones")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
+    p.add_argument("--device", type=device_arg, default=None,
+                   help=f"where the work runs: {DEVICE_HELP} (default: cpu)")
 
 
 def _output(path: str) -> Path:

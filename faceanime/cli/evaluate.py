@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from faceanime.devices import DEVICE_HELP, device_arg
 from faceanime.evaluation.protocol import EvalConfig
 
 _CFG = EvalConfig()
@@ -34,7 +35,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="identity distance below which a frame counts as the same person "
                         "(default: %(default)s, dlib's)")
     p.add_argument("--model", default=_CFG.model, help="morphable model (default: %(default)s)")
-    p.add_argument("--device", default=_CFG.device, help="cpu or cuda (default: %(default)s)")
+    p.add_argument("--device", type=device_arg, default=_CFG.device,
+                   help=f"where the work runs: {DEVICE_HELP} (default: %(default)s)")
     p.add_argument("--markdown", default=None, metavar="PATH",
                    help="also write the Markdown report here (e.g. docs/results.md)")
     p.add_argument("--figures", default=None, metavar="DIR",
@@ -100,11 +102,6 @@ def run(args: argparse.Namespace) -> None:
         raise InputError(f"--markdown {args.markdown}: folder does not exist")
     if args.figures is not None and not Path(args.figures).is_dir():
         raise InputError(f"--figures {args.figures}: no such folder")
-    if args.device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise InputError(f"--device {args.device}: CUDA is not available here; use cpu")
     methods = tuple(m.strip() for arg in args.methods for m in arg.split(",") if m.strip())
     config = EvalConfig(
         stride=args.stride, frames=args.frames, methods=methods, generator=args.generator,

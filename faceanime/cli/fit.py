@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from faceanime.devices import DEVICE_HELP, device_arg
 from faceanime.errors import InputError
 from faceanime.fitting import FitConfig, draw_mesh, fit_file
 from faceanime.io import is_video_path, iter_video_frames, read_image, write_image, write_video
@@ -55,7 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(dlib, mediapipe, fan; default: %(default)s)")
     p.add_argument("--face-index", type=int, default=0,
                    help="which face when there are several, by size (default: 0 = largest)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
+    p.add_argument("--device", type=device_arg, default=None,
+                   help=f"where the work runs: {DEVICE_HELP} (default: cpu)")
     p.add_argument("--parts", type=int, default=1, metavar="N",
                    help="video only: track up to N parts at once, one process each (see "
                         "'faceanime landmarks --help'; default %(default)s)")

@@ -7,6 +7,7 @@ import argparse
 import os
 from pathlib import Path
 
+from faceanime.devices import DEVICE_HELP, device_arg
 from faceanime.errors import InputError, MediaError
 from faceanime.io import (
     IMAGE_EXTENSIONS,
@@ -62,9 +63,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--smooth", type=float, default=tracker.smooth, metavar="S",
                         help="video smoothing strength (One-Euro filter): 0 = off, 1 = default, "
                              "2 = smoother with more lag")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default=detector.device,
-                        help="torch device for the fan backend (dlib and mediapipe run on the "
-                             "CPU whatever this says)")
+    parser.add_argument("--device", type=device_arg, default=detector.device,
+                        help=f"torch device for the fan backend: {DEVICE_HELP} (dlib and "
+                             "mediapipe run on the CPU whatever this says)")
     parser.add_argument("--max-side", type=int, default=detector.max_side, metavar="PX",
                         help="detect faces on a copy downscaled to this longer side "
                              "(default %(default)s); landmarks use full resolution")

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from faceanime.dataset import VIDEO_SUFFIXES, PrepareConfig, prepare_dataset
+from faceanime.devices import DEVICE_HELP, device_arg
 from faceanime.errors import InputError
 from faceanime.landmarks import BACKENDS
 
@@ -46,8 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="coefficients only (crops can be added by a later run without it)")
     p.add_argument("--backend", choices=list(BACKENDS), default=_DEFAULT.backend,
                    help="landmark backend (default: %(default)s)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default=_DEFAULT.device,
-                   help="torch device for fitting and cropping (default: %(default)s)")
+    p.add_argument("--device", type=device_arg, default=_DEFAULT.device,
+                   help=f"torch device for fitting and cropping: {DEVICE_HELP} (default: "
+                        "%(default)s)")
     p.add_argument("--retry-skipped", action="store_true",
                    help="try again the videos an earlier run skipped (by default they stay "
                         "skipped unless their file changed)")

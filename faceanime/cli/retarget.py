@@ -10,6 +10,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
+from faceanime.devices import DEVICE_HELP, device_arg
 from faceanime.errors import InputError
 from faceanime.fitting import FitConfig
 from faceanime.landmarks import BACKENDS
@@ -67,7 +68,8 @@ def add_job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source-landmarks", metavar="FILE", default=None,
                    help="the photo's 68 landmarks instead of detecting them: an iBUG .pts, or "
                         "a .npz from 'faceanime landmarks' (one source only)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
+    p.add_argument("--device", type=device_arg, default=None,
+                   help=f"where the work runs: {DEVICE_HELP} (default: cpu)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--quiet", action="store_true",
                    help="no progress bars and no summary line (errors are still printed)")
