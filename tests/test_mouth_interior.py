@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import assert_close
 
 from faceanime.coefficients import Coefficients
 from faceanime.fitting import fit_landmarks
@@ -36,6 +37,7 @@ from faceanime.render.mouth_interior import (
     skin_vertices,
     synthetic_interior,
     upper_teeth,
+    warm_tint,
 )
 from faceanime.render.warp import WarpConfig, WarpRenderer
 from faceanime.tasks import OutputConfig, load_source
@@ -182,6 +184,16 @@ def test_upper_teeth_follow_a_tilted_mouth(degrees):
     middle = u.abs() < 10
     assert float(share[middle & (v < -9)].min()) == 1.0  # the top 6 px: teeth
     assert float(share[middle & (v > 0)].max()) == 0.0  # the lower half: none
+
+
+def test_teeth_take_on_a_warm_hue_never_a_cool_one():
+    sepia = torch.tensor([1.5, 1.0, 0.6])  # a face far warmer than the reference: sepia teeth
+    tint = warm_tint(sepia)
+    assert_close(luma(tint), torch.tensor(1.0), atol=1e-6)
+    assert_close(tint / tint[0], sepia / sepia[0], atol=1e-6)
+    cool = torch.tensor([1.33, 1.39, 1.38])  # the sample portrait's: it tinted teeth green
+    assert_close(warm_tint(cool), torch.ones(3), atol=1e-6)
+    assert (warm_tint(torch.tensor([1.0, 0.9, 1.2])).diff() <= 0).all()  # never bluer
 
 
 def test_coefficients_carry_the_mouth(tmp_path, d0_grin, sfm_model):

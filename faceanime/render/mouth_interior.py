@@ -290,6 +290,17 @@ class InteriorCapture:
         return torch.cat([captured, captured.new_zeros(missing, 4, h, w)]) if missing else captured
 
 
+def warm_tint(gain: torch.Tensor) -> torch.Tensor:
+    """``(3,)`` the hue of ``gain`` (a colour gain, RGB) at luma 1, kept only where it warms:
+    teeth take on a sepia portrait's or a warm light's hue, but a face less red than
+    :data:`REFERENCE_SKIN` must not turn them green or blue (red >= green >= blue)."""
+    tint = gain / luma(gain)
+    g = torch.minimum(tint[1], tint[0])
+    b = torch.minimum(tint[2], g)
+    tint = torch.stack([tint[0], g, b])
+    return tint / luma(tint)
+
+
 def upper_teeth(row: torch.Tensor, col: torch.Tensor, frame: torch.Tensor,
                 corners: torch.Tensor, skin: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Synthesised upper teeth at the mouth's pixels, in output space: teeth have a fixed

@@ -64,6 +64,7 @@ from faceanime.render.mouth_interior import (
     skin_vertices,
     synthetic_interior,
     upper_teeth,
+    warm_tint,
 )
 from faceanime.render.mouth_interior import mouth_uv as mouth_uv_of
 from faceanime.render.paste import feather_mask
@@ -548,7 +549,7 @@ class WarpRenderer(BoxRenderer):
             # Captured interiors are stored at a reference skin colour: back to the photo's
             # (the synthesised teeth take on the same hue).
             self.interior_gain = 1 / skin_gain(skin_colour)
-            self.teeth_tint = self.interior_gain / luma(self.interior_gain)
+            self.teeth_tint = warm_tint(self.interior_gain)
 
     # -- source-side set-up, once per photo --
 
