@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 TRAIN = ("d0", "d3", "d6")
 HELD_OUT = "d18"
-STEPS, HIDDEN, SEED = int(os.environ.get("STEPS", 300)), int(os.environ.get("HIDDEN", 16)), 0
+STEPS, HIDDEN, SEED = 300, 16, 0
 FRAMES = 120
 
 
@@ -100,6 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", help="where to fit and train (default: a temporary folder)")
     parser.add_argument("--temperature", type=float, default=1.0,
                         help="temperature of the measured roll-outs (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=STEPS,
+                        help="training steps (default: %(default)s; 800 made the head wander more)")
+    parser.add_argument("--hidden", type=int, default=HIDDEN,
+                        help="LSTM units (default: %(default)s)")
+    parser.add_argument("--nll", type=float, default=LossConfig().nll,
+                        help="weight of the likelihood loss (default: %(default)s; 0.5 and 1 "
+                             "moved the jaw no more)")
     parser.add_argument("--install", action="store_true",
                         help="copy the checkpoint into faceanime/data/dynamics")
     args = parser.parse_args(argv)
@@ -108,15 +115,16 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work or tempfile.mkdtemp(prefix="default_dynamics_"))
     root = prepare(Path(args.data), work / "dataset", model)
     result = train(root, work / "run",
-                   TrainConfig(steps=STEPS, window=24, observe=8, lr=3e-3, seed=SEED,
-                               val_videos=(HELD_OUT,),
-                               checkpoint_every=STEPS, val_every=STEPS // 10, progress=False),
-                   DynamicsConfig(hidden=HIDDEN, layers=1, dropout=0.0), LossConfig(),
+                   TrainConfig(steps=args.steps, window=24, observe=8, lr=3e-3, seed=SEED,
+                               val_videos=(HELD_OUT,), checkpoint_every=args.steps,
+                               val_every=max(1, args.steps // 10), progress=False),
+                   DynamicsConfig(hidden=args.hidden, layers=1, dropout=0.0),
+                   LossConfig(nll=args.nll),
                    face_model=model)
     dyn = Dynamics.load(result.checkpoint)
     videos = {v.name: v for v in load_dataset(root).videos}
     s = motion_statistics(dyn, videos, HELD_OUT, temperature=args.temperature)
-    print(f"LSTM {HIDDEN}x1, {STEPS} steps, seed {SEED}; trained on {', '.join(TRAIN)}; "
+    print(f"LSTM {args.hidden}x1, {args.steps} steps, seed {SEED}; trained on {', '.join(TRAIN)}; "
           f"{FRAMES}-frame roll-outs from single frames of {HELD_OUT} at temperature "
           f"{args.temperature:g}\n")
     print(f"| feature | speed (× {HELD_OUT}) | spread (× {HELD_OUT}) | speed (× all four) | "
