@@ -189,3 +189,27 @@ def test_not_found_suggests_the_download(cache):
     with pytest.raises(ModelFileError) as info:
         load_model("bfm")
     assert "download" not in str(info.value)  # the Basel licence: no download to suggest
+
+
+def test_cli_from_a_local_folder_into_the_package(capsys, data_dir, tmp_path, monkeypatch):
+    # What tools/install.sh runs: the files copied from a local folder, checked against the
+    # same pinned hashes, into the package's own model folder (here a stand-in).
+    package = tmp_path / "package_data"
+    monkeypatch.setattr(cli_model, "bundled_dir", lambda: package)
+    status, _, err = run(capsys, "model", "download", "sfm", "--bundle", "--from",
+                           str(data_dir / "sfm"), "--no-progress")
+    assert status == 0, err
+    assert listing(package / "sfm") == sorted(NAMES)
+    for item in SFM_FILES:
+        assert sha256(package / "sfm" / item.name) == item.sha256
+    # a local copy that is not the published model is refused, file by file, nothing kept
+    bad = tmp_path / "bad"
+    shutil.copytree(data_dir / "sfm", bad)
+    (bad / "sfm_shape_3448.bin").chmod(0o644)
+    with open(bad / "sfm_shape_3448.bin", "r+b") as fh:
+        fh.seek(1000)
+        fh.write(b"\x00\x01\x02")
+    status, _, err = run(capsys, "model", "download", "sfm", "--to", str(tmp_path / "x"),
+                         "--from", str(bad), "--no-progress")
+    assert_one_line_error(status, err, "sfm_shape_3448.bin", "SHA-256 mismatch")
+    assert not (tmp_path / "x" / "sfm_shape_3448.bin").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,6 @@ from test_morphable_storage import tiny_model
 
 import faceanime
 from faceanime.errors import InputError, ModelFileError
-from faceanime.io.digest import file_digest
 from faceanime.morphable import (
     KNOWN_MODELS,
     load_model,
@@ -24,7 +24,7 @@ from faceanime.morphable import (
     save_model,
     search_folders,
 )
-from faceanime.morphable.download import SFM_FILES
+from faceanime.morphable.download import download_sfm
 from faceanime.morphable.registry import ENV_MODEL_DIR
 
 
@@ -147,11 +147,17 @@ def test_cache_notices_a_changed_file(isolated):
     assert load_model(path).name == "changed"
 
 
-def test_bundled_sfm_needs_no_download(isolated, monkeypatch):
-    # A fresh install: no $FACEANIME_MODEL_DIR, an empty cache, no bfm/ - the package's own copy.
+def test_bundled_sfm_needs_no_download(isolated, data_dir, monkeypatch):
+    # A fresh install whose package folder holds the SFM, as tools/install.sh and release wheels
+    # put it there (never committed; made here from the test data, verified by SHA-256): no
+    # $FACEANIME_MODEL_DIR, an empty cache, no bfm/ - the package's own copy is found.
+    package = isolated / "package_data"
+    download_sfm(package / "sfm", progress=False, source_dir=data_dir / "sfm")
+    monkeypatch.setattr(registry, "bundled_dir", lambda: package)
     monkeypatch.setattr(registry, "search_folders", search_folders)  # unfiltered
+    assert search_folders()[-1] == package  # searched last
     source = resolve_model("sfm")
-    assert source.path == registry.bundled_dir() / "sfm" / "sfm_shape_3448.bin"
+    assert source.path == package / "sfm" / "sfm_shape_3448.bin"
     assert all(path is not None and path.is_file() for path in source.files.values())
     model = load_model("sfm")
     assert (model.n_vertices, model.n_shape, model.n_expression) == (3448, 63, 6)
@@ -161,13 +167,9 @@ def test_bundled_sfm_needs_no_download(isolated, monkeypatch):
     assert resolve_model("sfm").path == isolated / "cache" / "sfm" / "sfm_shape_3448.bin"
 
 
-def test_bundled_sfm_is_the_published_model():
-    # Byte-identical to the eos release files (the download's pinned hashes), with their licence.
-    pinned = {item.name: item.sha256 for item in SFM_FILES}
+def test_the_package_commits_no_model_file():
+    # The model is put in at install time, never kept in the repository.
     folder = registry.bundled_dir() / "sfm"
-    shipped = sorted(p.name for p in folder.iterdir() if p.name != "README.md")
-    assert "LICENSE-eos.txt" in shipped
-    assert "Apache License" in (folder / "LICENSE-eos.txt").read_text()
-    for name in shipped:
-        assert file_digest(folder / name) == pinned[name], name
-    assert "Apache" in (folder / "README.md").read_text()
+    tracked = subprocess.run(["git", "ls-files", str(folder)], capture_output=True, text=True,
+                             cwd=folder.parent).stdout.split()
+    assert [Path(t).name for t in tracked] in ([], ["README.md"])

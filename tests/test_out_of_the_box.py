@@ -14,6 +14,7 @@ from helpers import run_cli
 from faceanime.coefficients import Coefficients
 from faceanime.io import iter_video_frames, read_video_info
 from faceanime.morphable import registry, resolve_model
+from faceanime.morphable.download import download_sfm
 from faceanime.samples import (
     MOTION_TEMPLATES,
     motion_template,
@@ -27,9 +28,13 @@ SEARCH_FOLDERS = registry.search_folders  # the real one, bundled folder include
 
 
 @pytest.fixture
-def fresh(isolated_models, monkeypatch):
-    """No $FACEANIME_MODEL_DIR, an empty cache, an empty working directory, and the package's
-    bundled folder visible (the fixture hides it from other tests)."""
+def fresh(isolated_models, data_dir, monkeypatch):
+    """A fresh install: no $FACEANIME_MODEL_DIR, an empty cache, an empty working directory,
+    and the SFM in the package's model folder as tools/install.sh puts it there (here a stand-in
+    folder, filled from the test data the same way: ``model download sfm --bundle --from``)."""
+    package = isolated_models / "package_data"
+    download_sfm(package / "sfm", progress=False, source_dir=data_dir / "sfm")
+    monkeypatch.setattr(registry, "bundled_dir", lambda: package)
     monkeypatch.setattr(registry, "search_folders", SEARCH_FOLDERS)
     return isolated_models / "work"
 

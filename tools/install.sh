@@ -21,3 +21,15 @@ if [[ -n "${FACEANIME_TORCH_INDEX:-}" ]]; then
 fi
 "$PY" -m pip install ${TORCH_INDEX[@]+"${TORCH_INDEX[@]}"} "torch==${FACEANIME_TORCH:-2.13.0}"
 "$PY" -m pip install -e ".[dev${FACEANIME_EXTRAS:+,$FACEANIME_EXTRAS}]"
+# The Surrey Face Model into the package (faceanime/data/sfm, never committed), so the jobs run
+# with no model folder to set: copied from FACEANIME_SFM_FROM, else from the project's data
+# folder (FACEANIME_TEST_DATA, default ../shared/data) when it holds one, else downloaded from
+# the eos release; every file checked against its pinned SHA-256 either way. Offline with no
+# local copy the install still succeeds and says how to get the model later.
+SFM_FROM=${FACEANIME_SFM_FROM:-${FACEANIME_TEST_DATA:-../shared/data}/sfm}
+if [[ -f "$SFM_FROM/sfm_shape_3448.bin" ]]; then
+  "$PY" -m faceanime model download sfm --bundle --from "$SFM_FROM" --no-progress
+elif ! "$PY" -m faceanime model download sfm --bundle --no-progress; then
+  echo "install.sh: the Surrey Face Model is not installed; later run" \
+       "'faceanime model download sfm --bundle [--from DIR]' or set FACEANIME_MODEL_DIR" >&2
+fi

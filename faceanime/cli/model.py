@@ -17,6 +17,7 @@ from faceanime.morphable.model import N_LANDMARKS, FaceModel
 from faceanime.morphable.registry import (
     ENV_MODEL_DIR,
     KNOWN_MODELS,
+    bundled_dir,
     cache_dir,
     load_model,
     resolve_model,
@@ -90,8 +91,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "be downloaded: the Basel Face Model's licence requires each user to get it "
                     "by hand (bfm/README.md).")
     download.add_argument("model", metavar="MODEL", help="the model to download: sfm")
-    download.add_argument("--to", metavar="DIR", type=Path,
-                          help="folder to put the files in (default: the cache folder above)")
+    where = download.add_mutually_exclusive_group()
+    where.add_argument("--to", metavar="DIR", type=Path,
+                       help="folder to put the files in (default: the cache folder above)")
+    where.add_argument("--bundle", action="store_true",
+                       help="put them inside the installed package (faceanime/data/sfm), "
+                            "where every user of this install finds them; what "
+                            "tools/install.sh does, and what a release wheel ships")
+    download.add_argument("--from", dest="source", metavar="DIR", type=Path,
+                          help="copy the files from this local folder instead of the network "
+                               "(an eos share/ folder or another cache), verified the same way")
     download.add_argument("--no-progress", dest="progress", action="store_false",
                           help="do not show progress bars")
     download.set_defaults(func=run_download)
@@ -178,7 +187,8 @@ def run_download(args: argparse.Namespace) -> None:
         raise InputError(f"model '{spec.name}' cannot be downloaded: the Basel Face Model's "
                          "licence requires each user to register and download it by hand; "
                          "see bfm/README.md in the faceanime repository")
-    folder = download_sfm(args.to, progress=args.progress)
+    target = bundled_dir() / "sfm" if args.bundle else args.to
+    folder = download_sfm(target, progress=args.progress, source_dir=args.source)
     print(f"{folder}: Surrey Face Model files of {SFM_REPOSITORY} {SFM_REF}, SHA-256 verified")
     if not _is_searched(folder):
         print(f"'--model sfm' does not look there: set {ENV_MODEL_DIR}={folder}, or pass "

@@ -72,7 +72,7 @@ SFM_FILES: tuple[RemoteFile, ...] = (
 
 
 def download_sfm(target_dir: Path | None = None, base_url: str = SFM_BASE_URL,
-                 progress: bool = True) -> Path:
+                 progress: bool = True, source_dir: Path | None = None) -> Path:
     """Download the SFM files (:data:`SFM_FILES`) into ``target_dir`` and return that folder.
 
     Args:
@@ -81,6 +81,9 @@ def download_sfm(target_dir: Path | None = None, base_url: str = SFM_BASE_URL,
         base_url: URL of the eos repository root at a release; each file is fetched from
             ``base_url/<remote path>`` (e.g. ``.../share/sfm_shape_3448.bin``).
         progress: show a tqdm progress bar (bytes of the files to fetch) on stderr.
+        source_dir: a local folder holding the files under their saved names (an eos
+            ``share/`` copy, another machine's cache): copied from there instead of
+            ``base_url``, verified against the same hashes.
 
     Returns:
         The folder holding all the files, each verified against its pinned SHA-256.
@@ -102,7 +105,9 @@ def download_sfm(target_dir: Path | None = None, base_url: str = SFM_BASE_URL,
                   unit_divisor=1024, desc="sfm", disable=not (progress and todo)) as bar:
             for item in todo:
                 bar.set_postfix_str(item.name, refresh=False)
-                _fetch_verified(item, f"{base}/{item.remote}", target / item.name, bar)
+                url = ((Path(source_dir).expanduser() / item.name).resolve().as_uri()
+                       if source_dir is not None else f"{base}/{item.remote}")
+                _fetch_verified(item, url, target / item.name, bar)
     except BaseException:
         # A failed first download leaves no empty folder behind (a cache folder that exists
         # but holds nothing would only mislead); folders that were there before stay.

@@ -8,8 +8,9 @@ A name is looked up in these folders, in order (:func:`search_folders`):
 3. ``bfm/`` in the source checkout this package runs from (if any);
 4. the per-user download cache, ``$FACEANIME_CACHE`` or else ``~/.cache/faceanime``
    (:func:`cache_dir`), where ``faceanime model download sfm`` puts the SFM (in ``sfm/``);
-5. the package's own ``faceanime/data/`` folder (:func:`bundled_dir`), which ships the Surrey Face
-   Model (Apache-2.0), so ``load_model("sfm")`` works on a fresh install with no download.
+5. the package's own ``faceanime/data/`` folder (:func:`bundled_dir`), where ``tools/install.sh``
+   (``faceanime model download sfm --bundle``) puts the Surrey Face Model (Apache-2.0; never
+   committed), so ``load_model("sfm")`` works after the install with nothing to set.
 
 In each folder the model's file is looked for directly and in the subfolder named after its family
 (``sfm/`` or ``bfm/``), so ``FACEANIME_MODEL_DIR`` may point at the eos ``share/`` folder itself or
@@ -83,7 +84,7 @@ def cache_dir() -> Path:
 
 
 def bundled_dir() -> Path:
-    """The package's own model folder, ``faceanime/data`` (the bundled SFM is in ``sfm/``)."""
+    """The package's own model folder, ``faceanime/data`` (the installed SFM is in ``sfm/``)."""
     return Path(__file__).resolve().parents[1] / "data"
 
 
@@ -93,7 +94,7 @@ def search_folders() -> list[Path]:
     folders = [Path(p).expanduser() for p in env.split(os.pathsep) if p]
     package = Path(__file__).resolve().parents[1]
     # Whatever the user put somewhere (a named folder, a checkout's bfm/, a download, perhaps a
-    # newer model) wins over the copy that ships in the package, which comes last.
+    # newer model) wins over the copy installed into the package, which comes last.
     folders += [Path.cwd() / "bfm", package.parent / "bfm", cache_dir(), bundled_dir()]
     unique: list[Path] = []
     for folder in folders:
