@@ -212,14 +212,14 @@ class DlibDetector(LandmarkDetector):
         that levels the eyes those landmarks show (HOG's best score is not always at the
         level turn). Returns the ``(68, 2)`` points in ``image`` and the face's tilt in whole
         degrees, or None when HOG finds the face at no turn."""
-        best = None
+        scores = {}
         for angle in angles:
-            found = self._close_up(image, box, angle)
-            if found is not None and (best is None or found[0] > best[0]):
-                best = found
-        if best is None:
+            found = self._close_up(image, box, angle, predict=False)
+            if found is not None:
+                scores[angle] = found[0]
+        if not scores:
             return None
-        points = best[1]
+        points = self._close_up(image, box, max(scores, key=scores.get))[1]
         eyes = points[42:48].mean(0) - points[36:42].mean(0)
         tilt = round(float(np.degrees(np.arctan2(eyes[1], eyes[0]))))
         level = self._close_up(image, box, tilt)
