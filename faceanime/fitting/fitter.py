@@ -81,6 +81,10 @@ class FitConfig:
     eyelid_temporal_weight: float = 0.1
     """Smoothness of the lid closures between frames (as ``temporal_weight``; lower, since a
     blink lasts only a few frames)."""
+    eyelid_floor: float = 0.1
+    """The eye aspect ratio (lid gap over eye width) detected landmarks still show on a shut
+    eye, read as shut (:func:`~faceanime.fitting.eyelid.fit_eyelids`): dlib's, measured on the
+    shut eyes of d3 and d6; 0 for exact landmarks."""
     max_jaw_deg: float = 35.0
     """Largest jaw opening angle."""
     nonnegative_blendshapes: bool = True
@@ -705,6 +709,8 @@ def fit_landmarks(model: FaceModel, landmarks: torch.Tensor,
         raise InputError(f"landmarks must be (T, {N_LANDMARKS}, 2), got {tuple(landmarks.shape)}")
     if config.camera not in ("orthographic", "perspective"):
         raise InputError(f"unknown camera {config.camera!r}; use orthographic or perspective")
+    if not 0 <= config.eyelid_floor < 0.5:
+        raise InputError(f"eyelid_floor must be from 0 to below 0.5, got {config.eyelid_floor!r}")
     device = torch.device(config.device) if config.device else model.device
     dtype = torch.float64 if config.double else torch.float32
     # Landmarks come from a detector on the CPU; the fit and its result live on ``device``.
@@ -766,7 +772,8 @@ def fit_landmarks(model: FaceModel, landmarks: torch.Tensor,
         fitted_landmarks=fitted.float(), valid=valid, fps=fps)
     if eyelids is not None:
         on_model = coeffs.to(model.device)
-        on_model.eyes = fit_eyelids(model, on_model, config.eyelid_temporal_weight, eyelids)
+        on_model.eyes = fit_eyelids(model, on_model, config.eyelid_temporal_weight, eyelids,
+                                    config.eyelid_floor)
         _close_fitted_lids(on_model, eyelids, model)
         coeffs = on_model.to(device)
     return coeffs

@@ -160,6 +160,10 @@ class WarpConfig:
     """A lid closing further than the photo's unfolds skin the photo hides (under the
     crease): it is fetched from up to this many of the photo's eye openings higher, where the
     photo shows skin, instead of stretching the crease's shadow over the eye (0: stretch)."""
+    lash_line: float = 0.5
+    """A closing eye hides its eyeball under the lid instead of squeezing the white and the
+    iris into a pale line: from this share of the photo's eye opening closed onwards, what
+    shows of the eye fades to the photo's lash colour, fully at shut (1: never)."""
     lid_fill: float = 0.7
     """How much of that unfolded lid skin is the photo's skin colour around the eye (the
     surrounding skin smoothed, its dark features left out) rather than fetched pixels: 0 to
@@ -182,7 +186,8 @@ class WarpConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise InputError(f"warp setting {name} must be a positive number, got {value!r}")
-        for name in ("pivot_follow", "rotation_follow", "scale_follow", "lid_fill"):
+        for name in ("pivot_follow", "rotation_follow", "scale_follow", "lid_fill",
+                     "lash_line"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0 <= value <= 1):
                 raise InputError(f"warp setting {name} must be between 0 and 1, got {value!r}")
@@ -281,6 +286,19 @@ def depth_slope(zbuf: torch.Tensor) -> torch.Tensor:
 
     return (smaller(padded[..., 1:-1, :-2], padded[..., 1:-1, 2:])
             + smaller(padded[..., :-2, 1:-1], padded[..., 2:, 1:-1]))
+
+
+def convex_depth(points: torch.Tensor, polygon: torch.Tensor) -> torch.Tensor:
+    """``(P,)`` signed distance of points ``(P, 2)`` into the convex polygon ``(K, 2)`` (either
+    winding): the distance to the nearest edge's line, positive inside, negative outside (exact
+    outside only near an edge, which is where it is used)."""
+    edge = polygon.roll(-1, 0) - polygon                                    # (K, 2)
+    rel = points[:, None, :] - polygon[None]                                # (P, K, 2)
+    cross = edge[None, :, 0] * rel[..., 1] - edge[None, :, 1] * rel[..., 0]  # (P, K)
+    area = (polygon[:, 0] * polygon.roll(-1, 0)[:, 1]
+            - polygon.roll(-1, 0)[:, 0] * polygon[:, 1]).sum()
+    sign = 1.0 if float(area) >= 0 else -1.0
+    return (sign * cross / edge.norm(dim=-1).clamp_min(1e-9)).amin(1)
 
 
 def smoothstep(x: torch.Tensor) -> torch.Tensor:
@@ -512,7 +530,7 @@ class WarpRenderer(BoxRenderer):
         self.face_size = float((self.face_high - self.face_low).mean())
         self.content = content_box(self.image)
         self._depth_buffer(src)
-        self.lid_reach = self.lid_fill = None
+        self.lid_reach = self.lid_fill = self.eye_polygons = self.lash_colours = None
         if self.eyelids is not None and c.lid_skin > 0:
             # Per vertex, how much it is lid skin of each eye, and the few triangles that hold
             # any (only their pixels are looked at); per eye, the photo's upper lid's screen
@@ -532,6 +550,8 @@ class WarpRenderer(BoxRenderer):
             self.lid_reach = -c.lid_skin * torch.stack(reach)                   # (2, 2)
             opening = float(torch.stack(reach).norm(dim=-1).mean())
             self.lid_fill = self._skin_fill(max(opening, 1.0)) if c.lid_fill > 0 else None
+            self.eye_polygons, self.lash_colours = self._eyes(src, ids)
+            self.eye_heights = torch.stack(reach).norm(dim=-1)                  # (2,)
         self._head_region()
         self.ellipsoid = head_ellipsoid(model)
         # The neck's pivot, in model space: the mouth's height, the head ellipsoid's depth.
@@ -666,6 +686,25 @@ class WarpRenderer(BoxRenderer):
             return torch.full((3,), 0.5, dtype=self.image.dtype, device=self.image.device)
         return median_colours(self.image[None], src[None, lips, :2])[0]
 
+    def _eyes(self, src: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per eye, the photo's eye opening ``(2, 6, 2)`` (its six landmarks on the fit) and
+        its lash colour ``(2, 3)``: the median of the darkest tenth of the pixels around the
+        opening (lashes, pupil)."""
+        polygons = src[ids[36:48], :2].reshape(2, 6, 2)
+        h, w = self.image_size
+        colours = []
+        for polygon in polygons:
+            low, high = polygon.amin(0), polygon.amax(0)
+            pad = 0.25 * (high - low)
+            x0, y0 = (low - pad).floor().clamp_min(0).long().tolist()
+            x1, y1 = (high + pad).ceil().long().tolist()
+            patch = self.image[:, y0:max(min(y1, h), y0 + 1), x0:max(min(x1, w), x0 + 1)]
+            pixels = patch.reshape(3, -1).T                                     # (Q, 3)
+            lum = luma(pixels)
+            dark = lum <= lum.quantile(0.1)
+            colours.append(pixels[dark].median(0).values)
+        return polygons, torch.stack(colours)
+
     def _skin_fill(self, opening: float) -> torch.Tensor:
         """``(3, h, w)`` over the photo's face box (``zbox``): its skin colour, smoothed over
         about an eye opening, with the dark features (lashes, brows, the crease's shadow, the
@@ -790,6 +829,10 @@ class WarpRenderer(BoxRenderer):
                     keep = (cover > 0) & use[on_lid]
                     lid = at[on_lid][keep], cover[keep], position[on_lid][keep]
 
+        lash = None
+        if self.eye_polygons is not None and c.lash_line < 1:
+            lash = self._lash(target, position, valid, frame, at)
+
         # The head, on a coarse grid: each pixel's depth on the head proxy (the face's own depth
         # continued outwards into the ellipsoid), carried back rigidly; plus the face's
         # non-rigid motion continued a short way beyond its edge. Pooled from the seen face
@@ -904,7 +947,38 @@ class WarpRenderer(BoxRenderer):
             # mouth between them, however the head is tilted.
             ends = self.mesh.landmark_indices[[48, 54]].to(device)
             corners = screen[:, ends, :2] - torch.tensor([x0, y0], dtype=dtype, device=device)
-        return box, positions, (mouth_pixels, mouth_share, mouth_uv, corners, lid)
+        return box, positions, (mouth_pixels, mouth_share, mouth_uv, corners, lid, lash)
+
+    def _lash(self, target: Coefficients, position: torch.Tensor, valid: torch.Tensor,
+              frame: torch.Tensor, at: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """The face pixels that fetch the photo's eye opening while their eye closes: flat
+        indices into the head's box ``(E,)``, how much of the lash colour each takes ``(E,)``,
+        and which eye ``(E,)``; None when no eye closes far enough."""
+        dtype, device = position.dtype, position.device
+        source = self.source.eyes.to(device, dtype)[0]                              # (2,)
+        # Share of the photo's own opening that is closed (1: shut).
+        shut = ((target.eyes.to(device, dtype) - source).clamp_min(0)
+                / (1 - source).clamp_min(0.25))                                     # (T, 2)
+        amount = smoothstep((shut - self.config.lash_line) / (1 - self.config.lash_line))
+        if not bool((amount > 0).any()):
+            return None
+        polygons = self.eye_polygons.to(device, dtype)
+        # The landmarks' hexagon lies inside the visible white: grown by a fifth of the eye's
+        # height, with a soft edge of as much, so no pale rim or jagged pixel steps remain.
+        grow = self.eye_heights.to(device, dtype) / 5 + 0.5                         # (2,)
+        low = polygons.amin((0, 1)) - float(grow.max())
+        high = polygons.amax((0, 1)) + float(grow.max())
+        near = (valid & (position >= low).all(1) & (position <= high).all(1)).nonzero()[:, 0]
+        pixels, eyes, shares = [], [], []
+        for e in range(2):
+            inside = smoothstep(convex_depth(position[near], polygons[e]) / grow[e] + 1)
+            share = amount[frame[near], e] * inside
+            keep = share > 0
+            pixels.append(at[near][keep])
+            shares.append(share[keep])
+            eyes.append(torch.full_like(pixels[-1], e))
+        return torch.cat(pixels), torch.cat(shares), torch.cat(eyes)
 
     def _cap_edge(self, fragments, pixels: torch.Tensor, width: float) -> torch.Tensor:
         """``(M,)`` how far inside the mouth cap's outline its pixels ``(M,)`` (flat over the
@@ -944,7 +1018,7 @@ class WarpRenderer(BoxRenderer):
         return torch.lerp(synthetic, colour, driver[:, 3:])
 
     def _render_box(self, target: Coefficients) -> tuple[Box, torch.Tensor]:
-        box, positions, (pixels, share, uv, corners, lid) = self._flow(target)
+        box, positions, (pixels, share, uv, corners, lid, lash) = self._flow(target)
         h, w = self.image_size
         grid = pixel_grid(positions, h, w, inplace=True)  # the positions are not needed after
         photo = self.image[None].expand(positions.shape[0], -1, -1, -1)
@@ -968,4 +1042,12 @@ class WarpRenderer(BoxRenderer):
             flat = out.view(t, 3, bh * bw)
             at = (frame, slice(None), lid_pixels - frame * (bh * bw))
             flat[at] = torch.lerp(flat[at], self.lid_fill[:, i, j].T, lid_share[:, None])
+        if lash is not None:
+            t, _, bh, bw = out.shape
+            lash_pixels, lash_share, eye = lash
+            frame = lash_pixels.div(bh * bw, rounding_mode="floor")
+            flat = out.view(t, 3, bh * bw)
+            at = (frame, slice(None), lash_pixels - frame * (bh * bw))
+            colour = self.lash_colours.to(out.dtype)[eye]
+            flat[at] = torch.lerp(flat[at], colour, lash_share[:, None])
         return box, out

@@ -1,0 +1,87 @@
+"""Close-ups of the eyes at a driver's blinks: driver | before | now, one row per pair.
+
+"Before" fits the driver with ``eyelid_floor=0`` (dlib's lid points read as they are) and renders
+with ``lash_line=1`` (the eyeball squeezed, not hidden); "now" uses the defaults. Both render the
+same photo with relative motion from the driver's first frame.
+
+    python tools/eye_strips.py --pairs s1:d6:393 s42:d6:393 d19:d6:393 s12:d3:60 \
+        -o docs/img/warp_blink.png
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+
+
+def eye_box(points: np.ndarray) -> tuple[int, int, int]:
+    """``(68, 2)`` -> centre x, centre y and half-height of a box around both eyes (2:1)."""
+    eyes = points[36:48]
+    centre = eyes.mean(0)
+    half = int(0.32 * np.linalg.norm(points[45] - points[36])) + 1
+    return int(centre[0]), int(centre[1]), half
+
+
+def crop(frame: np.ndarray, box: tuple[int, int, int], height: int) -> np.ndarray:
+    x, y, half = box
+    h, w = frame.shape[:2]
+    x0, y0 = int(np.clip(x - 2 * half, 0, w - 4 * half)), int(np.clip(y - half, 0, h - 2 * half))
+    patch = frame[y0:y0 + 2 * half, x0:x0 + 4 * half]
+    return np.asarray(Image.fromarray(patch).resize((2 * height, height), Image.BICUBIC))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", nargs="+", required=True,
+                        help="photo:driver:frame, e.g. s1:d6:393 (faces/s1.jpg, videos/d6.mp4)")
+    parser.add_argument("--height", type=int, default=120, help="row height in pixels")
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("-o", "--output", type=Path, required=True)
+    args = parser.parse_args()
+
+    from faceanime.fitting import FitConfig, fit_landmarks
+    from faceanime.io.media import iter_video_frames
+    from faceanime.landmarks import TrackerConfig, track_video
+    from faceanime.morphable import load_model
+    from faceanime.motion import transfer_motion
+    from faceanime.reconstruction import face_vertices, project_vertices
+    from faceanime.render.warp import WarpConfig
+    from faceanime.tasks import OutputConfig, load_source, make_renderer
+
+    model = load_model("sfm")
+    tracks: dict[str, object] = {}
+    rows = []
+    for pair in args.pairs:
+        photo, driver, frame = pair.split(":")
+        frame = int(frame)
+        video = args.data / "videos" / f"{driver}.mp4"
+        if driver not in tracks:
+            tracks[driver] = track_video(video, TrackerConfig(progress=False))
+        track = tracks[driver]
+        image = next(f for i, f in enumerate(iter_video_frames(video)) if i == frame)
+        tiles = [crop(image, eye_box(track.points[frame]), args.height)]
+        for floor, lash in ((0.0, 1.0), (FitConfig().eyelid_floor, WarpConfig().lash_line)):
+            driving = fit_landmarks(model, torch.from_numpy(track.points), tuple(track.image_size),
+                                    FitConfig(eyelid_floor=floor), fps=track.fps)
+            config = OutputConfig(progress=False, warp=WarpConfig(lash_line=lash))
+            picture, source = load_source(args.data / "faces" / f"{photo}.jpg", model, config)
+            target = transfer_motion(source, driving).frames([frame])
+            out = next(iter(make_renderer(model, picture, source, config).iter_frames(target)))
+            ids = model.landmark_indices
+            screen = project_vertices(target, face_vertices(model, target))[0, ids, :2]
+            tiles.append(crop(out, eye_box(screen.numpy()), args.height))
+        rows.append(np.concatenate(tiles, 1))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.concatenate(rows, 0)).save(args.output)
+    print(args.output)
+
+
+if __name__ == "__main__":
+    main()
