@@ -11,11 +11,11 @@ import torch
 from helpers import assert_close, run_cli
 from test_predict import tiny_dynamics  # noqa: F401 - a session fixture shared with predict
 
-from faceanime.animate import interpolate_coefficients, smoothstep
 from faceanime.coefficients import Coefficients
 from faceanime.errors import InputError
 from faceanime.geometry.rotation import euler_to_matrix, rotation_angle_between
 from faceanime.io import iter_video_frames, read_video_info
+from faceanime.jobs.animate import interpolate_coefficients, smoothstep
 
 
 def _face(yaw: float, expression: float, tx: float, scale: float) -> Coefficients:
@@ -120,8 +120,8 @@ def test_animate_with_a_dynamics_checkpoint(sfm_dir, tiny_dynamics, tmp_path, ca
 
 def test_package_level_function_returns_frames(sfm_dir):
     import faceanime
-    from faceanime.animate import AnimateConfig
-    from faceanime.tasks import OutputConfig
+    from faceanime.jobs.animate import AnimateConfig
+    from faceanime.jobs.common import OutputConfig
 
     config = AnimateConfig(output=OutputConfig(paste_back=False, size=96, progress=False))
     result = faceanime.animate(sfm_dir / "faces" / "s12.jpg", sfm_dir / "faces" / "s42.jpg",

@@ -84,9 +84,9 @@ def test_fitter_on_a_photo_and_a_video(device, data_dir, sfm_model):
 def test_a_job_end_to_end(device, tmp_path):
     from faceanime.coefficients import Coefficients
     from faceanime.fitting import FitConfig
-    from faceanime.retarget import RetargetConfig, retarget
+    from faceanime.jobs.common import OutputConfig
+    from faceanime.jobs.retarget import RetargetConfig, retarget
     from faceanime.samples import motion_template, sample_portrait
-    from faceanime.tasks import OutputConfig
 
     short = Coefficients.load(motion_template("nod").path).frames(slice(0, 6))
     short.save(tmp_path / "nod6.npz")

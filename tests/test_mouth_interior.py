@@ -15,6 +15,7 @@ from helpers import assert_close
 from faceanime.coefficients import Coefficients
 from faceanime.fitting import fit_landmarks
 from faceanime.io import iter_video_frames
+from faceanime.jobs.common import OutputConfig, load_source
 from faceanime.landmarks import create_detector
 from faceanime.morphable.jaw import build_jaw
 from faceanime.morphable.mouth import add_mouth_cap
@@ -40,7 +41,6 @@ from faceanime.render.mouth_interior import (
     warm_tint,
 )
 from faceanime.render.warp import WarpConfig, WarpRenderer
-from faceanime.tasks import OutputConfig, load_source
 
 
 @pytest.fixture(scope="module")

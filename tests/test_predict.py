@@ -77,8 +77,8 @@ def test_predict_from_a_photo(sfm_dir, tiny_dynamics, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_predict_after_observing_a_video_and_in_python(sfm_dir, tiny_dynamics, tmp_path, capsys):
-    from faceanime.predict import PredictConfig, predict
-    from faceanime.tasks import OutputConfig
+    from faceanime.jobs.common import OutputConfig
+    from faceanime.jobs.predict import PredictConfig, predict
 
     photo = sfm_dir / "faces" / "s12.jpg"
     out = tmp_path / "o.mp4"

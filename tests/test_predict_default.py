@@ -12,9 +12,9 @@ from helpers import run_cli
 from faceanime.coefficients import Coefficients
 from faceanime.dynamics import Dynamics, VertexSubset, to_features
 from faceanime.fitting import fit_video
-from faceanime.predict import PredictConfig, predict
+from faceanime.jobs.common import OutputConfig
+from faceanime.jobs.predict import PredictConfig, predict
 from faceanime.samples import DEFAULT_DYNAMICS
-from faceanime.tasks import OutputConfig
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from helpers import run_cli
 
 from faceanime import __version__
 from faceanime.io import iter_video_frames, read_image, read_metadata, write_image, write_video
-from faceanime.tasks import provenance, watermark_frame
+from faceanime.jobs.common import provenance, watermark_frame
 
 
 def test_metadata_round_trips_through_mp4_png_and_jpeg(tmp_path):

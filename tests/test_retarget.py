@@ -150,7 +150,7 @@ def test_relative_and_absolute_motion_differ_as_documented(sfm_dir, sfm_model, d
 def test_smoothing_is_a_gaussian_over_time():
     import torch
 
-    from faceanime.retarget import smooth_coefficients
+    from faceanime.jobs.retarget import smooth_coefficients
     from tests.test_animate import _face
 
     base = _face(10, 0.3, 60.0, 3.0)
@@ -174,8 +174,8 @@ def test_smoothing_is_a_gaussian_over_time():
 @pytest.mark.slow
 def test_crop_output_python_api_and_generator_errors(sfm_dir, d3_coefficients, tmp_path,
                                                      capsys):
-    from faceanime.retarget import RetargetConfig, retarget
-    from faceanime.tasks import OutputConfig
+    from faceanime.jobs.common import OutputConfig
+    from faceanime.jobs.retarget import RetargetConfig, retarget
 
     short = tmp_path / "d3_8.npz"
     Coefficients.load(d3_coefficients).frames(slice(0, 8)).save(short)
@@ -274,7 +274,7 @@ def test_memory_is_flat_in_video_length(sfm_dir, tmp_path):
 
 @pytest.mark.slow
 def test_generator_checkpoint_renders_the_job(sfm_dir, d3_coefficients, tmp_path, capsys):
-    """--generator swaps the renderer (faceanime.tasks.make_renderer) and nothing else: an
+    """--generator swaps the renderer (faceanime.jobs.common.make_renderer) and nothing else: an
     (untrained, tiny) PGFG checkpoint writes the same frames count and size as the classic
     render, with other pixels."""
     import torch

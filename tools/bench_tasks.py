@@ -6,7 +6,7 @@ stage alone on the same inputs: decode (the driving video's frames), landmarks (
 decode included; one pass, then in two parts at once), fit (the 3DMM fit of the driver), render
 (the render of every frame; one worker thread, then the default), encode
 (H.264 with the driver's audio). Then it times the whole job as a user runs it
-(``faceanime.retarget.retarget``, streaming, default settings: the driver tracked in two
+(``faceanime.jobs.retarget.retarget``, streaming, default settings: the driver tracked in two
 processes while the photo is prepared, batches rendered on one thread per torch thread while
 the encoder works) and, for comparison, with everything one after the other
 (``track_parts=1``, one render worker).
@@ -65,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     def with_workers(config: OutputConfig, workers: int) -> OutputConfig:
         return replace(config, render=ClassicConfig(workers=workers),
                        warp=WarpConfig(workers=workers))
-    from faceanime.retarget import RetargetConfig, retarget
-    from faceanime.tasks import OutputConfig, load_source, make_renderer
+    from faceanime.jobs.common import OutputConfig, load_source, make_renderer
+    from faceanime.jobs.retarget import RetargetConfig, retarget
 
     torch.set_num_threads(args.threads)
     model = load_model("sfm")

@@ -48,12 +48,12 @@ def main() -> None:
 
     from faceanime.fitting import FitConfig, fit_landmarks
     from faceanime.io.media import iter_video_frames
+    from faceanime.jobs.common import OutputConfig, load_source, make_renderer
     from faceanime.landmarks import TrackerConfig, track_video
     from faceanime.morphable import load_model
     from faceanime.motion import transfer_motion
     from faceanime.reconstruction import face_vertices, project_vertices
     from faceanime.render.warp import WarpConfig
-    from faceanime.tasks import OutputConfig, load_source, make_renderer
 
     model = load_model("sfm")
     tracks: dict[str, object] = {}

@@ -67,8 +67,8 @@ def output_config(name: str):
     """The job settings of a renderer name: ``warp``, ``mask`` or ``warp:field=value,...``."""
     from dataclasses import fields
 
+    from faceanime.jobs.common import OutputConfig
     from faceanime.render.warp import WarpConfig
-    from faceanime.tasks import OutputConfig
 
     kind, _, changes = name.partition(":")
     if not changes:
@@ -104,11 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     from faceanime.coefficients import Coefficients
     from faceanime.fitting import fit_video
     from faceanime.io import iter_video_frames
+    from faceanime.jobs.common import OutputConfig, load_source, make_renderer
     from faceanime.landmarks import TrackerConfig, track_video
     from faceanime.morphable import load_model
     from faceanime.motion import transfer_motion
     from faceanime.render.mouth_interior import TEXTURE_SIZE, InteriorCapture
-    from faceanime.tasks import OutputConfig, load_source, make_renderer
 
     torch.set_num_threads(2)
     model = load_model(DATA / "sfm" / "sfm_shape_3448.bin")

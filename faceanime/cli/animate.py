@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from faceanime.animate import AnimateConfig, animate
+    from faceanime.jobs.animate import AnimateConfig, animate
 
     config = AnimateConfig(placement=args.placement, temperature=args.temperature, fps=args.fps,
                            output=output_config(args), fit=FitConfig(device=args.device),

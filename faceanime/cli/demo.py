@@ -38,9 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from faceanime.retarget import RetargetConfig, retarget
+    from faceanime.jobs.common import OutputConfig, run_many
+    from faceanime.jobs.retarget import RetargetConfig, retarget
     from faceanime.samples import sample_portrait
-    from faceanime.tasks import OutputConfig, run_many
 
     if args.list:
         from faceanime.coefficients import Coefficients

@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from faceanime.predict import PredictConfig, predict
+    from faceanime.jobs.predict import PredictConfig, predict
 
     config = PredictConfig(temperature=args.temperature, observe_frames=args.observe_frames,
                            include_observed=args.include_observed, output=output_config(args),

@@ -76,7 +76,7 @@ def add_job_options(p: argparse.ArgumentParser) -> None:
 
 
 def output_config(args: argparse.Namespace):
-    from faceanime.tasks import OutputConfig
+    from faceanime.jobs.common import OutputConfig
 
     def given(value, default):
         return default if value is None else value
@@ -95,7 +95,7 @@ def output_config(args: argparse.Namespace):
 
 def run_sources(args: argparse.Namespace, job: Callable) -> None:
     """Run ``job(source, output)`` over every ``--source`` (one bad source is skipped)."""
-    from faceanime.tasks import expand_sources, outputs_for, run_many
+    from faceanime.jobs.common import expand_sources, outputs_for, run_many
 
     sources = expand_sources(args.source)
     if len(sources) > 1 and getattr(args, "save_coeffs", None):
@@ -109,7 +109,7 @@ def run_sources(args: argparse.Namespace, job: Callable) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from faceanime.retarget import RetargetConfig
+    from faceanime.jobs.retarget import RetargetConfig
     from faceanime.samples import template_names
 
     p = sub.add_parser(
@@ -175,7 +175,7 @@ def job_face_hint(args: argparse.Namespace, message: str) -> str:
 
 
 def run(args: argparse.Namespace) -> None:
-    from faceanime.retarget import RetargetConfig, retarget
+    from faceanime.jobs.retarget import RetargetConfig, retarget
 
     config = RetargetConfig(
         motion=MotionConfig(mode=args.motion, reference_frame=args.reference_frame,

@@ -3,9 +3,9 @@ face crop and the motion between its sparse priors ``p_s -> p_t`` into the targe
 
 ::
 
-    from faceanime.pgfg import Generator, GeneratorRenderer
+    from faceanime.pgfg import GeneratorRenderer, load_generator
 
-    g = Generator.from_checkpoint("runs/pgfg")            # EMA weights, eval mode
+    g = load_generator("runs/pgfg")            # EMA weights, eval mode
     frames = g.generate(source_crop, p_s, p_t)              # (B, 3, S, S) in [0, 1]
     renderer = GeneratorRenderer(model, photo, photo_coeffs, "runs/pgfg")
     video = renderer.render(target_coeffs)                  # (T, 3, H, W), pasted into the photo
@@ -19,6 +19,7 @@ face crop and the motion between its sparse priors ``p_s -> p_t`` into the targe
 docs/pgfg.md: architecture, losses, training at scale, measured numbers.
 """
 
+from faceanime.pgfg.checkpoint import load_generator
 from faceanime.pgfg.config import (
     DiscriminatorConfig,
     GeneratorConfig,
@@ -38,5 +39,6 @@ __all__ = [
     "GeneratorRenderer",
     "LossConfig",
     "TrainConfig",
+    "load_generator",
     "tiny_configs",
 ]

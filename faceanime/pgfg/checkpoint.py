@@ -122,6 +122,18 @@ def resolve_checkpoint(path: str | os.PathLike) -> tuple[Path, Path]:
     return _resolve(KIND, path)
 
 
+def load_generator(path: str | os.PathLike, device: torch.device | str | None = None,
+                   ema: bool = True) -> Generator:
+    """A trained generator (the EMA weights when the checkpoint has them), in eval mode, from
+    a checkpoint folder, its ``.safetensors`` or its ``.json``.
+
+    Raises:
+        ModelFileError: not a generator checkpoint, damaged, or weights that do not fit the
+            config stored beside them.
+    """
+    return load_checkpoint(path).build_generator(device, ema=ema)
+
+
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Read a checkpoint and check its files belong together.
 

@@ -12,8 +12,6 @@ depend on what else is in the batch, and WGAN-GP forbids batch norm in the criti
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -199,7 +197,8 @@ class Decoder(nn.Module):
 class Generator(nn.Module):
     """PGFG's generator: ``G(I_s, p_s, p_t) = D(enc(I_s), E(p_t) - E(p_s))``.
 
-    Build from a config, or load trained weights with :meth:`from_checkpoint`.
+    Build from a config, or load trained weights with
+    :func:`faceanime.pgfg.checkpoint.load_generator`.
     """
 
     def __init__(self, config: GeneratorConfig | None = None):
@@ -212,19 +211,6 @@ class Generator(nn.Module):
     @property
     def prior_channels(self) -> int:
         return prior_channels(self.config)
-
-    @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, device: torch.device | str | None = None,
-                        ema: bool = True) -> Generator:
-        """A trained generator (the EMA weights when the checkpoint has them), in eval mode.
-
-        Raises:
-            ModelFileError: not a generator checkpoint, damaged, or weights that do not fit the
-                config stored beside them.
-        """
-        from faceanime.pgfg.checkpoint import load_checkpoint
-
-        return load_checkpoint(path).build_generator(device, ema=ema)
 
     def _check(self, source: torch.Tensor, p_s: torch.Tensor, p_t: torch.Tensor) -> None:
         s, c = self.config.size, self.prior_channels

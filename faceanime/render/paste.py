@@ -254,7 +254,7 @@ def match_colors(rendered: torch.Tensor, reference: torch.Tensor, mask: torch.Te
     return _transfer(rendered, reference, mask, mask, mode)
 
 
-def _fill_from_neighbours(image: torch.Tensor, mask: torch.Tensor, filled: torch.Tensor,
+def fill_from_neighbours(image: torch.Tensor, mask: torch.Tensor, filled: torch.Tensor,
                           radius: int) -> torch.Tensor:
     """Give pixels added by closing the mean colour of the covered pixels around them."""
     k = 2 * radius + 1
@@ -299,7 +299,7 @@ def paste_back(rendered: torch.Tensor, mask: torch.Tensor, background: torch.Ten
     background = background.to(rendered.dtype)
     closed = close_holes(mask, close)
     if close:
-        rendered = _fill_from_neighbours(rendered, mask, closed, int(close))
+        rendered = fill_from_neighbours(rendered, mask, closed, int(close))
     if color_match:
         rendered = _transfer(rendered, background, mask, closed, color_mode)
     alpha = feather_mask(closed, feather)

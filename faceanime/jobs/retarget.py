@@ -1,20 +1,18 @@
 """Retargeting: one photo's face makes a driving video's motions.
 
 The job composes the stages: landmarks and fit of the photo and of the driver (or a driving
-coefficient file, a motion template that needs no video), optional temporal smoothing, motion
-transfer (:mod:`faceanime.motion`), rendering (:func:`faceanime.tasks.make_renderer`: the classic
-dense render, or the learned generator) and streaming video output with the driver's audio and
-provenance tags (:mod:`faceanime.tasks`).
+coefficient file, a motion template that needs no video: :func:`~faceanime.jobs.common.prepare`),
+optional temporal smoothing, motion transfer (:mod:`faceanime.motion`), rendering (the warp of
+the photo, the pasted mask or the learned generator) and streaming video output with the
+driver's audio and provenance tags (:mod:`faceanime.jobs.common`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import time
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,29 +21,20 @@ from PIL import Image
 
 from faceanime.coefficients import Coefficients
 from faceanime.errors import InputError
-from faceanime.fitting import FitConfig, fit_video
-from faceanime.io import is_video_path, iter_video_frames, read_video_info
-from faceanime.landmarks import (
-    TrackerConfig,
-    VideoLandmarks,
-    create_detector,
-    track_video,
-)
-from faceanime.morphable import FaceModel, load_model
-from faceanime.motion import MotionConfig, transfer_motion
-from faceanime.parallel import Background
-from faceanime.render.mouth_interior import InteriorCapture
-from faceanime.render.warp import WarpRenderer
-from faceanime.samples import resolve_driving, template_names
-from faceanime.tasks import (
+from faceanime.fitting import FitConfig
+from faceanime.io import is_video_path, iter_video_frames
+from faceanime.jobs.common import (
     OutputConfig,
     TaskResult,
     callable_module,
+    check_driving,
     check_output,
     finish_job,
-    load_source,
-    make_renderer,
+    prepare,
 )
+from faceanime.motion import MotionConfig, transfer_motion
+from faceanime.render.mouth_interior import InteriorCapture
+from faceanime.render.warp import WarpRenderer
 
 RetargetResult = TaskResult
 
@@ -121,38 +110,6 @@ def smooth_coefficients(coeffs: Coefficients, sigma: float) -> Coefficients:
     return replace(smoothed, landmarks=coeffs.landmarks, valid=coeffs.valid, fps=coeffs.fps)
 
 
-def driver_tracker(config: RetargetConfig) -> TrackerConfig:
-    """How a driving video is tracked in a job."""
-    return TrackerConfig(backend=config.backend, face_index=config.face_index,
-                         progress=config.output.progress,
-                         parts=config.track_parts, allow_truncated=config.allow_truncated)
-
-
-def load_driving(driving: str | os.PathLike, model: FaceModel, config: RetargetConfig,
-                 landmarks: VideoLandmarks | None = None) -> tuple[Coefficients, Path | None]:
-    """The driver's coefficients: fitted from a video, or read from a ``faceanime fit`` file.
-    Also returns the file to take audio from (None for a coefficient file).
-
-    A video is tracked unless its ``landmarks`` (:func:`~faceanime.landmarks.track_video` with
-    :func:`driver_tracker`) are already at hand."""
-    path = Path(driving)
-    if path.suffix.lower() == ".npz":
-        coeffs = Coefficients.load(path)
-        if coeffs.model != model.name:
-            raise InputError(f"{path}: fitted with model {coeffs.model!r}, but this run uses "
-                             f"{model.name!r}; pass --model {coeffs.model} or refit the driver")
-        if coeffs.n_frames < 1:
-            raise InputError(f"{path}: the coefficient file holds no frame")
-        return coeffs, None
-    if not is_video_path(path):
-        raise InputError(f"{path}: the driver must be a video (mp4, mov, ...) or a coefficient "
-                         "file (.npz) from 'faceanime fit'")
-    if landmarks is None:
-        read_video_info(path)  # a missing or undecodable video fails here, before any fitting
-    return fit_video(path, model, landmarks, config=config.fit,
-                     tracker=driver_tracker(config)), path
-
-
 def wants_driver_mouth(renderer, config: RetargetConfig) -> bool:
     """Whether the job's renderer draws a captured mouth interior: the warp with its mouth cap
     and ``driver_interior`` on, with the mouth's motion transferred."""
@@ -160,73 +117,6 @@ def wants_driver_mouth(renderer, config: RetargetConfig) -> bool:
     mouth = motion.mouth or (motion.mode if motion.expression else "off")
     return (isinstance(renderer, WarpRenderer) and renderer.cap is not None
             and renderer.config.driver_interior and mouth != "off")
-
-
-def check_driving(driving: str | os.PathLike) -> Path:
-    """Refuse a driver of the wrong kind before the photo is fitted; returns its path (a motion
-    template's name becomes its bundled file, :func:`faceanime.samples.resolve_driving`)."""
-    path = resolve_driving(driving)
-    if path.suffix.lower() != ".npz" and not is_video_path(path):
-        raise InputError(f"{path}: the driver must be a video (mp4, mov, ...), a coefficient "
-                         "file (.npz) from 'faceanime fit', or a motion template "
-                         f"({', '.join(template_names())})")
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    # Reading the header (or the coefficients) is cheap: a broken driver fails in a moment.
-    if path.suffix.lower() == ".npz":
-        Coefficients.load(path)
-    else:
-        read_video_info(path)
-    return path
-
-
-@dataclass
-class Prepared:
-    """A job's inputs, ready to render: see :func:`prepare`."""
-
-    model: FaceModel
-    image: np.ndarray
-    """The photo in the output's framing, ``(H, W, 3)`` uint8."""
-    source: Coefficients
-    """Its fitted coefficients."""
-    renderer: object
-    """From :func:`faceanime.tasks.make_renderer`."""
-    driving: Coefficients | None
-    """The driver's coefficients (None without a driver)."""
-    audio: Path | None
-    """The file to take audio from (the driving video), if any."""
-    notes: list[str] = field(default_factory=list)
-    """For the summary line: how the photo's face was found, when not as usual."""
-
-
-def prepare(source: str | os.PathLike, driving: str | os.PathLike | None,
-            config: RetargetConfig) -> Prepared:
-    """Fit the photo and build its renderer, and fit the driver (a video or a coefficient file;
-    None for none).
-
-    dlib holds the GIL while it tracks, so a driving video is tracked in background processes
-    (:class:`~faceanime.parallel.Background`, in ``config.track_parts`` parts) while this one
-    fits the photo and takes its texture: the same landmarks as tracking first, in less time.
-    Each process loads its own dlib models. Loading them here first, for the tracking to
-    inherit, kept one core idle meanwhile and measured no faster. The photo fails first: a
-    photo without a face stops the tracking.
-    """
-    out_cfg = config.output
-    with contextlib.ExitStack() as stack:
-        tracking = None
-        if driving is not None and is_video_path(driving):
-            tracking = stack.enter_context(Background(track_video, Path(driving),
-                                                      driver_tracker(config)))
-        detector = stack.enter_context(create_detector(config.backend))
-        model = load_model(config.model, device=out_cfg.device or config.fit.device)
-        notes: list[str] = []
-        image, source_coeffs = load_source(source, model, out_cfg, config.fit, config.face_index,
-                                           detector, config.source_landmarks, notes)
-        renderer = make_renderer(model, image, source_coeffs, out_cfg)
-        landmarks = tracking.result() if tracking is not None else None
-    driving_coeffs, audio = (load_driving(driving, model, config, landmarks=landmarks)
-                             if driving is not None else (None, None))
-    return Prepared(model, image, source_coeffs, renderer, driving_coeffs, audio, notes)
 
 
 def retarget(source: str | os.PathLike, driving: str | os.PathLike,
@@ -244,7 +134,7 @@ def retarget(source: str | os.PathLike, driving: str | os.PathLike,
         save_coefficients: also write the rendered coefficients here (``.npz``).
 
     Returns:
-        :class:`~faceanime.tasks.TaskResult`.
+        :class:`~faceanime.jobs.common.TaskResult`.
     """
     config = config or RetargetConfig()
     started = time.perf_counter()

@@ -3,7 +3,7 @@
 The job composes the stages: fit both photos, make the path from A's coefficients to B's (the
 learned target-driven 3DDP roll-out, :func:`faceanime.dynamics.animate`, with a dynamics
 checkpoint; without one the non-learned :func:`interpolate_coefficients`), render A's face along
-it (:func:`faceanime.tasks.make_renderer`) and stream the frames out.
+it (:func:`faceanime.jobs.common.make_renderer`) and stream the frames out.
 
 The non-learned path: the rotation follows the geodesic (slerp) from A's to B's, and expression,
 jaw, translation and log-scale move linearly, all timed by the smoothstep ease ``3s² - 2s³`` so
@@ -25,9 +25,7 @@ from faceanime.errors import InputError
 from faceanime.fitting import FitConfig, fit_image
 from faceanime.geometry.rotation import so3_exp, so3_log
 from faceanime.io import read_image
-from faceanime.landmarks import create_detector
-from faceanime.morphable import load_model
-from faceanime.tasks import (
+from faceanime.jobs.common import (
     OutputConfig,
     TaskResult,
     callable_module,
@@ -37,6 +35,8 @@ from faceanime.tasks import (
     load_source,
     make_renderer,
 )
+from faceanime.landmarks import create_detector
+from faceanime.morphable import load_model
 
 
 @dataclass

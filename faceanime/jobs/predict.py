@@ -4,7 +4,7 @@ The job composes the stages: fit the photo (and, with ``observe``, a video or co
 whose motion is transferred onto the photo, relative to its first frame, as observed history),
 roll the learned 3DDP dynamics forward from it (:func:`faceanime.dynamics.predict`, seeded: another
 seed, another plausible future), render the photo's face along the prediction
-(:func:`faceanime.tasks.make_renderer`) and stream the frames out.
+(:func:`faceanime.jobs.common.make_renderer`) and stream the frames out.
 """
 
 from __future__ import annotations
@@ -15,16 +15,18 @@ from dataclasses import dataclass, field
 
 from faceanime.errors import InputError
 from faceanime.fitting import FitConfig
-from faceanime.motion import transfer_motion
-from faceanime.samples import DEFAULT_DYNAMICS
-from faceanime.tasks import (
+from faceanime.jobs.common import (
     OutputConfig,
     TaskResult,
     callable_module,
+    check_driving,
     check_frames,
     check_output,
     finish_job,
+    prepare,
 )
+from faceanime.motion import transfer_motion
+from faceanime.samples import DEFAULT_DYNAMICS
 
 
 @dataclass
@@ -50,6 +52,10 @@ class PredictConfig:
     source_landmarks: str | os.PathLike | None = None
     """The photo's 68 landmarks (an iBUG ``.pts`` or a ``faceanime landmarks`` ``.npz``)
     instead of detecting them."""
+    track_parts: int = 2
+    """Track an observed video in up to this many parts at once, one process each."""
+    allow_truncated: bool = False
+    """Use an observed video that ends before its header says, with a warning."""
 
 
 def predict(source: str | os.PathLike, output: str | os.PathLike | None = None, *,
@@ -72,12 +78,11 @@ def predict(source: str | os.PathLike, output: str | os.PathLike | None = None, 
         save_coefficients: also write the rendered coefficients (``.npz``).
 
     Returns:
-        :class:`~faceanime.tasks.TaskResult` at the history's frame rate (a photo's: the
+        :class:`~faceanime.jobs.common.TaskResult` at the history's frame rate (a photo's: the
         training videos').
     """
     from faceanime.dynamics import Dynamics
     from faceanime.dynamics import predict as roll_out
-    from faceanime.retarget import RetargetConfig, check_driving, prepare
 
     config = config or PredictConfig()
     started = time.perf_counter()
@@ -94,9 +99,7 @@ def predict(source: str | os.PathLike, output: str | os.PathLike | None = None, 
     if config.temperature < 0:
         raise InputError(f"temperature must be >= 0, got {config.temperature}")
     # The observed video (if any) is tracked in the background while the photo is fitted.
-    prepared = prepare(source, observe, RetargetConfig(
-        fit=config.fit, model=config.model, face_index=config.face_index, output=out_cfg,
-        backend=config.backend, source_landmarks=config.source_landmarks))
+    prepared = prepare(source, observe, config)
     start, renderer = prepared.source, prepared.renderer
     history = start if observe is None else transfer_motion(start, prepared.driving)
     path = roll_out(history, frames, seed, checkpoint=dyn, observe=config.observe_frames,

@@ -1,6 +1,7 @@
-"""What the three jobs (:mod:`~faceanime.retarget`, :mod:`~faceanime.predict`,
-:mod:`~faceanime.animate`) share: output checks, the source photo in the output's framing, the
-renderer choice, streaming output with provenance, and runs over many sources.
+"""What the jobs (:mod:`~faceanime.jobs.retarget`, :mod:`~faceanime.jobs.predict`,
+:mod:`~faceanime.jobs.animate`) share: output checks, the photo and the driver fitted
+(:func:`prepare`), the source photo in the output's framing, the renderer choice, streaming
+output with provenance, and runs over many sources.
 
 Every generated file says it was synthesised: an mp4 carries ``comment`` and ``description``
 metadata tags, a PNG ``tEXt`` chunks and a JPEG a comment, all naming faceanime, its version,
@@ -10,13 +11,15 @@ mark in a corner (:func:`watermark_frame`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
 import types
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -27,22 +30,33 @@ from tqdm import tqdm
 from faceanime import __version__
 from faceanime.coefficients import Coefficients
 from faceanime.errors import BackendUnavailableError, FaceAnimeError, InputError
-from faceanime.fitting import FitConfig, fit_image, read_landmarks_file
+from faceanime.fitting import FitConfig, fit_image, fit_video, read_landmarks_file
 from faceanime.geometry.rotation import so3_exp
 from faceanime.io import (
     IMAGE_EXTENSIONS,
     file_digest,
     image_size,
+    is_video_path,
     read_image,
+    read_video_info,
     write_image,
     write_video,
 )
-from faceanime.landmarks import LandmarkDetector, create_detector, detect_landmarks
-from faceanime.morphable import FaceModel
+from faceanime.landmarks import (
+    LandmarkDetector,
+    TrackerConfig,
+    VideoLandmarks,
+    create_detector,
+    detect_landmarks,
+    track_video,
+)
+from faceanime.morphable import FaceModel, load_model
+from faceanime.parallel import Background
 from faceanime.render.classic import ClassicConfig, ClassicRenderer
 from faceanime.render.frames import image_tensor
 from faceanime.render.paste import crop_affine, warp_to_crop
 from faceanime.render.warp import WarpConfig, WarpRenderer
+from faceanime.samples import resolve_driving, template_names
 
 VIDEO_OUTPUTS = (".mp4",)
 WATERMARK_TEXT = "faceanime: synthetic"
@@ -466,9 +480,9 @@ def check_frames(frames: int) -> int:
 def callable_module(name: str, function: Callable) -> None:
     """Make the module ``name`` callable as ``function``.
 
-    ``faceanime.retarget`` is both a module and the job's function: whichever Python finds
-    (``import faceanime.retarget`` binds the module to the package's attribute), the call
-    ``faceanime.retarget(...)`` runs the job."""
+    ``faceanime.retarget`` (the package's lazy attribute for :mod:`faceanime.jobs.retarget`)
+    is both the job's module and its function: ``faceanime.retarget(...)`` runs the job and
+    ``faceanime.retarget.RetargetConfig`` is its config."""
     module = sys.modules[name]
 
     class JobModule(types.ModuleType):
@@ -476,3 +490,121 @@ def callable_module(name: str, function: Callable) -> None:
             return function(*args, **kwargs)
 
     module.__class__ = JobModule
+
+
+# --- the inputs of a job: the photo and the driver, fitted --------------------------------------
+
+
+class JobInputs(Protocol):
+    """What :func:`prepare` reads from a job's config (``RetargetConfig``, ``PredictConfig``,
+    ``SwapConfig``, ...)."""
+
+    output: OutputConfig
+    fit: FitConfig
+    model: str
+    face_index: int
+    backend: str
+    source_landmarks: str | os.PathLike | None
+    track_parts: int
+    allow_truncated: bool
+
+
+def driver_tracker(config: JobInputs) -> TrackerConfig:
+    """How a driving video is tracked in a job."""
+    return TrackerConfig(backend=config.backend, face_index=config.face_index,
+                         progress=config.output.progress,
+                         parts=config.track_parts, allow_truncated=config.allow_truncated)
+
+
+def load_driving(driving: str | os.PathLike, model: FaceModel, config: JobInputs,
+                 landmarks: VideoLandmarks | None = None) -> tuple[Coefficients, Path | None]:
+    """The driver's coefficients: fitted from a video, or read from a ``faceanime fit`` file.
+    Also returns the file to take audio from (None for a coefficient file).
+
+    A video is tracked unless its ``landmarks`` (:func:`~faceanime.landmarks.track_video` with
+    :func:`driver_tracker`) are already at hand."""
+    path = Path(driving)
+    if path.suffix.lower() == ".npz":
+        coeffs = Coefficients.load(path)
+        if coeffs.model != model.name:
+            raise InputError(f"{path}: fitted with model {coeffs.model!r}, but this run uses "
+                             f"{model.name!r}; pass --model {coeffs.model} or refit the driver")
+        if coeffs.n_frames < 1:
+            raise InputError(f"{path}: the coefficient file holds no frame")
+        return coeffs, None
+    if not is_video_path(path):
+        raise InputError(f"{path}: the driver must be a video (mp4, mov, ...) or a coefficient "
+                         "file (.npz) from 'faceanime fit'")
+    if landmarks is None:
+        read_video_info(path)  # a missing or undecodable video fails here, before any fitting
+    return fit_video(path, model, landmarks, config=config.fit,
+                     tracker=driver_tracker(config)), path
+
+
+def check_driving(driving: str | os.PathLike) -> Path:
+    """Refuse a driver of the wrong kind before the photo is fitted; returns its path (a motion
+    template's name becomes its bundled file, :func:`faceanime.samples.resolve_driving`)."""
+    path = resolve_driving(driving)
+    if path.suffix.lower() != ".npz" and not is_video_path(path):
+        raise InputError(f"{path}: the driver must be a video (mp4, mov, ...), a coefficient "
+                         "file (.npz) from 'faceanime fit', or a motion template "
+                         f"({', '.join(template_names())})")
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    # Reading the header (or the coefficients) is cheap: a broken driver fails in a moment.
+    if path.suffix.lower() == ".npz":
+        Coefficients.load(path)
+    else:
+        read_video_info(path)
+    return path
+
+
+@dataclass
+class Prepared:
+    """A job's inputs, ready to render: see :func:`prepare`."""
+
+    model: FaceModel
+    image: np.ndarray
+    """The photo in the output's framing, ``(H, W, 3)`` uint8."""
+    source: Coefficients
+    """Its fitted coefficients."""
+    renderer: object
+    """From :func:`faceanime.jobs.common.make_renderer`."""
+    driving: Coefficients | None
+    """The driver's coefficients (None without a driver)."""
+    audio: Path | None
+    """The file to take audio from (the driving video), if any."""
+    notes: list[str] = field(default_factory=list)
+    """For the summary line: how the photo's face was found, when not as usual."""
+
+
+def prepare(source: str | os.PathLike, driving: str | os.PathLike | None,
+            config: JobInputs) -> Prepared:
+    """Fit the photo and build its renderer, and fit the driver (a video or a coefficient file;
+    None for none).
+
+    dlib holds the GIL while it tracks, so a driving video is tracked in background processes
+    (:class:`~faceanime.parallel.Background`, in ``config.track_parts`` parts) while this one
+    fits the photo and takes its texture: the same landmarks as tracking first, in less time.
+    Each process loads its own dlib models. Loading them here first, for the tracking to
+    inherit, kept one core idle meanwhile and measured no faster. The photo fails first: a
+    photo without a face stops the tracking.
+    """
+    out_cfg = config.output
+    with contextlib.ExitStack() as stack:
+        tracking = None
+        if driving is not None and is_video_path(driving):
+            tracking = stack.enter_context(Background(track_video, Path(driving),
+                                                      driver_tracker(config)))
+        detector = stack.enter_context(create_detector(config.backend))
+        model = load_model(config.model, device=out_cfg.device or config.fit.device)
+        notes: list[str] = []
+        image, source_coeffs = load_source(source, model, out_cfg, config.fit, config.face_index,
+                                           detector, config.source_landmarks, notes)
+        renderer = make_renderer(model, image, source_coeffs, out_cfg)
+        landmarks = tracking.result() if tracking is not None else None
+    driving_coeffs, audio = (load_driving(driving, model, config, landmarks=landmarks)
+                             if driving is not None else (None, None))
+    return Prepared(model, image, source_coeffs, renderer, driving_coeffs, audio, notes)
+
+
