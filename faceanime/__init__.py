@@ -15,7 +15,7 @@ renderers): ``faceanime.retarget(photo, driving, "out.mp4")``, ``faceanime.predi
 
 __version__ = "0.1.0"
 
-_JOBS = ("retarget", "predict", "animate")
+_JOBS = ("retarget", "predict", "animate", "swap")
 
 
 def __getattr__(name: str):

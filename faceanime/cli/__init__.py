@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         predict,
         prepare,
         retarget,
+        swap,
         train,
     )
 
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     retarget.register(sub)
     predict.register(sub)
     animate.register(sub)
+    swap.register(sub)
     train.register(sub)
     dynamics.register(sub)
     evaluate.register(sub)

@@ -568,8 +568,8 @@ class Prepared:
     """The photo in the output's framing, ``(H, W, 3)`` uint8."""
     source: Coefficients
     """Its fitted coefficients."""
-    renderer: object
-    """From :func:`faceanime.jobs.common.make_renderer`."""
+    renderer: object | None
+    """From :func:`make_renderer` (None when not asked for)."""
     driving: Coefficients | None
     """The driver's coefficients (None without a driver)."""
     audio: Path | None
@@ -579,9 +579,9 @@ class Prepared:
 
 
 def prepare(source: str | os.PathLike, driving: str | os.PathLike | None,
-            config: JobInputs) -> Prepared:
-    """Fit the photo and build its renderer, and fit the driver (a video or a coefficient file;
-    None for none).
+            config: JobInputs, renderer: bool = True) -> Prepared:
+    """Fit the photo and build its renderer (``renderer=False``: none, ``Prepared.renderer`` is
+    None), and fit the driver (a video or a coefficient file; None for none).
 
     dlib holds the GIL while it tracks, so a driving video is tracked in background processes
     (:class:`~faceanime.parallel.Background`, in ``config.track_parts`` parts) while this one
@@ -601,10 +601,10 @@ def prepare(source: str | os.PathLike, driving: str | os.PathLike | None,
         notes: list[str] = []
         image, source_coeffs = load_source(source, model, out_cfg, config.fit, config.face_index,
                                            detector, config.source_landmarks, notes)
-        renderer = make_renderer(model, image, source_coeffs, out_cfg)
+        built = make_renderer(model, image, source_coeffs, out_cfg) if renderer else None
         landmarks = tracking.result() if tracking is not None else None
     driving_coeffs, audio = (load_driving(driving, model, config, landmarks=landmarks)
                              if driving is not None else (None, None))
-    return Prepared(model, image, source_coeffs, renderer, driving_coeffs, audio, notes)
+    return Prepared(model, image, source_coeffs, built, driving_coeffs, audio, notes)
 
 

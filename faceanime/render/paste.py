@@ -207,7 +207,8 @@ def _masked_mean_std(x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tenso
 
 
 def _transfer(rendered: torch.Tensor, reference: torch.Tensor, stats_mask: torch.Tensor,
-              apply_mask: torch.Tensor, mode: str) -> torch.Tensor:
+              apply_mask: torch.Tensor, mode: str, max_gain: float | None = None
+              ) -> torch.Tensor:
     if mode not in COLOR_MODES:
         raise InputError(f"unknown colour-matching mode {mode!r}; choose one of "
                          f"{', '.join(COLOR_MODES)}")
@@ -221,6 +222,8 @@ def _transfer(rendered: torch.Tensor, reference: torch.Tensor, stats_mask: torch
     ref_mean, ref_std, _ = _masked_mean_std(ref, weight)
     # A flat channel (std ~ 0) keeps its spread rather than being blown up by a huge gain.
     gain = torch.where(src_std > 1e-6, ref_std / src_std.clamp_min(1e-6), torch.ones_like(src_std))
+    if max_gain is not None:
+        gain = gain.clamp(1 / max_gain, max_gain)
     matched = from_space((src - src_mean) * gain + ref_mean).clamp(0.0, 1.0)
     # An empty mask (no face in that frame) has no statistics: leave that image alone.
     change = (apply_mask > 0) & (total > 0)
@@ -228,7 +231,7 @@ def _transfer(rendered: torch.Tensor, reference: torch.Tensor, stats_mask: torch
 
 
 def match_colors(rendered: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor,
-                 mode: str = "mean_std") -> torch.Tensor:
+                 mode: str = "mean_std", max_gain: float | None = None) -> torch.Tensor:
     """Colour transfer: give the render, inside the mask, the reference's colour statistics there.
 
     Each channel is shifted and scaled so its mask-weighted mean and standard deviation equal the
@@ -241,6 +244,9 @@ def match_colors(rendered: torch.Tensor, reference: torch.Tensor, mask: torch.Te
         reference: ``(B, 3, H, W)`` in ``[0, 1]``, e.g. the frame the render is pasted into.
         mask: ``(B, 1, H, W)`` weights of the pixels whose statistics count.
         mode: one of ``"mean_std"``, ``"rgb_mean_std"``, ``"none"``.
+        max_gain: the most a channel's spread is scaled up or down (None: as far as the
+            statistics say; a grey photo matched to a colourful frame would have its grain
+            blown up into coloured noise).
 
     Returns:
         ``(B, 3, H, W)`` in ``[0, 1]``; equal to ``rendered`` where ``mask`` is 0, and for a batch
@@ -251,7 +257,7 @@ def match_colors(rendered: torch.Tensor, reference: torch.Tensor, mask: torch.Te
     _check_image("mask", mask, 1)
     _check_same("reference", reference, "rendered", rendered)
     _check_same("mask", mask, "rendered", rendered)
-    return _transfer(rendered, reference, mask, mask, mode)
+    return _transfer(rendered, reference, mask, mask, mode, max_gain)
 
 
 def fill_from_neighbours(image: torch.Tensor, mask: torch.Tensor, filled: torch.Tensor,

@@ -43,6 +43,9 @@ class TextureConfig:
     min_facing: float = 0.2
     """Sample only surface facing the camera at least this much (cosine of the viewing angle):
     grazing surface is smeared in the photo and its mirror side gives a better colour."""
+    mirror_match: bool = True
+    """Shift the mirrored colours by the smoothed difference between the two halves where
+    both are seen, so a hidden side filled from the other meets it without a seam."""
     depth_tolerance: float = 0.01
     """Depth-test margin, as a fraction of the face's depth range in the source view."""
     backend: str = "torch"
@@ -150,6 +153,28 @@ def _facing(screen: torch.Tensor, triangles: torch.Tensor) -> torch.Tensor:
     return n[..., 2] / n.norm(dim=-1).clamp_min(1e-12)
 
 
+def _mirror_correction(colour: torch.Tensor, mirror: torch.Tensor, both: torch.Tensor,
+                       layout: Fragments, size: int, cell: int = 16) -> torch.Tensor:
+    """``(B, P, 3)`` what to add to the mirrored colours so the two halves of the face meet
+    without a step: the photo lights its two sides differently, and a hidden cheek filled from
+    the lit one showed a seam down the nose. The difference own minus mirrored, known where a
+    texel and its mirror point are both seen, smoothed over ``cell``-texel cells and filled
+    everywhere (:func:`push_pull`)."""
+    b = colour.shape[0]
+    face = layout.face_index[0].reshape(-1)
+    texel = (face >= 0).nonzero()[:, 0]
+    weight = both.to(colour.dtype)                                          # (B, P)
+    diff = torch.zeros(b, 3, size * size, dtype=colour.dtype, device=colour.device)
+    known = torch.zeros(b, 1, size * size, dtype=colour.dtype, device=colour.device)
+    diff[:, :, texel] = ((colour - mirror) * weight[..., None]).transpose(1, 2)
+    known[:, :, texel] = weight[:, None]
+    num = F.avg_pool2d(diff.view(b, 3, size, size), cell, ceil_mode=True)
+    den = F.avg_pool2d(known.view(b, 1, size, size), cell, ceil_mode=True)
+    coarse = push_pull(num / den.clamp_min(1e-9), (den > 1e-3).to(num.dtype))
+    field = F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
+    return field.view(b, 3, -1)[:, :, texel].transpose(1, 2)
+
+
 def extract_texture(image: torch.Tensor, screen: torch.Tensor, triangles: torch.Tensor,
                     texcoords: torch.Tensor, symmetry: torch.Tensor | None = None,
                     config: TextureConfig | None = None) -> Texture:
@@ -195,6 +220,9 @@ def extract_texture(image: torch.Tensor, screen: torch.Tensor, triangles: torch.
         # Mirroring reverses a triangle's winding: its facing is the negated one.
         mirror_colour, mirror_ok = colour_of(symmetry.to(device)[triangles], -1.0)
         use = ~ok & mirror_ok
+        if config.mirror_match and bool(use.any()):
+            mirror_colour = mirror_colour + _mirror_correction(
+                colour, mirror_colour, ok & mirror_ok, layout, s)
         colour = torch.where(use[..., None], mirror_colour, colour)
         origin = torch.where(use, torch.full_like(origin, 0.5), origin)
     texel = (face >= 0).nonzero()[:, 0]

@@ -1,0 +1,90 @@
+"""``faceanime swap``: a photo's face on a target video's performance, occlusions kept."""
+
+from __future__ import annotations
+
+import argparse
+
+from faceanime.cli.retarget import job_face_hint, run_sources
+from faceanime.devices import DEVICE_HELP, device_arg
+from faceanime.fitting import FitConfig
+from faceanime.landmarks import BACKENDS
+from faceanime.render.swap import SwapRenderConfig
+
+_SWAP = SwapRenderConfig()
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "swap", help="put a photo's face on every frame of a target video",
+        description="Fit the photo and the target video, render the photo's face (its 3D shape "
+                    "and texture) at every target frame's expression, eyelids, jaw and pose, "
+                    "match its colours to the frame and blend it in; where something covers "
+                    "the target's face (hair, a hand, glasses), the target's pixels stay. "
+                    "Writes an H.264 mp4 at the target's size and frame rate with its audio, "
+                    "tagged as synthesised by faceanime (docs/swap.md).")
+    p.add_argument("--source", required=True, nargs="+", metavar="PHOTO",
+                   help="the photo whose face is used; several photos or a folder of photos "
+                        "give one output each (-o is then a folder)")
+    p.add_argument("--target", required=True, metavar="VIDEO",
+                   help="the video whose performance, lighting and background are kept")
+    p.add_argument("-o", "--output", required=True,
+                   help="video to write (.mp4), or an existing folder (one <photo>.mp4 per "
+                        "source)")
+    p.add_argument("--feather", type=float, default=_SWAP.feather,
+                   help="pixels inside the face outline over which the face blends in "
+                        "(default: %(default)s)")
+    p.add_argument("--colour", choices=["mean_std", "rgb_mean_std", "none"],
+                   default=_SWAP.colour,
+                   help="colour matching to each frame (default: %(default)s, in L*a*b*)")
+    p.add_argument("--occlusion", action=argparse.BooleanOptionalAction,
+                   default=_SWAP.occlusion,
+                   help="keep the target's pixels where something covers its face "
+                        "(default: on)")
+    p.add_argument("--fringe", action=argparse.BooleanOptionalAction, default=_SWAP.fringe,
+                   help="leave out hair covering the photo's forehead and brows (default: on)")
+    p.add_argument("--keep-mouth", action=argparse.BooleanOptionalAction,
+                   default=_SWAP.keep_mouth,
+                   help="keep the target's own teeth and tongue (default: on)")
+    p.add_argument("--batch-size", type=int, default=_SWAP.batch_size,
+                   help="frames swapped at once (default: %(default)s)")
+    p.add_argument("--watermark", action="store_true",
+                   help="draw a visible 'faceanime: synthetic' mark on every frame")
+    p.add_argument("--audio", action=argparse.BooleanOptionalAction, default=True,
+                   help="keep the target's audio (default: on)")
+    p.add_argument("--model", default="sfm", help="morphable model (default: %(default)s)")
+    p.add_argument("--face-index", type=int, default=0,
+                   help="which face when there are several, by size (default: 0 = largest)")
+    p.add_argument("--backend", choices=list(BACKENDS), default="dlib",
+                   help="landmark backend for the photos and the video (default: %(default)s)")
+    p.add_argument("--source-landmarks", metavar="FILE", default=None,
+                   help="the photo's 68 landmarks instead of detecting them: an iBUG .pts, or "
+                        "a .npz from 'faceanime landmarks' (one source only)")
+    p.add_argument("--track-parts", type=int, default=2, metavar="N",
+                   help="track the target in up to N parts at once (default: %(default)s)")
+    p.add_argument("--allow-truncated", action="store_true",
+                   help="use a target video that ends before its header says, with a warning")
+    p.add_argument("--save-coeffs", help="also write the swapped coefficients (.npz; one "
+                                         "source only)")
+    p.add_argument("--device", type=device_arg, default=None,
+                   help=f"where the work runs: {DEVICE_HELP} (default: cpu)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars and no summary line (errors are still printed)")
+    p.set_defaults(func=run, face_hint=job_face_hint)
+
+
+def run(args: argparse.Namespace) -> None:
+    from faceanime.jobs.common import OutputConfig
+    from faceanime.jobs.swap import SwapConfig, swap
+
+    config = SwapConfig(
+        swap=SwapRenderConfig(feather=args.feather, colour=args.colour,
+                              occlusion=args.occlusion, fringe=args.fringe,
+                              keep_mouth=args.keep_mouth, batch_size=args.batch_size),
+        output=OutputConfig(watermark=args.watermark, device=args.device,
+                            progress=not (args.no_progress or args.quiet)),
+        fit=FitConfig(device=args.device), model=args.model, face_index=args.face_index,
+        backend=args.backend, source_landmarks=args.source_landmarks,
+        track_parts=args.track_parts, allow_truncated=args.allow_truncated, audio=args.audio)
+    run_sources(args, lambda source, output: swap(source, args.target, output, config,
+                                                  args.save_coeffs))

@@ -1,0 +1,440 @@
+"""Face swap with 3D priors: a photo's face on a target video's performance, occlusions kept.
+
+FaceShifter (Li et al., 2019/2020) puts a source identity on every target frame with a learned
+generator and restores what covers the target face with a second network (HEAR-Net), trained
+on the difference between a target frame and the model's reconstruction of it from itself. The
+3D fit gives the same two things without weights:
+
+1. **The swapped face.** The target frame's fit with the source's identity: the source's shape
+   coefficients at the target's expression, jaw, eyelids and pose
+   (:func:`swap_coefficients`), from the brows down (:func:`inner_face_weights`: the hair
+   line and a fringe stay the target's), textured with the photo's own face
+   (:func:`~faceanime.render.texture.extract_texture`: seen texels from the photo, hidden ones
+   from the mirror side) and rendered in the target frame. Its colours are matched to the
+   target's face region frame by frame (mean and spread in CIE L*a*b*: the target's lighting
+   and white balance), and it is blended in with a feather inside the face outline. The mouth
+   interior (the cap closing the model's mouth) stays the target's: its teeth and tongue move
+   with its speech.
+2. **What covers the face.** The target's own face is rendered the same way from its own
+   texture (taken from a few of its frames) at its own fit: its self-reconstruction. Where the
+   self-reconstruction and the frame disagree strongly (colour distance in L*a*b*, after
+   matching the two's colours) — hair across the face, a hand, glasses frames, a microphone —
+   the target's pixels are kept. The eyes and the mouth change their look with every blink and
+   word, so there the distance must be larger to count. The mask is opened (specks dropped),
+   grown a little, softened, and carried over time (each frame's mask is at least a share of
+   the last one's), so an occluder does not flicker.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import torch
+import torch.nn.functional as F
+
+from faceanime.coefficients import Coefficients
+from faceanime.errors import InputError
+from faceanime.morphable.model import FaceModel
+from faceanime.render.frames import BoxRenderer, clip_box, image_tensor
+from faceanime.render.paste import (
+    close_holes,
+    feather_mask,
+    fill_from_neighbours,
+    match_colors,
+    rgb_to_lab,
+)
+from faceanime.render.texture import TextureConfig, extract_texture, render_texture
+
+# 0-based iBUG points around the parts whose look changes with motion: eyes, inner mouth.
+_FEATURES = (tuple(range(36, 42)), tuple(range(42, 48)), tuple(range(60, 68)))
+
+
+@dataclass
+class SwapRenderConfig:
+    """How the swapped face is made and blended."""
+
+    texture: TextureConfig = field(default_factory=lambda: TextureConfig(size=512))
+    """How the source's and the target's face textures are taken (512² texels: a face in a
+    512² frame covers fewer pixels than that)."""
+    feather: float = 8.0
+    """Pixels inside the face outline over which the swapped face fades into the frame."""
+    colour: str = "mean_std"
+    """Colour matching of the swapped face to each target frame: ``mean_std`` (L*a*b*),
+    ``rgb_mean_std`` or ``none`` (see :func:`~faceanime.render.paste.match_colors`)."""
+    fringe: bool = True
+    """Leave out hair that covers the photo's forehead and brows (:func:`fringe_mask`)."""
+    max_colour_gain: float = 1.5
+    """The most colour matching scales a channel's spread by (a grey or grainy photo's noise
+    is not blown up into colour)."""
+    keep_mouth: bool = True
+    """Keep the target's own mouth interior (teeth, tongue) where the swapped face opens."""
+    min_facing: float = 0.08
+    """The swapped face fades out where its surface turns from the camera: fully there down
+    to twice this cosine of the viewing angle, gone at it (0: never fades)."""
+    occlusion: bool = True
+    """Keep the target's pixels where its self-reconstruction disagrees with the frame."""
+    occlusion_low: float = 14.0
+    """Colour distance (ΔE, L*a*b*) below which the frame and its self-reconstruction agree."""
+    occlusion_high: float = 26.0
+    """Colour distance from which a pixel is fully the target's (smooth between)."""
+    feature_tolerance: float = 2.5
+    """How many times larger the distance must be over the eyes and the inner mouth, whose
+    look changes with every blink and word."""
+    occlusion_grow: int = 4
+    """Pixels the occlusion mask grows by after its specks are dropped (its edges stay the
+    target's)."""
+    occlusion_scale: float = 0.5
+    """The resolution the occlusion mask is found at, relative to the frame's."""
+    occlusion_memory: float = 0.6
+    """Each frame's occlusion mask is at least this share of the previous frame's (0: none)."""
+    reference_frames: int = 8
+    """Target frames (spread over the video) its own texture is taken from."""
+    batch_size: int = 8
+    """Frames rendered at once."""
+    backend: str = "torch"
+    """Rasterizer backend (``torch`` or ``pytorch3d``)."""
+
+    def __post_init__(self) -> None:
+        for name in ("feather", "occlusion_low", "feature_tolerance", "min_facing"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise InputError(f"swap setting {name} must be a number ≥ 0, got {value!r}")
+        if not self.occlusion_high > self.occlusion_low:
+            raise InputError(f"swap setting occlusion_high ({self.occlusion_high}) must exceed "
+                             f"occlusion_low ({self.occlusion_low})")
+        if not 0 < self.occlusion_scale <= 1:
+            raise InputError(f"swap setting occlusion_scale must be in (0, 1], got "
+                             f"{self.occlusion_scale!r}")
+        if not 0 <= self.occlusion_memory < 1:
+            raise InputError(f"swap setting occlusion_memory must be from 0 to below 1, got "
+                             f"{self.occlusion_memory!r}")
+        for name in ("reference_frames", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise InputError(f"swap setting {name} must be ≥ 1")
+
+
+def swap_coefficients(source: Coefficients, target: Coefficients) -> Coefficients:
+    """The target's frames with the source's identity: ``T`` frames of ``target`` whose shape
+    coefficients are ``source``'s (its first frame's); expression, jaw, eyelids, pose, camera
+    and image size stay the target's.
+
+    Raises:
+        InputError: the two were fitted with different models or cameras.
+    """
+    if source.model != target.model:
+        raise InputError(f"the source was fitted with model {source.model!r} and the target with "
+                         f"{target.model!r}: fit both with the same model")
+    if source.camera != target.camera:
+        raise InputError(f"the source uses the {source.camera} camera and the target the "
+                         f"{target.camera} one: fit both with the same camera")
+    shape = source.shape.to(target.shape.device, target.shape.dtype)
+    return replace(target, shape=shape.clone(), landmarks=None, fitted_landmarks=None)
+
+
+def colour_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``(B, 1, H, W)`` CIE76 ΔE between two ``(B, 3, H, W)`` RGB images in [0, 1]."""
+    return ((rgb_to_lab(a) - rgb_to_lab(b)) ** 2).sum(1, keepdim=True).sqrt()
+
+
+def open_mask(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """Morphological opening of ``(B, 1, H, W)`` soft masks (erode then dilate, square
+    ``2r + 1`` window): drops specks narrower than the window."""
+    if radius <= 0:
+        return mask
+    k = 2 * radius + 1
+    eroded = -F.max_pool2d(-mask, k, stride=1, padding=radius)
+    return F.max_pool2d(eroded, k, stride=1, padding=radius)
+
+
+def grow_mask(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """Dilate ``(B, 1, H, W)`` soft masks by ``radius`` pixels (square window)."""
+    if radius <= 0:
+        return mask
+    return F.max_pool2d(mask, 2 * radius + 1, stride=1, padding=radius)
+
+
+def inner_face_weights(model: FaceModel, above_brows: float = 0.3, fade: float = 0.6
+                       ) -> torch.Tensor:
+    """``(N,)`` per vertex, how much it belongs to the swapped region: 1 up to
+    ``above_brows`` brow-to-eye distances above the brows (the mean face's iBUG 20 and 25),
+    fading to 0 over ``fade`` more. The forehead above belongs to the hair line, which differs
+    between people and is often covered by a fringe: it stays the target's."""
+    ids = model.landmark_indices
+    brows, eyes = ids[torch.tensor([19, 24])], ids[torch.tensor([37, 44])]
+    if bool((brows < 0).any() or (eyes < 0).any()):
+        return torch.ones(model.mean.shape[0], dtype=model.mean.dtype)
+    up = model.mean[:, 1]  # the model's y points up (brows above eyes above chin)
+    brow, eye = up[brows].mean(), up[eyes].mean()
+    span = (brow - eye).abs()
+    top = brow + above_brows * span
+    return ((top + fade * span - up) / (fade * span)).clamp(0, 1)
+
+
+def _mask_texture(model: FaceModel, mesh_triangles: torch.Tensor, texcoords: torch.Tensor,
+                  size: int, tolerance: float, backend: str) -> torch.Tensor:
+    """``(1, 3, S, S)`` per texel: the occlusion tolerance (``tolerance`` over the eyes and
+    the inner mouth — their landmarks' polygons in UV, grown by a half — and 1 elsewhere) and
+    the inner-face weight (:func:`inner_face_weights`); the third channel is 1."""
+    from faceanime.render.rasterize import interpolate
+    from faceanime.render.texture import uv_fragments
+    from faceanime.render.warp import convex_depth
+
+    texel = torch.arange(size, dtype=texcoords.dtype) / (size - 1)  # as texel_positions
+    grid = torch.stack(torch.meshgrid(texel, texel, indexing="xy"), -1).reshape(-1, 2)
+    scale = torch.ones(size * size, dtype=texcoords.dtype)
+    ids = model.landmark_indices
+    for points in _FEATURES:
+        index = ids[list(points)]
+        if bool((index < 0).any()):
+            continue
+        polygon = texcoords[index]
+        centre = polygon.mean(0)
+        inside = convex_depth(grid, centre + 1.5 * (polygon - centre)) >= 0
+        scale[inside] = tolerance
+    weights = inner_face_weights(model).to(texcoords.dtype)
+    n = texcoords.shape[0]
+    # The mesh may hold more vertices than the model (the mouth cap): they are inner face.
+    weights = torch.cat([weights, weights.new_ones(n - weights.shape[0])])
+    fragments = uv_fragments(mesh_triangles, texcoords, size, backend)
+    inner = interpolate(fragments, weights[:, None], mesh_triangles)[0, 0].reshape(-1)
+    out = torch.stack([scale, inner, torch.ones_like(scale)])
+    return out.reshape(1, 3, size, size).contiguous()
+
+
+def fringe_mask(texture: torch.Tensor, region: torch.Tensor, skin_uv: torch.Tensor,
+                eyes_v: float, threshold: float = 22.0) -> torch.Tensor:
+    """``(S, S)`` bool: texels of a face texture covered by hair that comes down from above
+    (a fringe over the forehead and brows), which a swap must not carry onto another face.
+
+    A texel is not skin when its colour is more than ``threshold`` (ΔE, L*a*b*) from the skin's
+    (the median around ``skin_uv``, e.g. the nose). Hair is the non-skin region above the eyes
+    (``v < eyes_v``) connected to the top of the swapped ``region``: brows under bare skin
+    are not connected to it and stay; brows under a fringe go with it.
+
+    Args:
+        texture: ``(1, 3, S, S)`` in [0, 1].
+        region: ``(S, S)`` bool, the swapped part of the layout.
+        skin_uv: ``(K, 2)`` texture coordinates where the face shows skin.
+        eyes_v: the texture coordinate ``v`` of the upper eyelids (v grows downwards).
+    """
+    from scipy import ndimage
+
+    size = texture.shape[-1]
+    lab = rgb_to_lab(texture.double())[0]                                   # (3, S, S)
+    pos = (skin_uv.double() * (size - 1)).round().long().clamp(0, size - 1)
+    r = max(1, size // 128)
+    patches = [lab[:, max(y - r, 0):y + r + 1, max(x - r, 0):x + r + 1].reshape(3, -1)
+               for x, y in pos.tolist()]
+    skin = torch.cat(patches, 1).median(1).values                            # (3,)
+    far = (lab - skin[:, None, None]).norm(dim=0) > threshold
+    rows = torch.arange(size)[:, None].expand(size, size)
+    above = rows < eyes_v * (size - 1)
+    candidate = (far & region & above).numpy()
+    labels, _ = ndimage.label(candidate)
+    # The top of the region: its first rows in every column (where the forehead is cut).
+    top = region & ~torch.cat([torch.zeros(r + 1, size, dtype=torch.bool), region[:-(r + 1)]])
+    touching = set(labels[top.numpy() & candidate].tolist()) - {0}
+    hair = torch.from_numpy(ndimage.binary_dilation(
+        torch.isin(torch.from_numpy(labels), torch.tensor(sorted(touching) or [-1])).numpy(),
+        iterations=r))
+    return hair & region
+
+
+class SwapRenderer(BoxRenderer):
+    """Put the face of one photo on the frames of one target.
+
+    Args:
+        model: the morphable model both were fitted with.
+        source_image: the photo, ``(H, W, 3)`` uint8 or ``(3, H, W)`` float in [0, 1].
+        source: its fitted coefficients (frame 0 is used).
+        reference: ``(R, 3, h, w)`` target frames in [0, 1] its own texture is taken from.
+        reference_coeffs: their ``R`` fitted frames.
+        config: settings.
+    """
+
+    def __init__(self, model: FaceModel, source_image, source: Coefficients,
+                 reference: torch.Tensor, reference_coeffs: Coefficients,
+                 config: SwapRenderConfig | None = None) -> None:
+        self.config = c = config or SwapRenderConfig()
+        self._set_up(model, source_image, source, mouth_interior=True)
+        if model.texcoords is None:
+            raise InputError(f"model {model.name} has no texture coordinates; the swap needs them")
+        self.source = source.frames(slice(0, 1))
+        self.texture = extract_texture(
+            self.image[None], self._screen(self.source), model.triangles, self.mesh.texcoords,
+            self.mesh.symmetry, c.texture).image
+        if reference.ndim != 4 or reference.shape[0] != reference_coeffs.n_frames:
+            raise InputError(f"swap: {reference_coeffs.n_frames} reference coefficients for "
+                             f"reference frames of shape {tuple(reference.shape)}")
+        self.target_texture = self._merged_texture(reference.to(self.image), reference_coeffs)
+        self.masks = _mask_texture(model, self.mesh.triangles, self.mesh.texcoords.to(
+            self.image.dtype), c.texture.size, c.feature_tolerance, c.backend).to(self.image)
+        self.first_cap = int(self.cap.triangles[0]) if self.cap is not None else None
+        if c.fringe:
+            # The photo's own fringe stays off the swapped face: the target's forehead shows.
+            ids = model.landmark_indices
+            uv = self.mesh.texcoords.to(self.image.dtype)
+            skin = uv[ids[torch.tensor([28, 29, 30])]]
+            # Down to a third of the way from the brows to the upper lids: the lids, lashes and
+            # eye make-up are the photo's eyes, never hair.
+            brows_v = float(uv[ids[torch.tensor([19, 24])], 1].mean())
+            lids_v = float(uv[ids[torch.tensor([37, 38, 43, 44])], 1].min())
+            eyes_v = brows_v + (lids_v - brows_v) / 3
+            region = self.masks[0, 1] > 0.5
+            self.fringe = fringe_mask(self.texture.cpu(), region.cpu(), skin.cpu(), eyes_v)
+            self.source_masks = self.masks.clone()
+            self.source_masks[0, 1] *= (~self.fringe).to(self.masks)
+        else:
+            self.fringe, self.source_masks = None, self.masks
+        self._last: torch.Tensor | None = None
+
+    def _merged_texture(self, frames: torch.Tensor, coeffs: Coefficients) -> torch.Tensor:
+        """``(1, 3, S, S)`` the target's face texture from several of its frames: each texel
+        the mean of the frames that saw it (mirrored or filled where none did)."""
+        textures = extract_texture(frames, self._screen(coeffs), self.model.triangles,
+                                   self.mesh.texcoords, self.mesh.symmetry, self.config.texture)
+        seen = (textures.origin >= 1).to(frames.dtype)
+        anyone = (textures.origin > 0).to(frames.dtype) * 1e-3
+        weight = seen + anyone
+        merged = (textures.image * weight).sum(0, keepdim=True) / weight.sum(0, keepdim=True) \
+            .clamp_min(1e-9)
+        return merged.contiguous(memory_format=torch.channels_last)
+
+    def reset(self) -> None:
+        """Forget the last frame's occlusion mask (before a new video)."""
+        self._last = None
+
+    def render_frames(self, frames: torch.Tensor, target: Coefficients
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Swap the faces of ``T`` consecutive target frames (continuing the last call's
+        video: the occlusion mask carries over).
+
+        Args:
+            frames: ``(T, 3, H, W)`` target frames in [0, 1].
+            target: their ``T`` fitted coefficients.
+
+        Returns:
+            ``(T, 3, H, W)`` swapped frames in [0, 1] and ``(T, 1, H, W)`` the share of each
+            pixel that is the source's face (0 off the face, where occluded and in the mouth).
+        """
+        c = self.config
+        if frames.ndim != 4 or frames.shape[0] != target.n_frames:
+            raise InputError(f"swap: {target.n_frames} coefficient frames for frames of shape "
+                             f"{tuple(frames.shape)}")
+        frames = frames.to(self.image)
+        full = frames
+        swapped = swap_coefficients(self.source, target)
+        screen = self._screen(swapped)
+        own_screen = self._screen(target) if c.occlusion else screen
+        # Everything happens in the box the two faces cover (a fifth of a 512² frame).
+        both = torch.cat([screen[..., :2], own_screen[..., :2]], 1).reshape(-1, 2)
+        both = both[torch.isfinite(both).all(-1)]
+        if both.numel() == 0:
+            return full.clone(), torch.zeros_like(full[:, :1])
+        margin = math.ceil(c.feather) + 8
+        x0, y0, x1, y1 = clip_box(both.amin(0), both.amax(0), tuple(full.shape[-2:]), margin)
+        shift = torch.tensor([x0, y0, 0], dtype=screen.dtype, device=screen.device)
+        screen, own_screen = screen - shift, own_screen - shift
+        frames = full[..., y0:y1, x0:x1]
+        size = (y1 - y0, x1 - x0)
+        face, mask, fragments = render_texture(self.texture, screen, self.mesh.triangles,
+                                               self.mesh.texcoords, size, c.backend)
+        # Pinholes where the nostrils' inner triangles turn away: filled from around them,
+        # not left showing the target's skin as a dotted ring.
+        closed = close_holes(mask, 2)
+        face = fill_from_neighbours(face, mask, closed, 2)
+        mask = closed * self._facing(screen, fragments)
+        if c.keep_mouth and self.first_cap is not None:
+            mask = mask * (fragments.face_index < self.first_cap)[:, None].to(mask.dtype)
+        inner, _, _ = render_texture(self.source_masks, screen, self.mesh.triangles,
+                                     self.mesh.texcoords, size, c.backend, fragments)
+        mask = mask * inner[:, 1:2]
+        face = match_colors(face, frames, mask, c.colour, c.max_colour_gain)
+        alpha = feather_mask(mask, c.feather)
+        if c.occlusion:
+            covered = self._occlusion(frames, own_screen, size, (x0, y0, x1, y1),
+                                      tuple(full.shape[-2:]))
+            alpha = alpha * (1 - covered)
+        out = full.clone()
+        out[..., y0:y1, x0:x1] = torch.lerp(frames, face, alpha.expand_as(face))
+        share = torch.zeros_like(full[:, :1])
+        share[..., y0:y1, x0:x1] = alpha
+        return out, share
+
+    def _facing(self, screen: torch.Tensor, fragments) -> torch.Tensor:
+        """``(T, 1, H, W)``: 1 where the swapped surface faces the camera, fading to 0 where
+        it turns away (the far cheek under a turn): there the photo's texture is stretched
+        or mirrored, and the target's own pixels are better."""
+        if self.config.min_facing <= 0:
+            return torch.ones_like(fragments.face_index[:, None], dtype=screen.dtype)
+        corners = screen[:, self.mesh.triangles]                            # (T, F, 3, 3)
+        p = torch.stack([corners[..., 0], -corners[..., 1], corners[..., 2]], -1)
+        normal = torch.linalg.cross(p[:, :, 1] - p[:, :, 0], p[:, :, 2] - p[:, :, 0], dim=-1)
+        cosine = (normal[..., 2] / normal.norm(dim=-1).clamp_min(1e-12)).abs()   # (T, F)
+        weight = ((cosine - self.config.min_facing) / self.config.min_facing).clamp(0, 1)
+        index = fragments.face_index                                        # (T, H, W)
+        t = index.shape[0]
+        per_pixel = weight.gather(1, index.clamp_min(0).reshape(t, -1)).reshape(index.shape)
+        # Holes closed around a covered pixel take its neighbours' weight: 1.
+        return torch.where(index >= 0, per_pixel, torch.ones_like(per_pixel))[:, None]
+
+    def _occlusion(self, frames: torch.Tensor, screen: torch.Tensor, size: tuple[int, int],
+                   box: tuple[int, int, int, int], frame_size: tuple[int, int]) -> torch.Tensor:
+        """``(T, 1, h, w)`` in [0, 1] over ``box``: where the target's face is covered.
+        ``screen`` is the target's own mesh, in the box's pixels."""
+        c = self.config
+        # At half the resolution: occluders are far larger than a pixel, and this is most of
+        # the swap's work.
+        k = c.occlusion_scale
+        small = (max(1, round(size[0] * k)), max(1, round(size[1] * k)))
+        frames = F.interpolate(frames, size=small, mode="bilinear", align_corners=False,
+                               antialias=True)
+        # Pixel centres at integers: x' = (x + 0.5) k - 0.5.
+        gain = torch.tensor([small[1] / size[1], small[0] / size[0], 1.0], dtype=screen.dtype,
+                            device=screen.device)
+        screen = (screen + torch.tensor([0.5, 0.5, 0.0], dtype=screen.dtype,
+                                        device=screen.device)) * gain \
+            - torch.tensor([0.5, 0.5, 0.0], dtype=screen.dtype, device=screen.device)
+        own, mask, fragments = render_texture(self.target_texture, screen, self.mesh.triangles,
+                                              self.mesh.texcoords, small, c.backend)
+        scale, _, _ = render_texture(self.masks, screen, self.mesh.triangles,
+                                     self.mesh.texcoords, small, c.backend, fragments)
+        inner = mask
+        if self.first_cap is not None:
+            inner = mask * (fragments.face_index < self.first_cap)[:, None].to(mask.dtype)
+        own = match_colors(own, frames, inner, "mean_std")
+        distance = colour_distance(_blur(own), _blur(frames)) / scale[:, :1].clamp_min(1)
+        covered = ((distance - c.occlusion_low) / (c.occlusion_high - c.occlusion_low))
+        covered = covered.clamp(0, 1) * (inner >= 0.5)
+        covered = _blur(grow_mask(open_mask(covered, 1), max(1, round(c.occlusion_grow * k))))
+        covered = F.interpolate(covered, size=size, mode="bilinear", align_corners=False)
+        x0, y0, x1, y1 = box
+        masks = []
+        for frame_mask in covered:
+            if self._last is not None and tuple(self._last.shape[-2:]) == frame_size:
+                frame_mask = torch.maximum(frame_mask,
+                                           c.occlusion_memory * self._last[:, y0:y1, x0:x1])
+            masks.append(frame_mask)
+            last = frame_mask.new_zeros(1, *frame_size)
+            last[:, y0:y1, x0:x1] = frame_mask
+            self._last = last
+        return torch.stack(masks)
+
+
+def _blur(image: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
+    """Separable Gaussian blur of ``(B, C, H, W)`` with replicated borders."""
+    radius = max(1, math.ceil(2 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    c = image.shape[1]
+    out = F.pad(image, (radius, radius, 0, 0), mode="replicate")
+    out = F.conv2d(out, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    out = F.pad(out, (0, 0, radius, radius), mode="replicate")
+    return F.conv2d(out, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def frames_tensor(frames, device: torch.device | str | None = None) -> torch.Tensor:
+    """``(T, H, W, 3)`` uint8 frames -> ``(T, 3, H, W)`` floats in [0, 1]."""
+    return torch.stack([image_tensor(f, device) for f in frames])
