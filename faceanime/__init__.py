@@ -5,12 +5,13 @@ The pipeline's stages live in sub-packages named for what they are:
 - :mod:`faceanime.morphable` — 3D morphable face models (SFM, BFM) and vertex generation;
 - :mod:`faceanime.landmarks` — 68-point iBUG landmarks for images and videos;
 - :mod:`faceanime.io` — image and video reading/writing at the edges;
-- :mod:`faceanime.jobs` — the jobs, composing the stages: ``retarget``, ``predict``, ``animate``
-  and what they share (:mod:`faceanime.jobs.common`).
+- :mod:`faceanime.jobs` — the jobs, composing the stages: ``retarget``, ``predict``, ``animate``,
+  ``swap`` and what they share (:mod:`faceanime.jobs.common`).
 
-The three jobs are functions of the package, imported on first use (they pull in torch and the
+The jobs are functions of the package, imported on first use (they pull in torch and the
 renderers): ``faceanime.retarget(photo, driving, "out.mp4")``, ``faceanime.predict(photo,
-"out.mp4", dynamics=ckpt)``, ``faceanime.animate(photo_a, photo_b, "out.mp4")`` (docs/usage.md).
+"out.mp4", dynamics=ckpt)``, ``faceanime.animate(photo_a, photo_b, "out.mp4")`` (docs/usage.md)
+and ``faceanime.swap(photo, target_video, "out.mp4")`` (docs/swap.md).
 """
 
 __version__ = "0.1.0"

@@ -19,10 +19,10 @@ on the difference between a target frame and the model's reconstruction of it fr
    texture (taken from a few of its frames) at its own fit: its self-reconstruction. Where the
    self-reconstruction and the frame disagree strongly (colour distance in L*a*b*, after
    matching the two's colours) — hair across the face, a hand, glasses frames, a microphone —
-   the target's pixels are kept. The eyes and the mouth change their look with every blink and
-   word, so there the distance must be larger to count. The mask is opened (specks dropped),
-   grown a little, softened, and carried over time (each frame's mask is at least a share of
-   the last one's), so an occluder does not flicker.
+   the target's pixels are kept. The brows, eyes and mouth change their look with every frown,
+   blink and word, so there the distance must be larger to count. The mask is opened (specks
+   dropped), grown a little, softened, and carried over time (each frame's mask is at least a
+   share of the last one's), so an occluder does not flicker.
 """
 
 from __future__ import annotations
@@ -46,8 +46,9 @@ from faceanime.render.paste import (
 )
 from faceanime.render.texture import TextureConfig, extract_texture, render_texture
 
-# 0-based iBUG points around the parts whose look changes with motion: eyes, inner mouth.
-_FEATURES = (tuple(range(36, 42)), tuple(range(42, 48)), tuple(range(60, 68)))
+# 0-based iBUG points around the parts whose look changes with motion: brows, eyes, inner mouth.
+_FEATURES = (tuple(range(17, 22)), tuple(range(22, 27)), tuple(range(36, 42)),
+             tuple(range(42, 48)), tuple(range(60, 68)))
 
 
 @dataclass
@@ -79,8 +80,8 @@ class SwapRenderConfig:
     occlusion_high: float = 26.0
     """Colour distance from which a pixel is fully the target's (smooth between)."""
     feature_tolerance: float = 2.5
-    """How many times larger the distance must be over the eyes and the inner mouth, whose
-    look changes with every blink and word."""
+    """How many times larger the distance must be over the brows, the eyes and the inner
+    mouth, whose look changes with every frown, blink and word."""
     occlusion_grow: int = 4
     """Pixels the occlusion mask grows by after its specks are dropped (its edges stay the
     target's)."""
@@ -173,8 +174,9 @@ def inner_face_weights(model: FaceModel, above_brows: float = 0.3, fade: float =
 
 def _mask_texture(model: FaceModel, mesh_triangles: torch.Tensor, texcoords: torch.Tensor,
                   size: int, tolerance: float, backend: str) -> torch.Tensor:
-    """``(1, 3, S, S)`` per texel: the occlusion tolerance (``tolerance`` over the eyes and
-    the inner mouth — their landmarks' polygons in UV, grown by a half — and 1 elsewhere) and
+    """``(1, 3, S, S)`` per texel: the occlusion tolerance (``tolerance`` over the brows, the
+    eyes and the inner mouth — their landmarks' polygons in UV, grown by a half — and 1
+    elsewhere) and
     the inner-face weight (:func:`inner_face_weights`); the third channel is 1."""
     from faceanime.render.rasterize import interpolate
     from faceanime.render.texture import uv_fragments
