@@ -181,3 +181,18 @@ class Coefficients:
                 eyes=tensor("eyes"), mouth=tensor("mouth", torch.uint8))
         except InputError as exc:
             raise InputError(f"{path}: {exc}") from exc
+
+
+def check_same_fit(source: Coefficients, other: Coefficients, role: str = "driver") -> None:
+    """Refuse to combine two fits made with different morphable models or cameras (``role``
+    names the second in the message: driver, target, ...).
+
+    Raises:
+        InputError: the models or the cameras differ.
+    """
+    if source.model != other.model:
+        raise InputError(f"the source was fitted with model {source.model!r} and the {role} with "
+                         f"{other.model!r}: fit both with the same model")
+    if source.camera != other.camera:
+        raise InputError(f"the source uses the {source.camera} camera and the {role} the "
+                         f"{other.camera} one: fit both with the same camera")

@@ -14,7 +14,7 @@ from typing import Literal
 
 import torch
 
-from faceanime.coefficients import Coefficients
+from faceanime.coefficients import Coefficients, check_same_fit
 from faceanime.errors import InputError
 from faceanime.morphable.eyelid import CLOSURE_RANGE
 
@@ -131,12 +131,7 @@ def transfer_motion(source: Coefficients, driving: Coefficients,
     config = config or MotionConfig()
     if config.mode not in ("relative", "absolute"):
         raise InputError(f"unknown motion mode {config.mode!r}; use relative or absolute")
-    if source.model != driving.model:
-        raise InputError(f"the source was fitted with model {source.model!r} and the driver with "
-                         f"{driving.model!r}: fit both with the same model")
-    if source.camera != driving.camera:
-        raise InputError(f"the source uses the {source.camera} camera and the driver the "
-                         f"{driving.camera} one: fit both with the same camera")
+    check_same_fit(source, driving, "driver")
     t = driving.n_frames
     ref = config.reference_frame
     if not -t <= ref < t:

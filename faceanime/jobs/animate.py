@@ -15,18 +15,18 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
 from faceanime.coefficients import Coefficients
 from faceanime.errors import InputError
-from faceanime.fitting import FitConfig, fit_image
+from faceanime.fitting import fit_image
 from faceanime.geometry.rotation import so3_exp, so3_log
 from faceanime.io import read_image
 from faceanime.jobs.common import (
-    OutputConfig,
+    PhotoInputs,
     TaskResult,
     callable_module,
     check_frames,
@@ -40,7 +40,7 @@ from faceanime.morphable import load_model
 
 
 @dataclass
-class AnimateConfig:
+class AnimateConfig(PhotoInputs):
     """Settings of an animation run (besides the frame count, checkpoint and seed)."""
 
     placement: Literal["source", "target"] = "source"
@@ -50,19 +50,6 @@ class AnimateConfig:
     """Noise multiplier of the learned path (0: its expected, smoothest path)."""
     fps: float = 25.0
     """Frame rate of the non-learned path (the learned one uses its training videos')."""
-    output: OutputConfig = field(default_factory=OutputConfig)
-    """Framing, renderer, watermark, device and progress of the output."""
-    fit: FitConfig = field(default_factory=FitConfig)
-    """Fitter settings for both photos."""
-    model: str = "sfm"
-    """Morphable model name or path."""
-    face_index: int = 0
-    """Which face of each photo when there are several (0 = largest)."""
-    backend: str = "dlib"
-    """Landmark backend for both photos: dlib, mediapipe or fan."""
-    source_landmarks: str | os.PathLike | None = None
-    """The source photo's 68 landmarks (an iBUG ``.pts`` or a ``faceanime landmarks`` ``.npz``)
-    instead of detecting them."""
 
 
 def smoothstep(t: torch.Tensor) -> torch.Tensor:

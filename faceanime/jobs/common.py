@@ -19,7 +19,6 @@ import types
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import torch
@@ -495,18 +494,35 @@ def callable_module(name: str, function: Callable) -> None:
 # --- the inputs of a job: the photo and the driver, fitted --------------------------------------
 
 
-class JobInputs(Protocol):
-    """What :func:`prepare` reads from a job's config (``RetargetConfig``, ``PredictConfig``,
-    ``SwapConfig``, ...)."""
+@dataclass
+class PhotoInputs:
+    """How a job reads and fits its photo(s): the settings every job config starts with."""
 
-    output: OutputConfig
-    fit: FitConfig
-    model: str
-    face_index: int
-    backend: str
-    source_landmarks: str | os.PathLike | None
-    track_parts: int
-    allow_truncated: bool
+    output: OutputConfig = field(default_factory=OutputConfig)
+    """Framing, renderer, watermark, device and progress of the output."""
+    fit: FitConfig = field(default_factory=FitConfig)
+    """Fitter settings, for the photos and videos the job reads."""
+    model: str = "sfm"
+    """Morphable model name or path."""
+    face_index: int = 0
+    """Which face of a photo (and of a video) when there are several (0 = largest)."""
+    backend: str = "dlib"
+    """Landmark backend for the photos and videos: dlib, mediapipe or fan."""
+    source_landmarks: str | os.PathLike | None = None
+    """The photo's 68 landmarks (an iBUG ``.pts`` or a ``faceanime landmarks`` ``.npz``)
+    instead of detecting them."""
+
+
+@dataclass
+class JobInputs(PhotoInputs):
+    """:class:`PhotoInputs` and how the job's video is tracked (what :func:`prepare` reads)."""
+
+    track_parts: int = 2
+    """Track the video in up to this many parts at once, one process each (each part of 100
+    frames or more starts from its own detection; 1: one pass, as ``faceanime fit``)."""
+    allow_truncated: bool = False
+    """Use a video that ends before its header says (cut off, damaged) with a warning,
+    instead of stopping."""
 
 
 def driver_tracker(config: JobInputs) -> TrackerConfig:

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from faceanime.errors import InputError
-from faceanime.fitting import FitConfig
 from faceanime.jobs.common import (
-    OutputConfig,
+    JobInputs,
     TaskResult,
     callable_module,
     check_driving,
@@ -30,7 +29,7 @@ from faceanime.samples import DEFAULT_DYNAMICS
 
 
 @dataclass
-class PredictConfig:
+class PredictConfig(JobInputs):
     """Settings of a prediction run (besides the frame count, checkpoint, history and seed)."""
 
     temperature: float = 1.0
@@ -39,23 +38,6 @@ class PredictConfig:
     """How many of the history's last frames the model observes (default: as trained)."""
     include_observed: bool = False
     """Start the video with the observed frames (the photo itself when there is no history)."""
-    output: OutputConfig = field(default_factory=OutputConfig)
-    """Framing, renderer, watermark, device and progress of the output."""
-    fit: FitConfig = field(default_factory=FitConfig)
-    """Fitter settings for the photo and the observed video."""
-    model: str = "sfm"
-    """Morphable model name or path."""
-    face_index: int = 0
-    """Which face when there are several (0 = largest)."""
-    backend: str = "dlib"
-    """Landmark backend for the photo and the observed video: dlib, mediapipe or fan."""
-    source_landmarks: str | os.PathLike | None = None
-    """The photo's 68 landmarks (an iBUG ``.pts`` or a ``faceanime landmarks`` ``.npz``)
-    instead of detecting them."""
-    track_parts: int = 2
-    """Track an observed video in up to this many parts at once, one process each."""
-    allow_truncated: bool = False
-    """Use an observed video that ends before its header says, with a warning."""
 
 
 def predict(source: str | os.PathLike, output: str | os.PathLike | None = None, *,

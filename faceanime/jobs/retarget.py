@@ -21,10 +21,9 @@ from PIL import Image
 
 from faceanime.coefficients import Coefficients
 from faceanime.errors import InputError
-from faceanime.fitting import FitConfig
 from faceanime.io import is_video_path, iter_video_frames
 from faceanime.jobs.common import (
-    OutputConfig,
+    JobInputs,
     TaskResult,
     callable_module,
     check_driving,
@@ -40,36 +39,18 @@ RetargetResult = TaskResult
 
 
 @dataclass
-class RetargetConfig:
-    """Settings of a retargeting run."""
+class RetargetConfig(JobInputs):
+    """Settings of a retargeting run: the inputs' (:class:`~faceanime.jobs.common.JobInputs`:
+    output, fit, model, face index, backend, photo landmarks, the driver's tracking) and these."""
 
     motion: MotionConfig = field(default_factory=MotionConfig)
     """How the driver's motion is applied (relative by default)."""
-    output: OutputConfig = field(default_factory=OutputConfig)
-    """Framing, renderer, watermark, device and progress of the output."""
-    fit: FitConfig = field(default_factory=FitConfig)
-    """Fitter settings, for the photo and the driving video."""
-    model: str = "sfm"
-    """Morphable model name or path."""
-    face_index: int = 0
-    """Which face of the photo (and the driver) when there are several (0 = largest)."""
-    backend: str = "dlib"
-    """Landmark backend for the photo and the driving video: dlib, mediapipe or fan."""
-    source_landmarks: str | os.PathLike | None = None
-    """The photo's 68 landmarks (an iBUG ``.pts`` or a ``faceanime landmarks`` ``.npz``)
-    instead of detecting them."""
-    allow_truncated: bool = False
-    """Use a driving video that ends before its header says (cut off, damaged) with a warning,
-    instead of stopping."""
     smooth: float = 0.0
     """Temporal smoothing of the driver's motion: Gaussian sigma in frames (0 = off)."""
     audio: bool = True
     """Keep the driving video's audio."""
     fps: float | None = None
     """Output frame rate for a driving coefficient file without one (default 25)."""
-    track_parts: int = 2
-    """Track the driving video in up to this many parts at once, one process each (each part
-    of 100 frames or more starts from its own detection; 1: one pass, as ``faceanime fit``)."""
     side_by_side: bool = False
     """Write photo | driver | result side by side (driver frames only for a video driver)."""
 

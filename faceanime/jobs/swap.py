@@ -22,10 +22,9 @@ import torch
 
 from faceanime.coefficients import Coefficients
 from faceanime.errors import InputError
-from faceanime.fitting import FitConfig
 from faceanime.io import is_video_path, iter_video_frames, read_video_info
 from faceanime.jobs.common import (
-    OutputConfig,
+    JobInputs,
     TaskResult,
     callable_module,
     check_output,
@@ -37,29 +36,13 @@ from faceanime.render.swap import SwapRenderConfig, SwapRenderer, frames_tensor,
 
 
 @dataclass
-class SwapConfig:
-    """Settings of a face swap."""
+class SwapConfig(JobInputs):
+    """Settings of a face swap: the inputs' (:class:`~faceanime.jobs.common.JobInputs`; the
+    output has the target's size and frame rate, so ``output``'s framing fields are not used)
+    and these."""
 
     swap: SwapRenderConfig = field(default_factory=SwapRenderConfig)
     """How the face is rendered, colour-matched, blended and kept off occluders."""
-    output: OutputConfig = field(default_factory=OutputConfig)
-    """Watermark, device and progress of the output (the output has the target's size and
-    frame rate: the framing fields are not used)."""
-    fit: FitConfig = field(default_factory=FitConfig)
-    """Fitter settings, for the photo and the target video."""
-    model: str = "sfm"
-    """Morphable model name or path."""
-    face_index: int = 0
-    """Which face of the photo and of the target when there are several (0 = largest)."""
-    backend: str = "dlib"
-    """Landmark backend for the photo and the target video: dlib, mediapipe or fan."""
-    source_landmarks: str | os.PathLike | None = None
-    """The photo's 68 landmarks (an iBUG ``.pts`` or a ``faceanime landmarks`` ``.npz``)
-    instead of detecting them."""
-    track_parts: int = 2
-    """Track the target video in up to this many parts at once, one process each."""
-    allow_truncated: bool = False
-    """Use a target video that ends before its header says, with a warning."""
     audio: bool = True
     """Keep the target video's audio."""
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 import torch
 import torch.nn.functional as F
 
-from faceanime.coefficients import Coefficients
+from faceanime.coefficients import Coefficients, check_same_fit
 from faceanime.errors import InputError
 from faceanime.morphable.model import FaceModel
 from faceanime.render.frames import BoxRenderer, clip_box, image_tensor
@@ -123,12 +123,7 @@ def swap_coefficients(source: Coefficients, target: Coefficients) -> Coefficient
     Raises:
         InputError: the two were fitted with different models or cameras.
     """
-    if source.model != target.model:
-        raise InputError(f"the source was fitted with model {source.model!r} and the target with "
-                         f"{target.model!r}: fit both with the same model")
-    if source.camera != target.camera:
-        raise InputError(f"the source uses the {source.camera} camera and the target the "
-                         f"{target.camera} one: fit both with the same camera")
+    check_same_fit(source, target, "target")
     shape = source.shape.to(target.shape.device, target.shape.dtype)
     return replace(target, shape=shape.clone(), landmarks=None, fitted_landmarks=None)
 
