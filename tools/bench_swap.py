@@ -1,0 +1,82 @@
+"""Speed of ``faceanime swap``: the renderer's set-up and per-frame cost alone, then the whole
+job as a user runs it (tracking, fitting, swapping, encoding with the target's audio).
+
+    PYTHONPATH=. python tools/bench_swap.py [--source s12] [--target d3] [--repeat 3]
+
+Prints a Markdown table (docs/performance.md holds the results with the machine they ran on);
+the job's time is the median of ``--repeat`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+DATA = Path(os.environ.get("FACEANIME_TEST_DATA", REPO.parent / "shared" / "data"))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", default="s12", help="photo in faces/ (default: s12)")
+    parser.add_argument("--target", default="d3", help="video in videos/ (default: d3)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+
+    import numpy as np
+    import torch
+
+    import faceanime
+    from faceanime.fitting import fit_image, fit_video
+    from faceanime.io import iter_video_frames, read_image
+    from faceanime.jobs.swap import SwapConfig, reference_frames
+    from faceanime.landmarks import TrackerConfig
+    from faceanime.morphable import load_model
+    from faceanime.render.swap import SwapRenderer, frames_tensor
+
+    torch.set_num_threads(args.threads)
+    photo = DATA / "faces" / f"{args.source}.jpg"
+    video = DATA / "videos" / f"{args.target}.mp4"
+    model = load_model("sfm")
+    image = read_image(photo)
+    source = fit_image(image, model)
+    target = fit_video(video, model, tracker=TrackerConfig(progress=False))
+    frames = np.stack(list(iter_video_frames(video)))
+    start = time.perf_counter()
+    reference, picks = reference_frames(video, target, 8)
+    renderer = SwapRenderer(model, image, source, reference, target.frames(picks))
+    setup = time.perf_counter() - start
+    batch = renderer.config.batch_size
+    start = time.perf_counter()
+    for s in range(0, len(frames), batch):
+        index = list(range(s, min(s + batch, len(frames))))
+        renderer.render_frames(frames_tensor(frames[index]), target.frames(index))
+    render = (time.perf_counter() - start) / len(frames)
+
+    config = SwapConfig()
+    config.output.progress = False
+    times = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(args.repeat):
+            start = time.perf_counter()
+            result = faceanime.swap(photo, video, Path(tmp) / "out.mp4", config)
+            times.append(time.perf_counter() - start)
+    job = statistics.median(times)
+    h, w = frames.shape[1:3]
+    print(f"swap {photo.name} onto {video.name} ({len(frames)} frames, {w}×{h}), "
+          f"{args.threads} torch thread(s), {os.cpu_count()} cores\n")
+    print("| renderer set-up (textures, masks) | swap, ms per frame | job, s | job fps |")
+    print("| --- | --- | --- | --- |")
+    print(f"| {setup:.2f} s | {1000 * render:.1f} | {job:.1f} | **{result.frames / job:.1f}** |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
