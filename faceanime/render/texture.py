@@ -154,13 +154,14 @@ def _facing(screen: torch.Tensor, triangles: torch.Tensor) -> torch.Tensor:
 
 
 def _mirror_correction(colour: torch.Tensor, mirror: torch.Tensor, both: torch.Tensor,
-                       layout: Fragments, size: int, cell: int = 16) -> torch.Tensor:
+                       layout: Fragments, size: int) -> torch.Tensor:
     """``(B, P, 3)`` what to add to the mirrored colours so the two halves of the face meet
     without a step: the photo lights its two sides differently, and a hidden cheek filled from
     the lit one showed a seam down the nose. The difference own minus mirrored, known where a
-    texel and its mirror point are both seen, smoothed over ``cell``-texel cells and filled
-    everywhere (:func:`push_pull`)."""
+    texel and its mirror point are both seen, smoothed over cells of a 32nd of the texture's
+    side and filled everywhere (:func:`push_pull`)."""
     b = colour.shape[0]
+    cell = max(4, size // 32)
     face = layout.face_index[0].reshape(-1)
     texel = (face >= 0).nonzero()[:, 0]
     weight = both.to(colour.dtype)                                          # (B, P)
