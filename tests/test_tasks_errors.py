@@ -1,4 +1,4 @@
-"""Bad inputs to the three jobs: each a one-line error naming the file, exit status 1 and no
+"""Bad inputs to the jobs: each a one-line error naming the file, exit status 1 and no
 output file (nor temporary) left behind; and one bad photo among several is skipped."""
 
 from __future__ import annotations
@@ -58,6 +58,13 @@ CASES = {
         ("--source {photo} --target {target} --frames 0", ("--frames", ">= 1")),
         ("--source {photo} --target {target} --frames 1 --dynamics {ckpt}", ("2 frames",)),
     ],
+    "swap": [
+        ("--source {blank} --target {video}", ("blank.png", "face")),
+        ("--source {notes} --target {video}", ("notes.txt", "image")),
+        ("--source {photo} --target {broken}", ("broken.mp4", "video")),
+        ("--source {photo} --target {target}", ("s42.jpg", "must be a video")),
+        ("--source {photo} --target {video} --feather -1", ("feather",)),
+    ],
 }
 OUTPUTS = [  # output paths that must be refused before any work, for every job
     ("out/o.avi", (".mp4",)),
@@ -66,7 +73,8 @@ OUTPUTS = [  # output paths that must be refused before any work, for every job
 ]
 BASE = {"retarget": "--source {photo} --driving {video}",
         "predict": "--source {photo} --dynamics {ckpt} --frames 5",
-        "animate": "--source {photo} --target {target} --frames 5"}
+        "animate": "--source {photo} --target {target} --frames 5",
+        "swap": "--source {photo} --target {video}"}
 
 
 def _argv(template: str, files: dict) -> list[str]:

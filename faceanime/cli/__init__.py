@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="faceanime",
         description="3D-prior face video generation: landmarks, 3D morphable model fitting, "
-                    "retargeting, prediction and animation of faces.",
+                    "retargeting, prediction, animation and swapping of faces.",
     )
     parser.add_argument("--version", action="version", version=f"faceanime {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
