@@ -127,15 +127,20 @@ def test_shared_texture_lookup_at_covered_pixels_equals_the_full_image_lookup(sf
     assert float(full[mask.expand_as(full) > 0].std()) > 0.02  # a real texture, not a flat one
 
 
-def test_texture_mirror_fills_the_hidden_side(sfm_model, s1):
-    image, coeffs = s1
-    m = sfm_model
+def _turned(m, image: torch.Tensor, coeffs: Coefficients) -> tuple[torch.Tensor, torch.Tensor]:
+    """The photo's face rendered turned 55° (its far side hidden), and the projected mesh."""
     turned = _pose(55.0, coeffs.shape, image.shape[-1], float(coeffs.scale[0]))
     screen = _screen(m, turned)
     render, _, _ = render_texture(
         extract_texture(image, _screen(m, coeffs), m.triangles, m.texcoords, m.symmetry,
                         TextureConfig(size=256)).image, screen, m.triangles, m.texcoords,
         image.shape[-2:])
+    return render, screen
+
+
+def test_texture_mirror_fills_the_hidden_side(sfm_model, s1):
+    m = sfm_model
+    render, screen = _turned(m, *s1)
     with_mirror = extract_texture(render, screen, m.triangles, m.texcoords, m.symmetry,
                                   TextureConfig(size=256))
     without = extract_texture(render, screen, m.triangles, m.texcoords, None,
@@ -151,14 +156,8 @@ def test_mirrored_half_meets_the_seen_one_without_a_seam(sfm_model, s1):
     cheek's texels, mirrored from the bright side, used to meet the dark seen ones at a step; with
     ``mirror_match`` the step across the border between seen and mirrored texels shrinks to
     under half (measured: 0.124 -> 0.052 mean luma step)."""
-    image, coeffs = s1
     m = sfm_model
-    turned = _pose(55.0, coeffs.shape, image.shape[-1], float(coeffs.scale[0]))
-    screen = _screen(m, turned)
-    render, _, _ = render_texture(
-        extract_texture(image, _screen(m, coeffs), m.triangles, m.texcoords, m.symmetry,
-                        TextureConfig(size=256)).image, screen, m.triangles, m.texcoords,
-        image.shape[-2:])
+    render, screen = _turned(m, *s1)
     nose = int(screen[0, m.landmark_indices[30], 0])
     render[..., nose:] *= 0.6
 
