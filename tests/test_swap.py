@@ -13,10 +13,10 @@ import torch
 from faceanime.coefficients import Coefficients
 from faceanime.errors import InputError
 from faceanime.io import iter_video_frames, write_video
+from faceanime.render.frames import frames_tensor
 from faceanime.render.swap import (
     SwapRenderConfig,
     SwapRenderer,
-    frames_tensor,
     fringe_mask,
     inner_face_weights,
     swap_coefficients,

@@ -39,7 +39,8 @@ def main() -> int:
     from faceanime.jobs.swap import SwapConfig, reference_frames
     from faceanime.landmarks import TrackerConfig
     from faceanime.morphable import load_model
-    from faceanime.render.swap import SwapRenderer, frames_tensor
+    from faceanime.render.frames import frames_tensor
+    from faceanime.render.swap import SwapRenderer
 
     torch.set_num_threads(args.threads)
     photo = DATA / "faces" / f"{args.source}.jpg"

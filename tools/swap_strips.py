@@ -44,8 +44,8 @@ def main() -> None:
     from faceanime.jobs.swap import reference_frames
     from faceanime.landmarks import TrackerConfig
     from faceanime.morphable import load_model
-    from faceanime.render.frames import to_uint8
-    from faceanime.render.swap import SwapRenderer, frames_tensor
+    from faceanime.render.frames import frames_tensor, to_uint8
+    from faceanime.render.swap import SwapRenderer
 
     model = load_model("sfm")
     fits: dict[str, object] = {}

@@ -60,6 +60,7 @@ from faceanime.landmarks.detector import as_rgb_image
 from faceanime.morphable import FaceModel, load_model
 from faceanime.motion import MotionConfig, transfer_motion
 from faceanime.render.classic import ClassicConfig, ClassicRenderer
+from faceanime.render.frames import frames_tensor
 from faceanime.render.mouth_interior import InteriorCapture
 from faceanime.render.warp import WarpConfig, WarpRenderer
 
@@ -165,14 +166,6 @@ def select_frames(total: int, stride: int = 1, frames: int | None = None,
         picks = np.linspace(0, len(keep) - 1, frames).round().astype(int)
         keep = [keep[i] for i in sorted(set(picks.tolist()))]
     return keep
-
-
-def to_tensor(frames: Sequence[np.ndarray] | np.ndarray, device: torch.device | str
-              ) -> torch.Tensor:
-    """``(B, H, W, 3)`` uint8 -> ``(B, 3, H, W)`` float32 in [0, 1] on ``device``."""
-    array = np.stack(list(frames)) if not isinstance(frames, np.ndarray) else frames
-    tensor = torch.from_numpy(np.ascontiguousarray(array)).to(device)
-    return tensor.permute(0, 3, 1, 2).float() / 255
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -324,7 +317,7 @@ class Warp2D:
 
     def __init__(self, image: np.ndarray, points: torch.Tensor, reference: torch.Tensor,
                  device: torch.device | str) -> None:
-        self.image = to_tensor(image[None], device)
+        self.image = frames_tensor(image[None], device)
         self.points = points.to(self.image.device, torch.float32)
         self.reference = reference.to(self.image.device, torch.float32)
         self.triangles = triangulate(self.points, image.shape[:2])
@@ -491,7 +484,7 @@ def evaluate_self_video(video: str | os.PathLike, config: EvalConfig, model: Fac
     coeffs = fit_landmarks(model, gt_points[fitted], size, fit_config)
     source_coeffs = coeffs.frames([position[config.source_frame]])
 
-    src_tensor = to_tensor(source_image[None], device)
+    src_tensor = frames_tensor(source_image[None], device)
     src_desc = scorer.embed(src_tensor, src_points.to(device))
 
     # Pass 3: render and score, batch by batch.
@@ -535,7 +528,7 @@ def evaluate_self_video(video: str | os.PathLike, config: EvalConfig, model: Fac
                disable=not config.progress, leave=False)
     try:
         for idx, gt_frames, external in batches():
-            gt = to_tensor(gt_frames, device)
+            gt = frames_tensor(gt_frames, device)
             points = gt_points[idx]
             gt_desc = scorer.embed(gt, points.to(device))
             for name in live:
@@ -558,7 +551,7 @@ def evaluate_self_video(video: str | os.PathLike, config: EvalConfig, model: Fac
                 except FaceAnimeError as exc:
                     method.error = _error_text(exc)
                     continue
-                tracks[name].append(_score_self(method, to_tensor(out, device), out, gt, points,
+                tracks[name].append(_score_self(method, frames_tensor(out, device), out, gt, points,
                                                 gt_desc, src_desc, scorer))
             bar.update(len(idx))
     finally:
@@ -655,7 +648,7 @@ def evaluate_cross_pair(photo: str | os.PathLike, driving: str | os.PathLike,
         raise FaceNotFoundError(f"{photo}: no face found; use a roughly frontal portrait")
     result.source_faces = int(photo_faces[0])
     source = fit_landmarks(model, photo_points, image.shape[:2], FitConfig(device=config.device))
-    photo_desc = scorer.embed(to_tensor(image[None], device), photo_points.to(device))
+    photo_desc = scorer.embed(frames_tensor(image[None], device), photo_points.to(device))
 
     # The driver: length, then landmarks of the evaluated frames and their fit.
     total, size = count_frames(driving)
@@ -700,7 +693,7 @@ def evaluate_cross_pair(photo: str | os.PathLike, driving: str | os.PathLike,
                     p, f = scorer.detect(out)
                     points.append(p)
                     faces.append(f)
-                    desc.append(scorer.embed(to_tensor(out, device), p.to(device)).cpu())
+                    desc.append(scorer.embed(frames_tensor(out, device), p.to(device)).cpu())
                     bar.update(len(out))
             points, faces, desc = torch.cat(points), torch.cat(faces), torch.cat(desc)
         except FaceAnimeError as exc:

@@ -34,12 +34,13 @@ import numpy as np
 import torch
 
 from faceanime.errors import InputError
+from faceanime.evaluation.protocol import Scorer, rotation_angle_deg
 from faceanime.fitting import FitConfig, fit_image, fit_landmarks, fit_video
 from faceanime.io import iter_video_frames, read_image
 from faceanime.landmarks import TrackerConfig
 from faceanime.morphable import load_model
-from faceanime.render.frames import to_uint8
-from faceanime.render.swap import SwapRenderConfig, SwapRenderer, frames_tensor
+from faceanime.render.frames import frames_tensor, to_uint8
+from faceanime.render.swap import SwapRenderConfig, SwapRenderer
 
 SWAP_METHODS = ("static", "paste", "swap")
 # What each measure is called in the tables, and which way is better.
@@ -74,33 +75,25 @@ def _measure(scorer, model, frames: np.ndarray) -> dict:
             "found": found}
 
 
-def _angle(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    trace = (a @ b.transpose(-1, -2)).diagonal(dim1=-2, dim2=-1).sum(-1)
-    return torch.rad2deg(torch.acos(((trace - 1) / 2).clamp(-1, 1)))
-
-
 def score(out: dict, target: dict, gallery: torch.Tensor, own: int) -> dict[str, float]:
     """The measures of one method on one pair, from :func:`_measure` of its output and of the
     target frames; ``gallery (P, 128)`` the run's photos, ``own`` the photo's row."""
     both = out["found"] & target["found"]
-    hits, dist = [], []
-    for k in range(len(out["found"])):
-        if not bool(out["found"][k]):
-            hits.append(0.0)
-            continue
-        e = out["embeddings"][k]
-        candidates = torch.cat([(gallery - e).norm(dim=1),
-                                (target["embeddings"][k] - e).norm()[None]])
-        hits.append(float(int(torch.nan_to_num(candidates, nan=math.inf).argmin()) == own))
-        dist.append(float((gallery[own] - e).norm()))
+    # Per frame, the distance to every photo and to the target frame itself: (T, P + 1).
+    candidates = torch.cat([torch.cdist(out["embeddings"], gallery),
+                            (out["embeddings"] - target["embeddings"]).norm(dim=-1)[:, None]], 1)
+    nearest = torch.nan_to_num(candidates, nan=math.inf).argmin(1)
+    found = out["found"]
+    hits = ((nearest == own) & found).float()          # a frame without a face is a miss
+    dist = candidates[found, own]
     fo, ft = out["fit"], target["fit"]
-    pose = _angle(fo.rotation[both], ft.rotation[both])
+    pose = rotation_angle_deg(fo.rotation[both], ft.rotation[both])
     expr = (fo.expression[both] - ft.expression[both]).norm(dim=-1)
     jaw = torch.rad2deg((fo.jaw[both] - ft.jaw[both]).abs())
     double = (out["counts"] > target["counts"].clamp_min(1)).float()
     nan = float("nan")
-    return {"id_retrieval": 100 * float(np.mean(hits)) if hits else nan,
-            "id_dist": float(np.mean(dist)) if dist else nan,
+    return {"id_retrieval": 100 * float(hits.mean()) if len(hits) else nan,
+            "id_dist": float(dist.mean()) if len(dist) else nan,
             "pose_err": float(pose.mean()) if len(pose) else nan,
             "expr_err": float(expr.mean()) if len(expr) else nan,
             "jaw_err": float(jaw.mean()) if len(jaw) else nan,
@@ -119,8 +112,6 @@ def evaluate_swap(photos: Sequence[str | os.PathLike], targets: Sequence[str | o
     Raises:
         InputError: an unknown method, or a stride below 1.
     """
-    from faceanime.evaluation.protocol import Scorer
-
     config = config or SwapEvalConfig()
     unknown = set(config.methods) - set(SWAP_METHODS)
     if unknown:
@@ -134,8 +125,7 @@ def evaluate_swap(photos: Sequence[str | os.PathLike], targets: Sequence[str | o
     try:
         images = [read_image(p) for p in photos]
         fits = [fit_image(image, model) for image in images]
-        photo_points = [torch.from_numpy(scorer.landmarks(image[None])[0].numpy())
-                        for image in images]
+        photo_points = [scorer.landmarks(image[None])[0] for image in images]
         gallery = torch.cat([scorer.embed(frames_tensor(image[None]), points[None])
                              for image, points in zip(images, photo_points, strict=True)])
         variants = {"swap": config.swap,

@@ -31,8 +31,8 @@ from faceanime.jobs.common import (
     prepare,
     write_frames,
 )
-from faceanime.render.frames import to_uint8
-from faceanime.render.swap import SwapRenderConfig, SwapRenderer, frames_tensor, swap_coefficients
+from faceanime.render.frames import frames_tensor, to_uint8
+from faceanime.render.swap import SwapRenderConfig, SwapRenderer, swap_coefficients
 
 
 @dataclass

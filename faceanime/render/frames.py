@@ -45,6 +45,14 @@ def image_tensor(image, device: torch.device | str | None = None) -> torch.Tenso
     return t.to(device) if device is not None else t
 
 
+def frames_tensor(frames, device: torch.device | str | None = None) -> torch.Tensor:
+    """``(T, H, W, 3)`` uint8 frames (an array or a sequence of them) -> ``(T, 3, H, W)``
+    float32 in [0, 1] on ``device``."""
+    array = frames if isinstance(frames, np.ndarray) else np.stack(list(frames))
+    tensor = torch.from_numpy(np.ascontiguousarray(array)).to(device)
+    return tensor.permute(0, 3, 1, 2).float() / 255
+
+
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """``(T, 3, H, W)`` floats in [0, 1] -> ``(T, H, W, 3)`` uint8 array (rounded)."""
     return images.mul(255).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()

@@ -329,7 +329,8 @@ def invert_affine(affine: torch.Tensor) -> torch.Tensor:
     return torch.cat([inv, -(inv @ affine[:, :, 2:])], 2)
 
 
-def _gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of ``(B, C, H, W)``, borders replicated (radius ``3 sigma``)."""
     radius = max(1, math.ceil(3 * sigma))
     x = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
     kernel = torch.exp(-0.5 * (x / sigma) ** 2)
@@ -356,7 +357,7 @@ def _resample(source: torch.Tensor, out_to_source: torch.Tensor, size: tuple[int
         # Minifying by s source pixels per output pixel: blur first (sigma (s - 1) / 2, as
         # skimage's rescale does) so fine detail does not alias into moiré.
         steps = torch.linalg.det(m[:, :, :2].double()).abs().sqrt().tolist()
-        blurred = [_gaussian_blur(source[i:i + 1], (s - 1) / 2) if s > 1.1 else source[i:i + 1]
+        blurred = [gaussian_blur(source[i:i + 1], (s - 1) / 2) if s > 1.1 else source[i:i + 1]
                    for i, s in enumerate(steps)]
         source = torch.cat(blurred, 0)
     ys, xs = torch.meshgrid(torch.arange(h, dtype=source.dtype, device=source.device),

@@ -36,15 +36,16 @@ import torch.nn.functional as F
 from faceanime.coefficients import Coefficients, check_same_fit
 from faceanime.errors import InputError
 from faceanime.morphable.model import FaceModel
-from faceanime.render.frames import BoxRenderer, clip_box, image_tensor
+from faceanime.render.frames import BoxRenderer, clip_box
 from faceanime.render.paste import (
     close_holes,
     feather_mask,
     fill_from_neighbours,
+    gaussian_blur,
     match_colors,
     rgb_to_lab,
 )
-from faceanime.render.texture import TextureConfig, extract_texture, render_texture
+from faceanime.render.texture import TextureConfig, extract_texture, facing, render_texture
 
 # 0-based iBUG points around the parts whose look changes with motion: brows, eyes, inner mouth.
 _FEATURES = (tuple(range(17, 22)), tuple(range(22, 27)), tuple(range(36, 42)),
@@ -279,11 +280,11 @@ class SwapRenderer(BoxRenderer):
             lids_v = float(uv[ids[torch.tensor([37, 38, 43, 44])], 1].min())
             eyes_v = brows_v + (lids_v - brows_v) / 3
             region = self.masks[0, 1] > 0.5
-            self.fringe = fringe_mask(self.texture.cpu(), region.cpu(), skin.cpu(), eyes_v)
+            hair = fringe_mask(self.texture.cpu(), region.cpu(), skin.cpu(), eyes_v)
             self.source_masks = self.masks.clone()
-            self.source_masks[0, 1] *= (~self.fringe).to(self.masks)
+            self.source_masks[0, 1] *= (~hair).to(self.masks)
         else:
-            self.fringe, self.source_masks = None, self.masks
+            self.source_masks = self.masks
         self._last: torch.Tensor | None = None
 
     def _merged_texture(self, frames: torch.Tensor, coeffs: Coefficients) -> torch.Tensor:
@@ -297,10 +298,6 @@ class SwapRenderer(BoxRenderer):
         merged = (textures.image * weight).sum(0, keepdim=True) / weight.sum(0, keepdim=True) \
             .clamp_min(1e-9)
         return merged.contiguous(memory_format=torch.channels_last)
-
-    def reset(self) -> None:
-        """Forget the last frame's occlusion mask (before a new video)."""
-        self._last = None
 
     def render_frames(self, frames: torch.Tensor, target: Coefficients
                       ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -341,7 +338,7 @@ class SwapRenderer(BoxRenderer):
         # not left showing the target's skin as a dotted ring.
         closed = close_holes(mask, 2)
         face = fill_from_neighbours(face, mask, closed, 2)
-        mask = closed * self._facing(screen, fragments)
+        mask = closed * self._facing_weight(screen, fragments)
         if c.keep_mouth and self.first_cap is not None:
             mask = mask * (fragments.face_index < self.first_cap)[:, None].to(mask.dtype)
         inner, _, _ = render_texture(self.source_masks, screen, self.mesh.triangles,
@@ -359,16 +356,13 @@ class SwapRenderer(BoxRenderer):
         share[..., y0:y1, x0:x1] = alpha
         return out, share
 
-    def _facing(self, screen: torch.Tensor, fragments) -> torch.Tensor:
+    def _facing_weight(self, screen: torch.Tensor, fragments) -> torch.Tensor:
         """``(T, 1, H, W)``: 1 where the swapped surface faces the camera, fading to 0 where
         it turns away (the far cheek under a turn): there the photo's texture is stretched
         or mirrored, and the target's own pixels are better."""
         if self.config.min_facing <= 0:
             return torch.ones_like(fragments.face_index[:, None], dtype=screen.dtype)
-        corners = screen[:, self.mesh.triangles]                            # (T, F, 3, 3)
-        p = torch.stack([corners[..., 0], -corners[..., 1], corners[..., 2]], -1)
-        normal = torch.linalg.cross(p[:, :, 1] - p[:, :, 0], p[:, :, 2] - p[:, :, 0], dim=-1)
-        cosine = (normal[..., 2] / normal.norm(dim=-1).clamp_min(1e-12)).abs()   # (T, F)
+        cosine = facing(screen, self.mesh.triangles).abs()                  # (T, F)
         weight = ((cosine - self.config.min_facing) / self.config.min_facing).clamp(0, 1)
         index = fragments.face_index                                        # (T, H, W)
         t = index.shape[0]
@@ -401,10 +395,12 @@ class SwapRenderer(BoxRenderer):
         if self.first_cap is not None:
             inner = mask * (fragments.face_index < self.first_cap)[:, None].to(mask.dtype)
         own = match_colors(own, frames, inner, "mean_std")
-        distance = colour_distance(_blur(own), _blur(frames)) / scale[:, :1].clamp_min(1)
+        distance = colour_distance(gaussian_blur(own, 1.0), gaussian_blur(frames, 1.0)) \
+            / scale[:, :1].clamp_min(1)
         covered = ((distance - c.occlusion_low) / (c.occlusion_high - c.occlusion_low))
         covered = covered.clamp(0, 1) * (inner >= 0.5)
-        covered = _blur(grow_mask(open_mask(covered, 1), max(1, round(c.occlusion_grow * k))))
+        grow = max(1, round(c.occlusion_grow * k))
+        covered = gaussian_blur(grow_mask(open_mask(covered, 1), grow), 1.0)
         covered = F.interpolate(covered, size=size, mode="bilinear", align_corners=False)
         x0, y0, x1, y1 = box
         masks = []
@@ -417,21 +413,3 @@ class SwapRenderer(BoxRenderer):
             last[:, y0:y1, x0:x1] = frame_mask
             self._last = last
         return torch.stack(masks)
-
-
-def _blur(image: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
-    """Separable Gaussian blur of ``(B, C, H, W)`` with replicated borders."""
-    radius = max(1, math.ceil(2 * sigma))
-    x = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
-    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    c = image.shape[1]
-    out = F.pad(image, (radius, radius, 0, 0), mode="replicate")
-    out = F.conv2d(out, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    out = F.pad(out, (0, 0, radius, radius), mode="replicate")
-    return F.conv2d(out, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-
-
-def frames_tensor(frames, device: torch.device | str | None = None) -> torch.Tensor:
-    """``(T, H, W, 3)`` uint8 frames -> ``(T, 3, H, W)`` floats in [0, 1]."""
-    return torch.stack([image_tensor(f, device) for f in frames])

@@ -144,7 +144,7 @@ def _seen(points: torch.Tensor, zbuf: torch.Tensor, margin: torch.Tensor) -> tor
     return inside & (depth >= nearest - margin)
 
 
-def _facing(screen: torch.Tensor, triangles: torch.Tensor) -> torch.Tensor:
+def facing(screen: torch.Tensor, triangles: torch.Tensor) -> torch.Tensor:
     """``(B, F)`` cosine between each triangle's normal and the view direction, from screen
     vertices (``(u, -v, depth)`` is a similarity of camera space for the orthographic camera)."""
     corners = screen[:, triangles]
@@ -211,8 +211,8 @@ def extract_texture(image: torch.Tensor, screen: torch.Tensor, triangles: torch.
 
     def colour_of(tris: torch.Tensor, winding: float) -> tuple[torch.Tensor, torch.Tensor]:
         points, texel = _surface_points(layout, screen, tris)
-        facing = winding * _facing(screen, tris)                       # (B, F)
-        ok = _seen(points, zbuf, margin) & (facing[:, face[texel]] >= config.min_facing)
+        cosine = winding * facing(screen, tris)                       # (B, F)
+        ok = _seen(points, zbuf, margin) & (cosine[:, face[texel]] >= config.min_facing)
         return sample_image(image, points), ok
 
     colour, ok = colour_of(triangles, 1.0)
