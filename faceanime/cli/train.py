@@ -76,7 +76,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "dynamics", help="the 3D dynamics predictor (LSTM over coefficients)",
         description="Train the 3DDP LSTM on per-video coefficient sequences: split by video, "
                     "checkpoints (safetensors + JSON) every --checkpoint-every steps and at the "
-                    "end, log.csv and loss.png in the output folder (docs/dynamics.md).")
+                    "end, log.csv and loss.png in the output folder (docs/dynamics.md). Under "
+                    "'torchrun --nproc_per_node N -m faceanime train dynamics ...' it trains "
+                    "with DistributedDataParallel: --batch is the global batch, split evenly "
+                    "over the N processes; rank 0 validates and writes (docs/scale.md).")
     add_arguments(d)
     d.set_defaults(func=run)
     register_generator(what)
@@ -91,12 +94,22 @@ def configs(args: argparse.Namespace) -> tuple[TrainConfig, DynamicsConfig, Loss
     return build(TrainConfig), build(DynamicsConfig), build(LossConfig)
 
 
+def _main_rank() -> bool:
+    """Whether this process reports: a plain run, or rank 0 of a torchrun (the other ranks'
+    results are rank 0's)."""
+    from faceanime.distributed import from_environment
+
+    return from_environment().main
+
+
 def run(args: argparse.Namespace) -> None:
     from faceanime.dynamics.train import train
 
     train_config, model_config, loss_config = configs(args)
     result = train(args.data, args.output, train_config, model_config, loss_config,
                    resume=args.resume)
+    if not _main_rank():
+        return
     summary = f"{result.checkpoint}: step {result.step}"
     if result.metrics:
         summary += (f", validation roll-out error {result.metrics['vertex_mm']:.2f} mm "
@@ -178,6 +191,8 @@ def run_generator(args: argparse.Namespace) -> None:
     train_config, gen, disc, loss = generator_configs(args)
     result = train_generator(args.data, args.output, train_config, gen, disc, loss,
                              resume=args.resume)
+    if not _main_rank():
+        return
     summary = f"{result.checkpoint}: step {result.step}"
     if result.stopped_early:
         summary += " (stopped by --max-minutes)"
@@ -196,6 +211,10 @@ def register_generator(what: argparse._SubParsersAction) -> None:
                     "frames of one video with their sparse priors, L1 + adversarial + identity "
                     "losses, an EMA generator, validation on held-out videos against the classic "
                     "render, checkpoints (safetensors + JSON), log.csv, loss.png and sample "
-                    "grids in the output folder (docs/pgfg.md).")
+                    "grids in the output folder (docs/pgfg.md). Under 'torchrun "
+                    "--nproc_per_node N -m faceanime train generator ...' it trains with "
+                    "DistributedDataParallel: --batch is the global batch, split evenly over "
+                    "the N processes; rank 0 keeps the EMA, validates and writes "
+                    "(docs/scale.md).")
     add_generator_arguments(g)
     g.set_defaults(func=run_generator)

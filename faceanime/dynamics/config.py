@@ -70,7 +70,7 @@ class TrainConfig:
     """How a model is trained (the flags of ``faceanime train dynamics``)."""
 
     steps: int = 1500  # optimiser steps in all (a resumed run continues up to this)
-    batch: int = 32  # windows per step
+    batch: int = 32  # windows per step, the global batch: torchrun's N processes take B/N each
     window: int = 24  # frames per training window (observed + rolled out)
     observe: int = 8  # most observed frames K; each batch draws K in [1, observe]
     lr: float = 3e-3  # Adam learning rate (cosine-decayed to 5 % over the run)

@@ -11,6 +11,12 @@
   along the ground-truth window (teacher forcing): it fits the noise scale ``sigma`` that
   sampling uses. Without it ``sigma`` would get no training signal, since the L2 terms are taken
   on the expected path.
+
+Under data-parallel training (:mod:`faceanime.distributed`) each rank holds a share ``B / N`` of
+the global batch and DDP averages the ranks' gradients. Plain means then need nothing more; the
+relative losses divide by sums over the batch, which ``ranks`` takes over the global batch, and
+scale the rank's numerator by ``N`` so that DDP's average of the ranks' losses is the
+one-process loss of the whole batch.
 """
 
 from __future__ import annotations
@@ -19,17 +25,22 @@ import math
 
 import torch
 
+from faceanime.distributed import SINGLE, Ranks
 
-def _per_step(err: torch.Tensor, hold: torch.Tensor | None) -> torch.Tensor:
+
+def _per_step(err: torch.Tensor, hold: torch.Tensor | None, ranks: Ranks = SINGLE) -> torch.Tensor:
     """``(B, T)`` squared errors -> scalar: their mean, or with ``hold`` ``(B, T)`` the mean over
-    steps of ``sum_b err / sum_b hold`` (each step's error relative to the baseline's)."""
+    steps of ``sum_b err / sum_b hold`` (each step's error relative to the baseline's), the sums
+    over the global batch of ``ranks``."""
     if hold is None:
         return err.mean()
-    return (err.sum(0) / hold.detach().sum(0).clamp_min(1e-12)).mean()
+    base = ranks.sum(hold.detach().sum(0))
+    return (err.sum(0) * ranks.world_size / base.clamp_min(1e-12)).mean()
 
 
 def coefficient_loss(pred: torch.Tensor, truth: torch.Tensor, std: torch.Tensor,
-                     active: torch.Tensor, hold: torch.Tensor | None = None) -> torch.Tensor:
+                     active: torch.Tensor, hold: torch.Tensor | None = None,
+                     ranks: Ranks = SINGLE) -> torch.Tensor:
     """Mean squared error in standard deviations over the active dimensions.
 
     Args:
@@ -38,6 +49,7 @@ def coefficient_loss(pred: torch.Tensor, truth: torch.Tensor, std: torch.Tensor,
         active: ``(D,)`` 0/1 mask.
         hold: ``(B, D)`` the last observed frame: when given, each step's error is divided by
             that of holding this frame (1 = as good as the hold-last-frame baseline).
+        ranks: the data-parallel run whose global batch the relative errors are taken over.
     """
     def sq(p: torch.Tensor) -> torch.Tensor:
         return ((p - truth) / std).square() * active
@@ -47,12 +59,13 @@ def coefficient_loss(pred: torch.Tensor, truth: torch.Tensor, std: torch.Tensor,
         return sq(pred).sum(-1).mean() / n
     # Per step *and* dimension: the jaw must beat holding the jaw, not hide behind the head's
     # larger motion. The floor (0.1 std) keeps still dimensions from dividing by ~0.
-    base = sq(hold[:, None].expand_as(truth)).detach().sum(0) + 0.01 * truth.shape[0]
-    return ((sq(pred).sum(0) / base) * active).sum(-1).mean() / n
+    base = ranks.sum(sq(hold[:, None].expand_as(truth)).detach().sum(0)) \
+        + 0.01 * truth.shape[0] * ranks.world_size
+    return ((sq(pred).sum(0) * ranks.world_size / base) * active).sum(-1).mean() / n
 
 
 def vertex_loss(pred: torch.Tensor, truth: torch.Tensor, unit: float,
-                hold: torch.Tensor | None = None) -> torch.Tensor:
+                hold: torch.Tensor | None = None, ranks: Ranks = SINGLE) -> torch.Tensor:
     """Mean squared vertex distance in ``unit`` (mm).
 
     Args:
@@ -60,11 +73,12 @@ def vertex_loss(pred: torch.Tensor, truth: torch.Tensor, unit: float,
         unit: mm.
         hold: ``(B, T, V, 3)`` the hold-last-frame baseline's vertices: when given, each step's
             error is divided by the baseline's (and ``unit`` cancels).
+        ranks: as for :func:`coefficient_loss`.
     """
     def sq(p: torch.Tensor) -> torch.Tensor:
         return ((p - truth) / unit).square().sum(-1).mean(-1)
 
-    return _per_step(sq(pred), None if hold is None else sq(hold))
+    return _per_step(sq(pred), None if hold is None else sq(hold), ranks)
 
 
 def vertex_error(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:

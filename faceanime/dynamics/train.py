@@ -12,6 +12,10 @@ Reproducible on CPU: the weights, the windows and dropout all come from ``seed``
 stores the optimiser and both random generators, so a resumed run repeats the uninterrupted run's
 losses exactly. Writes into the output folder: checkpoints (:mod:`~faceanime.dynamics.checkpoint`),
 ``log.csv`` (one row per step) and ``loss.png``.
+
+Under ``torchrun`` the same function trains with DistributedDataParallel
+(:mod:`faceanime.distributed`, docs/scale.md): ``batch`` is the global batch, every rank draws
+it whole and trains on its share, and rank 0 alone validates and writes.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import torch
 from tqdm import tqdm
 
 from faceanime import __version__
+from faceanime.distributed import SINGLE, Ranks, from_environment, process_group, unwrap
 from faceanime.dynamics.checkpoint import (
     FINAL,
     Checkpoint,
@@ -47,6 +52,7 @@ from faceanime.io.csvlog import read_log, write_log
 from faceanime.morphable import FaceModel, load_model
 from faceanime.parallel import torch_threads
 
+LOSS_TERMS = ("loss", "coefficient", "vertex", "nll")
 LOG_FIELDS = ("step", "lr", "loss", "coefficient", "vertex", "nll", "val_loss",
               "val_coefficient", "val_vertex", "val_nll", "val_vertex_mm", "val_hold_mm",
               "seconds")
@@ -65,8 +71,9 @@ class TrainResult:
 
 def batch_losses(model: DynamicsModel, vertices: VertexSubset, raw: torch.Tensor,
                  shape: torch.Tensor, observe: int, target_flag: torch.Tensor | None,
-                 loss: LossConfig) -> dict[str, torch.Tensor]:
-    """The loss terms of a batch of windows.
+                 loss: LossConfig, target_mode: bool | None = None, ranks: Ranks = SINGLE
+                 ) -> dict[str, torch.Tensor]:
+    """The loss terms of a batch of windows (or of this rank's share of a global batch).
 
     Args:
         model: the network.
@@ -76,6 +83,12 @@ def batch_losses(model: DynamicsModel, vertices: VertexSubset, raw: torch.Tensor
         observe: ``K``, observed frames.
         target_flag: ``(B,)`` 1 for target-driven windows, or None (all free-running).
         loss: weights.
+        target_mode: roll out in target-driven mode, in which free-running windows are not
+            held to the training heads' reach (None: when any of ``target_flag`` is set). A
+            share of a global batch takes the whole batch's answer, so that it rolls out as the
+            one-process batch would.
+        ranks: the data-parallel run (:mod:`faceanime.distributed`); relative losses divide by
+            sums over its global batch.
 
     Returns:
         ``loss`` (the weighted sum), ``coefficient``, ``vertex``, ``nll`` scalars, and
@@ -85,22 +98,41 @@ def batch_losses(model: DynamicsModel, vertices: VertexSubset, raw: torch.Tensor
     mu, log_sigma, scale = model.teacher_forced(feat, observe, target_flag)
     change = (feat[:, 1:] - feat[:, :-1]) / scale[:, None]
     nll = gaussian_nll(mu, log_sigma, change, model.active)
-    use_target = target_flag is not None and bool(target_flag.any())
+    use_target = target_flag is not None and (bool(target_flag.any()) if target_mode is None
+                                              else target_mode)
     pred = model.rollout(feat[:, :observe], feat.shape[1] - observe,
                          target=feat[:, -1] if use_target else None,
                          target_flag=target_flag if use_target else None)
     truth = feat[:, observe:]
     last = feat[:, observe - 1]
     coef = coefficient_loss(pred, truth, model.std, model.active,
-                            last if loss.relative else None)
+                            last if loss.relative else None, ranks)
     neutral = vertices.neutral(shape)
     posed_pred, posed_true = vertices.posed(pred, neutral), vertices.posed(truth, neutral)
     posed_hold = vertices.posed(last[:, None], neutral).expand_as(posed_true)
     vert = vertex_loss(posed_pred, posed_true, loss.vertex_unit,
-                       posed_hold if loss.relative else None)
+                       posed_hold if loss.relative else None, ranks)
     total = loss.coefficient * coef + loss.vertex * vert + loss.nll * nll
     return {"loss": total, "coefficient": coef, "vertex": vert, "nll": nll,
             "vertex_mm": vertex_error(posed_pred.detach(), posed_true)}
+
+
+class Objective(torch.nn.Module):
+    """:func:`batch_losses` as a module's ``forward``: DistributedDataParallel averages the
+    gradients of what runs through ``forward`` only, and the losses call the model's
+    ``teacher_forced`` and ``rollout``."""
+
+    def __init__(self, model: DynamicsModel, vertices: VertexSubset, loss: LossConfig,
+                 ranks: Ranks):
+        super().__init__()
+        self.model, self.vertices, self.loss, self.ranks = model, vertices, loss, ranks
+
+    def forward(self, raw: torch.Tensor, shape: torch.Tensor, observe: int,
+                target_flag: torch.Tensor | None, target_mode: bool | None
+                ) -> dict[str, torch.Tensor]:
+        """:func:`batch_losses` of ``(B, W, D)`` windows and ``(B, Ks)`` identities."""
+        return batch_losses(self.model, self.vertices, raw, shape, observe, target_flag,
+                            self.loss, target_mode, self.ranks)
 
 
 @torch.no_grad()
@@ -235,13 +267,30 @@ def train(data: str | os.PathLike, output: str | os.PathLike,
 
     Raises:
         InputError: unusable dataset or settings. ModelFileError: unusable checkpoint.
+        BackendUnavailableError: under torchrun, no collective backend for the device.
     """
     config = config or TrainConfig()
-    output = Path(output)
-    dataset = load_dataset(data)
+    # Under torchrun: checked before the slow part, and alike on every rank.
+    ranks = from_environment()
+    ranks.per_rank(config.batch)
     device = torch.device(config.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda: no CUDA device is available to torch here; use cpu")
+    device = ranks.device(device)
+    with process_group(ranks, device):
+        result = _train(data, output, config, model_config, loss_config, resume, face_model,
+                        ranks, device)
+        # The other ranks return rank 0's checkpoint: wait until it is written.
+        ranks.barrier()
+    return result
+
+
+def _train(data: str | os.PathLike, output: str | os.PathLike, config: TrainConfig,
+           model_config: DynamicsConfig | None, loss_config: LossConfig | None,
+           resume: str | os.PathLike | None, face_model: FaceModel | None, ranks: Ranks,
+           device: torch.device) -> TrainResult:
+    output = Path(output)
+    dataset = load_dataset(data)
     ckpt: Checkpoint | None = load_checkpoint(resume) if resume is not None else None
     if ckpt is not None:
         model_config, loss_config = ckpt.config, ckpt.loss
@@ -281,17 +330,20 @@ def train(data: str | os.PathLike, output: str | os.PathLike,
         normalizer.metric = vertex_metric(vertices, at)
     vertices = vertices.to(device)
     val_raw = val_shape = None
-    if val_videos:
+    if val_videos and ranks.main:
         val_raw, val_shape = WindowSampler(val_videos, config.window).fixed(config.window // 2)
         val_raw, val_shape = val_raw.to(device), val_shape.to(device)
 
-    output.mkdir(parents=True, exist_ok=True)
     log_path, plot_path = output / "log.csv", output / "loss.png"
-    rows = read_log(log_path, start)
+    rows: list[dict[str, Any]] = []
+    if ranks.main:
+        output.mkdir(parents=True, exist_ok=True)
+        rows = read_log(log_path, start)
     info = {"model": dataset.model, "n_expression": dataset.n_expression,
             "n_shape": int(sampler.shapes.shape[1]), "camera": dataset.camera,
             "videos": {"train": train_names, "val": val_names},
-            "dataset": str(Path(data).resolve()), "faceanime_version": __version__}
+            "dataset": str(Path(data).resolve()), "faceanime_version": __version__,
+            "processes": ranks.world_size}
     metrics: dict[str, float] = dict(ckpt.info.get("metrics", {})) if ckpt else {}
 
     rng_devices = [device] if device.type == "cuda" else []
@@ -303,6 +355,7 @@ def train(data: str | os.PathLike, output: str | os.PathLike,
         if ckpt is not None:
             model.load_state_dict(ckpt.build_model().state_dict())
         model.to(device).train()
+        objective = ranks.wrap(Objective(model, vertices, loss_config, ranks), device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
                                       weight_decay=config.weight_decay)
         generator = torch.Generator().manual_seed(config.seed)
@@ -310,39 +363,53 @@ def train(data: str | os.PathLike, output: str | os.PathLike,
             state = load_train_state(ckpt)
             optimizer.load_state_dict(state["optimizer"])
             restore_random_states(state, generator, device)
+        if ranks.rank > 0:
+            # Dropout: rank 0 continues the one-process stream, the others draw their own
+            # (the checkpoint keeps rank 0's only, so these restart from the step on resume).
+            torch.manual_seed((config.seed * 1_000_003 + ranks.rank) * 1_000_033 + start)
 
         def checkpoint(name: str, step: int) -> Path:
             state = {"optimizer": optimizer.state_dict(), "step": step,
                      **random_states(generator, device)}
-            return save_checkpoint(output, name, model, normalizer, loss_config, config,
+            return save_checkpoint(output, name, unwrap(objective).model, normalizer,
+                                   loss_config, config,
                                    {**info, "step": step, "metrics": metrics}, state)
 
-        bar = tqdm(total=config.steps, initial=start, disable=not config.progress,
+        share = ranks.share(config.batch)
+        bar = tqdm(total=config.steps, initial=start, disable=not (config.progress and ranks.main),
                    desc="train dynamics", unit="step", dynamic_ncols=True)
         t0 = time.perf_counter()
         for step in range(start, config.steps):
             lr = learning_rate(step, config)
             for group in optimizer.param_groups:
                 group["lr"] = lr
+            # The whole global batch is drawn on every rank (the draws are cheap and keep the
+            # generator's stream that of one process); each rank then computes its share.
             observe = int(torch.randint(1, config.observe + 1, (1,), generator=generator))
             raw, shape = sampler.sample(config.batch, generator, config.balanced)
             speed = torch.exp((2 * torch.rand(config.batch, generator=generator) - 1)
                               * math.log(config.speed))
-            raw = resample(raw, config.window, speed)
             flags = (torch.rand(config.batch, generator=generator) < config.target_fraction)
             flips = torch.rand(2, config.batch, generator=generator) < 0.5
+            target_mode = bool(flags.any())
+            raw, shape, speed, flags, flips = (raw[share], shape[share], speed[share],
+                                               flags[share], flips[:, share])
+            raw = resample(raw, config.window, speed)
             raw = augment(raw, dataset.n_expression, flips[0] if config.mirror else None,
                           flips[1] if config.reverse else None)
-            terms = batch_losses(model, vertices, raw.to(device), shape.to(device), observe,
-                                 flags.float().to(device), loss_config)
+            terms = objective(raw.to(device), shape.to(device), observe,
+                              flags.float().to(device), target_mode)
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
             done = step + 1
+            logged = ranks.mean(torch.stack([terms[k].detach() for k in LOSS_TERMS]))
+            if not ranks.main:
+                continue
             row: dict[str, Any] = {"step": done, "lr": f"{lr:.6g}",
-                                   **{k: f"{float(terms[k].detach()):.6g}" for k in
-                                      ("loss", "coefficient", "vertex", "nll")}}
+                                   **{k: f"{float(v):.6g}" for k, v in
+                                      zip(LOSS_TERMS, logged, strict=True)}}
             if val_raw is not None and (done % config.val_every == 0 or done == config.steps):
                 metrics = evaluate(model, vertices, val_raw, val_shape, config.observe,
                                    loss_config)
@@ -353,15 +420,18 @@ def train(data: str | os.PathLike, output: str | os.PathLike,
             row["seconds"] = f"{time.perf_counter() - t0:.2f}"
             rows.append(row)
             bar.update(1)
-            bar.set_postfix(loss=f"{float(terms['loss'].detach()):.4f}",
+            bar.set_postfix(loss=f"{float(logged[0]):.4f}",
                             val_mm=f"{metrics['vertex_mm']:.2f}" if metrics else "-")
             if done % config.checkpoint_every == 0 or done == config.steps:
                 checkpoint(f"step_{done:07d}", done)
                 write_log(log_path, LOG_FIELDS, rows)
                 _plot(plot_path, rows)
         bar.close()
-        weights = checkpoint(FINAL, config.steps)
-    write_log(log_path, LOG_FIELDS, rows)
-    _plot(plot_path, rows)
+        weights = output / f"{FINAL}.safetensors"
+        if ranks.main:
+            weights = checkpoint(FINAL, config.steps)
+    if ranks.main:
+        write_log(log_path, LOG_FIELDS, rows)
+        _plot(plot_path, rows)
     return TrainResult(checkpoint=weights, step=config.steps, log=log_path, plot=plot_path,
                        metrics=metrics)

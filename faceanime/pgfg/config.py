@@ -108,7 +108,7 @@ class TrainConfig:
     """How a generator is trained (the flags of ``faceanime train generator``)."""
 
     steps: int = 20000  # optimiser steps in all (a resumed run continues up to this)
-    batch: int = 8  # (source, target) pairs per step
+    batch: int = 8  # (source, target) pairs per step, the global batch: N processes take B/N each
     lr: float = 2e-4  # Adam learning rate of the generator
     lr_d: float = 2e-4  # Adam learning rate of the discriminator
     beta1: float = 0.5  # Adam beta1 (GAN practice)

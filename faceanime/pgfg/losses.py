@@ -39,12 +39,15 @@ def g_loss(fake: torch.Tensor, kind: str) -> torch.Tensor:
 
 
 def gradient_penalty(discriminator, prior: torch.Tensor, real: torch.Tensor,
-                     fake: torch.Tensor, generator: torch.Generator | None = None
-                     ) -> torch.Tensor:
+                     fake: torch.Tensor, generator: torch.Generator | None = None,
+                     alpha: torch.Tensor | None = None) -> torch.Tensor:
     """WGAN-GP (Gulrajani et al. 2017): ``E[(||grad_x D(p, x)|| - 1)^2]`` at random points
-    ``x`` between real and generated images (the condition ``p`` held fixed)."""
+    ``x`` between ``(B, 3, S, S)`` real and generated images (the condition ``p`` held fixed),
+    mixed by ``alpha`` ``(B,)`` (None: drawn from ``generator``)."""
     b = real.shape[0]
-    alpha = torch.rand(b, 1, 1, 1, generator=generator).to(real)
+    if alpha is None:
+        alpha = torch.rand(b, generator=generator)
+    alpha = alpha.reshape(b, 1, 1, 1).to(real)
     mixed = (alpha * real + (1 - alpha) * fake.detach()).requires_grad_(True)
     scores = discriminator(prior, mixed)
     (grad,) = torch.autograd.grad(scores.sum(), mixed, create_graph=True)

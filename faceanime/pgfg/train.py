@@ -14,6 +14,11 @@ Reproducible on CPU: weights, pairs and augmentation come from ``seed``; a check
 optimisers and random generators, so a resumed run repeats the uninterrupted run. Writes
 checkpoints (:mod:`~faceanime.pgfg.checkpoint`), ``log.csv``, ``loss.png`` and sample grids
 ``samples/step_*.png`` into the output folder.
+
+Under ``torchrun`` the same function trains with DistributedDataParallel
+(:mod:`faceanime.distributed`, docs/scale.md): ``batch`` is the global batch, every rank draws
+its pairs and augmentation whole and builds and trains on its share; rank 0 alone keeps the
+EMA, validates and writes.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from faceanime import __version__
+from faceanime.distributed import SINGLE, Ranks, from_environment, process_group, unwrap
 from faceanime.dynamics.data import split_videos
 from faceanime.dynamics.plot import plot_losses
 from faceanime.errors import InputError
@@ -59,6 +65,7 @@ from faceanime.pgfg.losses import d_loss, g_loss, gradient_penalty, identity_los
 from faceanime.pgfg.networks import Discriminator, Generator
 from faceanime.render.classic import ClassicRenderer
 
+LOSS_TERMS = ("loss", "l1", "adversarial", "identity")
 LOG_FIELDS = ("step", "lr", "loss", "l1", "adversarial", "identity", "d_loss", "val_l1",
               "val_identity", "classic_l1", "classic_identity", "source_l1", "seconds")
 
@@ -97,10 +104,16 @@ def _unflip(x: torch.Tensor, flipped: torch.Tensor) -> torch.Tensor:
     return torch.where(flipped.view(-1, 1, 1, 1), x.flip(-1), x)
 
 
-def generator_losses(generator: Generator, discriminator: Discriminator | None, batch: PairBatch,
-                     loss: LossConfig, embedder) -> dict[str, torch.Tensor]:
+def generator_losses(generator: torch.nn.Module, discriminator: torch.nn.Module | None,
+                     batch: PairBatch, loss: LossConfig, embedder, ranks: Ranks = SINGLE
+                     ) -> dict[str, torch.Tensor]:
     """The generator's loss terms on a batch: ``loss`` (weighted sum), ``l1``, ``adversarial``,
-    ``identity`` scalars, and ``fake``, the generated ``(B, 3, S, S)``."""
+    ``identity`` scalars, and ``fake``, the generated ``(B, 3, S, S)``.
+
+    Under data parallelism ``batch`` is this rank's share of the global batch (``ranks``); the
+    identity loss is taken on the first ``identity_samples`` pairs of the *global* batch, each
+    rank weighting those it holds so that DDP's average over ranks is their mean.
+    """
     fake = generator(batch.source, batch.p_s, batch.p_t, batch.flow)
     l1 = l1_loss(fake.float(), batch.target)
     zero = torch.zeros((), device=fake.device)
@@ -108,28 +121,39 @@ def generator_losses(generator: Generator, discriminator: Discriminator | None, 
         if discriminator is not None else zero
     ident = zero
     if loss.identity > 0 and embedder is not None:
-        n = loss.identity_samples or fake.shape[0]
-        # The identity network expects the landmarks' (unflipped) geometry.
-        ident = identity_loss(embedder, _unflip(fake[:n], batch.flipped[:n]),
-                              _unflip(batch.target[:n], batch.flipped[:n]), batch.landmarks[:n],
-                              loss.identity_metric)
+        b = fake.shape[0]
+        whole = b * ranks.world_size
+        n = min(loss.identity_samples or whole, whole)
+        mine = min(max(n - ranks.rank * b, 0), b)  # of the first n, the ones this rank holds
+        if mine:
+            # The identity network expects the landmarks' (unflipped) geometry.
+            ident = identity_loss(embedder, _unflip(fake[:mine], batch.flipped[:mine]),
+                                  _unflip(batch.target[:mine], batch.flipped[:mine]),
+                                  batch.landmarks[:mine], loss.identity_metric)
+            if mine * ranks.world_size != n:
+                ident = ident * (mine * ranks.world_size / n)
     total = loss.l1 * l1 + (loss.adversarial * adv if discriminator is not None else 0) \
         + loss.identity * ident
     return {"loss": total, "l1": l1, "adversarial": adv, "identity": ident, "fake": fake}
 
 
-def discriminator_step(generator: Generator, discriminator: Discriminator,
+def discriminator_step(generator: torch.nn.Module, discriminator: torch.nn.Module,
                        optimizer: torch.optim.Optimizer, batch: PairBatch, loss: LossConfig,
-                       rng: torch.Generator) -> float:
-    """One discriminator update; returns its loss."""
+                       rng: torch.Generator, alpha: torch.Tensor | None = None) -> float:
+    """One discriminator update; returns its loss.
+
+    ``discriminator`` may be DistributedDataParallel; ``alpha`` ``(B,)`` are WGAN-GP's mixing
+    weights (None: drawn from ``rng``; a rank passes its share of the global batch's)."""
     with torch.no_grad():
-        fake = generator(batch.source, batch.p_s, batch.p_t, batch.flow)
+        fake = unwrap(generator)(batch.source, batch.p_s, batch.p_t, batch.flow)
     real_s = discriminator(batch.p_t, batch.target).float()
     fake_s = discriminator(batch.p_t, fake).float()
     total = d_loss(real_s, fake_s, loss.gan)
     if loss.gan == "wgan-gp":
-        total = total + loss.gp * gradient_penalty(discriminator, batch.p_t, batch.target,
-                                                   fake.float(), rng)
+        # The bare network: DDP cannot follow torch.autograd.grad, but the penalty's gradient
+        # still reaches the parameters' .grad in the same backward, which DDP then averages.
+        total = total + loss.gp * gradient_penalty(unwrap(discriminator), batch.p_t,
+                                                   batch.target, fake.float(), rng, alpha)
     optimizer.zero_grad(set_to_none=True)
     total.backward()
     optimizer.step()
@@ -219,12 +243,17 @@ def train(data: str | os.PathLike, output: str | os.PathLike,
 
     Raises:
         InputError: unusable dataset or settings. ModelFileError: unusable checkpoint.
+        BackendUnavailableError: under torchrun, no collective backend for the device.
     """
     config = config or TrainConfig()
     output = Path(output)
+    # Under torchrun: checked before the slow part, and alike on every rank.
+    ranks = from_environment()
+    ranks.per_rank(config.batch)
     device = torch.device(config.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda: no CUDA device is available to torch here; use cpu")
+    device = ranks.device(device)
     ckpt: Checkpoint | None = load_checkpoint(resume) if resume is not None else None
     if ckpt is not None:
         for what, given, stored in (("generator", generator_config, ckpt.generator),
@@ -242,14 +271,17 @@ def train(data: str | os.PathLike, output: str | os.PathLike,
     generator_config = generator_config or GeneratorConfig()
     discriminator_config = discriminator_config or DiscriminatorConfig()
     loss_config = loss_config or LossConfig()
-    with torch_threads(config.threads):
-        return _train(data, output, config, generator_config, discriminator_config, loss_config,
-                      ckpt, face_model, device)
+    with torch_threads(config.threads), process_group(ranks, device):
+        result = _train(data, output, config, generator_config, discriminator_config,
+                        loss_config, ckpt, face_model, device, ranks)
+        # The other ranks return rank 0's checkpoint: wait until it is written.
+        ranks.barrier()
+    return result
 
 
 def _train(data, output: Path, config: TrainConfig, gen_config: GeneratorConfig,
            disc_config: DiscriminatorConfig, loss_config: LossConfig, ckpt: Checkpoint | None,
-           face_model: FaceModel | None, device: torch.device) -> TrainResult:
+           face_model: FaceModel | None, device: torch.device, ranks: Ranks) -> TrainResult:
     from faceanime.dynamics.data import read_manifest
 
     manifest = read_manifest(data)
@@ -260,7 +292,8 @@ def _train(data, output: Path, config: TrainConfig, gen_config: GeneratorConfig,
                          f"{gen_config.size} px: prepare with --crop-size {gen_config.size} or "
                          f"pass --size {size}")
     face_model = face_model or load_model(config.model or manifest.get("model") or "sfm")
-    dataset = load_pair_dataset(data, face_model, config.stride, progress=config.progress)
+    dataset = load_pair_dataset(data, face_model, config.stride,
+                                progress=config.progress and ranks.main)
     names = [v.name for v in dataset.videos]
     if ckpt is not None:
         videos = ckpt.info.get("videos", {})
@@ -277,13 +310,14 @@ def _train(data, output: Path, config: TrainConfig, gen_config: GeneratorConfig,
     sampler = PairSampler(train_videos, config.max_gap)
     mask, flow = gen_config.prior_mask, gen_config.prior_flow
     triangles = face_model.triangles.cpu() if gen_config.flow_init == "dense" else None
-    need_embedder = loss_config.identity > 0 or bool(val_videos)
+    validating = bool(val_videos) and ranks.main
+    need_embedder = loss_config.identity > 0 or validating
     embedder = load_embedder("torch", device) if need_embedder else None
 
     val_batch = None
     baseline: dict[str, float] = {}
     classic = None
-    if val_videos:
+    if validating:
         pairs = validation_pairs(val_videos, config.val_pairs)
         val_batch = make_batch(val_videos, pairs, config.radius, mask, flow_channel=flow,
                                triangles=triangles)
@@ -294,14 +328,17 @@ def _train(data, output: Path, config: TrainConfig, gen_config: GeneratorConfig,
         baseline = {"classic_l1": cm["l1"], "classic_identity": cm["identity"],
                     "source_l1": float((val_batch.source - val_batch.target).abs().mean())}
 
-    output.mkdir(parents=True, exist_ok=True)
     log_path, plot_path = output / "log.csv", output / "loss.png"
     start = ckpt.step if ckpt is not None else 0
-    rows = read_log(log_path, start)
+    rows: list[dict[str, Any]] = []
+    if ranks.main:
+        output.mkdir(parents=True, exist_ok=True)
+        rows = read_log(log_path, start)
     info = {"model": dataset.model_name, "crop_size": dataset.size,
             "crop_scale": float(manifest.get("crop_scale") or 1.0),
             "videos": {"train": train_names, "val": val_names},
-            "dataset": str(Path(data).resolve()), "faceanime_version": __version__}
+            "dataset": str(Path(data).resolve()), "faceanime_version": __version__,
+            "processes": ranks.world_size}
     metrics: dict[str, float] = dict(ckpt.info.get("metrics", {})) if ckpt else {}
 
     rng_devices = [device] if device.type == "cuda" else []
@@ -317,11 +354,15 @@ def _train(data, output: Path, config: TrainConfig, gen_config: GeneratorConfig,
             if discriminator is not None:
                 discriminator.load_state_dict(ckpt.build_discriminator().state_dict())
         generator.to(device).train()
-        ema = copy.deepcopy(generator).eval().requires_grad_(False) if config.ema else None
+        ema = copy.deepcopy(generator).eval().requires_grad_(False) \
+            if config.ema and ranks.main else None
         if ema is not None and ckpt is not None:
             ema.load_state_dict(ckpt.build_generator(ema=True).state_dict())
         if discriminator is not None:
             discriminator.to(device).train()
+        # The optimisers hold the bare networks' parameters, which the wrappers share.
+        gen_ddp = ranks.wrap(generator, device)
+        disc_ddp = ranks.wrap(discriminator, device) if discriminator is not None else None
         betas = (config.beta1, 0.999)
         opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=betas)
         opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr_d, betas=betas) \
@@ -347,7 +388,8 @@ def _train(data, output: Path, config: TrainConfig, gen_config: GeneratorConfig,
             sample_grid(output / "samples" / f"step_{step:07d}.png", val_batch, fake, classic)
             return {f"val_{k}": v for k, v in found.items()} | baseline
 
-        bar = tqdm(total=config.steps, initial=start, disable=not config.progress,
+        share = ranks.share(config.batch)
+        bar = tqdm(total=config.steps, initial=start, disable=not (config.progress and ranks.main),
                    desc="train generator", unit="step", dynamic_ncols=True)
         t0 = time.perf_counter()
         done = start
@@ -358,35 +400,55 @@ def _train(data, output: Path, config: TrainConfig, gen_config: GeneratorConfig,
             if opt_d is not None:
                 for group in opt_d.param_groups:
                     group["lr"] = learning_rate(step, config.lr_d, config.steps)
+            # Every rank draws the whole global batch's pairs and augmentation (cheap, and the
+            # generator's stream stays that of one process), then builds only its share.
             index = sampler.sample(config.batch, rng)
             flip = torch.rand(config.batch, generator=rng) < 0.5 if config.flip else None
             gain = 1 + config.jitter * (2 * torch.rand(config.batch, generator=rng) - 1)
             bias = config.jitter / 2 * (2 * torch.rand(config.batch, generator=rng) - 1)
-            batch = make_batch(train_videos, index, config.radius, mask, flip, gain, bias,
+            alpha = torch.rand(config.batch, generator=rng)[share] \
+                if discriminator is not None and loss_config.gan == "wgan-gp" else None
+            batch = make_batch(train_videos, index[share], config.radius, mask,
+                               None if flip is None else flip[share], gain[share], bias[share],
                                flow, triangles).to(device)
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-                dl = discriminator_step(generator, discriminator, opt_d, batch, loss_config,
-                                        rng) if discriminator is not None else float("nan")
-                terms = generator_losses(generator, discriminator, batch, loss_config, embedder)
+                dl = discriminator_step(gen_ddp, disc_ddp, opt_d, batch, loss_config, rng,
+                                        alpha) if disc_ddp is not None else float("nan")
+                # The bare discriminator: its gradients from this loss are thrown away (the
+                # next discriminator step starts from zero), so no rank needs the others'.
+                terms = generator_losses(gen_ddp, discriminator, batch, loss_config, embedder,
+                                         ranks)
             opt_g.zero_grad(set_to_none=True)
             terms["loss"].backward()
             opt_g.step()
             if ema is not None:
                 ema_update(ema, generator, config.ema)
             done = step + 1
-            row: dict[str, Any] = {"step": done, "lr": f"{lr:.6g}", "d_loss": f"{dl:.6g}",
-                                   **{k: f"{float(terms[k].detach()):.6g}" for k in
-                                      ("loss", "l1", "adversarial", "identity")}}
             elapsed = time.perf_counter() - t0
             out_of_time = config.max_minutes > 0 and elapsed > 60 * config.max_minutes
+            # One exchange per step: the losses rank 0 logs (means over the global batch) and
+            # whether any rank ran out of time (all must stop at the same step).
+            logged = ranks.mean(torch.tensor([*(float(terms[k].detach()) for k in LOSS_TERMS),
+                                              dl, float(out_of_time)], dtype=torch.float64,
+                                             device=device))
+            out_of_time = bool(logged[-1] > 0)
             last = done == config.steps or out_of_time
+            if not ranks.main:
+                if out_of_time:
+                    stopped_early = done < config.steps
+                    break
+                continue
+            row: dict[str, Any] = {"step": done, "lr": f"{lr:.6g}",
+                                   "d_loss": f"{float(logged[-2]):.6g}",
+                                   **{k: f"{float(v):.6g}" for k, v in
+                                      zip(LOSS_TERMS, logged[:len(LOSS_TERMS)], strict=True)}}
             if val_batch is not None and (done % config.val_every == 0 or last):
                 metrics = validate(done)
                 row.update({k: f"{v:.6g}" for k, v in metrics.items()})
             row["seconds"] = f"{elapsed:.2f}"
             rows.append(row)
             bar.update(1)
-            bar.set_postfix(l1=f"{float(terms['l1'].detach()):.4f}",
+            bar.set_postfix(l1=f"{float(logged[1]):.4f}",
                             val_l1=f"{metrics['val_l1']:.4f}" if metrics else "-")
             if done % config.checkpoint_every == 0 and not last:
                 checkpoint(f"step_{done:07d}", done)
@@ -396,9 +458,12 @@ def _train(data, output: Path, config: TrainConfig, gen_config: GeneratorConfig,
                 stopped_early = done < config.steps
                 break
         bar.close()
-        weights = checkpoint(FINAL, done)
-    write_log(log_path, LOG_FIELDS, rows)
-    _plot(plot_path, rows)
+        weights = output / f"{FINAL}.safetensors"
+        if ranks.main:
+            weights = checkpoint(FINAL, done)
+    if ranks.main:
+        write_log(log_path, LOG_FIELDS, rows)
+        _plot(plot_path, rows)
     return TrainResult(checkpoint=weights, step=done, log=log_path, plot=plot_path,
                        metrics=metrics, stopped_early=stopped_early)
 
