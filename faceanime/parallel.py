@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+import os
 import pickle
 import signal
 import sys
@@ -40,6 +41,42 @@ def default_workers(device: torch.device | str | None = None) -> int:
     if device is not None and torch.device(device).type != "cpu":
         return 1
     return max(1, min(MAX_WORKERS, torch.get_num_threads()))
+
+
+# Frames a renderer draws at once by default. On the CPU a batch beyond 8 gains nothing and
+# holds more memory; a GPU's kernels are launch-bound at 8 (an H200, the warp at 512²: 2.32
+# ms a frame at batch 8, 0.68 at 32, docs/performance.md), up to frames of about 1024².
+CPU_BATCH, ACCELERATOR_BATCH, ACCELERATOR_BATCH_PIXELS = 8, 32, 1024 * 1024
+
+
+def default_batch(device: torch.device | str | None, pixels: int) -> int:
+    """Frames to render at once on ``device`` for frames of ``pixels`` pixels: 8 on the CPU;
+    on an accelerator 32 up to 1024² frames, fewer for larger ones (at least 8)."""
+    if device is None or torch.device(device).type == "cpu":
+        return CPU_BATCH
+    fits = ACCELERATOR_BATCH * ACCELERATOR_BATCH_PIXELS // max(1, pixels)
+    return max(CPU_BATCH, min(ACCELERATOR_BATCH, fits))
+
+
+# Processes a video is tracked in at most, by default: each loads dlib's models (~100 MB) and
+# decodes on its own, and parts are at least 100 frames, so few videos use more.
+MAX_TRACK_PARTS = 16
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity where the system says, e.g. a job
+    scheduler's share), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on every platform
+        return max(1, os.cpu_count() or 1)
+
+
+def default_track_parts() -> int:
+    """Parts a driving video is tracked in at once when the job does not say: one per usable
+    core (:func:`usable_cores`), at most :data:`MAX_TRACK_PARTS`. Tracking is dlib on the CPU
+    and comes before rendering, so the cores are spare then on a GPU host and on a CPU one."""
+    return min(MAX_TRACK_PARTS, usable_cores())
 
 
 @contextlib.contextmanager

@@ -3,11 +3,11 @@
 Prints, side by side: eos's ``fit_shape_and_pose`` (5 iterations, contour fitting) and ours on
 ``faces/image_0010.png`` with its ground-truth landmarks (time per image, mean reprojection error
 at the 50 landmarks that map to SFM vertices and on the jaw), and the whole-video fit of
-``videos/d3.mp4`` (landmarks tracked first, not timed) in frames per second, with eos's
+``videos/d3.mp4`` (``--video``; landmarks tracked first, not timed) in frames per second, with eos's
 per-frame rate for comparison.
 
     python tools/bench_fit.py [--data ../shared/data] [--eos-frames 40] [--repeat 5]
-                              [--landmarks d3.npz] [--device cpu]
+                              [--video d3] [--landmarks d3.npz] [--device cpu]
 """
 
 from __future__ import annotations
@@ -67,8 +67,11 @@ def main() -> None:
                         help="shared data folder (sfm/, faces/, videos/)")
     parser.add_argument("--eos-frames", type=int, default=40,
                         help="video frames eos fits for its per-frame rate (default: %(default)s)")
+    parser.add_argument("--video", default="d3",
+                        help="which shared video (videos/NAME.mp4) is fitted whole "
+                             "(default: %(default)s; d6 has 1008 frames)")
     parser.add_argument("--landmarks", default=None,
-                        help="d3.mp4's landmarks as saved by 'faceanime landmarks' (.npz); "
+                        help="the video's landmarks as saved by 'faceanime landmarks' (.npz); "
                              "tracked with dlib when not given")
     parser.add_argument("--repeat", type=int, default=5,
                         help="whole-video fits timed; the median counts (default: %(default)s)")
@@ -118,31 +121,33 @@ def main() -> None:
     if args.landmarks:
         track = VideoLandmarks.load(args.landmarks)
     else:
-        track = track_video(data / "videos" / "d3.mp4", TrackerConfig(progress=False))
+        track = track_video(data / "videos" / f"{args.video}.mp4", TrackerConfig(progress=False))
     points = torch.from_numpy(track.points)
-    fit_landmarks(model, points[:16], (512, 512), config)  # warm-up
+    size = tuple(int(v) for v in track.image_size)
+    fit_landmarks(model, points[:16], size, config)  # warm-up
     times = []
     for _ in range(args.repeat):
         t0 = time.perf_counter()
-        video = fit_landmarks(model, points, (512, 512), config, fps=track.fps)
+        video = fit_landmarks(model, points, size, config, fps=track.fps)
         times.append(time.perf_counter() - t0)
     ours = len(points) / float(np.median(times))
     verr = np.nanmean(np.linalg.norm(video.fitted_landmarks.cpu().numpy() - track.points, axis=-1))
     # Errors at the 50 mapped points on the frames eos fits, so both are measured alike.
     n = min(args.eos_frames, len(points))
-    ours_mapped = np.linalg.norm(video.fitted_landmarks.cpu().numpy()[:n, mapped]
-                                 - track.points[:n, mapped], axis=-1).mean()
-    if run_eos is not None:
+    ours_mapped = (np.linalg.norm(video.fitted_landmarks.cpu().numpy()[:n, mapped]
+                                  - track.points[:n, mapped], axis=-1).mean()
+                   if n > 0 else float("nan"))  # --eos-frames 0: no frames compared
+    if run_eos is not None and n > 0:
         ids = model.landmark_indices.cpu().numpy()[mapped]
         eos_err, t_eos = [], 0.0
         for i in range(n):
             t0 = time.perf_counter()
-            mesh, pose, _, _ = run_eos(track.points[i], 512, 512)
+            mesh, pose, _, _ = run_eos(track.points[i], size[1], size[0])
             t_eos += time.perf_counter() - t0
-            proj = eos_projected(mesh, pose, 512, 512, ids)
+            proj = eos_projected(mesh, pose, size[1], size[0], ids)
             eos_err.append(np.linalg.norm(proj - track.points[i, mapped], axis=1).mean())
         eos_rate = n / t_eos
-    print(f"\nvideos/d3.mp4, {len(points)} frames, dlib landmarks (tracking not timed)")
+    print(f"\nvideos/{args.video}.mp4, {len(points)} frames, dlib landmarks (tracking not timed)")
     print(f"{'method':<28}{'frames/s':>10}{'err all (px)':>14}{f'err 50 pts, {n} fr':>20}")
     print(f"{'faceanime (whole video)':<28}{ours:>10.1f}{verr:>14.2f}{ours_mapped:>20.2f}")
     if eos_rate is not None:

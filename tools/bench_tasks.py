@@ -3,15 +3,17 @@ its per-stage split.
 
 For each output size (an aligned square face crop, ``--no-paste-back --size S``) it times each
 stage alone on the same inputs: decode (the driving video's frames), landmarks (tracking,
-decode included; one pass, then in two parts at once), fit (the 3DMM fit of the driver), render
-(the render of every frame; one worker thread, then the default), encode
+decode included; one pass, then in parts at once, one per core as the jobs do), fit (the 3DMM
+fit of the driver), render (the render of every frame; one worker thread, then the default),
+encode
 (H.264 with the driver's audio). Then it times the whole job as a user runs it
-(``faceanime.jobs.retarget.retarget``, streaming, default settings: the driver tracked in two
-processes while the photo is prepared, batches rendered on one thread per torch thread while
+(``faceanime.jobs.retarget.retarget``, streaming, default settings: the driver tracked in one
+process per core while the photo is prepared, batches rendered on one thread per torch thread while
 the encoder works) and, for comparison, with everything one after the other
 (``track_parts=1``, one render worker).
 
     PYTHONPATH=. python tools/bench_tasks.py [--sizes 256 512] [--threads 2] [--repeat 3]
+        [--device cpu|cuda]
 
 Prints a Markdown table (docs/performance.md holds the results with the machine they ran on);
 the end-to-end times are the median of ``--repeat`` runs.
@@ -47,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--repeat", type=int, default=3, help="end-to-end runs per size")
     parser.add_argument("--renderer", choices=["warp", "mask"], default="warp")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     args = parser.parse_args(argv)
     os.environ.setdefault("FACEANIME_MODEL_DIR", str(DATA / "sfm"))
     # As the CLI does: idle OpenMP threads sleep instead of spinning (see faceanime.cli).
@@ -54,11 +57,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from faceanime.devices import resolve_device
     from faceanime.fitting import fit_landmarks
-    from faceanime.io import iter_video_frames, read_video_info, write_video
+    from faceanime.io import iter_video_frames, read_video_info, video_encoder, write_video
     from faceanime.landmarks import TrackerConfig, track_video
     from faceanime.morphable import load_model
     from faceanime.motion import transfer_motion
+    from faceanime.parallel import default_track_parts
     from faceanime.render.classic import ClassicConfig
     from faceanime.render.warp import WarpConfig
 
@@ -69,14 +74,16 @@ def main(argv: list[str] | None = None) -> int:
     from faceanime.jobs.retarget import RetargetConfig, retarget
 
     torch.set_num_threads(args.threads)
-    model = load_model("sfm")
+    device = str(resolve_device(args.device))
+    parts = default_track_parts()
+    model = load_model("sfm", device=device)
     info = read_video_info(args.driving)
     n = sum(1 for _ in iter_video_frames(args.driving))
     decode = _seconds(lambda: sum(1 for _ in iter_video_frames(args.driving)))
     quiet = TrackerConfig(progress=False)
     track = track_video(args.driving, quiet)
     landmarks = _seconds(lambda: track_video(args.driving, quiet))
-    landmarks_parts = _seconds(lambda: track_video(args.driving, replace(quiet, parts=2)))
+    landmarks_parts = _seconds(lambda: track_video(args.driving, replace(quiet, parts=parts)))
     fit = _seconds(lambda: fit_landmarks(model, torch.from_numpy(track.points), info.size[::-1],
                                          fps=info.fps))
     driving = fit_landmarks(model, torch.from_numpy(track.points), info.size[::-1], fps=info.fps)
@@ -85,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
             config = OutputConfig(paste_back=False, size=size, progress=False,
-                                  renderer=args.renderer)
+                                  renderer=args.renderer, device=device)
             image, source = load_source(args.source, model, config)
             target = transfer_motion(source, driving)
             renders = {}
@@ -95,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
                     1 for _ in r.iter_frames(t)))
             frames = list(renderer.iter_frames(target))
             encode = _seconds(lambda f=frames: write_video(Path(tmp) / "enc.mp4", f, info.fps,
-                                                           audio_from=args.driving))
+                                                           audio_from=args.driving,
+                                                           encoder=video_encoder(device)))
             del frames
             ends = {}
             serial = RetargetConfig(output=with_workers(config, 1), track_parts=1)
@@ -110,9 +118,10 @@ def main(argv: list[str] | None = None) -> int:
                          renders[1], renders[0], encode, ends["serial"], ends["default"]))
 
     print(f"retarget {Path(args.source).name} by {Path(args.driving).name} ({n} frames), "
-          f"{args.renderer} renderer, {args.threads} torch thread(s), {os.cpu_count()} cores; "
+          f"{args.renderer} renderer on {device} (encoder {video_encoder(device)}), "
+          f"{args.threads} torch thread(s), {os.cpu_count()} cores; "
           f"ms per frame by stage (each alone), then the whole job (median of {args.repeat})\n")
-    print("| size | decode | landmarks, 1 pass / 2 parts | fit | render, 1 worker / default "
+    print(f"| size | decode | landmarks, 1 pass / {parts} parts | fit | render, 1 worker / default "
           "| encode | job, all serial | job, default | job fps |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for (size, frames, dec, lm1, lm2, fit_s, r1, r0, enc, serial_s, total) in rows:

@@ -26,8 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="your photo instead of the sample portrait")
     p.add_argument("--side-by-side", action="store_true",
                    help="write the photo beside the result")
-    p.add_argument("--device", type=device_arg, default=None,
-                   help=f"where the work runs: {DEVICE_HELP} (default: cpu)")
+    p.add_argument("--device", type=device_arg, default="auto",
+                   help=f"where the work runs: {DEVICE_HELP} (default: auto)")
     p.add_argument("--list", action="store_true", help="list the motion templates and exit")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--quiet", action="store_true",

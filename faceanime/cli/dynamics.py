@@ -56,8 +56,8 @@ def _common(p: argparse.ArgumentParser, default_steps: int) -> None:
                    help="observe this many of the input's last frames (default: as trained)")
     p.add_argument("--include-observed", action="store_true",
                    help="write the observed frames before the generated ones")
-    p.add_argument("--device", type=device_arg, default=None,
-                   help=f"where the work runs: {DEVICE_HELP} (default: cpu)")
+    p.add_argument("--device", type=device_arg, default="auto",
+                   help=f"where the work runs: {DEVICE_HELP} (default: auto)")
 
 
 def _output(path: str) -> Path:

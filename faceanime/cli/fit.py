@@ -56,8 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(dlib, mediapipe, fan; default: %(default)s)")
     p.add_argument("--face-index", type=int, default=0,
                    help="which face when there are several, by size (default: 0 = largest)")
-    p.add_argument("--device", type=device_arg, default=None,
-                   help=f"where the work runs: {DEVICE_HELP} (default: cpu)")
+    p.add_argument("--device", type=device_arg, default="auto",
+                   help=f"where the work runs: {DEVICE_HELP} (default: auto)")
     p.add_argument("--parts", type=int, default=1, metavar="N",
                    help="video only: track up to N parts at once, one process each (see "
                         "'faceanime landmarks --help'; default %(default)s)")

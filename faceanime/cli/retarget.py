@@ -55,7 +55,7 @@ def add_job_options(p: argparse.ArgumentParser) -> None:
                         "relative to the face's (default: "
                         f"{_WARP.head_width:g} {_WARP.head_height:g}; larger for big hair)")
     p.add_argument("--batch-size", type=int, default=_RENDER.batch_size,
-                   help="frames rendered at once (default: %(default)s)")
+                   help="frames rendered at once (default: 0 = 8 on the CPU, 32 on CUDA)")
     p.add_argument("--workers", type=int, default=_RENDER.workers, metavar="N",
                    help="batches rendered at once on N threads (default: 0 = "
                         "one per torch CPU thread, at most 4)")
@@ -68,8 +68,8 @@ def add_job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source-landmarks", metavar="FILE", default=None,
                    help="the photo's 68 landmarks instead of detecting them: an iBUG .pts, or "
                         "a .npz from 'faceanime landmarks' (one source only)")
-    p.add_argument("--device", type=device_arg, default=None,
-                   help=f"where the work runs: {DEVICE_HELP} (default: cpu)")
+    p.add_argument("--device", type=device_arg, default="auto",
+                   help=f"where the work runs: {DEVICE_HELP} (default: auto)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--quiet", action="store_true",
                    help="no progress bars and no summary line (errors are still printed)")
@@ -156,8 +156,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default: 25)")
     p.add_argument("--track-parts", type=int, default=RetargetConfig().track_parts, metavar="N",
                    help="track the driving video in up to N parts at once, one process each, "
-                        "while the photo is prepared (default: %(default)s; 1: one pass, the "
-                        "same landmarks as 'faceanime fit')")
+                        "while the photo is prepared (default: one per CPU core, at most 16; "
+                        "1: one pass, the same landmarks as 'faceanime fit')")
     p.add_argument("--allow-truncated", action="store_true",
                    help="use a driving video that ends before its header says (cut off or "
                         "damaged) with a warning, instead of stopping with an error")

@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    default=_SWAP.keep_mouth,
                    help="keep the target's own teeth and tongue (default: on)")
     p.add_argument("--batch-size", type=int, default=_SWAP.batch_size,
-                   help="frames swapped at once (default: %(default)s)")
+                   help="frames swapped at once (default: 0 = 8 on the CPU, 32 on CUDA)")
     p.add_argument("--watermark", action="store_true",
                    help="draw a visible 'faceanime: synthetic' mark on every frame")
     p.add_argument("--audio", action=argparse.BooleanOptionalAction, default=True,
@@ -59,14 +59,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source-landmarks", metavar="FILE", default=None,
                    help="the photo's 68 landmarks instead of detecting them: an iBUG .pts, or "
                         "a .npz from 'faceanime landmarks' (one source only)")
-    p.add_argument("--track-parts", type=int, default=2, metavar="N",
-                   help="track the target in up to N parts at once (default: %(default)s)")
+    p.add_argument("--track-parts", type=int, default=None, metavar="N",
+                   help="track the target in up to N parts at once, one process each "
+                        "(default: one per CPU core, at most 16)")
     p.add_argument("--allow-truncated", action="store_true",
                    help="use a target video that ends before its header says, with a warning")
     p.add_argument("--save-coeffs", help="also write the swapped coefficients (.npz; one "
                                          "source only)")
-    p.add_argument("--device", type=device_arg, default=None,
-                   help=f"where the work runs: {DEVICE_HELP} (default: cpu)")
+    p.add_argument("--device", type=device_arg, default="auto",
+                   help=f"where the work runs: {DEVICE_HELP} (default: auto)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--quiet", action="store_true",
                    help="no progress bars and no summary line (errors are still printed)")

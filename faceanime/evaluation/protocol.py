@@ -34,7 +34,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,7 @@ import torch
 from tqdm import tqdm
 
 from faceanime.coefficients import Coefficients
+from faceanime.devices import resolve_device
 from faceanime.errors import (
     BackendUnavailableError,
     FaceAnimeError,
@@ -92,8 +93,9 @@ class EvalConfig:
     """Frames rendered and scored at once."""
     model: str = "sfm"
     """Morphable model name or path (for the rendering methods and the fits)."""
-    device: str = "cpu"
-    """Torch device for rendering, fitting and the identity network."""
+    device: str = "auto"
+    """Torch device for rendering, fitting and the identity network: auto (CUDA when this
+    machine has it, else the CPU), cpu, cuda or cuda:N; resolved once, before any work."""
     warp: WarpConfig = field(default_factory=WarpConfig)
     """The warp renderer's settings."""
     render: ClassicConfig = field(default_factory=ClassicConfig)
@@ -598,6 +600,7 @@ def evaluate_self(videos: Sequence[str | os.PathLike], config: EvalConfig | None
     """Self-reenactment of each video by every method; a video that fails as a whole (unreadable,
     no face in its source frame) carries its error and the others go on."""
     config = config or EvalConfig()
+    config = replace(config, device=str(resolve_device(config.device)))
     check_inputs(videos, config, "videos")
     for v in videos:
         if not is_video_path(v):
@@ -776,6 +779,7 @@ def evaluate_cross(photos: Sequence[str | os.PathLike], driving: Sequence[str | 
     """Cross-reenactment of every photo by every driving video; a pair that fails as a whole
     carries its error and the others go on."""
     config = config or EvalConfig()
+    config = replace(config, device=str(resolve_device(config.device)))
     check_inputs(photos, config, "photos")
     check_inputs(driving, config, "driving videos", settings=False)
     for v in driving:

@@ -33,12 +33,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from faceanime.devices import resolve_device
 from faceanime.errors import InputError
 from faceanime.evaluation.protocol import Scorer, rotation_angle_deg
 from faceanime.fitting import FitConfig, fit_image, fit_landmarks, fit_video
 from faceanime.io import iter_video_frames, read_image
 from faceanime.landmarks import TrackerConfig
 from faceanime.morphable import load_model
+from faceanime.parallel import default_batch
 from faceanime.render.frames import frames_tensor, to_uint8
 from faceanime.render.swap import SwapRenderConfig, SwapRenderer
 
@@ -60,7 +62,8 @@ class SwapEvalConfig:
     swap: SwapRenderConfig = field(default_factory=SwapRenderConfig)
     """The swap's settings (``paste`` drops colour matching, occlusion and fringe from them)."""
     model: str = "sfm"
-    device: str = "cpu"
+    device: str = "auto"
+    """auto (CUDA when available, else the CPU), cpu, cuda or cuda:N."""
     progress: bool = True
 
 
@@ -113,6 +116,7 @@ def evaluate_swap(photos: Sequence[str | os.PathLike], targets: Sequence[str | o
         InputError: an unknown method, or a stride below 1.
     """
     config = config or SwapEvalConfig()
+    config = replace(config, device=str(resolve_device(config.device)))
     unknown = set(config.methods) - set(SWAP_METHODS)
     if unknown:
         raise InputError(f"unknown swap method(s) {', '.join(sorted(unknown))}: choose from "
@@ -155,7 +159,8 @@ def evaluate_swap(photos: Sequence[str | os.PathLike], targets: Sequence[str | o
                                                 frames_tensor(frames[picks]),
                                                 coeffs.frames([index[k] for k in picks]),
                                                 variants[method])
-                        batch = variants[method].batch_size
+                        batch = variants[method].batch_size or default_batch(
+                            config.device, frames.shape[1] * frames.shape[2])
                         out = np.concatenate([to_uint8(renderer.render_frames(
                             frames_tensor(frames[s:s + batch]),
                             coeffs.frames(index[s:s + batch]))[0])

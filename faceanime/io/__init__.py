@@ -13,6 +13,7 @@ from faceanime.io.media import (
     read_image,
     read_metadata,
     read_video_info,
+    video_encoder,
     write_image,
     write_video,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "read_metadata",
     "read_video_info",
     "save_npz",
+    "video_encoder",
     "write_image",
     "write_video",
 ]

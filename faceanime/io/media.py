@@ -8,12 +8,13 @@ length. Every failure becomes a :class:`~faceanime.errors.MediaError` naming the
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import re
 import subprocess
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -351,9 +352,55 @@ def _check_complete(path: Path, meta: dict, decoded: int, allow_truncated: bool,
     warnings.warn(f"{what}; using the frames it has", stacklevel=3)
 
 
+# NVENC's constant-quality mode at about x264's crf 15 (write_video's default quality 7) for
+# talking heads; p4 is NVENC's middle preset (speed and size between p1 and p7).
+NVENC_PARAMS = ("-preset", "p4", "-rc", "vbr", "-cq", "19", "-b:v", "0")
+
+
+def pick_encoder(device: str | None, offered: Collection[str], nvenc_runs: bool) -> str:
+    """The H.264 encoder for a job on ``device``: NVIDIA's hardware encoder (``h264_nvenc``)
+    when the job runs on CUDA, ffmpeg offers it (``offered``, its encoder names) and a test
+    encode ran (``nvenc_runs``: a build may list it where no NVIDIA driver is), else x264."""
+    on_cuda = device is not None and str(device).startswith("cuda")
+    return "h264_nvenc" if on_cuda and "h264_nvenc" in offered and nvenc_runs else "libx264"
+
+
+@functools.cache
+def ffmpeg_encoders() -> frozenset[str]:
+    """The video encoders the ffmpeg that writes our videos offers (asked once a process)."""
+    try:
+        out = subprocess.run([_ffmpeg().get_ffmpeg_exe(), "-hide_banner", "-encoders"],
+                             capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError, MediaError):
+        return frozenset()
+    return frozenset(m.group(1) for m in re.finditer(r"^ V\S* (\S+)", out, re.MULTILINE))
+
+
+@functools.cache
+def nvenc_runs() -> bool:
+    """Whether a 16-frame ``h264_nvenc`` encode with :data:`NVENC_PARAMS` succeeds here (asked
+    once a process, only for CUDA jobs): listed is not working without an NVIDIA driver."""
+    cmd = [_ffmpeg().get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "lavfi",
+           "-i", "testsrc=size=256x256:rate=25", "-frames:v", "16", "-c:v", "h264_nvenc",
+           *NVENC_PARAMS, "-pix_fmt", "yuv420p", "-f", "null", "-"]
+    try:
+        return subprocess.run(cmd, capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def video_encoder(device: str | None) -> str:
+    """:func:`pick_encoder` for this machine (probes ffmpeg only for a CUDA job)."""
+    if device is None or not str(device).startswith("cuda"):
+        return "libx264"
+    offered = ffmpeg_encoders()
+    return pick_encoder(device, offered, "h264_nvenc" in offered and nvenc_runs())
+
+
 def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float,
                 audio_from: str | os.PathLike | None = None, quality: int = 7,
-                metadata: dict[str, str] | None = None, preset: str = "veryfast") -> int:
+                metadata: dict[str, str] | None = None, preset: str = "veryfast",
+                encoder: str = "libx264") -> int:
     """Encode ``(H, W, 3)`` uint8 frames as H.264 mp4 (yuv420p), streaming, written atomically.
 
     An odd width or height gets one repeated column or row (yuv420p needs even sizes).
@@ -368,6 +415,8 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
         metadata: container tags (``comment``, ``description``, ...) written into the file.
         preset: x264 speed preset; ``veryfast`` encodes ~5x faster than x264's default
             ``medium`` at about the same size for talking heads (docs/performance.md).
+        encoder: ``libx264`` or ``h264_nvenc`` (:func:`video_encoder` picks; NVENC takes
+            :data:`NVENC_PARAMS` instead of ``quality`` and ``preset``).
 
     Returns:
         The number of frames written.
@@ -391,7 +440,8 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
                     kwargs = {}
                     if audio_from is not None:
                         kwargs = {"audio_path": str(audio_from), "audio_codec": "aac"}
-                    params = ["-preset", preset]
+                    nvenc = encoder == "h264_nvenc"
+                    params = list(NVENC_PARAMS) if nvenc else ["-preset", preset]
                     if metadata:
                         # Custom keys need use_metadata_tags; comment/description are standard.
                         params += ["-movflags", "+use_metadata_tags"]
@@ -399,8 +449,9 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
                             params += ["-metadata", f"{key}={value}"]
                     kwargs["output_params"] = params
                     writer = _ffmpeg().write_frames(
-                        str(tmp), (w, h), fps=fps, codec="libx264", pix_fmt_out="yuv420p",
-                        quality=quality, macro_block_size=2, ffmpeg_log_level="error", **kwargs)
+                        str(tmp), (w, h), fps=fps, codec=encoder, pix_fmt_out="yuv420p",
+                        quality=None if nvenc else quality, macro_block_size=2,
+                        ffmpeg_log_level="error", **kwargs)
                     writer.send(None)
                 writer.send(frame)
                 count += 1

@@ -34,6 +34,7 @@ from faceanime.jobs.common import (
     finish_job,
     load_source,
     make_renderer,
+    on_device,
 )
 from faceanime.landmarks import create_detector
 from faceanime.morphable import load_model
@@ -125,7 +126,7 @@ def animate(source: str | os.PathLike, target: str | os.PathLike,
         config: settings.
         save_coefficients: also write the rendered coefficients (``.npz``).
     """
-    config = config or AnimateConfig()
+    config = on_device(config or AnimateConfig())
     started = time.perf_counter()
     check_frames(frames)
     if dynamics is not None and frames < 2:

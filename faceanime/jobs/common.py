@@ -19,6 +19,7 @@ import types
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ from tqdm import tqdm
 
 from faceanime import __version__
 from faceanime.coefficients import Coefficients
+from faceanime.devices import resolve_device
 from faceanime.errors import BackendUnavailableError, FaceAnimeError, InputError
 from faceanime.fitting import FitConfig, fit_image, fit_video, read_landmarks_file
 from faceanime.geometry.rotation import so3_exp
@@ -38,6 +40,7 @@ from faceanime.io import (
     is_video_path,
     read_image,
     read_video_info,
+    video_encoder,
     write_image,
     write_video,
 )
@@ -50,7 +53,7 @@ from faceanime.landmarks import (
     track_video,
 )
 from faceanime.morphable import FaceModel, load_model
-from faceanime.parallel import Background
+from faceanime.parallel import Background, default_track_parts
 from faceanime.render.classic import ClassicConfig, ClassicRenderer
 from faceanime.render.frames import image_tensor
 from faceanime.render.paste import crop_affine, warp_to_crop
@@ -85,9 +88,9 @@ class OutputConfig:
     """The mask renderer's and the generator's settings (default: ClassicConfig())."""
     watermark: bool = False
     """Draw a visible "synthetic" mark in the bottom-right corner of every frame."""
-    device: str | None = None
-    """cpu, cuda or cuda:N (default: cpu); ``faceanime.devices.resolve_device`` turns "auto"
-    into one of them."""
+    device: str | None = "auto"
+    """auto (CUDA when this machine has it, else the CPU), cpu, cuda or cuda:N; None: the
+    CPU. Each job resolves it once, before any work (:func:`on_device`)."""
     progress: bool = True
     """Show progress bars."""
     max_side: int = 2048
@@ -120,6 +123,17 @@ class TaskResult:
         notes = "".join(f"; {note}" for note in self.notes)
         return (f"{where}: {self.frames} frames at {self.fps:g} fps in {self.seconds:.1f} s "
                 f"({rate:.1f} frames/s on {self.device}){notes}")
+
+
+JobConfig = TypeVar("JobConfig", bound="PhotoInputs")
+
+
+def on_device(config: JobConfig) -> JobConfig:
+    """``config`` (a job's, with an ``output``) with its device resolved: ``"auto"`` becomes
+    ``"cuda"`` or ``"cpu"``, and CUDA asked for where there is none is one clear error
+    (:func:`~faceanime.devices.resolve_device`) before anything is read."""
+    device = str(resolve_device(config.output.device))
+    return replace(config, output=replace(config.output, device=device))
 
 
 # --- outputs ------------------------------------------------------------------------------------
@@ -199,7 +213,8 @@ def write_frames(output: Path, frames: Iterable[np.ndarray], fps: float, *, job:
                 raise InputError(f"{output}: no frame to write")
             write_image(output, last, metadata=meta)
             return 1
-        return write_video(output, counted(), fps=fps, audio_from=audio_from, metadata=meta)
+        return write_video(output, counted(), fps=fps, audio_from=audio_from, metadata=meta,
+                           encoder=video_encoder(config.device))
     finally:
         bar.close()
 
@@ -517,9 +532,10 @@ class PhotoInputs:
 class JobInputs(PhotoInputs):
     """:class:`PhotoInputs` and how the job's video is tracked (what :func:`prepare` reads)."""
 
-    track_parts: int = 2
+    track_parts: int | None = None
     """Track the video in up to this many parts at once, one process each (each part of 100
-    frames or more starts from its own detection; 1: one pass, as ``faceanime fit``)."""
+    frames or more starts from its own detection; 1: one pass, as ``faceanime fit``); None:
+    one per usable CPU core, at most 16 (:func:`~faceanime.parallel.default_track_parts`)."""
     allow_truncated: bool = False
     """Use a video that ends before its header says (cut off, damaged) with a warning,
     instead of stopping."""
@@ -529,7 +545,9 @@ def driver_tracker(config: JobInputs) -> TrackerConfig:
     """How a driving video is tracked in a job."""
     return TrackerConfig(backend=config.backend, face_index=config.face_index,
                          progress=config.output.progress,
-                         parts=config.track_parts, allow_truncated=config.allow_truncated)
+                         parts=(default_track_parts() if config.track_parts is None
+                                else config.track_parts),
+                         allow_truncated=config.allow_truncated)
 
 
 def load_driving(driving: str | os.PathLike, model: FaceModel, config: JobInputs,

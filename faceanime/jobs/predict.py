@@ -22,6 +22,7 @@ from faceanime.jobs.common import (
     check_frames,
     check_output,
     finish_job,
+    on_device,
     prepare,
 )
 from faceanime.motion import transfer_motion
@@ -66,7 +67,7 @@ def predict(source: str | os.PathLike, output: str | os.PathLike | None = None, 
     from faceanime.dynamics import Dynamics
     from faceanime.dynamics import predict as roll_out
 
-    config = config or PredictConfig()
+    config = on_device(config or PredictConfig())
     started = time.perf_counter()
     check_frames(frames)
     if output is not None:

@@ -29,6 +29,7 @@ from faceanime.jobs.common import (
     check_driving,
     check_output,
     finish_job,
+    on_device,
     prepare,
 )
 from faceanime.motion import MotionConfig, transfer_motion
@@ -117,7 +118,7 @@ def retarget(source: str | os.PathLike, driving: str | os.PathLike,
     Returns:
         :class:`~faceanime.jobs.common.TaskResult`.
     """
-    config = config or RetargetConfig()
+    config = on_device(config or RetargetConfig())
     started = time.perf_counter()
     if output is not None:
         output = check_output(output)

@@ -28,9 +28,11 @@ from faceanime.jobs.common import (
     TaskResult,
     callable_module,
     check_output,
+    on_device,
     prepare,
     write_frames,
 )
+from faceanime.parallel import default_batch
 from faceanime.render.frames import frames_tensor, to_uint8
 from faceanime.render.swap import SwapRenderConfig, SwapRenderer, swap_coefficients
 
@@ -94,7 +96,7 @@ def swap(source: str | os.PathLike, target: str | os.PathLike,
     Returns:
         :class:`~faceanime.jobs.common.TaskResult` at the target's frame rate and size.
     """
-    config = config or SwapConfig()
+    config = on_device(config or SwapConfig())
     started = time.perf_counter()
     if output is not None:
         output = check_output(output)
@@ -112,7 +114,8 @@ def swap(source: str | os.PathLike, target: str | os.PathLike,
                             tracked.frames(picks), config.swap)
     valid = tracked.valid if tracked.valid is not None else torch.ones(tracked.n_frames,
                                                                        dtype=bool)
-    batch = config.swap.batch_size
+    height, width = (int(v) for v in tracked.image_size)
+    batch = config.swap.batch_size or default_batch(config.output.device, height * width)
 
     def frames() -> Iterator[np.ndarray]:
         pending: list[np.ndarray] = []

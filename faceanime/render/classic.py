@@ -36,13 +36,19 @@ class ClassicConfig:
     """Close the model's mouth hole with a cap shaded as a mouth interior."""
     interior_darkness: float = 0.85
     """How dark the back of the mouth is (0: lip colour, 1: black)."""
-    batch_size: int = 8
-    """Frames rendered at once (memory grows with it and the image size)."""
+    batch_size: int = 0
+    """Frames rendered at once (memory grows with it and the image size); 0: 8 on the CPU,
+    32 on CUDA (:func:`faceanime.parallel.default_batch`)."""
     workers: int = 0
     """Batches rendered at once on as many threads, sharing the torch threads out (0: one per
     torch CPU thread, at most 4; 1 on CUDA). See :mod:`faceanime.parallel`."""
     backend: str = "torch"
     """Rasterizer backend (``torch`` or ``pytorch3d``)."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.batch_size, int) or self.batch_size < 0:
+            raise InputError(f"batch_size must be a whole number ≥ 0 (0: by device), got "
+                             f"{self.batch_size!r}")
 
 
 class ClassicRenderer(BoxRenderer):

@@ -21,7 +21,7 @@ from faceanime.morphable.eyelid import Eyelids, eyelid_rig
 from faceanime.morphable.jaw import Jaw, build_jaw
 from faceanime.morphable.model import FaceModel
 from faceanime.morphable.mouth import MouthCap, add_mouth_cap
-from faceanime.parallel import default_workers, ordered_map
+from faceanime.parallel import default_batch, default_workers, ordered_map
 from faceanime.reconstruction import face_vertices, project_vertices
 
 Box = tuple[int, int, int, int]
@@ -138,7 +138,8 @@ class BoxRenderer:
         return frames
 
     def _batches(self, target: Coefficients) -> list[Coefficients]:
-        step = max(1, self.config.batch_size)
+        step = self.config.batch_size or default_batch(self.image.device,
+                                                       self.image.shape[-2] * self.image.shape[-1])
         return [target.frames(slice(start, start + step))
                 for start in range(0, target.n_frames, step)]
 

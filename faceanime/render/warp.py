@@ -171,8 +171,9 @@ class WarpConfig:
     driver_interior: bool = True
     """Where the target carries the driver's mouth interior (``Coefficients.mouth``, captured
     from a driving video), show its teeth and tongue instead of the synthesised ones."""
-    batch_size: int = 8
-    """Frames rendered at once (memory grows with it and the image size)."""
+    batch_size: int = 0
+    """Frames rendered at once (memory grows with it and the image size); 0: 8 on the CPU,
+    32 on CUDA (:func:`faceanime.parallel.default_batch`)."""
     workers: int = 0
     """Batches rendered at once on as many threads, sharing the torch threads out (0: one per
     torch CPU thread, at most 4; 1 on CUDA). See :mod:`faceanime.parallel`."""
@@ -193,11 +194,11 @@ class WarpConfig:
                 raise InputError(f"warp setting {name} must be between 0 and 1, got {value!r}")
         if self.proxy not in ("ellipsoid", "plane"):
             raise InputError(f"warp setting proxy must be ellipsoid or plane, got {self.proxy!r}")
-        for name in ("grid", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise InputError(f"warp setting {name} must be a whole number ≥ 1, "
-                                 f"got {value!r}")
+        if not isinstance(self.grid, int) or self.grid < 1:
+            raise InputError(f"warp setting grid must be a whole number ≥ 1, got {self.grid!r}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 0:
+            raise InputError(f"warp setting batch_size must be a whole number ≥ 0 (0: by "
+                             f"device), got {self.batch_size!r}")
         if not (math.isfinite(self.unfold) and 0 <= self.unfold < 1):
             raise InputError(f"warp setting unfold must be from 0 to below 1, got "
                              f"{self.unfold!r}")
