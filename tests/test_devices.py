@@ -301,3 +301,26 @@ def test_the_gpu_check_says_it_has_no_gpu_to_check(tmp_path):
     assert done.returncode == 2
     assert "torch sees no CUDA device here" in done.stderr
     assert not any((tmp_path / "out").glob("*.log"))  # nothing was run
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_generator_inference(device):
+    """The generator on ``device`` generates what it does on the CPU (fp32; the bf16 autocast
+    the trainer may use is not the inference path)."""
+    from dataclasses import replace
+
+    from faceanime.pgfg import Generator, tiny_configs
+
+    tiny, _ = tiny_configs()
+    torch.manual_seed(0)
+    net = Generator(replace(tiny, size=128, levels=3, flow_init="sparse")).eval()
+    g = torch.Generator().manual_seed(0)
+    source, p_s, p_t = (torch.rand(2, c, 128, 128, generator=g) for c in (3, 6, 6))
+    p_s[:, 4:], p_t[:, 4:] = 0.1 * p_s[:, 4:] - 0.05, 0.1 * p_t[:, 4:] - 0.05
+    with torch.no_grad():
+        cpu = net.generate(source, p_s, p_t)
+        here = net.to(device).generate(source.to(device), p_s.to(device), p_t.to(device))
+    assert here.device.type == device and here.shape == (2, 3, 128, 128)
+    assert float(here.min()) >= 0 and float(here.max()) <= 1
+    assert float((here.cpu() - cpu).abs().max()) <= (1e-6 if device == "cpu" else 2e-3)
+    assert float((cpu - source).abs().mean()) > 1e-3  # it does something to the source
