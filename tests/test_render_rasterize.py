@@ -20,6 +20,7 @@ from faceanime.render import (
     rasterize,
     splat_points,
     vertex_visibility,
+    zbuffer,
 )
 from faceanime.render.rasterize import _rasterize_torch, signed_areas
 from tests.helpers import assert_close
@@ -515,3 +516,60 @@ def test_outputs_follow_the_input_device_and_dtype(device):
     assert vertex_visibility(verts, tris, (10, 12)).all()
     assert math.isclose(float(fragments.depth[0, 3, 3]),
                         float((fragments.bary[0, 3, 3] * verts[0, :, 2]).sum()))
+
+
+# --- the compiled z-buffer pass (faceanime.render.zbuffer) --------------------------------------
+
+needs_numba = pytest.mark.skipif(not zbuffer.AVAILABLE, reason="numba not installed")
+
+
+def assert_same_fragments(a, b) -> None:
+    assert torch.equal(a.face_index, b.face_index)
+    assert torch.equal(a.bary, b.bary)  # bit for bit: the same float operations
+    assert torch.equal(a.depth, b.depth)
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("size", [(256, 256), (200, 288)])
+def test_compiled_pass_equals_the_torch_pass_on_the_sfm_face(sfm_model, dtype, size):
+    verts = face_pose(sfm_model, 0.0, max(size), batch_yaws=[-60.0, -30.0, 0.0, 30.0, 75.0])
+    verts = verts.to(dtype)
+    for cull in (False, True):
+        pure = _rasterize_torch(verts, sfm_model.triangles, *size, cull, compiled=False)
+        fast = _rasterize_torch(verts, sfm_model.triangles, *size, cull, compiled=True)
+        assert_same_fragments(pure, fast)
+        assert int(fast.mask.sum()) > 5 * 2000  # the faces are there
+
+
+@needs_numba
+def test_compiled_pass_equals_the_torch_pass_on_ties_edges_and_bad_triangles():
+    gen = torch.Generator().manual_seed(3)
+    # Vertices on half-pixel steps and few depth levels: centres on edges and equal depths.
+    verts = torch.cat([torch.randint(0, 81, (3, 60, 2), generator=gen) / 2,
+                       torch.randint(0, 3, (3, 60, 1), generator=gen).float()], -1)
+    verts[1, 5] = torch.nan  # a triangle with a NaN corner is skipped
+    tris = torch.randint(0, 60, (150, 3), generator=gen)
+    tris[:4, 2] = tris[:4, 1]  # degenerate
+    for cull in (False, True):
+        assert_same_fragments(_rasterize_torch(verts, tris, 37, 45, cull, compiled=False),
+                              _rasterize_torch(verts, tris, 37, 45, cull, compiled=True))
+    for a, b, _ in NEAR_MISSES:
+        a, b = torch.tensor(a), torch.tensor(b)
+        normal = torch.stack([b[1] - a[1], a[0] - b[0]])
+        quad = torch.stack([a, b, (a + b) / 2 + normal, (a + b) / 2 - normal])
+        quad = torch.cat([quad, torch.zeros(4, 1)], 1)[None]
+        tris = torch.tensor([[0, 1, 2], [1, 0, 3]])
+        assert_same_fragments(_rasterize_torch(quad, tris, 64, 64, False, compiled=False),
+                              _rasterize_torch(quad, tris, 64, 64, False, compiled=True))
+
+
+def test_without_numba_the_torch_pass_serves(sfm_model, monkeypatch):
+    verts = face_pose(sfm_model, 20.0, 128)
+    with_it = rasterize(verts, sfm_model.triangles, (128, 128))
+    monkeypatch.setattr(zbuffer, "AVAILABLE", False)
+    assert not zbuffer.usable(verts)
+    assert_same_fragments(with_it, rasterize(verts, sfm_model.triangles, (128, 128)))
+    monkeypatch.undo()
+    assert zbuffer.usable(verts) == zbuffer.AVAILABLE
+    assert not zbuffer.usable(verts.to(torch.float16))

@@ -54,8 +54,12 @@ def frames_tensor(frames, device: torch.device | str | None = None) -> torch.Ten
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """``(T, 3, H, W)`` floats in [0, 1] -> ``(T, H, W, 3)`` uint8 array (rounded)."""
-    return images.mul(255).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
+    """``(T, 3, H, W)`` floats in [0, 1] -> ``(T, H, W, 3)`` uint8 array (rounded), contiguous.
+
+    One float copy, rounded and clamped in place, then the channels moved last in bytes: half
+    the time of a copy per step, and the frames it is pasted into read it row by row."""
+    pixels = images.mul(255).round_().clamp_(0, 255).to(torch.uint8)
+    return pixels.permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
 
 def check_source_size(source: Coefficients, image: torch.Tensor) -> None:

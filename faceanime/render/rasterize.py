@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import torch
 
 from faceanime.errors import BackendUnavailableError, InputError
+from faceanime.render import zbuffer
 
 BACKENDS = ("torch", "pytorch3d")
 
@@ -340,7 +341,10 @@ def _edge_functions(tab: torch.Tensor, pu: torch.Tensor,
 
 
 def _rasterize_torch(vertices: torch.Tensor, triangles: torch.Tensor, height: int, width: int,
-                     cull_backfaces: bool, chunk: int = CHUNK_PAIRS) -> Fragments:
+                     cull_backfaces: bool, chunk: int = CHUNK_PAIRS,
+                     compiled: bool = True) -> Fragments:
+    """The torch backend; ``compiled``: the z-buffer pass by :mod:`faceanime.render.zbuffer`
+    on CPU tensors when numba is installed (the same keys, faster), else in torch."""
     b, f = vertices.shape[0], triangles.shape[0]
     dtype, device = vertices.dtype, vertices.device
     n_pix = height * width
@@ -358,6 +362,14 @@ def _rasterize_torch(vertices: torch.Tensor, triangles: torch.Tensor, height: in
 
     # Pass 1: z-buffer of (depth, face) keys over every covered (triangle, pixel) pair.
     key_buf = torch.full((b * n_pix,), EMPTY, dtype=torch.long, device=device)
+    if compiled and zbuffer.usable(vertices):
+        # The same keys and fragments, scanned per triangle and resolved per pixel by compiled
+        # code (faceanime.render.zbuffer).
+        zbuffer.scan_keys(table_t, depth_tab, x0, nx, y0, ny, origin, label_tab, width,
+                          key_buf)
+        face, bary, depth = zbuffer.resolve_keys(key_buf, table_t, depth_tab, f, height, width)
+        return Fragments(face.view(b, height, width), bary.view(b, height, width, 3),
+                         depth.view(b, height, width))
     for block in box_blocks(x0, y0, nx, ny, origin, width, dtype, chunk):
         tab = table_t.index_select(1, block.item)                    # (15, T)
         fns = _edge_functions(tab, block.pu, block.pv)               # 3 x (S, S, T)

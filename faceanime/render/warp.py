@@ -875,12 +875,13 @@ class WarpRenderer(BoxRenderer):
         carried = apply_affine(back, torch.cat([cells.expand(t, -1, -1, -1),
                                                 proxy.permute(0, 2, 3, 1)], -1))
         weight = sample_field(self._head_weight(frame_reach), carried, g)
-        coarse = weight * ((carried - cells).permute(0, 3, 1, 2) + fade * extended[:, :2])
+        # Contiguous first: the field is laid out channels-last (from the permute), and pooling
+        # (unfold) and upsampling that layout are several times slower on the CPU.
+        coarse = (weight * ((carried - cells).permute(0, 3, 1, 2) + fade * extended[:, :2])
+                  ).contiguous()
         if c.unfold > 0:
             coarse = unfold(coarse, g, c.unfold, ignore=share > whole)
-        # Contiguous first: the field above is laid out channels-last (from the permute), and
-        # upsampling that layout is four times slower on the CPU.
-        outside = F.interpolate(coarse.contiguous(), size=(hc * g, wc * g), mode="bilinear",
+        outside = F.interpolate(coarse, size=(hc * g, wc * g), mode="bilinear",
                                 align_corners=False)[..., :h, :w]
         # From here on pixel-last, (T, h, w, 2), the layout grid_sample reads: one copy here
         # instead of one per step below.
