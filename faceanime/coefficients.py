@@ -157,7 +157,17 @@ class Coefficients:
     def load(cls, path: str | os.PathLike) -> Coefficients:
         """Read a coefficient ``.npz``; a missing key or wrong shape names the file and key."""
         path = Path(path)
-        arrays = load_npz(path, "coefficient file")
+        return cls.from_arrays(load_npz(path, "coefficient file"), str(path))
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], source: str) -> Coefficients:
+        """Coefficients from the arrays of a coefficient ``.npz`` (a file's, or a data shard
+        member's); ``source`` is where they came from, for messages.
+
+        Raises:
+            InputError: a key is missing or an array has the wrong shape.
+        """
+        path = source
         required = ("shape", "expression", "rotation", "translation", "scale")
         missing = [k for k in required if k not in arrays]
         if missing:

@@ -26,3 +26,7 @@ class BackendUnavailableError(FaceAnimeError):
 
 class InputError(FaceAnimeError):
     """An argument or input file has the wrong content (shape, count, NaNs, unknown name)."""
+
+
+class ShardError(InputError):
+    """A data shard or its index is missing, truncated, corrupt or disagrees with the index."""

@@ -31,6 +31,7 @@ EXIT_ERROR = 1
 def build_parser() -> argparse.ArgumentParser:
     from faceanime.cli import (
         animate,
+        dataset,
         demo,
         dynamics,
         evaluate,
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     landmarks.register(sub)
     fit.register(sub)
     prepare.register(sub)
+    dataset.register(sub)
     retarget.register(sub)
     predict.register(sub)
     animate.register(sub)

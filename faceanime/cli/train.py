@@ -58,7 +58,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The flags of ``faceanime train dynamics`` (shared with ``tools/train_dynamics.py``)."""
     p.add_argument("--data", required=True,
                    help="dataset folder written by 'faceanime prepare' (manifest.json and "
-                        "coefficients/)")
+                        "coefficients/), loaded whole; or shards written by 'faceanime dataset "
+                        "shard' (a folder or fsspec URL with index.json), streamed")
     p.add_argument("-o", "--output", required=True,
                    help="folder for checkpoints, log.csv and loss.png (created)")
     p.add_argument("--resume", help="continue from this checkpoint (a folder, or a .safetensors "
@@ -146,7 +147,8 @@ def add_generator_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--data", required=True,
                    help="dataset folder written by 'faceanime prepare' with crops (manifest.json, "
-                        "coefficients/, crops/)")
+                        "coefficients/, crops/), loaded whole; or shards written by 'faceanime "
+                        "dataset shard' (a folder or fsspec URL with index.json), streamed")
     p.add_argument("-o", "--output", required=True,
                    help="folder for checkpoints, log.csv, loss.png and samples/ (created)")
     p.add_argument("--resume", help="continue from this checkpoint (a folder, or a .safetensors "

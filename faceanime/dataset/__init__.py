@@ -10,7 +10,9 @@ model) and aligned face crops (for the generator), in one resumable dataset fold
 
 - :mod:`~faceanime.dataset.prepare` — the run: find videos, track, fit, crop, resume, report;
 - :mod:`~faceanime.dataset.crops` — steady per-frame crop transforms and streamed crops;
-- :mod:`~faceanime.dataset.manifest` — the folder layout and ``manifest.json``.
+- :mod:`~faceanime.dataset.manifest` — the folder layout and ``manifest.json``;
+- :mod:`~faceanime.dataset.shards` — the folder as tar shards with an index
+  (``faceanime dataset shard``), and the streaming reader the trainers use on them.
 
 The layout, resumability and skip reasons are in ``docs/dataset.md``.
 """

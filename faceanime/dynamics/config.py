@@ -89,10 +89,19 @@ class TrainConfig:
     val_videos: tuple[str, ...] = ()  # held-out video stems; default: val_fraction of them
     val_fraction: float = 0.2  # share of videos held out when val_videos is empty (>= 1 video)
     model: str | None = None  # morphable model name/path; default: the dataset manifest's
+    shuffle_buffer: int = 4096  # streaming from shards: windows in the shuffle buffer
+    stream_windows: int = 16  # streaming: windows drawn from each video read (with --balanced)
+    stats_videos: int = 256  # streaming: first training videos the feature statistics come from
+    stream_val_videos: int = 16  # streaming: most videos val_fraction holds out (held in memory)
+    workers: int = 0  # streaming: loader worker processes per training process (0: none)
     progress: bool = True  # show a progress bar
 
     def __post_init__(self) -> None:
         self.val_videos = tuple(self.val_videos)
+        if min(self.shuffle_buffer, self.stream_windows, self.stats_videos,
+               self.stream_val_videos) < 1 or self.workers < 0:
+            raise InputError("shuffle_buffer, stream_windows, stats_videos and "
+                             "stream_val_videos must be >= 1, workers >= 0")
         if self.steps < 1 or self.batch < 1 or self.checkpoint_every < 1 or self.val_every < 1:
             raise InputError("steps, batch, checkpoint_every and val_every must be >= 1")
         if self.observe < 1 or self.window < self.observe + 1:

@@ -62,9 +62,10 @@ class VideoSequence:
 
 @dataclass
 class Dataset:
-    """The sequences of a dataset folder and what they were fitted with."""
+    """The sequences of a dataset folder (or of a shard set's bounded part) and what they were
+    fitted with."""
 
-    root: Path
+    root: Path | str
     model: str
     camera: str
     n_expression: int
@@ -73,6 +74,15 @@ class Dataset:
     def select(self, names: list[str] | tuple[str, ...]) -> list[VideoSequence]:
         by_name = {v.name: v for v in self.videos}
         return [by_name[n] for n in names]
+
+
+def sequence(stem: str, coeffs: Coefficients) -> VideoSequence:
+    """A video's coefficients as a :class:`VideoSequence` (frames without a ``valid`` flag count
+    as valid; a video without a frame rate is taken as 30 fps)."""
+    valid = coeffs.valid if coeffs.valid is not None else torch.ones(coeffs.n_frames,
+                                                                     dtype=torch.bool)
+    return VideoSequence(stem, coeffs.to_tensor().float(), coeffs.shape.float(), valid.bool(),
+                         coeffs.fps or 30.0)
 
 
 def read_manifest(root: str | os.PathLike) -> dict:
@@ -118,10 +128,7 @@ def load_dataset(root: str | os.PathLike) -> Dataset:
                 raise InputError(f"{path}: {what} {got!r} differs from the other videos' "
                                  f"{have!r}; prepare the dataset with one model and camera")
         model, camera, ke = coeffs.model, coeffs.camera, coeffs.expression.shape[1]
-        valid = coeffs.valid if coeffs.valid is not None else torch.ones(coeffs.n_frames,
-                                                                         dtype=torch.bool)
-        videos.append(VideoSequence(stem, coeffs.to_tensor().float(), coeffs.shape.float(),
-                                    valid.bool(), coeffs.fps or 30.0))
+        videos.append(sequence(stem, coeffs))
     if not videos:
         raise InputError(f"{root}: no video with status 'ok' in the manifest; nothing to train on")
     expected = manifest.get("model")
@@ -132,7 +139,7 @@ def load_dataset(root: str | os.PathLike) -> Dataset:
 
 
 def split_videos(names: list[str], val_videos: tuple[str, ...] = (), val_fraction: float = 0.2,
-                 seed: int = 0) -> tuple[list[str], list[str]]:
+                 seed: int = 0, limit: int | None = None) -> tuple[list[str], list[str]]:
     """Train and validation video names.
 
     Args:
@@ -141,6 +148,8 @@ def split_videos(names: list[str], val_videos: tuple[str, ...] = (), val_fractio
             ``val_fraction`` of them, at least one when there are two or more videos.
         val_fraction: see above.
         seed: seeds the random choice.
+        limit: most videos the fraction holds out (None: no limit); streaming from shards
+            holds the validation videos in memory, so it caps them.
 
     Returns:
         ``(train, val)``, each sorted; ``val`` may be empty (one video, or fraction 0).
@@ -154,7 +163,7 @@ def split_videos(names: list[str], val_videos: tuple[str, ...] = (), val_fractio
         val = sorted(set(val_videos))
     else:
         count = math.ceil(val_fraction * len(names)) if val_fraction > 0 else 0
-        count = min(count, len(names) - 1)
+        count = min(count, len(names) - 1, len(names) if limit is None else limit)
         order = torch.randperm(len(names), generator=torch.Generator().manual_seed(seed))
         val = sorted(names[i] for i in order[:count].tolist())
     train = [n for n in names if n not in val]

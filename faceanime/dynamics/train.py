@@ -31,6 +31,7 @@ import torch
 from tqdm import tqdm
 
 from faceanime import __version__
+from faceanime.dataset.shards import ShardIndex, is_shard_source, is_url, load_index, stream_batches
 from faceanime.distributed import SINGLE, Ranks, from_environment, process_group, unwrap
 from faceanime.dynamics.checkpoint import (
     FINAL,
@@ -45,6 +46,7 @@ from faceanime.dynamics.features import Normalizer, group_mask, to_features
 from faceanime.dynamics.losses import coefficient_loss, gaussian_nll, vertex_error, vertex_loss
 from faceanime.dynamics.model import DynamicsModel
 from faceanime.dynamics.plot import plot_losses
+from faceanime.dynamics.stream import WindowStream, load_stream_dataset
 from faceanime.dynamics.vertices import VertexSubset, vertex_metric
 from faceanime.errors import InputError
 from faceanime.io.checkpoint import random_states, restore_random_states
@@ -256,7 +258,8 @@ def train(data: str | os.PathLike, output: str | os.PathLike,
     """Train (or resume training) a dynamics model.
 
     Args:
-        data: dataset folder (:mod:`~faceanime.dynamics.data`).
+        data: dataset folder (:mod:`~faceanime.dynamics.data`), or shards to stream from (a
+            folder or URL with an ``index.json``: :mod:`~faceanime.dynamics.stream`).
         output: folder for checkpoints, ``log.csv`` and ``loss.png`` (created).
         config: training settings (a resumed run continues up to ``config.steps``).
         model_config: network settings (ignored when resuming: the checkpoint's are used).
@@ -290,14 +293,18 @@ def _train(data: str | os.PathLike, output: str | os.PathLike, config: TrainConf
            resume: str | os.PathLike | None, face_model: FaceModel | None, ranks: Ranks,
            device: torch.device) -> TrainResult:
     output = Path(output)
-    dataset = load_dataset(data)
+    # Shards stream (bounded memory, each rank its own videos); a folder is loaded whole.
+    index: ShardIndex | None = load_index(data) if is_shard_source(data) else None
+    dataset = load_dataset(data) if index is None else None
+    all_names = index.stems if index is not None else [v.name for v in dataset.videos]
     ckpt: Checkpoint | None = load_checkpoint(resume) if resume is not None else None
     if ckpt is not None:
         model_config, loss_config = ckpt.config, ckpt.loss
         names = ckpt.info.get("videos", {})
         train_names, val_names = list(names.get("train", [])), list(names.get("val", []))
-        missing = sorted(set(train_names + val_names) - {v.name for v in dataset.videos})
-        if ckpt.info.get("model") != dataset.model or missing:
+        missing = sorted(set(train_names + val_names) - set(all_names))
+        model_name = index.model if index is not None else dataset.model
+        if ckpt.info.get("model") != model_name or missing:
             raise InputError(f"{ckpt.path}: trained on another dataset (model "
                              f"{ckpt.info.get('model')!r}, videos missing here: {missing[:3]}); "
                              "resume with the dataset it was trained on")
@@ -306,14 +313,21 @@ def _train(data: str | os.PathLike, output: str | os.PathLike, config: TrainConf
             raise InputError(f"{ckpt.path} is at step {start}: pass --steps above it to continue")
     else:
         model_config, loss_config = model_config or DynamicsConfig(), loss_config or LossConfig()
-        train_names, val_names = split_videos([v.name for v in dataset.videos],
-                                              config.val_videos, config.val_fraction, config.seed)
+        train_names, val_names = split_videos(
+            all_names, config.val_videos, config.val_fraction, config.seed,
+            config.stream_val_videos if index is not None else None)
         start = 0
     config = replace(config, val_videos=tuple(val_names))
+    sampler: WindowSampler | None = None
+    if index is not None:
+        # The statistics' videos stand in for the training set where a statistic is needed.
+        dataset, train_videos, val_videos = load_stream_dataset(index, val_names,
+                                                                config.stats_videos, ranks.main)
+    else:
+        train_videos, val_videos = dataset.select(train_names), dataset.select(val_names)
+        sampler = WindowSampler(train_videos, source_window(config.window, config.speed))
     face_model = face_model or load_model(config.model or dataset.model)
     _check_model(face_model, dataset)
-    train_videos, val_videos = dataset.select(train_names), dataset.select(val_names)
-    sampler = WindowSampler(train_videos, source_window(config.window, config.speed))
     if ckpt is not None:
         normalizer = ckpt.normalizer
     else:
@@ -339,11 +353,14 @@ def _train(data: str | os.PathLike, output: str | os.PathLike, config: TrainConf
     if ranks.main:
         output.mkdir(parents=True, exist_ok=True)
         rows = read_log(log_path, start)
+    n_shape = int(sampler.shapes.shape[1]) if sampler is not None else \
+        max(v.shape.shape[0] for v in dataset.videos)
     info = {"model": dataset.model, "n_expression": dataset.n_expression,
-            "n_shape": int(sampler.shapes.shape[1]), "camera": dataset.camera,
+            "n_shape": n_shape, "camera": dataset.camera,
             "videos": {"train": train_names, "val": val_names},
-            "dataset": str(Path(data).resolve()), "faceanime_version": __version__,
-            "processes": ranks.world_size}
+            "dataset": str(data) if is_url(data) else str(Path(data).resolve()),
+            "data_format": "folder" if index is None else "shards",
+            "faceanime_version": __version__, "processes": ranks.world_size}
     metrics: dict[str, float] = dict(ckpt.info.get("metrics", {})) if ckpt else {}
 
     rng_devices = [device] if device.type == "cuda" else []
@@ -376,6 +393,13 @@ def _train(data: str | os.PathLike, output: str | os.PathLike, config: TrainConf
                                    {**info, "step": step, "metrics": metrics}, state)
 
         share = ranks.share(config.batch)
+        # Streaming: this rank's own windows, batch by batch (the global draws below stay
+        # global, so the ranks still agree on K and the roll-out mode).
+        stream = None if index is None else stream_batches(WindowStream(
+            index, ranks, ranks.per_rank(config.batch),
+            source_window(config.window, config.speed), dataset, config.stream_windows,
+            config.balanced, config.shuffle_buffer, config.seed, start, val_names),
+            config.workers)
         bar = tqdm(total=config.steps, initial=start, disable=not (config.progress and ranks.main),
                    desc="train dynamics", unit="step", dynamic_ncols=True)
         t0 = time.perf_counter()
@@ -386,14 +410,18 @@ def _train(data: str | os.PathLike, output: str | os.PathLike, config: TrainConf
             # The whole global batch is drawn on every rank (the draws are cheap and keep the
             # generator's stream that of one process); each rank then computes its share.
             observe = int(torch.randint(1, config.observe + 1, (1,), generator=generator))
-            raw, shape = sampler.sample(config.batch, generator, config.balanced)
+            if sampler is not None:
+                raw, shape = sampler.sample(config.batch, generator, config.balanced)
             speed = torch.exp((2 * torch.rand(config.batch, generator=generator) - 1)
                               * math.log(config.speed))
             flags = (torch.rand(config.batch, generator=generator) < config.target_fraction)
             flips = torch.rand(2, config.batch, generator=generator) < 0.5
             target_mode = bool(flags.any())
-            raw, shape, speed, flags, flips = (raw[share], shape[share], speed[share],
-                                               flags[share], flips[:, share])
+            speed, flags, flips = speed[share], flags[share], flips[:, share]
+            if stream is None:
+                raw, shape = raw[share], shape[share]
+            else:
+                raw, shape = next(stream)
             raw = resample(raw, config.window, speed)
             raw = augment(raw, dataset.n_expression, flips[0] if config.mirror else None,
                           flips[1] if config.reverse else None)

@@ -17,7 +17,7 @@ from faceanime.io.media import (
     write_image,
     write_video,
 )
-from faceanime.io.npz import load_npz, save_npz
+from faceanime.io.npz import load_npz, read_npz_bytes, save_npz
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -31,6 +31,7 @@ __all__ = [
     "load_npz",
     "read_image",
     "read_metadata",
+    "read_npz_bytes",
     "read_video_info",
     "save_npz",
     "video_encoder",

@@ -3,6 +3,7 @@ atomically, read without pickles, and every failure a typed error naming the fil
 
 from __future__ import annotations
 
+import io
 import os
 import zipfile
 from pathlib import Path
@@ -41,3 +42,24 @@ def load_npz(path: str | os.PathLike, what: str,
             return {key: data[key] for key in data.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise error(f"{path}: not a readable .npz file ({exc}); expected a {what}") from exc
+
+
+def read_npz_bytes(data: bytes, name: str, what: str,
+                   error: type[FaceAnimeError] = InputError) -> dict[str, np.ndarray]:
+    """All arrays of an ``.npz`` held in memory (a member of a data shard), read with
+    ``allow_pickle=False``.
+
+    Args:
+        data: the file's bytes.
+        name: where they came from, for messages (``shard-000003.tar:d3.coefficients.npz``).
+        what: what the file should be.
+        error: the error type to raise.
+
+    Raises:
+        ``error``: the bytes are not a readable ``.npz``.
+    """
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+            return {key: arrays[key] for key in arrays.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise error(f"{name}: not a readable .npz file ({exc}); expected a {what}") from exc

@@ -129,10 +129,18 @@ class TrainConfig:
     val_fraction: float = 0.2  # share of videos held out when val_videos is empty (>= 1 video)
     max_minutes: float = 0.0  # stop (with a final checkpoint) after this many minutes (0: off)
     model: str | None = None  # morphable model name/path; default: the dataset manifest's
+    shuffle_buffer: int = 256  # streaming from shards: pairs in the shuffle buffer (~0.2 MB each)
+    stream_pairs: int = 8  # streaming: pairs drawn from each video read
+    stream_val_videos: int = 16  # streaming: most videos val_fraction holds out (held in memory)
+    workers: int = 0  # streaming: loader worker processes per training process (0: none)
     progress: bool = True  # show a progress bar
 
     def __post_init__(self) -> None:
         self.val_videos = tuple(self.val_videos)
+        if min(self.shuffle_buffer, self.stream_pairs, self.stream_val_videos) < 1 \
+                or self.workers < 0:
+            raise InputError("shuffle_buffer, stream_pairs and stream_val_videos must be >= 1, "
+                             "workers >= 0")
         if min(self.steps, self.batch, self.checkpoint_every, self.val_every, self.stride) < 1:
             raise InputError("steps, batch, checkpoint_every, val_every and stride must be >= 1")
         if not 0 <= self.ema < 1 or self.jitter < 0 or self.radius <= 0 or self.max_gap < 0:

@@ -214,23 +214,52 @@ def load_video_pairs(root: str | os.PathLike, stem: str, model: FaceModel, strid
         raise InputError(f"{mp4}: missing; the generator trains on crops: run 'faceanime "
                          "prepare' without --no-crops")
     coeffs = Coefficients.load(coefficient_path(root, stem))
-    arrays = load_npz(meta, "crop metadata")
+    crop, size, lms, usable = crop_frames(coeffs, load_npz(meta, "crop metadata"), str(meta))
+    crops = read_crops(mp4, coeffs.n_frames, size)
+    return video_pairs(stem, crops, crop, lms, usable, model, stride)
+
+
+def crop_frames(coeffs: Coefficients, arrays: dict[str, np.ndarray], where: str
+                ) -> tuple[Coefficients, int, torch.Tensor, torch.Tensor]:
+    """A prepared video's coefficients in crop space and the frames pairs may use.
+
+    Args:
+        coeffs: the video's ``T`` frames.
+        arrays: its crop metadata (``affine`` ``(T, 2, 3)``, ``crop_size``, ``valid`` ``(T,)``).
+        where: the metadata's file (or shard member), for messages.
+
+    Returns:
+        Crop-space coefficients, the crop side ``S``, ``(T, 68, 2)`` landmarks in crop pixels
+        and ``(T,)`` usable frames (a face, a crop placed by their own landmarks, finite
+        landmarks).
+
+    Raises:
+        InputError: the metadata disagrees with the coefficients.
+    """
     affine = torch.from_numpy(np.asarray(arrays["affine"], dtype=np.float32))
     size = int(arrays["crop_size"])
     if affine.shape[0] != coeffs.n_frames:
-        raise InputError(f"{meta}: {affine.shape[0]} crop transforms for {coeffs.n_frames} "
+        raise InputError(f"{where}: {affine.shape[0]} crop transforms for {coeffs.n_frames} "
                          "frames of coefficients; re-run 'faceanime prepare'")
-    crops = read_crops(mp4, coeffs.n_frames, size)
     crop = crop_coefficients(coeffs, affine, size)
-    screen = screen_vertices(model, crop)
-    bank = PriorBank.build(model, screen, crops, stride)
     lms = crop.landmarks if crop.landmarks is not None else \
         torch.full((coeffs.n_frames, 68, 2), float("nan"))
     usable = torch.isfinite(lms).all(-1).all(-1)
     usable &= torch.from_numpy(np.asarray(arrays["valid"], dtype=bool))
     if coeffs.valid is not None:
         usable &= coeffs.valid.bool()
-    return VideoPairs(stem, crops, crop, bank, lms.float(), usable, screen)
+    return crop, size, lms.float(), usable
+
+
+def video_pairs(stem: str, crops: torch.Tensor, crop: Coefficients, landmarks: torch.Tensor,
+                usable: torch.Tensor, model: FaceModel, stride: int, screen: bool = True
+                ) -> VideoPairs:
+    """:class:`VideoPairs` of ``F`` frames (a whole video, or the frames a stream drew) from
+    their ``(F, 3, S, S)`` crops, crop-space coefficients, ``(F, 68, 2)`` landmarks and
+    ``(F,)`` usable flags; ``screen`` keeps every vertex's position (the dense face flow's)."""
+    vertices = screen_vertices(model, crop)
+    bank = PriorBank.build(model, vertices, crops, stride)
+    return VideoPairs(stem, crops, crop, bank, landmarks, usable, vertices if screen else None)
 
 
 @dataclass
@@ -387,5 +416,6 @@ def validation_pairs(videos: list[VideoPairs], count: int) -> list[tuple[int, in
 
 
 __all__ = ["PairBatch", "PairDataset", "PairSampler", "PriorBank", "VideoPairs",
-           "crop_coefficients", "flip_priors", "load_pair_dataset", "load_video_pairs",
-           "make_batch", "render_priors", "screen_vertices", "validation_pairs"]
+           "crop_coefficients", "crop_frames", "flip_priors", "load_pair_dataset",
+           "load_video_pairs", "make_batch", "render_priors", "screen_vertices",
+           "validation_pairs", "video_pairs"]

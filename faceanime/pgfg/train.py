@@ -35,6 +35,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from faceanime import __version__
+from faceanime.dataset.shards import ShardIndex, is_shard_source, is_url, load_index, stream_batches
 from faceanime.distributed import SINGLE, Ranks, from_environment, process_group, unwrap
 from faceanime.dynamics.data import split_videos
 from faceanime.dynamics.plot import plot_losses
@@ -63,6 +64,7 @@ from faceanime.pgfg.data import (
 )
 from faceanime.pgfg.losses import d_loss, g_loss, gradient_penalty, identity_loss, l1_loss
 from faceanime.pgfg.networks import Discriminator, Generator
+from faceanime.pgfg.stream import PairStream, load_stream_val
 from faceanime.render.classic import ClassicRenderer
 
 LOSS_TERMS = ("loss", "l1", "adversarial", "identity")
@@ -232,7 +234,8 @@ def train(data: str | os.PathLike, output: str | os.PathLike,
     """Train (or resume training) a generator.
 
     Args:
-        data: dataset folder written by ``faceanime prepare`` with crops.
+        data: dataset folder written by ``faceanime prepare`` with crops, or shards to stream
+            from (a folder or URL with an ``index.json``: :mod:`~faceanime.pgfg.stream`).
         output: folder for checkpoints, ``log.csv``, ``loss.png`` and ``samples/``.
         config: training settings (a resumed run continues up to ``config.steps``).
         generator_config, discriminator_config, loss_config: network and loss settings; when
@@ -284,7 +287,16 @@ def _train(data, output: Path, config: TrainConfig, gen_config: GeneratorConfig,
            face_model: FaceModel | None, device: torch.device, ranks: Ranks) -> TrainResult:
     from faceanime.dynamics.data import read_manifest
 
-    manifest = read_manifest(data)
+    # Shards stream (bounded memory, each rank its own videos); a folder is loaded whole.
+    shards: ShardIndex | None = load_index(data) if is_shard_source(data) else None
+    if shards is not None:
+        manifest = {"model": shards.model, "crop_size": shards.crop_size,
+                    "crop_scale": shards.crop_scale}
+        if shards.crop_size is None:
+            raise InputError(f"{data}: the shards hold no crops; the generator trains on crops: "
+                             "prepare without --no-crops and shard again")
+    else:
+        manifest = read_manifest(data)
     size = manifest.get("crop_size")
     if size and int(size) != gen_config.size:
         # Checked before the slow loading: a wrong size is the most common first mistake.
@@ -292,9 +304,16 @@ def _train(data, output: Path, config: TrainConfig, gen_config: GeneratorConfig,
                          f"{gen_config.size} px: prepare with --crop-size {gen_config.size} or "
                          f"pass --size {size}")
     face_model = face_model or load_model(config.model or manifest.get("model") or "sfm")
-    dataset = load_pair_dataset(data, face_model, config.stride,
-                                progress=config.progress and ranks.main)
-    names = [v.name for v in dataset.videos]
+    if shards is not None:
+        if shards.model != face_model.name:
+            raise InputError(f"{data}: fitted with model {shards.model!r}, not "
+                             f"{face_model.name!r}: pass --model {shards.model}")
+        dataset = None
+        names = shards.stems
+    else:
+        dataset = load_pair_dataset(data, face_model, config.stride,
+                                    progress=config.progress and ranks.main)
+        names = [v.name for v in dataset.videos]
     if ckpt is not None:
         videos = ckpt.info.get("videos", {})
         train_names, val_names = list(videos.get("train", [])), list(videos.get("val", []))
@@ -303,11 +322,19 @@ def _train(data, output: Path, config: TrainConfig, gen_config: GeneratorConfig,
             raise InputError(f"{ckpt.path}: trained on videos missing here ({missing[:3]}); "
                              "resume with the dataset it was trained on")
     else:
-        train_names, val_names = split_videos(names, config.val_videos, config.val_fraction,
-                                              config.seed)
+        train_names, val_names = split_videos(
+            names, config.val_videos, config.val_fraction, config.seed,
+            config.stream_val_videos if shards is not None else None)
     config = replace(config, val_videos=tuple(val_names))
-    train_videos, val_videos = dataset.select(train_names), dataset.select(val_names)
-    sampler = PairSampler(train_videos, config.max_gap)
+    sampler: PairSampler | None = None
+    if shards is not None:
+        # Only rank 0 validates: the others need no validation video in memory.
+        train_videos = []
+        val_videos = load_stream_val(shards, val_names, face_model, config.stride) \
+            if ranks.main and val_names else []
+    else:
+        train_videos, val_videos = dataset.select(train_names), dataset.select(val_names)
+        sampler = PairSampler(train_videos, config.max_gap)
     mask, flow = gen_config.prior_mask, gen_config.prior_flow
     triangles = face_model.triangles.cpu() if gen_config.flow_init == "dense" else None
     validating = bool(val_videos) and ranks.main
@@ -334,11 +361,13 @@ def _train(data, output: Path, config: TrainConfig, gen_config: GeneratorConfig,
     if ranks.main:
         output.mkdir(parents=True, exist_ok=True)
         rows = read_log(log_path, start)
-    info = {"model": dataset.model_name, "crop_size": dataset.size,
+    info = {"model": face_model.name if dataset is None else dataset.model_name,
+            "crop_size": int(size) if dataset is None else dataset.size,
             "crop_scale": float(manifest.get("crop_scale") or 1.0),
             "videos": {"train": train_names, "val": val_names},
-            "dataset": str(Path(data).resolve()), "faceanime_version": __version__,
-            "processes": ranks.world_size}
+            "dataset": str(data) if is_url(data) else str(Path(data).resolve()),
+            "data_format": "folder" if shards is None else "shards",
+            "faceanime_version": __version__, "processes": ranks.world_size}
     metrics: dict[str, float] = dict(ckpt.info.get("metrics", {})) if ckpt else {}
 
     rng_devices = [device] if device.type == "cuda" else []
@@ -389,6 +418,12 @@ def _train(data, output: Path, config: TrainConfig, gen_config: GeneratorConfig,
             return {f"val_{k}": v for k, v in found.items()} | baseline
 
         share = ranks.share(config.batch)
+        # Streaming: this rank's own pairs, batch by batch (the augmentation below is still
+        # drawn for the global batch, and each rank takes its share of it).
+        stream = None if shards is None else stream_batches(PairStream(
+            shards, ranks, ranks.per_rank(config.batch), face_model, config.stride,
+            config.max_gap, config.stream_pairs, config.shuffle_buffer, config.seed, start,
+            val_names, triangles is not None), config.workers)
         bar = tqdm(total=config.steps, initial=start, disable=not (config.progress and ranks.main),
                    desc="train generator", unit="step", dynamic_ncols=True)
         t0 = time.perf_counter()
@@ -402,13 +437,18 @@ def _train(data, output: Path, config: TrainConfig, gen_config: GeneratorConfig,
                     group["lr"] = learning_rate(step, config.lr_d, config.steps)
             # Every rank draws the whole global batch's pairs and augmentation (cheap, and the
             # generator's stream stays that of one process), then builds only its share.
-            index = sampler.sample(config.batch, rng)
+            index = sampler.sample(config.batch, rng) if sampler is not None else None
             flip = torch.rand(config.batch, generator=rng) < 0.5 if config.flip else None
             gain = 1 + config.jitter * (2 * torch.rand(config.batch, generator=rng) - 1)
             bias = config.jitter / 2 * (2 * torch.rand(config.batch, generator=rng) - 1)
             alpha = torch.rand(config.batch, generator=rng)[share] \
                 if discriminator is not None and loss_config.gan == "wgan-gp" else None
-            batch = make_batch(train_videos, index[share], config.radius, mask,
+            if stream is None:
+                videos, pairs = train_videos, index[share]
+            else:
+                videos = next(stream)
+                pairs = [(i, 0, 1) for i in range(len(videos))]
+            batch = make_batch(videos, pairs, config.radius, mask,
                                None if flip is None else flip[share], gain[share], bias[share],
                                flow, triangles).to(device)
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
