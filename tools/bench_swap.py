@@ -39,6 +39,7 @@ def main() -> int:
     from faceanime.jobs.swap import SwapConfig, reference_frames
     from faceanime.landmarks import TrackerConfig
     from faceanime.morphable import load_model
+    from faceanime.parallel import default_batch
     from faceanime.render.frames import frames_tensor
     from faceanime.render.swap import SwapRenderer
 
@@ -54,7 +55,7 @@ def main() -> int:
     reference, picks = reference_frames(video, target, 8)
     renderer = SwapRenderer(model, image, source, reference, target.frames(picks))
     setup = time.perf_counter() - start
-    batch = renderer.config.batch_size
+    batch = renderer.config.batch_size or default_batch("cpu", frames.shape[1] * frames.shape[2])
     start = time.perf_counter()
     for s in range(0, len(frames), batch):
         index = list(range(s, min(s + batch, len(frames))))

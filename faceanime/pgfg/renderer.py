@@ -20,6 +20,7 @@ import torch
 from faceanime.coefficients import Coefficients
 from faceanime.errors import InputError
 from faceanime.morphable.model import FaceModel
+from faceanime.parallel import default_batch
 from faceanime.pgfg.data import PriorBank, crop_coefficients, render_priors, screen_vertices
 from faceanime.pgfg.flow import face_flow
 from faceanime.pgfg.networks import Generator
@@ -113,8 +114,8 @@ class GeneratorRenderer:
     def render_crops(self, target: Coefficients) -> torch.Tensor:
         """The generated crops alone: ``(T, 3, S, S)`` in [0, 1]."""
         p_s, p_t, flow = self.priors(target)
-        return self.generator.generate(self.crop, p_s[:1], p_t,
-                                       max(1, self.config.batch_size), flow).cpu()
+        chunk = self.config.batch_size or default_batch(self.crop.device, self.size ** 2)
+        return self.generator.generate(self.crop, p_s[:1], p_t, chunk, flow).cpu()
 
     def render(self, target: Coefficients) -> torch.Tensor:
         """Full photos with the generated face at ``T`` target frames: ``(T, 3, H, W)``."""
@@ -126,8 +127,8 @@ class GeneratorRenderer:
                           feather=self.config.feather, color_match=False)
 
     def iter_render(self, target: Coefficients) -> Iterator[torch.Tensor]:
-        """:meth:`render` in batches of ``config.batch_size`` frames."""
-        step = max(1, self.config.batch_size)
+        """:meth:`render` in batches of ``config.batch_size`` frames (0: by device)."""
+        step = self.config.batch_size or default_batch(self.crop.device, self.size ** 2)
         for start in range(0, target.n_frames, step):
             yield self.render(target.frames(slice(start, start + step)))
 
