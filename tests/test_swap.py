@@ -139,6 +139,32 @@ def test_an_occluder_over_the_face_keeps_its_pixels(sfm_model, s12, d3_clip):
     assert kept(SwapRenderConfig(occlusion=False)) < 0.2
 
 
+def test_batches_prepared_out_of_order_finish_as_one_sequential_swap(sfm_model, s12, d3_clip):
+    """The job prepares batches on worker threads and finishes them in order: whatever order
+    they were prepared in, the frames equal a sequential render, the occlusion carried from
+    batch to batch (a bar over frames 3-6 spans two batches and fades on after it)."""
+    frames, target = d3_clip
+    clip = frames[:12].copy()
+    for k in range(3, 7):
+        pts = target.landmarks[k].numpy()
+        y = int(pts[30, 1])
+        clip[k, y - 8:y + 8, int(pts[2, 0]) + 10:int(pts[14, 0]) - 10] = (90, 95, 100)
+    pixels = frames_tensor(clip)
+    batches = [list(range(s, s + 4)) for s in (0, 4, 8)]
+    sequential = renderer(sfm_model, s12, d3_clip)
+    one = [sequential.render_frames(pixels[b], target.frames(b)) for b in batches]
+    parallel = renderer(sfm_model, s12, d3_clip)
+    prepared = {k: parallel.prepare(pixels[batches[k]], target.frames(batches[k]))
+                for k in (2, 0, 1)}
+    two = [parallel.finish(prepared[k]) for k in range(3)]
+    for (out_a, share_a), (out_b, share_b) in zip(one, two, strict=True):
+        assert torch.equal(out_a, out_b) and torch.equal(share_a, share_b)
+    # The carried mask matters here: finishing batch 1 without batch 0 before it differs.
+    fresh = renderer(sfm_model, s12, d3_clip)
+    alone = fresh.finish(fresh.prepare(pixels[batches[1]], target.frames(batches[1])))
+    assert not torch.equal(alone[1], two[1][1])
+
+
 def test_the_swapped_face_is_the_photos_person(sfm_model, s12, d3_clip):
     """dlib's identity descriptor: the swapped frames are nearer the photo's person (s12) than
     the target's own face, and within dlib's same-person threshold of the photo."""

@@ -32,7 +32,7 @@ from faceanime.jobs.common import (
     prepare,
     write_frames,
 )
-from faceanime.parallel import default_batch
+from faceanime.parallel import default_batch, default_workers, ordered_map
 from faceanime.render.frames import frames_tensor, to_uint8
 from faceanime.render.swap import SwapRenderConfig, SwapRenderer, swap_coefficients
 
@@ -117,7 +117,13 @@ def swap(source: str | os.PathLike, target: str | os.PathLike,
     height, width = (int(v) for v in tracked.image_size)
     batch = config.swap.batch_size or default_batch(config.output.device, height * width)
 
-    def frames() -> Iterator[np.ndarray]:
+    # Batches are prepared on worker threads (the faces and each frame's own occlusion: most
+    # of the work), then finished in order on this one (the occlusion carried over from the
+    # frames before, the blend) while the encoder works, as the warp renderer does.
+    workers = default_workers(config.output.device)
+    threads = max(1, torch.get_num_threads() // workers)
+
+    def batches() -> Iterator[tuple[list[np.ndarray], list[int]]]:
         pending: list[np.ndarray] = []
         start = 0
         stream = iter_video_frames(target, allow_truncated=config.allow_truncated)
@@ -126,19 +132,23 @@ def swap(source: str | os.PathLike, target: str | os.PathLike,
                 break
             pending.append(frame)
             if len(pending) == batch:
-                yield from swap_batch(pending, start)
+                yield pending, list(range(start, start + len(pending)))
                 start += len(pending)
                 pending = []
         if pending:
-            yield from swap_batch(pending, start)
+            yield pending, list(range(start, start + len(pending)))
 
-    def swap_batch(chunk: list[np.ndarray], start: int) -> Iterator[np.ndarray]:
-        index = list(range(start, start + len(chunk)))
-        out, _ = renderer.render_frames(frames_tensor(chunk), tracked.frames(index))
-        done = to_uint8(out)
-        for k, i in enumerate(index):
-            # No face found there: the frame as it is (the fit's values are interpolated).
-            yield done[k] if bool(valid[i]) else chunk[k]
+    def prepare_batch(item: tuple[list[np.ndarray], list[int]]):
+        chunk, index = item
+        return chunk, index, renderer.prepare(frames_tensor(chunk), tracked.frames(index))
+
+    def frames() -> Iterator[np.ndarray]:
+        for chunk, index, prepared in ordered_map(prepare_batch, batches(), workers,
+                                                  torch_threads=threads):
+            done = to_uint8(renderer.finish(prepared)[0])
+            for k, i in enumerate(index):
+                # No face found there: the frame as it is (the fit's values are interpolated).
+                yield done[k] if bool(valid[i]) else chunk[k]
 
     fps = tracked.fps or read_video_info(target).fps
     swapped = swap_coefficients(prepared.source, tracked)

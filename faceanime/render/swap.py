@@ -241,6 +241,23 @@ def fringe_mask(texture: torch.Tensor, region: torch.Tensor, skin_uv: torch.Tens
     return hair & region
 
 
+@dataclass
+class SwapBatch:
+    """:meth:`SwapRenderer.prepare`'s result for ``T`` frames, for
+    :meth:`SwapRenderer.finish`."""
+
+    frames: torch.Tensor
+    """``(T, 3, H, W)`` the target frames in [0, 1]."""
+    box: tuple[int, int, int, int] | None
+    """``(x0, y0, x1, y1)`` where the faces are (None: no face in these frames)."""
+    face: torch.Tensor | None = None
+    """``(T, 3, h, w)`` the swapped faces over the box, colour-matched."""
+    alpha: torch.Tensor | None = None
+    """``(T, 1, h, w)`` their feathered share, before occlusion."""
+    covered: torch.Tensor | None = None
+    """``(T, 1, h, w)`` each frame's own occlusion mask (None: occlusion off)."""
+
+
 class SwapRenderer(BoxRenderer):
     """Put the face of one photo on the frames of one target.
 
@@ -314,12 +331,17 @@ class SwapRenderer(BoxRenderer):
             ``(T, 3, H, W)`` swapped frames in [0, 1] and ``(T, 1, H, W)`` the share of each
             pixel that is the source's face (0 off the face, where occluded and in the mouth).
         """
+        return self.finish(self.prepare(frames, target))
+
+    def prepare(self, frames: torch.Tensor, target: Coefficients) -> SwapBatch:
+        """The work of :meth:`render_frames` that does not depend on the frames before: the
+        swapped faces and each frame's own occlusion. Independent batches of a video can be
+        prepared at once (on worker threads); :meth:`finish` must then take them in order."""
         c = self.config
         if frames.ndim != 4 or frames.shape[0] != target.n_frames:
             raise InputError(f"swap: {target.n_frames} coefficient frames for frames of shape "
                              f"{tuple(frames.shape)}")
-        frames = frames.to(self.image)
-        full = frames
+        full = frames.to(self.image)
         swapped = swap_coefficients(self.source, target)
         screen = self._screen(swapped)
         own_screen = self._screen(target) if c.occlusion else screen
@@ -327,7 +349,7 @@ class SwapRenderer(BoxRenderer):
         both = torch.cat([screen[..., :2], own_screen[..., :2]], 1).reshape(-1, 2)
         both = both[torch.isfinite(both).all(-1)]
         if both.numel() == 0:
-            return full.clone(), torch.zeros_like(full[:, :1])
+            return SwapBatch(full, None)
         margin = math.ceil(c.feather) + 8
         x0, y0, x1, y1 = clip_box(both.amin(0), both.amax(0), tuple(full.shape[-2:]), margin)
         shift = torch.tensor([x0, y0, 0], dtype=screen.dtype, device=screen.device)
@@ -348,12 +370,24 @@ class SwapRenderer(BoxRenderer):
         mask = mask * inner[:, 1:2]
         face = match_colors(face, frames, mask, c.colour, c.max_colour_gain)
         alpha = feather_mask(mask, c.feather)
-        if c.occlusion:
-            covered = self._occlusion(frames, own_screen, size, (x0, y0, x1, y1),
-                                      tuple(full.shape[-2:]))
-            alpha = alpha * (1 - covered)
+        covered = self._occlusion(frames, own_screen, size) if c.occlusion else None
+        return SwapBatch(full, (x0, y0, x1, y1), face, alpha, covered)
+
+    def finish(self, batch: SwapBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`render_frames`' result from a batch :meth:`prepare` made: the occlusion mask
+        carried over from the frames before (this renderer's last finished frame), then the
+        swapped face blended into each frame."""
+        full = batch.frames
+        if batch.box is None:
+            return full.clone(), torch.zeros_like(full[:, :1])
+        x0, y0, x1, y1 = batch.box
+        alpha = batch.alpha
+        if batch.covered is not None:
+            alpha = alpha * (1 - self._remembered(batch.covered, batch.box,
+                                                  tuple(full.shape[-2:])))
+        frames = full[..., y0:y1, x0:x1]
         out = full.clone()
-        out[..., y0:y1, x0:x1] = torch.lerp(frames, face, alpha.expand_as(face))
+        out[..., y0:y1, x0:x1] = torch.lerp(frames, batch.face, alpha.expand_as(batch.face))
         share = torch.zeros_like(full[:, :1])
         share[..., y0:y1, x0:x1] = alpha
         return out, share
@@ -372,10 +406,11 @@ class SwapRenderer(BoxRenderer):
         # Holes closed around a covered pixel take its neighbours' weight: 1.
         return torch.where(index >= 0, per_pixel, torch.ones_like(per_pixel))[:, None]
 
-    def _occlusion(self, frames: torch.Tensor, screen: torch.Tensor, size: tuple[int, int],
-                   box: tuple[int, int, int, int], frame_size: tuple[int, int]) -> torch.Tensor:
-        """``(T, 1, h, w)`` in [0, 1] over ``box``: where the target's face is covered.
-        ``screen`` is the target's own mesh, in the box's pixels."""
+    def _occlusion(self, frames: torch.Tensor, screen: torch.Tensor, size: tuple[int, int]
+                   ) -> torch.Tensor:
+        """``(T, 1, h, w)`` in [0, 1] over the box of ``frames (T, 3, h, w)``: where each
+        target frame's face is covered, on its own. ``screen`` is the target's own mesh, in
+        the box's pixels."""
         c = self.config
         # At half the resolution: occluders are far larger than a pixel, and this is most of
         # the swap's work.
@@ -403,7 +438,14 @@ class SwapRenderer(BoxRenderer):
         covered = covered.clamp(0, 1) * (inner >= 0.5)
         grow = max(1, round(c.occlusion_grow * k))
         covered = gaussian_blur(grow_mask(open_mask(covered, 1), grow), 1.0)
-        covered = F.interpolate(covered, size=size, mode="bilinear", align_corners=False)
+        return F.interpolate(covered, size=size, mode="bilinear", align_corners=False)
+
+    def _remembered(self, covered: torch.Tensor, box: tuple[int, int, int, int],
+                    frame_size: tuple[int, int]) -> torch.Tensor:
+        """``covered (T, 1, h, w)`` over ``box``, each frame's mask at least
+        ``occlusion_memory`` times the previous frame's (the last call's last frame first):
+        an occluder does not flicker out for a frame where it matches the face's colours."""
+        c = self.config
         x0, y0, x1, y1 = box
         masks = []
         for frame_mask in covered:
