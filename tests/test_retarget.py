@@ -382,3 +382,42 @@ def test_a_truncated_driving_video_stops_the_job(sfm_dir, truncated_d3, tmp_path
     assert status == 0, err
     assert "frame 93" in err
     assert sum(1 for _ in iter_video_frames(out)) == 93
+
+
+def test_several_photos_share_one_tracking_of_the_driver(sfm_dir, tmp_path, capsys,
+                                                         monkeypatch):
+    """Two photos by d0: the driver is tracked once (no per-photo background tracking), and
+    each output equals that photo's run alone."""
+    import faceanime.jobs.common as common
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("s1", "s12"):
+        (photos / f"{name}.jpg").write_bytes((sfm_dir / "faces" / f"{name}.jpg").read_bytes())
+    driver = str(sfm_dir / "videos" / "d0.mp4")
+    started = []
+    real = common.Background
+
+    def counted(function, *args):
+        started.append(function.__name__)
+        return real(function, *args)
+
+    monkeypatch.setattr(common, "Background", counted)
+    out = tmp_path / "out"
+    out.mkdir()
+    status, _, err = run_cli(capsys, "retarget", "--source", str(photos), "--driving", driver,
+                             "-o", str(out), "--size", "256", "--no-paste-back",
+                             "--no-progress")
+    assert status == 0, err
+    assert started == []  # tracked once, up front, not beside each photo's fit
+    alone = tmp_path / "alone.mp4"
+    status, _, err = run_cli(capsys, "retarget", "--source", str(photos / "s12.jpg"),
+                             "--driving", driver, "-o", str(alone), "--size", "256",
+                             "--no-paste-back", "--no-progress")
+    assert status == 0, err
+    assert started == ["track_video"]  # one photo: tracked while its photo is fitted
+    shared = np.stack(list(iter_video_frames(out / "s12.mp4"))).astype(int)
+    single = np.stack(list(iter_video_frames(alone))).astype(int)
+    assert shared.shape == single.shape == (78, 256, 256, 3)
+    assert np.abs(shared - single).max() <= 1
+    assert (out / "s1.mp4").is_file()

@@ -108,6 +108,16 @@ def run_sources(args: argparse.Namespace, job: Callable) -> None:
     run_many(sources, outputs, job, quiet=args.quiet)
 
 
+def shared_tracking(args: argparse.Namespace, video: str, config):
+    """With several photos and one driving (or target) video: the video tracked once, here,
+    for all of them (None with one photo, which tracks it while its photo is fitted)."""
+    from faceanime.jobs.common import check_driving, expand_sources, track_driver
+
+    if len(expand_sources(args.source)) < 2:
+        return None
+    return track_driver(check_driving(video), config)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from faceanime.jobs.retarget import RetargetConfig
     from faceanime.samples import template_names
@@ -187,5 +197,6 @@ def run(args: argparse.Namespace) -> None:
         source_landmarks=args.source_landmarks, smooth=args.smooth, audio=args.audio, fps=args.fps,
         side_by_side=args.side_by_side, track_parts=args.track_parts,
         allow_truncated=args.allow_truncated)
+    landmarks = shared_tracking(args, args.driving, config)
     run_sources(args, lambda source, output: retarget(source, args.driving, output, config,
-                                                      args.save_coeffs))
+                                                      args.save_coeffs, landmarks))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from faceanime.cli.retarget import job_face_hint, run_sources
+from faceanime.cli.retarget import job_face_hint, run_sources, shared_tracking
 from faceanime.devices import DEVICE_HELP, device_arg
 from faceanime.fitting import FitConfig
 from faceanime.landmarks import BACKENDS
@@ -87,5 +87,6 @@ def run(args: argparse.Namespace) -> None:
         fit=FitConfig(device=args.device), model=args.model, face_index=args.face_index,
         backend=args.backend, source_landmarks=args.source_landmarks,
         track_parts=args.track_parts, allow_truncated=args.allow_truncated, audio=args.audio)
+    landmarks = shared_tracking(args, args.target, config)
     run_sources(args, lambda source, output: swap(source, args.target, output, config,
-                                                  args.save_coeffs))
+                                                  args.save_coeffs, landmarks))

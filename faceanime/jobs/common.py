@@ -550,6 +550,17 @@ def driver_tracker(config: JobInputs) -> TrackerConfig:
                          allow_truncated=config.allow_truncated)
 
 
+def track_driver(driving: str | os.PathLike, config: JobInputs) -> VideoLandmarks | None:
+    """The driving video's landmarks, tracked as a job tracks them, for several jobs on the
+    same video (several photos driven by it, swapped onto it): None for a coefficient file or
+    a motion template, which are not tracked."""
+    path = resolve_driving(driving)
+    if not is_video_path(path):
+        return None
+    read_video_info(path)  # a missing or undecodable video: its one-line error
+    return track_video(path, driver_tracker(config))
+
+
 def load_driving(driving: str | os.PathLike, model: FaceModel, config: JobInputs,
                  landmarks: VideoLandmarks | None = None) -> tuple[Coefficients, Path | None]:
     """The driver's coefficients: fitted from a video, or read from a ``faceanime fit`` file.
@@ -613,9 +624,11 @@ class Prepared:
 
 
 def prepare(source: str | os.PathLike, driving: str | os.PathLike | None,
-            config: JobInputs, renderer: bool = True) -> Prepared:
+            config: JobInputs, renderer: bool = True,
+            landmarks: VideoLandmarks | None = None) -> Prepared:
     """Fit the photo and build its renderer (``renderer=False``: none, ``Prepared.renderer`` is
-    None), and fit the driver (a video or a coefficient file; None for none).
+    None), and fit the driver (a video or a coefficient file; None for none). ``landmarks``:
+    the driving video's, tracked before (:func:`track_driver`), instead of tracking it again.
 
     dlib holds the GIL while it tracks, so a driving video is tracked in background processes
     (:class:`~faceanime.parallel.Background`, in ``config.track_parts`` parts) while this one
@@ -627,7 +640,7 @@ def prepare(source: str | os.PathLike, driving: str | os.PathLike | None,
     out_cfg = config.output
     with contextlib.ExitStack() as stack:
         tracking = None
-        if driving is not None and is_video_path(driving):
+        if driving is not None and is_video_path(driving) and landmarks is None:
             tracking = stack.enter_context(Background(track_video, Path(driving),
                                                       driver_tracker(config)))
         detector = stack.enter_context(create_detector(config.backend))
@@ -636,7 +649,8 @@ def prepare(source: str | os.PathLike, driving: str | os.PathLike | None,
         image, source_coeffs = load_source(source, model, out_cfg, config.fit, config.face_index,
                                            detector, config.source_landmarks, notes)
         built = make_renderer(model, image, source_coeffs, out_cfg) if renderer else None
-        landmarks = tracking.result() if tracking is not None else None
+        if tracking is not None:
+            landmarks = tracking.result()
     driving_coeffs, audio = (load_driving(driving, model, config, landmarks=landmarks)
                              if driving is not None else (None, None))
     return Prepared(model, image, source_coeffs, built, driving_coeffs, audio, notes)

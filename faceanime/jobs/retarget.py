@@ -32,6 +32,7 @@ from faceanime.jobs.common import (
     on_device,
     prepare,
 )
+from faceanime.landmarks import VideoLandmarks
 from faceanime.motion import MotionConfig, transfer_motion
 from faceanime.render.mouth_interior import InteriorCapture
 from faceanime.render.warp import WarpRenderer
@@ -103,7 +104,8 @@ def wants_driver_mouth(renderer, config: RetargetConfig) -> bool:
 
 def retarget(source: str | os.PathLike, driving: str | os.PathLike,
              output: str | os.PathLike | None = None, config: RetargetConfig | None = None,
-             save_coefficients: str | os.PathLike | None = None) -> TaskResult:
+             save_coefficients: str | os.PathLike | None = None,
+             driver_landmarks: VideoLandmarks | None = None) -> TaskResult:
     """Make the face in ``source`` (a photo) move as the driver does.
 
     Args:
@@ -114,6 +116,9 @@ def retarget(source: str | os.PathLike, driving: str | os.PathLike,
             the frames in ``result.video`` instead (memory grows with the length).
         config: settings.
         save_coefficients: also write the rendered coefficients here (``.npz``).
+        driver_landmarks: the driving video's landmarks
+            (:func:`~faceanime.jobs.common.track_driver`), to drive several photos with one
+            tracking of the video.
 
     Returns:
         :class:`~faceanime.jobs.common.TaskResult`.
@@ -126,7 +131,7 @@ def retarget(source: str | os.PathLike, driving: str | os.PathLike,
         check_output(save_coefficients, (".npz",))
     driving = check_driving(driving)
     out_cfg = config.output
-    prepared = prepare(source, driving, config)
+    prepared = prepare(source, driving, config, landmarks=driver_landmarks)
     image, source_coeffs, renderer = prepared.image, prepared.source, prepared.renderer
     driving_coeffs, audio = prepared.driving, prepared.audio
     if wants_driver_mouth(renderer, config) and is_video_path(driving):

@@ -32,6 +32,7 @@ from faceanime.jobs.common import (
     prepare,
     write_frames,
 )
+from faceanime.landmarks import VideoLandmarks
 from faceanime.parallel import default_batch, default_workers, ordered_map
 from faceanime.render.frames import frames_tensor, to_uint8
 from faceanime.render.swap import SwapRenderConfig, SwapRenderer, swap_coefficients
@@ -81,7 +82,8 @@ def reference_frames(target: str | os.PathLike, coeffs: Coefficients, count: int
 
 def swap(source: str | os.PathLike, target: str | os.PathLike,
          output: str | os.PathLike | None = None, config: SwapConfig | None = None,
-         save_coefficients: str | os.PathLike | None = None) -> TaskResult:
+         save_coefficients: str | os.PathLike | None = None,
+         target_landmarks: VideoLandmarks | None = None) -> TaskResult:
     """Put the face in ``source`` (a photo) on every frame of ``target`` (a video).
 
     Args:
@@ -92,6 +94,8 @@ def swap(source: str | os.PathLike, target: str | os.PathLike,
         config: settings.
         save_coefficients: also write the swapped coefficients here (``.npz``: the photo's
             shape at the target's expression and pose).
+        target_landmarks: the target's landmarks (:func:`~faceanime.jobs.common.track_driver`),
+            to swap several photos onto one tracking of the video.
 
     Returns:
         :class:`~faceanime.jobs.common.TaskResult` at the target's frame rate and size.
@@ -106,7 +110,7 @@ def swap(source: str | os.PathLike, target: str | os.PathLike,
     # The photo is read as it is (no framing): the output is the target's frames.
     inputs = replace(config, output=replace(config.output, paste_back=True, size=None,
                                             generator=None))
-    prepared = prepare(source, target, inputs, renderer=False)
+    prepared = prepare(source, target, inputs, renderer=False, landmarks=target_landmarks)
     tracked = prepared.driving
     reference, picks = reference_frames(target, tracked, config.swap.reference_frames,
                                         config.allow_truncated)
