@@ -75,3 +75,17 @@ def isolated_models(tmp_path, monkeypatch) -> Path:
     work.mkdir()
     monkeypatch.chdir(work)
     return tmp_path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a test module (``pytestmark = pytest.mark.usefixtures(...)``):
+    many small tensor operations (solves, training steps, rasterizing) ran 3-40x slower on two
+    threads when another process held the second core of the 2-core machine (docs/render.md,
+    Speed), and are too small to gain from them on an idle one."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -45,3 +45,25 @@ def rewrite_npz(path, arrays: dict | None = None, **changes) -> None:
         else:
             arrays[key] = value
     np.savez(path, **arrays)
+
+
+def prepare_d0(data_dir, root, copies=(), crop_size: int = 128):
+    """``videos/d0.mp4`` prepared with ``crop_size`` crops into ``root``, plus byte copies of it
+    under the stems ``copies`` (more "videos" to hold out or shard: the same person, so a weak
+    held-out test, but the same plumbing). Returns ``root``."""
+    import json
+    import shutil
+
+    from faceanime.dataset import PrepareConfig, prepare_dataset
+
+    report = prepare_dataset([data_dir / "videos" / "d0.mp4"], root,
+                             PrepareConfig(model=str(data_dir / "sfm" / "sfm_shape_3448.bin"),
+                                           crop_size=crop_size, progress=False))
+    assert report.ok == ["d0"]
+    manifest = json.loads((root / "manifest.json").read_text())
+    for stem in copies:
+        for sub, suffix in (("coefficients", ".npz"), ("crops", ".npz"), ("crops", ".mp4")):
+            shutil.copy(root / sub / f"d0{suffix}", root / sub / f"{stem}{suffix}")
+        manifest["videos"][stem] = manifest["videos"]["d0"]
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    return root

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import assert_one_line_error, run_cli
+from helpers import assert_one_line_error, prepare_d0, run_cli
 
 from faceanime.distributed import Ranks, backend_for, from_environment
 from faceanime.errors import BackendUnavailableError, InputError
@@ -46,31 +46,14 @@ GENERATOR = ["--steps", str(STEPS), "--tiny", "--batch", "4", "--val-pairs", "2"
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def dataset(data_dir, tmp_path_factory) -> Path:
     """d0 prepared with crops (both trainers read it), plus a copy named ``d0b`` held out for
     validation, so that rank 0's validation runs too."""
-    from faceanime.dataset import PrepareConfig, prepare_dataset
-
-    root = tmp_path_factory.mktemp("ddp") / "dataset"
-    report = prepare_dataset([data_dir / "videos" / "d0.mp4"], root,
-                             PrepareConfig(model=str(data_dir / "sfm" / "sfm_shape_3448.bin"),
-                                           crop_size=128, progress=False))
-    assert report.ok == ["d0"]
-    for sub, suffix in (("coefficients", ".npz"), ("crops", ".npz"), ("crops", ".mp4")):
-        shutil.copy(root / sub / f"d0{suffix}", root / sub / f"d0b{suffix}")
-    manifest = json.loads((root / "manifest.json").read_text())
-    manifest["videos"]["d0b"] = manifest["videos"]["d0"]
-    (root / "manifest.json").write_text(json.dumps(manifest))
-    return root
+    return prepare_d0(data_dir, tmp_path_factory.mktemp("ddp") / "dataset", ["d0b"])
 
 
 def _args(what: str, dataset: Path, out: Path, data_dir: Path) -> list[str]:

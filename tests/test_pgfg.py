@@ -22,13 +22,7 @@ from faceanime.pgfg import (
 from faceanime.pgfg.losses import d_loss, g_loss, gradient_penalty
 from faceanime.pgfg.networks import flow_init, prior_flow, warp_image
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _config(size: int, output: str = "residual") -> GeneratorConfig:

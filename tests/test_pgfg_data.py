@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import assert_close, assert_one_line_error, run_cli
+from helpers import assert_close, assert_one_line_error, prepare_d0, run_cli
 
 from faceanime.coefficients import Coefficients
 from faceanime.errors import InputError, ModelFileError
@@ -36,32 +36,14 @@ TINY = ["--tiny", "--batch", "2", "--val-pairs", "4", "--identity-samples", "1",
         "--val-every", "2", "--checkpoint-every", "2", "--no-progress", "--threads", "1"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def dataset(data_dir, tmp_path_factory) -> Path:
     """d0 prepared with 128-px crops, plus a copy of it under the stem ``d0b``: a second
-    "video" to hold out, so validation and the classic baseline run (same person, so a weak
-    held-out test, but the plumbing is the same)."""
-    from faceanime.dataset import PrepareConfig, prepare_dataset
-
-    root = tmp_path_factory.mktemp("pgfg") / "dataset"
-    report = prepare_dataset([data_dir / "videos" / "d0.mp4"], root,
-                             PrepareConfig(model=str(data_dir / "sfm" / "sfm_shape_3448.bin"),
-                                           crop_size=CROP, progress=False))
-    assert report.ok == ["d0"]
-    for sub, suffix in (("coefficients", ".npz"), ("crops", ".npz"), ("crops", ".mp4")):
-        shutil.copy(root / sub / f"d0{suffix}", root / sub / f"d0b{suffix}")
-    manifest = json.loads((root / "manifest.json").read_text())
-    manifest["videos"]["d0b"] = manifest["videos"]["d0"]
-    (root / "manifest.json").write_text(json.dumps(manifest))
-    return root
+    "video" to hold out, so validation and the classic baseline run."""
+    return prepare_d0(data_dir, tmp_path_factory.mktemp("pgfg") / "dataset", ["d0b"], CROP)
 
 
 @pytest.fixture(scope="module")

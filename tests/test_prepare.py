@@ -59,14 +59,7 @@ def mtimes(root: Path) -> dict[str, int]:
             for p in sorted(root.rglob("*")) if p.is_file() and p.name != ".lock"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The fitter's many small batched solves run 3-30× slower on two threads when another
-    process holds a core (docs/performance.md); one thread keeps this file's runtime steady."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

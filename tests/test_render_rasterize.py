@@ -37,15 +37,7 @@ def has_pytorch3d() -> bool:
     return True
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Run single-threaded: these tests are many small tensor operations, which torch's
-    intra-op threads slowed down ~40x on a 2-core machine whose other core was busy (see
-    docs/render.md, Speed), and which are too small to gain from them on an idle one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --- helpers ---------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import assert_one_line_error, run_cli
+from helpers import assert_one_line_error, prepare_d0, run_cli
 
 from faceanime.coefficients import Coefficients
 from faceanime.dataset.shards import (
@@ -39,20 +39,7 @@ LIMIT_MB = 0.4  # two d0 samples (~175 kB each) per shard
 @pytest.fixture(scope="module")
 def dataset(data_dir, tmp_path_factory) -> Path:
     """d0 prepared with 128-px crops and five copies under other stems (six videos)."""
-    from faceanime.dataset import PrepareConfig, prepare_dataset
-
-    root = tmp_path_factory.mktemp("shards") / "dataset"
-    report = prepare_dataset([data_dir / "videos" / "d0.mp4"], root,
-                             PrepareConfig(model=str(data_dir / "sfm" / "sfm_shape_3448.bin"),
-                                           crop_size=128, progress=False))
-    assert report.ok == ["d0"]
-    manifest = json.loads((root / "manifest.json").read_text())
-    for stem in COPIES:
-        for sub, suffix in (("coefficients", ".npz"), ("crops", ".npz"), ("crops", ".mp4")):
-            shutil.copy(root / sub / f"d0{suffix}", root / sub / f"{stem}{suffix}")
-        manifest["videos"][stem] = manifest["videos"]["d0"]
-    (root / "manifest.json").write_text(json.dumps(manifest))
-    return root
+    return prepare_d0(data_dir, tmp_path_factory.mktemp("shards") / "dataset", COPIES)
 
 
 @pytest.fixture(scope="module")
