@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from faceanime.dataset import VIDEO_SUFFIXES, PrepareConfig, prepare_dataset
+from faceanime.dataset.on_ray import LOCAL, RAY_HINT
 from faceanime.devices import DEVICE_HELP, device_arg
 from faceanime.errors import InputError
 from faceanime.landmarks import BACKENDS
@@ -57,6 +58,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="prepare only part I (0 to N-1) of N disjoint parts of the inputs, "
                         "chosen by name: run N of these into N folders, then merge them by "
                         "passing those folders as inputs")
+    p.add_argument("--ray", nargs="?", const=LOCAL, metavar="ADDRESS",
+                   help="run the per-video work as Ray tasks: alone, on a Ray started (or "
+                        "joined) on this machine; with ADDRESS, on that Ray cluster (e.g. "
+                        "ray://head:10001 or head:6379). Needs " + RAY_HINT + "; the videos "
+                        "must be readable at the same paths on every node")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.set_defaults(func=run)
 
@@ -74,7 +80,7 @@ def run(args: argparse.Namespace) -> None:
                            min_frames=args.min_frames, crops=not args.no_crops,
                            backend=args.backend, device=args.device,
                            retry_skipped=args.retry_skipped, shard=args.shard,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, ray=args.ray)
     report = prepare_dataset(args.inputs, args.output, config)
     table = report.skipped_table()
     print(report.summary() + (f"\n{table}" if table else ""))

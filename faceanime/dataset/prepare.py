@@ -23,6 +23,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -86,6 +87,9 @@ class PrepareConfig:
     retry_skipped: bool = False  # try again the videos an earlier run skipped
     shard: tuple[int, int] | None = None  # (I, N): only the I-th of N parts of the inputs, by name
     progress: bool = True  # show progress bars
+    # Run the per-video work as Ray tasks: "local" starts (or joins) a Ray on this machine, any
+    # other value is a cluster's address (ray.init(address=...)); None = in this process.
+    ray: str | None = None
     fit: FitConfig = field(default_factory=FitConfig)  # fitter settings (Python API only)
 
     def __post_init__(self) -> None:
@@ -144,6 +148,12 @@ class PrepareReport:
     def skipped(self) -> list[str]:
         return [stem for stem, e in self.entries.items() if not e.ok]
 
+    def add(self, stem: str, entry: VideoEntry, action: str, bar: tqdm) -> None:
+        """Record one video's outcome and advance the progress bar."""
+        self.entries[stem], self.actions[stem] = entry, action
+        bar.set_postfix(ok=len(self.ok), skipped=len(self.skipped), refresh=False)
+        bar.update()
+
     def summary(self) -> str:
         """One line: counts of ok, newly prepared and skipped videos, and where they went."""
         count = {a: sum(v == a for v in self.actions.values())
@@ -171,6 +181,12 @@ class _Skip(Exception):
                  valid: int = 0):
         super().__init__(f"{kind}: {detail}")
         self.frames, self.fps, self.valid = frames, fps, valid
+
+
+def skipped_entry(skip: _Skip, video: VideoInput, size: int) -> VideoEntry:
+    """The manifest entry of a video that :meth:`_Preparer.full` found unusable."""
+    return VideoEntry("skipped", str(skip), skip.frames, skip.fps, str(video.path), size,
+                      skip.valid)
 
 
 def _detail(exc: Exception, path: Path) -> str:
@@ -380,11 +396,34 @@ class _Preparer:
 
     def video(self, video: VideoInput, size: int) -> tuple[VideoEntry, str]:
         """Bring one video up to date; returns its entry and what was done."""
+        planned = self.plan(video, size)
+        if planned is not None:
+            return planned
+        try:
+            entry = self.full(video, size)
+        except _Skip as skip:
+            return self.record_skip(video, skipped_entry(skip, video, size)), "skipped"
+        self.writer.set(video.stem, entry)
+        return entry, "prepared"
+
+    def plan(self, video: VideoInput, size: int) -> tuple[VideoEntry, str] | None:
+        """Do what a video needs short of a full preparation (merge, keep, add crops) and return
+        its entry and action; None when it needs :meth:`full`, its old entry and files then
+        withdrawn. Split from :meth:`video` so that the Ray driver runs this part itself and
+        only the full preparation as a task (:mod:`faceanime.dataset.on_ray`)."""
         merged = video.shard is not None and self._merge(video, video.shard)
-        entry, action = self._update(video, size)
-        if merged and action in ("done before", "skipped before", "cropped"):
-            action = "merged"
-        return entry, action
+        planned = self._update(video, size)
+        if planned is not None and merged and planned[1] in (
+                "done before", "skipped before", "cropped"):
+            planned = planned[0], "merged"
+        return planned
+
+    def record_skip(self, video: VideoInput, entry: VideoEntry) -> VideoEntry:
+        """Record a video found unusable by :meth:`full`; any files it left are removed."""
+        for path in self.outputs(video.stem):
+            path.unlink(missing_ok=True)
+        self.writer.set(video.stem, entry)
+        return entry
 
     def _merge(self, video: VideoInput, shard: Path) -> bool:
         """Copy a video's entry and files from the dataset folder ``shard``, unless this dataset
@@ -412,7 +451,7 @@ class _Preparer:
         self.writer.set(video.stem, entry)
         return True
 
-    def _update(self, video: VideoInput, size: int) -> tuple[VideoEntry, str]:
+    def _update(self, video: VideoInput, size: int) -> tuple[VideoEntry, str] | None:
         old = self.writer.manifest.videos.get(video.stem)
         if old is not None and old.bytes == size:
             moved = dataclasses.replace(old, source=str(video.path))
@@ -433,23 +472,17 @@ class _Preparer:
             self.writer.set(video.stem, None, now=True)
         for path in self.outputs(video.stem):
             path.unlink(missing_ok=True)
-        try:
-            entry, action = self._full(video, size), "prepared"
-        except _Skip as skip:
-            entry = VideoEntry("skipped", str(skip), skip.frames, skip.fps, str(video.path),
-                               size, skip.valid)
-            action = "skipped"
-            for path in self.outputs(video.stem):
-                path.unlink(missing_ok=True)
-        self.writer.set(video.stem, entry)
-        return entry, action
+        return None
 
     def _keep(self, stem: str, old: VideoEntry, new: VideoEntry) -> VideoEntry:
         if new != old:  # the corpus moved: record where the video is now
             self.writer.set(stem, new)
         return new
 
-    def _full(self, video: VideoInput, size: int) -> VideoEntry:
+    def full(self, video: VideoInput, size: int, root: Path | None = None) -> VideoEntry:
+        """Track, fit and crop one video into ``root`` (the dataset by default; a Ray task
+        passes a scratch folder whose files the driver then moves in). Raises _Skip."""
+        root = self.root if root is None else root
         path = video.path
         try:
             track = track_video(path, self.tracker, detector=self.detector)
@@ -466,9 +499,9 @@ class _Preparer:
                                    self.fit, fps=fps)
         except FaceNotFoundError as exc:
             raise _Skip(NO_FACE, str(exc), frames, fps, valid) from exc
-        coeffs.save(coefficient_path(self.root, video.stem))
+        coeffs.save(coefficient_path(root, video.stem))
         if self.cfg.crops:
-            self._write_crops(video, coeffs)
+            self._write_crops(video, coeffs, root)
         return VideoEntry("ok", None, frames, fps, str(path), size, valid)
 
     def _crops_only(self, video: VideoInput, entry: VideoEntry) -> VideoEntry:
@@ -482,7 +515,8 @@ class _Preparer:
         self._write_crops(video, coeffs)
         return entry
 
-    def _write_crops(self, video: VideoInput, coeffs: Coefficients) -> None:
+    def _write_crops(self, video: VideoInput, coeffs: Coefficients,
+                     root: Path | None = None) -> None:
         cfg = self.cfg
         valid = coeffs.valid
         if valid is None:
@@ -492,7 +526,7 @@ class _Preparer:
                                       cfg.crop_smooth)
         except InputError as exc:
             raise _Skip(NO_FACE, str(exc), coeffs.n_frames, coeffs.fps) from exc
-        movie, arrays = crop_paths(self.root, video.stem)
+        movie, arrays = crop_paths(self.root if root is None else root, video.stem)
         batch = CROP_BATCH["cuda" if cfg.device.startswith("cuda") else "cpu"]
         frames = iter_crops(video.path, affine, cfg.crop_size, batch, cfg.device)
         with tqdm(total=coeffs.n_frames, unit="frame", desc=f"crops {video.stem}", leave=False,
@@ -514,6 +548,102 @@ class _Preparer:
         except (MediaError, InputError) as exc:
             raise _Skip(UNREADABLE, _detail(exc, video.path), coeffs.n_frames,
                         coeffs.fps) from exc
+
+
+# One worker process's preparer, kept between its Ray tasks so that the morphable model and the
+# landmark detector load once per worker rather than once per video.
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_preparer(config: PrepareConfig) -> _Preparer:
+    if _WORKER.get("config") != config:
+        old = _WORKER.pop("preparer", None)
+        if old is not None:
+            old.close()
+        model = load_model(config.model, device=config.device)
+        scratch = Path(tempfile.gettempdir())  # never written: full() is given its folder
+        writer = _ManifestWriter(Manifest(model=model.name), scratch)
+        _WORKER["preparer"] = _Preparer(scratch, config, model, writer, {})
+        _WORKER["config"] = config
+    return _WORKER["preparer"]
+
+
+def prepare_video_task(stem: str, path: str, size: int, config: PrepareConfig
+                       ) -> dict[str, Any]:
+    """Prepare one video in a scratch folder and return its files: the body of a Ray task.
+
+    Returns:
+        Plain data only (nothing custom to unpickle on the driver): ``status`` ("ok" or
+        "skipped"), ``reason``, ``frames``, ``fps``, ``valid_frames``, and ``files``: the bytes
+        of the coefficient file, then (with crops) of the crop video and of its arrays.
+    """
+    preparer = _worker_preparer(config)
+    video = VideoInput(stem, Path(path))
+    with tempfile.TemporaryDirectory(prefix="faceanime-task-") as tmp:
+        root = Path(tmp)
+        _make_folders(root, config.crops)
+        try:
+            entry = preparer.full(video, size, root)
+        except _Skip as skip:
+            entry = skipped_entry(skip, video, size)
+            files: list[bytes] = []
+        else:
+            written = [coefficient_path(root, stem), *crop_paths(root, stem)]
+            files = [p.read_bytes() for p in written[:3 if config.crops else 1]]
+    return {"status": entry.status, "reason": entry.reason, "frames": entry.frames,
+            "fps": entry.fps, "valid_frames": entry.valid_frames, "files": files}
+
+
+def _store(preparer: _Preparer, video: VideoInput, size: int, result: dict[str, Any]
+           ) -> tuple[VideoEntry, str]:
+    """Write one task's result into the dataset, as :meth:`_Preparer.video` would have."""
+    entry = VideoEntry(str(result["status"]), result["reason"], int(result["frames"]),
+                       float(result["fps"]), str(video.path), size, int(result["valid_frames"]))
+    if not entry.ok:
+        return preparer.record_skip(video, entry), "skipped"
+    files: Sequence[bytes] = result["files"]
+    expected = 3 if preparer.cfg.crops else 1
+    if len(files) != expected or not all(isinstance(f, bytes) for f in files):
+        raise MediaError(f"{video.path}: a Ray task returned {len(files)} files, expected "
+                         f"{expected}; do the workers run another faceanime version?")
+    for data, target in zip(files, preparer.outputs(video.stem), strict=False):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(data)
+    preparer.writer.set(video.stem, entry)
+    return entry, "prepared"
+
+
+def _prepare_on_ray(preparer: _Preparer, inputs: Sequence[VideoInput], sizes: dict[str, int],
+                    report: PrepareReport, bar: tqdm) -> None:
+    """Bring every input up to date with the full preparations run as Ray tasks
+    (:func:`prepare_video_task`, the code a local run uses, on a worker); what else a video
+    needs (keep, merge, add crops) is decided and done here, beside the manifest. Each outcome
+    goes into ``report`` as it arrives."""
+    from faceanime.dataset.on_ray import run_tasks  # imports Ray: only with --ray
+
+    cfg = preparer.cfg
+    assert cfg.ray is not None
+    gpus = 1 if cfg.device.startswith("cuda") else 0
+    # On a worker Ray shows the GPU it was given as the only one: "cuda".
+    worker = dataclasses.replace(cfg, progress=False, ray=None,
+                                 device="cuda" if gpus else cfg.device)
+    by_stem = {v.stem: v for v in inputs}
+
+    def jobs() -> Iterator[tuple[str, tuple[Any, ...]]]:
+        # Lazy: a video is planned when a worker is about to be free for it.
+        for video in inputs:
+            planned = preparer.plan(video, sizes[video.stem])
+            if planned is not None:
+                report.add(video.stem, *planned, bar)
+            else:
+                yield video.stem, (video.stem, str(video.path), sizes[video.stem])
+
+    def done(stem: str, result: dict[str, Any]) -> None:
+        video = by_stem[stem]
+        report.add(stem, *_store(preparer, video, sizes[stem], result), bar)
+
+    run_tasks(cfg.ray, prepare_video_task, jobs(), worker, done,
+              {stem: str(v.path) for stem, v in by_stem.items()}, gpus=gpus)
 
 
 def _check_compatible(folder: Path, manifest: Manifest, config: PrepareConfig,
@@ -561,11 +691,18 @@ def prepare_dataset(videos: Sequence[str | os.PathLike], out_dir: str | os.PathL
     Raises:
         InputError: no input video, two videos with one name, settings that contradict the
             existing dataset, or another run writing into it.
-        MediaError: the output folder cannot be written.
+        MediaError: the output folder cannot be written; with ``config.ray``, a video whose
+            Ray worker died on every try.
         ModelFileError: the morphable model cannot be loaded.
+        BackendUnavailableError: ``config.ray`` is set and Ray is not installed, or cannot be
+            started or joined.
     """
     config = config or PrepareConfig()
     start = time.monotonic()
+    if config.ray is not None:  # a missing Ray is a one-line error before any work
+        from faceanime.dataset.on_ray import import_ray
+
+        import_ray()
     root = Path(out_dir)
     inputs = find_videos(videos, exclude=root)
     if not inputs:
@@ -603,12 +740,16 @@ def prepare_dataset(videos: Sequence[str | os.PathLike], out_dir: str | os.PathL
         try:
             with tqdm(total=len(inputs), unit="video", desc="prepare", leave=False,
                       disable=not config.progress) as bar:
+                if config.ray is not None:
+                    _prepare_on_ray(preparer, inputs, sizes, report, bar)
                 for video in inputs:
+                    if video.stem in report.entries:  # done on Ray
+                        continue
                     entry, action = preparer.video(video, sizes[video.stem])
-                    report.entries[video.stem], report.actions[video.stem] = entry, action
-                    bar.set_postfix(ok=len(report.ok), skipped=len(report.skipped),
-                                    refresh=False)
-                    bar.update()
+                    report.add(video.stem, entry, action, bar)
+            # Ray reports videos as they finish; the report keeps the inputs' order.
+            report.entries = {v.stem: report.entries[v.stem] for v in inputs}
+            report.actions = {v.stem: report.actions[v.stem] for v in inputs}
         finally:
             preparer.close()
             writer.flush()
