@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -163,6 +164,33 @@ def test_batches_prepared_out_of_order_finish_as_one_sequential_swap(sfm_model, 
     fresh = renderer(sfm_model, s12, d3_clip)
     alone = fresh.finish(fresh.prepare(pixels[batches[1]], target.frames(batches[1])))
     assert not torch.equal(alone[1], two[1][1])
+
+
+def test_shut_eyes_show_the_targets_own_lids(sfm_model, s12, d3_clip):
+    """Ground truth from the target: d3's first frames with the fit's lids set shut. The photo
+    has no closed lid to show (its open eye pressed under the lid was a dark smear): at the
+    eyes' centres the swap keeps the frame's own pixels; with ``shut_eyes=1`` (never) it does
+    not, and with the lids as fitted (open) nothing changes."""
+    frames, target = d3_clip
+    pick = [0, 1, 2]
+    shut = replace(target.frames(pick), eyes=torch.ones_like(target.frames(pick).eyes))
+    pixels = frames_tensor(frames[pick])
+    centres = target.landmarks[pick][:, 36:48].view(3, 2, 6, 2).mean(2).round().long()
+
+    def at_eyes(config, coeffs):
+        out, _ = renderer(sfm_model, s12, d3_clip, config).render_frames(pixels, coeffs)
+        t = torch.arange(3)[:, None].expand(3, 2)
+        return out[t, :, centres[..., 1], centres[..., 0]], pixels[t, :, centres[..., 1],
+                                                                    centres[..., 0]]
+
+    kept, truth = at_eyes(SwapRenderConfig(occlusion=False), shut)
+    assert float((kept - truth).abs().max()) < 2 / 255
+    pressed, _ = at_eyes(SwapRenderConfig(occlusion=False, shut_eyes=1.0), shut)
+    assert float((pressed - truth).abs().mean()) > 10 / 255
+    open_now, _ = at_eyes(SwapRenderConfig(occlusion=False), target.frames(pick))
+    open_before, _ = at_eyes(SwapRenderConfig(occlusion=False, shut_eyes=1.0),
+                             target.frames(pick))
+    assert torch.equal(open_now, open_before)
 
 
 def test_the_swapped_face_is_the_photos_person(sfm_model, s12, d3_clip):

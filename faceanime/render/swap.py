@@ -71,6 +71,10 @@ class SwapRenderConfig:
     is not blown up into colour)."""
     keep_mouth: bool = True
     """Keep the target's own mouth interior (teeth, tongue) where the swapped face opens."""
+    shut_eyes: float = 0.5
+    """From this eyelid closure on (0 open, 1 shut), the eyes show the target's own lids,
+    fully at shut: the photo's texture has no closed lid, and its open eye pressed under the
+    closing lid showed as a dark smear (1: never)."""
     min_facing: float = 0.08
     """The swapped face fades out where its surface turns from the camera: fully there down
     to twice this cosine of the viewing angle, gone at it (0: never fades)."""
@@ -109,6 +113,9 @@ class SwapRenderConfig:
         if not 0 < self.occlusion_scale <= 1:
             raise InputError(f"swap setting occlusion_scale must be in (0, 1], got "
                              f"{self.occlusion_scale!r}")
+        if not 0 <= self.shut_eyes <= 1:
+            raise InputError(f"swap setting shut_eyes must be from 0 to 1, got "
+                             f"{self.shut_eyes!r}")
         if not 0 <= self.occlusion_memory < 1:
             raise InputError(f"swap setting occlusion_memory must be from 0 to below 1, got "
                              f"{self.occlusion_memory!r}")
@@ -370,6 +377,8 @@ class SwapRenderer(BoxRenderer):
         mask = mask * inner[:, 1:2]
         face = match_colors(face, frames, mask, c.colour, c.max_colour_gain)
         alpha = feather_mask(mask, c.feather)
+        if c.shut_eyes < 1 and swapped.eyes is not None:
+            alpha = alpha * (1 - self._shut_eyes(swapped, shift, size))
         covered = self._occlusion(frames, own_screen, size) if c.occlusion else None
         return SwapBatch(full, (x0, y0, x1, y1), face, alpha, covered)
 
@@ -391,6 +400,45 @@ class SwapRenderer(BoxRenderer):
         share = torch.zeros_like(full[:, :1])
         share[..., y0:y1, x0:x1] = alpha
         return out, share
+
+    def _shut_eyes(self, swapped: Coefficients, shift: torch.Tensor, size: tuple[int, int]
+                   ) -> torch.Tensor:
+        """``(T, 1, h, w)`` in [0, 1] over the box: where the target's own eyelids show. Each
+        eye's region is a soft ellipse around where its open eye lies (the swapped face's
+        eye landmarks with the lids open), widened upwards over the lid, weighted by how far
+        the target's lid is shut beyond ``shut_eyes``."""
+        c = self.config
+        closure = swapped.eyes.to(shift)                                       # (T, 2)
+        weight = ((closure - c.shut_eyes) / max(1 - c.shut_eyes, 1e-6)).clamp(0, 1)
+        h, w = size
+        out = shift.new_zeros(closure.shape[0], 1, h, w)
+        if not bool((weight > 0).any()):
+            return out
+        opened = replace(swapped, eyes=torch.zeros_like(swapped.eyes))
+        ids = self.model.landmark_indices[36:48]
+        if bool((ids < 0).any()):
+            return out  # a model without eye landmarks: nothing to place the lids with
+        points = (self._screen(opened)[:, ids, :2] - shift[:2]).view(-1, 2, 6, 2)  # (T, 2, 6, 2)
+        corners = points[:, :, 3] - points[:, :, 0]                              # (T, 2, 2)
+        length = corners.norm(dim=-1).clamp_min(1)                               # (T, 2)
+        cos, sin = (corners / length[..., None]).unbind(-1)
+        half_width = 0.6 * length
+        opening = (points[:, :, [1, 2]] - points[:, :, [5, 4]]).norm(dim=-1).amax(-1)
+        half_height = (0.9 * opening).clamp_min(0.25 * half_width)               # (T, 2)
+        # Centred a little above the eye: the upper lid and its crease are what changes.
+        centre = points.mean(2) + 0.3 * half_height[..., None] * torch.stack([sin, -cos], -1)
+        ys = torch.arange(h, dtype=shift.dtype, device=shift.device)[:, None]
+        xs = torch.arange(w, dtype=shift.dtype, device=shift.device)[None, :]
+        for e in range(2):
+            dx = xs - centre[:, e, 0, None, None]
+            dy = ys - centre[:, e, 1, None, None]
+            along = (dx * cos[:, e, None, None] + dy * sin[:, e, None, None]) \
+                / half_width[:, e, None, None]
+            across = (dy * cos[:, e, None, None] - dx * sin[:, e, None, None]) \
+                / half_height[:, e, None, None]
+            inside = ((1.3 - (along ** 2 + across ** 2)) / 0.6).clamp(0, 1)      # soft edge
+            out[:, 0] = torch.maximum(out[:, 0], inside * weight[:, e, None, None])
+        return out
 
     def _facing_weight(self, screen: torch.Tensor, fragments) -> torch.Tensor:
         """``(T, 1, H, W)``: 1 where the swapped surface faces the camera, fading to 0 where
