@@ -324,3 +324,14 @@ def test_generator_inference(device):
     assert float(here.min()) >= 0 and float(here.max()) <= 1
     assert float((here.cpu() - cpu).abs().max()) <= (1e-6 if device == "cpu" else 2e-3)
     assert float((cpu - source).abs().mean()) > 1e-3  # it does something to the source
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="this machine has CUDA: asking for it is not an error")
+@pytest.mark.parametrize("what", ["dynamics", "generator"])
+def test_the_trainers_refuse_a_missing_gpu_before_reading_data(what, tmp_path, capsys):
+    from helpers import assert_one_line_error
+
+    status, _, err = run_cli(capsys, "train", what, "--data", str(tmp_path / "none"), "-o",
+                             str(tmp_path / "out"), "--device", "cuda", "--no-progress")
+    assert_one_line_error(status, err, "--device cuda: CUDA is not available here")
+    assert not (tmp_path / "out").exists()

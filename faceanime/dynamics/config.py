@@ -82,7 +82,7 @@ class TrainConfig:
     reverse: bool = True  # augment: play half the windows backwards
     speed: float = 2.0  # augment: resample windows at speeds in [1/speed, speed] (1 = off)
     seed: int = 0  # seeds the weights, the windows and dropout
-    device: str = "cpu"  # cpu or cuda
+    device: str = "cpu"  # cpu, cuda, cuda:N or auto (CUDA when available, else cpu)
     threads: int = 1  # torch CPU threads while training (0: torch's default; see docs/dynamics.md)
     checkpoint_every: int = 500  # write a checkpoint every this many steps (and at the end)
     val_every: int = 100  # validate every this many steps

@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from faceanime import __version__
 from faceanime.dataset.shards import ShardIndex, is_shard_source, is_url, load_index, stream_batches
+from faceanime.devices import resolve_device
 from faceanime.distributed import SINGLE, Ranks, from_environment, process_group, unwrap
 from faceanime.dynamics.checkpoint import (
     FINAL,
@@ -276,10 +277,7 @@ def train(data: str | os.PathLike, output: str | os.PathLike,
     # Under torchrun: checked before the slow part, and alike on every rank.
     ranks = from_environment()
     ranks.per_rank(config.batch)
-    device = torch.device(config.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA device is available to torch here; use cpu")
-    device = ranks.device(device)
+    device = ranks.device(resolve_device(config.device))
     with process_group(ranks, device):
         result = _train(data, output, config, model_config, loss_config, resume, face_model,
                         ranks, device)

@@ -119,7 +119,7 @@ class TrainConfig:
     stride: int = 4  # sparse prior: keep every stride-th vertex
     radius: float = 1.0  # sparse prior: point radius in crop pixels
     seed: int = 0  # seeds the weights, the pairs and the augmentation
-    device: str = "cpu"  # cpu or cuda
+    device: str = "cpu"  # cpu, cuda, cuda:N or auto (CUDA when available, else cpu)
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
     threads: int = 0  # torch CPU threads while training (0: torch's default)
     checkpoint_every: int = 500  # write a checkpoint every this many steps (and at the end)
