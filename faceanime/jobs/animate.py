@@ -30,7 +30,7 @@ from faceanime.jobs.common import (
     TaskResult,
     callable_module,
     check_frames,
-    check_output,
+    check_outputs,
     finish_job,
     load_source,
     make_renderer,
@@ -131,10 +131,7 @@ def animate(source: str | os.PathLike, target: str | os.PathLike,
     check_frames(frames)
     if dynamics is not None and frames < 2:
         raise InputError(f"--frames {frames}: the learned path needs at least 2 frames")
-    if output is not None:
-        output = check_output(output, (".mp4", ".png", ".jpg", ".jpeg"))
-    if save_coefficients is not None:
-        check_output(save_coefficients, (".npz",))
+    output = check_outputs(output, save_coefficients, (".mp4", ".png", ".jpg", ".jpeg"))
     out_cfg = config.output
     is_coeffs = str(target).lower().endswith(".npz")
     end = Coefficients.load(target) if is_coeffs else None

@@ -154,6 +154,16 @@ def check_output(path: str | os.PathLike, suffixes: tuple[str, ...] = VIDEO_OUTP
     return path
 
 
+def check_outputs(output: str | os.PathLike | None, save_coefficients: str | os.PathLike | None,
+                  suffixes: tuple[str, ...] = VIDEO_OUTPUTS) -> Path | None:
+    """:func:`check_output` on a job's output (None: frames returned, not written) and on its
+    coefficient file (``.npz``, when asked for); returns the output's path."""
+    path = check_output(output, suffixes) if output is not None else None
+    if save_coefficients is not None:
+        check_output(save_coefficients, (".npz",))
+    return path
+
+
 def provenance(job: str, source: str | os.PathLike | None) -> dict[str, str]:
     """The metadata every generated file carries: who made it, by which job, from what."""
     text = f"synthesised by faceanime {__version__} ({job})"

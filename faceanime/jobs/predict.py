@@ -20,7 +20,7 @@ from faceanime.jobs.common import (
     callable_module,
     check_driving,
     check_frames,
-    check_output,
+    check_outputs,
     finish_job,
     on_device,
     prepare,
@@ -70,10 +70,7 @@ def predict(source: str | os.PathLike, output: str | os.PathLike | None = None, 
     config = on_device(config or PredictConfig())
     started = time.perf_counter()
     check_frames(frames)
-    if output is not None:
-        output = check_output(output)
-    if save_coefficients is not None:
-        check_output(save_coefficients, (".npz",))
+    output = check_outputs(output, save_coefficients)
     if observe is not None:
         observe = check_driving(observe)
     out_cfg = config.output

@@ -27,7 +27,7 @@ from faceanime.jobs.common import (
     TaskResult,
     callable_module,
     check_driving,
-    check_output,
+    check_outputs,
     finish_job,
     on_device,
     prepare,
@@ -125,10 +125,7 @@ def retarget(source: str | os.PathLike, driving: str | os.PathLike,
     """
     config = on_device(config or RetargetConfig())
     started = time.perf_counter()
-    if output is not None:
-        output = check_output(output)
-    if save_coefficients is not None:
-        check_output(save_coefficients, (".npz",))
+    output = check_outputs(output, save_coefficients)
     driving = check_driving(driving)
     out_cfg = config.output
     prepared = prepare(source, driving, config, landmarks=driver_landmarks)

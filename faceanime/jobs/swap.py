@@ -27,7 +27,7 @@ from faceanime.jobs.common import (
     JobInputs,
     TaskResult,
     callable_module,
-    check_output,
+    check_outputs,
     on_device,
     prepare,
     write_frames,
@@ -102,10 +102,7 @@ def swap(source: str | os.PathLike, target: str | os.PathLike,
     """
     config = on_device(config or SwapConfig())
     started = time.perf_counter()
-    if output is not None:
-        output = check_output(output)
-    if save_coefficients is not None:
-        check_output(save_coefficients, (".npz",))
+    output = check_outputs(output, save_coefficients)
     target = check_target(target)
     # The photo is read as it is (no framing): the output is the target's frames.
     inputs = replace(config, output=replace(config.output, paste_back=True, size=None,
