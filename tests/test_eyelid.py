@@ -243,6 +243,52 @@ def test_a_closed_lid_shows_skin_not_the_crease_shadow(sfm_model, s1_photo):
         assert float((region @ weights).mean()) > 0.35 * skin
 
 
+def test_deep_set_eyes_close_under_lid_skin_not_a_stretched_brow(sfm_model, data_dir):
+    """d19's brows sit close above narrow eyes: the skin fetched from higher up for a closing
+    lid is mostly brow, and with only ``lid_fill`` of it replaced the shut eyes showed a dark
+    streaky hood from brow to lash line, which dlib read as eyes wider open than the photo's
+    (measured with ``lid_dark=0``: EAR 1.16 and 1.14 times the photo's; the band an eye opening
+    high above each eye 0.68 and 0.70 as bright as the nose bridge). Dark features on the lid
+    now take the skin colour: EAR 0.55 and 0.56 times, the band 0.91 and 0.94."""
+    from faceanime.fitting import fit_image
+    from faceanime.io.media import read_image
+    from faceanime.landmarks import create_detector, detect_landmarks
+    from faceanime.render.warp import WarpConfig
+
+    image = read_image(data_dir / "faces" / "d19.jpg")
+    coeffs = fit_image(image, sfm_model)
+    closed = coeffs.frames([0])
+    closed.eyes = torch.ones(1, 2)
+    points = coeffs.landmarks[0].numpy()
+    weights = np.array([0.299, 0.587, 0.114])
+    bridge = points[29].round().astype(int)
+    skin = np.median(image[bridge[1] - 3:bridge[1] + 3, bridge[0] - 3:bridge[0] + 3]
+                     .reshape(-1, 3), 0) / 255 @ weights
+
+    def shut(config):
+        out = to_uint8(WarpRenderer(sfm_model, image, coeffs, config).render(closed))[0]
+        bands = []
+        for first in (36, 42):
+            eye = points[first:first + 6]
+            x0 = int(eye[0, 0] + 0.2 * (eye[3, 0] - eye[0, 0]))
+            x1 = int(eye[0, 0] + 0.8 * (eye[3, 0] - eye[0, 0]))
+            top, bottom = eye[1:3, 1].min(), eye[4:6, 1].max()
+            band = out[int(2 * top - bottom):int(top) + 1, x0:x1 + 1] / 255.0
+            bands.append(float((band @ weights).mean()) / skin)
+        with create_detector("dlib") as detector:
+            opening = eye_aspect_ratio(detect_landmarks(out, detector).points[None])[0]
+        return opening, np.array(bands)
+
+    with create_detector("dlib") as detector:
+        photo = eye_aspect_ratio(detect_landmarks(image, detector).points[None])[0]
+    now, bands = shut(WarpConfig())
+    assert (now < 0.7 * photo).all(), (photo, now)
+    assert (bands > 0.8).all(), bands
+    stretched, old_bands = shut(WarpConfig(lid_dark=0.0))
+    assert (stretched > 0.9 * photo).all(), (photo, stretched)
+    assert (old_bands < 0.75).all(), old_bands
+
+
 def test_a_nearly_shut_eye_shows_its_lashes_not_a_pale_line(sfm_model, s1_photo):
     """s1's lids 85 % of the way shut: what still shows of the photo's eye opening (the pixels
     the flow fetches from inside it) takes the lash colour, as a real closed eye does. Squeezed

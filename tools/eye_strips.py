@@ -1,8 +1,9 @@
 """Close-ups of the eyes at a driver's blinks: driver | before | now, one row per pair.
 
 "Before" fits the driver with ``eyelid_floor=0`` (dlib's lid points read as they are) and renders
-with ``lash_line=1`` (the eyeball squeezed, not hidden); "now" uses the defaults. Both render the
-same photo with relative motion from the driver's first frame.
+with ``lash_line=1`` (the eyeball squeezed, not hidden); with ``--before NAME=VALUE,...`` it is
+the defaults with those warp settings instead (e.g. ``lid_dark=0``). "Now" uses the defaults.
+All render the same photo with relative motion from the driver's first frame.
 
     python tools/eye_strips.py --pairs s1:d6:393 s42:d6:393 d19:d6:393 s12:d3:60 \
         -o docs/img/warp_blink.png
@@ -42,6 +43,8 @@ def main() -> None:
     parser.add_argument("--pairs", nargs="+", required=True,
                         help="photo:driver:frame, e.g. s1:d6:393 (faces/s1.jpg, videos/d6.mp4)")
     parser.add_argument("--height", type=int, default=120, help="row height in pixels")
+    parser.add_argument("--before", help="warp settings of the 'before' column, "
+                        "NAME=VALUE,... (default: the fit and lids of before the lid rig's fixes)")
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("-o", "--output", type=Path, required=True)
     args = parser.parse_args()
@@ -55,6 +58,12 @@ def main() -> None:
     from faceanime.reconstruction import face_vertices, project_vertices
     from faceanime.render.warp import WarpConfig
 
+    if args.before:
+        settings = dict(item.split("=", 1) for item in args.before.split(","))
+        before = WarpConfig(**{k: type(getattr(WarpConfig(), k))(v) for k, v in settings.items()})
+        before_floor = FitConfig().eyelid_floor
+    else:
+        before, before_floor = WarpConfig(lash_line=1.0), 0.0
     model = load_model("sfm")
     tracks: dict[str, object] = {}
     rows = []
@@ -67,10 +76,10 @@ def main() -> None:
         track = tracks[driver]
         image = next(f for i, f in enumerate(iter_video_frames(video)) if i == frame)
         tiles = [crop(image, eye_box(track.points[frame]), args.height)]
-        for floor, lash in ((0.0, 1.0), (FitConfig().eyelid_floor, WarpConfig().lash_line)):
+        for floor, warp in ((before_floor, before), (FitConfig().eyelid_floor, WarpConfig())):
             driving = fit_landmarks(model, torch.from_numpy(track.points), tuple(track.image_size),
                                     FitConfig(eyelid_floor=floor), fps=track.fps)
-            config = OutputConfig(progress=False, warp=WarpConfig(lash_line=lash))
+            config = OutputConfig(progress=False, warp=warp)
             picture, source = load_source(args.data / "faces" / f"{photo}.jpg", model, config)
             target = transfer_motion(source, driving).frames([frame])
             out = next(iter(make_renderer(model, picture, source, config).iter_frames(target)))

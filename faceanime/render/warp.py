@@ -73,6 +73,9 @@ from faceanime.render.texture import pixel_grid
 
 # Every this many vertices of the neutral face summarise the head's rigid motion.
 _RIGID_STRIDE = 4
+# From this much lid skin on (a closure times the rig's skin weight, which peaks near 0.7),
+# a dark feature on the unfolded lid takes the skin fill in full.
+_LID_FULL = 0.35
 
 
 @dataclass
@@ -168,6 +171,11 @@ class WarpConfig:
     """How much of that unfolded lid skin is the photo's skin colour around the eye (the
     surrounding skin smoothed, its dark features left out) rather than fetched pixels: 0 to
     1. Deep-set eyes leave little skin between crease and brow to fetch."""
+    lid_dark: float = 0.2
+    """Fetched lid pixels darker than that skin colour by this share of its brightness or more
+    are a dark feature pulled over the eye (the brow of a deep-set eye, the crease's shadow) and
+    take the skin colour in full, fading in from the skin colour's brightness down (0: off,
+    ``lid_fill`` alone)."""
     driver_interior: bool = True
     """Where the target carries the driver's mouth interior (``Coefficients.mouth``, captured
     from a driving video), show its teeth and tongue instead of the synthesised ones."""
@@ -188,7 +196,7 @@ class WarpConfig:
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise InputError(f"warp setting {name} must be a positive number, got {value!r}")
         for name in ("pivot_follow", "rotation_follow", "scale_follow", "lid_fill",
-                     "lash_line"):
+                     "lash_line", "lid_dark"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0 <= value <= 1):
                 raise InputError(f"warp setting {name} must be between 0 and 1, got {value!r}")
@@ -826,9 +834,9 @@ class WarpRenderer(BoxRenderer):
                 position = position.clone()
                 position[on_lid] += share @ self.lid_reach
                 if self.lid_fill is not None:
-                    cover = share.sum(1).clamp(0, 1) * c.lid_fill
-                    keep = (cover > 0) & use[on_lid]
-                    lid = at[on_lid][keep], cover[keep], position[on_lid][keep]
+                    amount = share.sum(1).clamp(0, 1)
+                    keep = (amount > 0) & use[on_lid]
+                    lid = at[on_lid][keep], amount[keep], position[on_lid][keep]
 
         lash = None
         if self.eye_polygons is not None and c.lash_line < 1:
@@ -1043,7 +1051,16 @@ class WarpRenderer(BoxRenderer):
             frame = lid_pixels.div(bh * bw, rounding_mode="floor")
             flat = out.view(t, 3, bh * bw)
             at = (frame, slice(None), lid_pixels - frame * (bh * bw))
-            flat[at] = torch.lerp(flat[at], self.lid_fill[:, i, j].T, lid_share[:, None])
+            fill = self.lid_fill[:, i, j].T                                       # (L, 3)
+            fetched = flat[at]
+            cover = lid_share * self.config.lid_fill
+            if self.config.lid_dark > 0:
+                # Fetched pixels darker than the skin around them are the brow or the crease's
+                # shadow pulled down over the eye: those take the skin colour in full.
+                darker = 1 - luma(fetched) / luma(fill).clamp_min(1e-6)
+                dark = (darker / self.config.lid_dark).clamp(0, 1)
+                cover = torch.lerp(cover, (lid_share / _LID_FULL).clamp(max=1), dark)
+            flat[at] = torch.lerp(fetched, fill, cover[:, None])
         if lash is not None:
             t, _, bh, bw = out.shape
             lash_pixels, lash_share, eye = lash
