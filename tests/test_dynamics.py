@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -168,6 +169,38 @@ def test_free_running_head_stays_within_the_reach_of_real_heads():
     old = norm.to_json()
     del old["reach"]  # a checkpoint from before the bound: unbounded, as it was trained
     assert torch.isinf(Normalizer.from_json(old).reach).all()
+
+
+def test_noise_scale_multiplies_the_sampled_innovation_only():
+    """A feature's noise scale k: its sampled step is mu + k * sigma * eps (so with the same
+    noise, k = 2 doubles that feature's deviation from the expected path on the first step and
+    leaves the others alone), the expected path does not depend on it, it round-trips through
+    JSON, and checkpoints from before it read 1."""
+    g = torch.Generator().manual_seed(6)
+    seqs = [oscillation(80, g) for _ in range(2)]
+    norm = Normalizer.fit(seqs, "orthographic", window=24)
+    scaled = replace(norm, noise_scale=torch.ones(D).index_fill(0, torch.tensor([KE]), 2.0))
+    base = DynamicsModel(DynamicsConfig(hidden=8), norm)
+    hot = DynamicsModel(DynamicsConfig(hidden=8), scaled)
+    hot.load_state_dict(base.state_dict())
+    feats = to_features(seqs[0][None, :1], seqs[0][:1], "orthographic")
+    noise = torch.randn(1, 1, D, generator=g)
+    with torch.no_grad():
+        mean = base.rollout(feats, 1)
+        a = base.rollout(feats, 1, noise=noise) - mean
+        b = hot.rollout(feats, 1, noise=noise) - mean
+        assert torch.equal(hot.rollout(feats, 1), mean)
+    assert_close(b[..., KE], 2 * a[..., KE])
+    others = torch.arange(D) != KE
+    assert_close(b[..., others], a[..., others])
+    assert float(a[..., KE].abs()) > 0
+    back = Normalizer.from_json(json.loads(json.dumps(scaled.to_json())))
+    assert torch.equal(back.noise_scale, scaled.noise_scale)
+    old = scaled.to_json()
+    del old["noise_scale"]
+    assert torch.equal(Normalizer.from_json(old).noise_scale, torch.ones(D))
+    with pytest.raises(InputError, match="noise_scale"):
+        replace(norm, noise_scale=torch.zeros(D))
 
 
 def test_resample_and_augment():

@@ -5,7 +5,10 @@ compares with real motion on the held-out video.
     python tools/train_default_dynamics.py [--data ../shared/data] [--work DIR] [--install]
 
 Trained on the fits of d0, d3 and d6 (the LivePortrait example videos, MIT) with d18 held out,
-seeded, on the CPU in about half a minute: the same videos give the same weights. The table: for
+seeded, on the CPU in about half a minute: the same videos give the same weights. Its sampled
+innovations are then calibrated per feature on the training videos (``calibrate_noise``: roll-outs
+from their frames move as fast as their own 120-frame windows; ``--no-calibrate`` skips it). The
+table: for
 every coefficient feature (relative to the start, as the model sees them), the per-frame speed
 (mean |change|) and spread (standard deviation over time) of 120-frame free-running roll-outs at
 temperature 1 from single frames of d18 (every 10th frame, seeds 0-3), over those of d18's own
@@ -32,6 +35,7 @@ TRAIN = ("d0", "d3", "d6")
 HELD_OUT = "d18"
 STEPS, HIDDEN, SEED = 300, 16, 0
 FRAMES = 120
+CALIBRATED = ("jaw",)
 
 
 def motion_statistics(dyn, videos: dict, held: str, frames: int = FRAMES, seeds: int = 4,
@@ -107,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nll", type=float, default=LossConfig().nll,
                         help="weight of the likelihood loss (default: %(default)s; 0.5 and 1 "
                              "moved the jaw no more)")
+    parser.add_argument("--no-calibrate", action="store_true",
+                        help="keep the trained noise scale (1) instead of calibrating it on the "
+                             "training videos")
     parser.add_argument("--install", action="store_true",
                         help="copy the checkpoint into faceanime/data/dynamics")
     args = parser.parse_args(argv)
@@ -123,6 +130,19 @@ def main(argv: list[str] | None = None) -> int:
                    face_model=model)
     dyn = Dynamics.load(result.checkpoint)
     videos = {v.name: v for v in load_dataset(root).videos}
+    if not args.no_calibrate:
+        from faceanime.dynamics.calibrate import calibrate_noise
+
+        # The jaw alone (half as fast as real jaws): with surprise and disgust too (as slow), or
+        # every feature, the network's coupling made the head wander further than any real
+        # head's yaw (0.68 and 0.77 rad from d18's frames; real ones 0.44; docs/dynamics.md).
+        face = torch.zeros(dyn.dim, dtype=torch.bool)
+        face[[FEATURES.index(name) for name in CALIBRATED]] = True
+        scale = calibrate_noise(dyn, [videos[name].raw for name in TRAIN], frames=FRAMES,
+                                only=face)
+        print("noise scale (calibrated on " + ", ".join(TRAIN) + "): "
+              + ", ".join(f"{n} {float(v):.2f}" for n, v, a in
+                          zip(FEATURES, scale, dyn.normalizer.active, strict=True) if bool(a)))
     s = motion_statistics(dyn, videos, HELD_OUT, temperature=args.temperature)
     print(f"LSTM {args.hidden}x1, {args.steps} steps, seed {SEED}; trained on {', '.join(TRAIN)}; "
           f"{FRAMES}-frame roll-outs from single frames of {HELD_OUT} at temperature "
@@ -143,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         DEFAULT_DYNAMICS.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(result.checkpoint, DEFAULT_DYNAMICS)
         info = json.loads(Path(result.checkpoint).with_suffix(".json").read_text())
+        info["normalizer"] = dyn.normalizer.to_json()
         # What built it, not where this run happened to keep its files.
         info["weights"] = DEFAULT_DYNAMICS.name
         info["dataset"] = (f"fits of {', '.join(TRAIN)} (LivePortrait example videos, MIT), "

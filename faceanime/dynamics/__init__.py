@@ -10,11 +10,13 @@ seeded) or towards a target expression that it reaches on time (target-driven).
 - :mod:`~faceanime.dynamics.data` — dataset folders, the split by video, windows;
 - :mod:`~faceanime.dynamics.train` — training, logs and the loss plot;
 - :mod:`~faceanime.dynamics.checkpoint` — safetensors + JSON checkpoints;
-- :mod:`~faceanime.dynamics.infer` — :func:`predict` and :func:`animate` on coefficients.
+- :mod:`~faceanime.dynamics.infer` — :func:`predict` and :func:`animate` on coefficients;
+- :mod:`~faceanime.dynamics.calibrate` — sampled motion calibrated to real speed.
 
 Design and measured results: ``docs/dynamics.md``.
 """
 
+from faceanime.dynamics.calibrate import calibrate_noise
 from faceanime.dynamics.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from faceanime.dynamics.config import DynamicsConfig, LossConfig, TrainConfig
 from faceanime.dynamics.data import Dataset, load_dataset, split_videos
@@ -36,6 +38,7 @@ __all__ = [
     "TrainResult",
     "VertexSubset",
     "animate",
+    "calibrate_noise",
     "from_features",
     "innovations",
     "load_checkpoint",

@@ -125,6 +125,10 @@ class Normalizer:
             away from the target in this metric). Training sets it to the mean squared vertex
             displacement, mm² (:func:`~faceanime.dynamics.vertices.vertex_metric`); default
             ``diag(1 / std^2)``.
+        noise_scale: ``(D,)`` multiplier of each feature's sampled innovation (positive; 1 in
+            checkpoints from before it): set by
+            :func:`~faceanime.dynamics.calibrate.calibrate_noise` so sampled motion is as fast
+            as real motion; the expected path does not depend on it.
     """
 
     camera: str
@@ -138,6 +142,7 @@ class Normalizer:
     fps: float = 30.0
     metric: torch.Tensor | None = None
     reach: torch.Tensor | None = None
+    noise_scale: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         _check_camera(self.camera)
@@ -146,6 +151,12 @@ class Normalizer:
             self.reach = torch.full((d,), torch.inf)
         if tuple(self.reach.shape) != (d,):
             raise InputError(f"normalizer: reach must be ({d},), got {tuple(self.reach.shape)}")
+        if self.noise_scale is None:
+            self.noise_scale = torch.ones(d)
+        if tuple(self.noise_scale.shape) != (d,) or not bool(
+                (torch.isfinite(self.noise_scale) & (self.noise_scale > 0)).all()):
+            raise InputError(f"normalizer: noise_scale must be ({d},) positive numbers, got "
+                             f"{tuple(self.noise_scale.shape)}")
         for name in ("mean", "std", "delta_std", "lower", "upper", "active"):
             if tuple(getattr(self, name).shape) != (d,):
                 raise InputError(f"normalizer: {name} must be ({d},), "
@@ -231,7 +242,8 @@ class Normalizer:
         return Normalizer(self.camera, self.n_expression, self.mean.to(device),
                           self.std.to(device), self.delta_std.to(device), self.lower.to(device),
                           self.upper.to(device), self.active.to(device), self.fps,
-                          self.metric.to(device), self.reach.to(device))
+                          self.metric.to(device), self.reach.to(device),
+                          self.noise_scale.to(device))
 
     def normalize(self, feat: torch.Tensor) -> torch.Tensor:
         """``(..., D)`` features to standardised values."""
@@ -251,7 +263,7 @@ class Normalizer:
                 "delta_std": floats(self.delta_std), "lower": floats(self.lower),
                 "upper": floats(self.upper), "active": [bool(a) for a in self.active],
                 "fps": self.fps, "metric": [floats(row) for row in self.metric],
-                "reach": floats(self.reach)}
+                "reach": floats(self.reach), "noise_scale": floats(self.noise_scale)}
 
     @classmethod
     def from_json(cls, values: dict[str, Any]) -> Normalizer:
@@ -271,6 +283,7 @@ class Normalizer:
                        fps=float(values.get("fps", 30.0)),
                        metric=torch.tensor([[float(v) for v in row] for row in values["metric"]],
                                            dtype=torch.float32) if "metric" in values else None,
-                       reach=floats("reach") if "reach" in values else None)
+                       reach=floats("reach") if "reach" in values else None,
+                       noise_scale=floats("noise_scale") if "noise_scale" in values else None)
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"normalizer: missing or malformed field ({exc})") from exc

@@ -37,6 +37,13 @@ class Dynamics:
     def dim(self) -> int:
         return self.normalizer.dim
 
+    def set_noise_scale(self, scale: torch.Tensor) -> None:
+        """Use ``scale (D,)`` as the per-feature multiplier of sampled innovations (in the
+        normalizer, which a saved checkpoint's JSON carries, and in the running network)."""
+        scale = scale.detach().float().cpu()
+        self.normalizer = replace(self.normalizer, noise_scale=scale)
+        self.model.noise_scale.copy_(scale.to(self.model.noise_scale.device))
+
     def check(self, coeffs: Coefficients, what: str = "coefficients") -> None:
         """Raise :class:`InputError` when ``coeffs`` were not fitted like the training data."""
         info = self.checkpoint.info

@@ -18,9 +18,10 @@ Its head outputs, per dimension, the mean ``mu_t`` and log standard deviation ``
 the next change in units of ``s``, plus a linear map of the inputs (``linear_skip``) that starts
 as damped constant velocity, ``mu = velocity_prior * v_t``. The next frame is
 
-    x~_{t+1} = clamp(x_t + s * (mu_t + temperature * sigma_t * eps_t))
+    x~_{t+1} = clamp(x_t + s * (mu_t + temperature * k * sigma_t * eps_t))
 
-with ``eps_t ~ N(0, I)`` drawn from the caller's seed: the *noise input*. ``temperature = 0``
+with ``eps_t ~ N(0, I)`` drawn from the caller's seed: the *noise input*, and ``k`` the
+normalizer's per-feature ``noise_scale`` (1 unless calibrated). ``temperature = 0``
 gives the expected path; ``1`` samples the motion the training data's spread says is plausible,
 so one photo yields different futures for different seeds (docs/dynamics.md: why per-step
 innovations and not a per-sequence latent).
@@ -66,7 +67,7 @@ class DynamicsModel(nn.Module):
         self.camera = normalizer.camera
         d = normalizer.dim
         self.dim = d
-        for name in ("mean", "std", "delta_std", "lower", "upper", "reach"):
+        for name in ("mean", "std", "delta_std", "lower", "upper", "reach", "noise_scale"):
             self.register_buffer(name, getattr(normalizer, name).float().clone(),
                                  persistent=False)
         self.register_buffer("active", normalizer.active.float().clone(), persistent=False)
@@ -302,7 +303,8 @@ class DynamicsModel(nn.Module):
             mu, log_sigma = self.head_outputs(out, inputs)
             change = mu
             if noise is not None and temperature != 0:
-                change = mu + temperature * log_sigma.exp() * noise[:, t] * self.active
+                change = mu + (temperature * log_sigma.exp() * noise[:, t] * self.noise_scale
+                               * self.active)
             nxt = torch.maximum(torch.minimum(x + change * scale, upper), lower)
             if target is not None:
                 nxt = self.toward(x, nxt - x, target, steps - t,
