@@ -13,6 +13,7 @@ from faceanime.render.paste import (
     close_holes,
     crop_affine,
     feather_mask,
+    fill_from_neighbours,
     invert_affine,
     lab_to_rgb,
     match_colors,
@@ -143,6 +144,27 @@ def test_closing_fills_pinholes_without_growing():
     alpha = feather_mask(holes, 4.0, close=1)
     assert torch.equal(alpha, feather_mask(mask, 4.0))
     assert float(alpha[0, 0, 20, 20]) == 1 and float(alpha[0, 0, 30, 31]) == 1
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_filling_closed_pinholes_averages_the_covered_pixels_around_them(seed):
+    """Each pixel closing added takes the mean of the covered pixels in its (2r+1)² window
+    (computed here over the whole image, as the function did before it averaged only the
+    added pixels' box); every other pixel is unchanged. Holes at the image's edge included."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = (int(v) for v in torch.randint(8, 120, (2,), generator=g))
+    image = torch.rand(2, 3, h, w, generator=g)
+    mask = (torch.rand(2, 1, h, w, generator=g) > 0.08).float()
+    mask[..., 0, 0] = 0
+    closed = close_holes(mask, 2)
+    added = (closed >= 0.5) & (mask < 0.5)
+    assert bool(added.any())
+    weight = (mask >= 0.5).float()
+    average = (torch.nn.functional.avg_pool2d(image * weight, 5, stride=1, padding=2)
+               / torch.nn.functional.avg_pool2d(weight, 5, stride=1, padding=2).clamp_min(1e-8))
+    out = fill_from_neighbours(image, mask, closed, 2)
+    assert torch.equal(out, torch.where(added, average, image))
+    assert fill_from_neighbours(image, torch.ones_like(mask), torch.ones_like(mask), 2) is image
 
 
 # --- paste_back ---------------------------------------------------------------------------------

@@ -262,13 +262,28 @@ def match_colors(rendered: torch.Tensor, reference: torch.Tensor, mask: torch.Te
 
 def fill_from_neighbours(image: torch.Tensor, mask: torch.Tensor, filled: torch.Tensor,
                           radius: int) -> torch.Tensor:
-    """Give pixels added by closing the mean colour of the covered pixels around them."""
+    """Give pixels added by closing the mean colour of the covered pixels around them.
+
+    Only the box around the added pixels (grown by ``radius``) is averaged: they are pinholes
+    (a nostril's ring), and averaging the whole face box cost the swap a tenth of its render.
+    The result is the same as averaging everything."""
     k = 2 * radius + 1
     weight = (mask >= 0.5).to(image.dtype)
-    colour_sum = F.avg_pool2d(image * weight, k, stride=1, padding=radius)
-    weight_sum = F.avg_pool2d(weight, k, stride=1, padding=radius)
+    added = (filled >= 0.5) & (weight < 0.5)                                # (B, 1, H, W)
+    rows = added.any(3).any(1).any(0).nonzero()[:, 0]
+    if rows.numel() == 0:
+        return image
+    cols = added.any(2).any(1).any(0).nonzero()[:, 0]
+    h, w = image.shape[-2:]
+    y0, y1 = max(int(rows[0]) - radius, 0), min(int(rows[-1]) + radius + 1, h)
+    x0, x1 = max(int(cols[0]) - radius, 0), min(int(cols[-1]) + radius + 1, w)
+    crop, crop_weight = image[..., y0:y1, x0:x1], weight[..., y0:y1, x0:x1]
+    colour_sum = F.avg_pool2d(crop * crop_weight, k, stride=1, padding=radius)
+    weight_sum = F.avg_pool2d(crop_weight, k, stride=1, padding=radius)
     average = colour_sum / weight_sum.clamp_min(1e-8)
-    return torch.where((filled >= 0.5) & (weight < 0.5), average, image)
+    out = image.clone()
+    out[..., y0:y1, x0:x1] = torch.where(added[..., y0:y1, x0:x1], average, crop)
+    return out
 
 
 def paste_back(rendered: torch.Tensor, mask: torch.Tensor, background: torch.Tensor,
