@@ -1,7 +1,7 @@
 """Frames of ``faceanime predict`` with no flags (the bundled dynamics model), one row per photo.
 
     python tools/predict_strip.py --photos s1 s12 s42 --frames 0 20 40 60 80 100 119 \
-        -o docs/img/predict_default.png
+        --mouth --height 120 -o docs/img/predict_default.png
 
 Each row: the photo's seed-``--seed`` future at the listed frames (whole pictures, ``--height``
 pixels tall). With ``--mouth`` a second row per photo shows the mouth close-up, where the jaw's

@@ -5,10 +5,10 @@ compares with real motion on the held-out video.
     python tools/train_default_dynamics.py [--data ../shared/data] [--work DIR] [--install]
 
 Trained on the fits of d0, d3 and d6 (the LivePortrait example videos, MIT) with d18 held out,
-seeded, on the CPU in about half a minute: the same videos give the same weights. Its sampled
-innovations are then calibrated per feature on the training videos (``calibrate_noise``: roll-outs
-from their frames move as fast as their own 120-frame windows; ``--no-calibrate`` skips it). The
-table: for
+seeded, on the CPU in about half a minute: the same videos give the same weights. Its jaw's
+sampled innovation is then calibrated on the training videos (``calibrate_noise``: roll-outs from
+their frames move the jaw as fast as their own 120-frame windows; ``--no-calibrate`` skips it).
+The table: for
 every coefficient feature (relative to the start, as the model sees them), the per-frame speed
 (mean |change|) and spread (standard deviation over time) of 120-frame free-running roll-outs at
 temperature 1 from single frames of d18 (every 10th frame, seeds 0-3), over those of d18's own
