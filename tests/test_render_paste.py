@@ -14,6 +14,7 @@ from faceanime.render.paste import (
     crop_affine,
     feather_mask,
     fill_from_neighbours,
+    gaussian_blur,
     invert_affine,
     lab_to_rgb,
     match_colors,
@@ -167,6 +168,36 @@ def test_filling_closed_pinholes_averages_the_covered_pixels_around_them(seed):
     assert fill_from_neighbours(image, torch.ones_like(mask), torch.ones_like(mask), 2) is image
 
 
+@pytest.mark.parametrize("border", ["replicate", "zero"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape, sigma", [((8, 3, 61, 47), 1.0), ((3, 1, 40, 90), 2.5),
+                                          ((1, 2, 33, 33), 0.4)])
+def test_blur_is_the_separable_gaussian(shape, sigma, dtype, border):
+    """The blur (one depthwise convolution over every image and channel, channels-last for
+    float32 on the CPU) equals the plain per-image separable convolution written out here, and
+    keeps a constant image constant with the replicated border."""
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(7)
+    image = torch.rand(*shape, generator=g, dtype=dtype)
+    radius = max(1, math.ceil(3 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=dtype)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    c = shape[1]
+    padded = F.pad(image, (radius,) * 4, mode="replicate" if border == "replicate" else "constant")
+    expected = F.conv2d(F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c),
+                        kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    out = gaussian_blur(image, sigma, border=border)
+    assert out.shape == image.shape and out.dtype == dtype and out.is_contiguous()
+    assert_close(out, expected, atol=1e-6 if dtype == torch.float32 else 1e-12, rtol=0)
+    if border == "replicate":
+        flat = torch.full(shape, 0.3, dtype=dtype)
+        assert_close(gaussian_blur(flat, sigma), flat, atol=1e-6, rtol=0)
+    with pytest.raises(InputError, match="border"):
+        gaussian_blur(image, sigma, border="reflect")
+
+
 # --- paste_back ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -266,6 +297,27 @@ def test_match_colors_on_real_face(photo, device):
     ref_mean, ref_std = masked_stats(reference, mask)
     assert_close(got_mean, ref_mean, atol=0.01, rtol=0)
     assert_close(got_std, ref_std, atol=0.01, rtol=0)
+
+
+def test_match_colors_from_every_other_pixel_matches_the_face_alike(photo):
+    """Statistics from every other pixel in each direction (the swap's ``stride=2``: a quarter
+    of the reference converted) give the real face the same colours within a fraction of a
+    level; the default stride is the full computation; a bad stride is one clear error."""
+    image, points = photo
+    rows, cols = face_box(points)
+    reference = image[..., rows, cols]
+    rendered = (reference * torch.tensor([0.75, 0.9, 0.7])[None, :, None, None]).clamp(0, 1)
+    h, w = reference.shape[-2:]
+    mask = disc_mask(h, w, h / 2, w / 2, min(h, w) * 0.45)
+    full = match_colors(rendered, reference, mask)
+    assert torch.equal(full, match_colors(rendered, reference, mask, stride=1))
+    half = match_colors(rendered, reference, mask, stride=2)
+    assert float((half - full).abs().mean()) < 0.5 / 255
+    assert float((half - full).abs().max()) < 3 / 255
+    outside = (mask == 0).expand_as(half)
+    assert torch.equal(half[outside], rendered[outside])
+    with pytest.raises(InputError, match="stride"):
+        match_colors(rendered, reference, mask, stride=0)
 
 
 def test_match_colors_none_and_empty_mask():

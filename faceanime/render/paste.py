@@ -206,9 +206,38 @@ def _masked_mean_std(x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tenso
     return mean, var.sqrt(), total
 
 
+def match_statistics(source: torch.Tensor, reference: torch.Tensor, weight: torch.Tensor,
+                     max_gain: float | None = None, stride: int = 1
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each channel of ``source`` shifted and scaled so its ``weight``-weighted mean and standard
+    deviation equal ``reference``'s (Reinhard et al., 2001), in whatever space they are given.
+
+    Args:
+        source: ``(B, C, H, W)``.
+        reference: ``(B, C, H', W')``: the same size, or already subsampled by ``stride``.
+        weight: ``(B, 1, H, W)`` weights of the pixels whose statistics count.
+        max_gain: the most a channel's spread is scaled up or down (None: no bound).
+        stride: statistics from every ``stride``-th pixel in each direction.
+
+    Returns:
+        ``(B, C, H, W)`` the matched source, and ``(B, 1, 1, 1)`` each image's total weight
+        (0: no statistics, the caller should leave that image alone).
+    """
+    weight = weight[..., ::stride, ::stride].to(source.dtype)
+    if reference.shape[-2:] != weight.shape[-2:]:
+        reference = reference[..., ::stride, ::stride]
+    src_mean, src_std, total = _masked_mean_std(source[..., ::stride, ::stride], weight)
+    ref_mean, ref_std, _ = _masked_mean_std(reference, weight)
+    # A flat channel (std ~ 0) keeps its spread rather than being blown up by a huge gain.
+    gain = torch.where(src_std > 1e-6, ref_std / src_std.clamp_min(1e-6), torch.ones_like(src_std))
+    if max_gain is not None:
+        gain = gain.clamp(1 / max_gain, max_gain)
+    return (source - src_mean) * gain + ref_mean, total
+
+
 def _transfer(rendered: torch.Tensor, reference: torch.Tensor, stats_mask: torch.Tensor,
-              apply_mask: torch.Tensor, mode: str, max_gain: float | None = None
-              ) -> torch.Tensor:
+              apply_mask: torch.Tensor, mode: str, max_gain: float | None = None,
+              stride: int = 1) -> torch.Tensor:
     if mode not in COLOR_MODES:
         raise InputError(f"unknown colour-matching mode {mode!r}; choose one of "
                          f"{', '.join(COLOR_MODES)}")
@@ -216,22 +245,19 @@ def _transfer(rendered: torch.Tensor, reference: torch.Tensor, stats_mask: torch
         return rendered
     to_space, from_space = ((rgb_to_lab, lab_to_rgb) if mode == "mean_std"
                             else (lambda x: x, lambda x: x))
-    src, ref = to_space(rendered), to_space(reference)
-    weight = stats_mask.to(src.dtype)
-    src_mean, src_std, total = _masked_mean_std(src, weight)
-    ref_mean, ref_std, _ = _masked_mean_std(ref, weight)
-    # A flat channel (std ~ 0) keeps its spread rather than being blown up by a huge gain.
-    gain = torch.where(src_std > 1e-6, ref_std / src_std.clamp_min(1e-6), torch.ones_like(src_std))
-    if max_gain is not None:
-        gain = gain.clamp(1 / max_gain, max_gain)
-    matched = from_space((src - src_mean) * gain + ref_mean).clamp(0.0, 1.0)
+    # The reference is only read for its statistics: converted where they are taken.
+    matched, total = match_statistics(to_space(rendered),
+                                      to_space(reference[..., ::stride, ::stride]),
+                                      stats_mask, max_gain, stride)
+    matched = from_space(matched).clamp(0.0, 1.0)
     # An empty mask (no face in that frame) has no statistics: leave that image alone.
     change = (apply_mask > 0) & (total > 0)
     return torch.where(change, matched, rendered)
 
 
 def match_colors(rendered: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor,
-                 mode: str = "mean_std", max_gain: float | None = None) -> torch.Tensor:
+                 mode: str = "mean_std", max_gain: float | None = None, stride: int = 1
+                 ) -> torch.Tensor:
     """Colour transfer: give the render, inside the mask, the reference's colour statistics there.
 
     Each channel is shifted and scaled so its mask-weighted mean and standard deviation equal the
@@ -247,6 +273,9 @@ def match_colors(rendered: torch.Tensor, reference: torch.Tensor, mask: torch.Te
         max_gain: the most a channel's spread is scaled up or down (None: as far as the
             statistics say; a grey photo matched to a colourful frame would have its grain
             blown up into coloured noise).
+        stride: the statistics from every ``stride``-th pixel in each direction (at 2 the
+            reference is converted at a quarter of its pixels; a face's means and spreads
+            barely change).
 
     Returns:
         ``(B, 3, H, W)`` in ``[0, 1]``; equal to ``rendered`` where ``mask`` is 0, and for a batch
@@ -257,7 +286,9 @@ def match_colors(rendered: torch.Tensor, reference: torch.Tensor, mask: torch.Te
     _check_image("mask", mask, 1)
     _check_same("reference", reference, "rendered", rendered)
     _check_same("mask", mask, "rendered", rendered)
-    return _transfer(rendered, reference, mask, mask, mode, max_gain)
+    if not isinstance(stride, int) or stride < 1:
+        raise InputError(f"colour-matching stride must be a whole number ≥ 1, got {stride!r}")
+    return _transfer(rendered, reference, mask, mask, mode, max_gain, stride)
 
 
 def fill_from_neighbours(image: torch.Tensor, mask: torch.Tensor, filled: torch.Tensor,
@@ -344,16 +375,31 @@ def invert_affine(affine: torch.Tensor) -> torch.Tensor:
     return torch.cat([inv, -(inv @ affine[:, :, 2:])], 2)
 
 
-def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of ``(B, C, H, W)``, borders replicated (radius ``3 sigma``)."""
+def gaussian_blur(image: torch.Tensor, sigma: float, border: str = "replicate"
+                  ) -> torch.Tensor:
+    """Separable Gaussian blur of ``(B, C, H, W)`` (radius ``3 sigma``), the border replicated
+    or, with ``border="zero"``, zeros beyond it (for normalized convolution, where the weights
+    are blurred alongside).
+
+    Every image and channel is one group of a single depthwise convolution, laid out
+    channels-last for float32 on the CPU: there PyTorch's depthwise kernel is 2–16 times faster
+    than on the planar layout (a batch of 8 one-channel 413×349 masks: 81 → 4.9 ms), with the
+    same sums in the same order (equal results, tested)."""
+    if border not in ("replicate", "zero"):
+        raise InputError(f"blur border must be replicate or zero, got {border!r}")
     radius = max(1, math.ceil(3 * sigma))
     x = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
     kernel = torch.exp(-0.5 * (x / sigma) ** 2)
     kernel = kernel / kernel.sum()
-    c = image.shape[1]
-    padded = F.pad(image, (radius, radius, radius, radius), mode="replicate")
-    out = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(out, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    b, c, h, w = image.shape
+    n = b * c
+    padded = F.pad(image.reshape(1, n, h, w), (radius, radius, radius, radius),
+                   mode="replicate" if border == "replicate" else "constant")
+    if image.device.type == "cpu" and image.dtype == torch.float32:
+        padded = padded.contiguous(memory_format=torch.channels_last)
+    out = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(n, 1, 1, -1), groups=n)
+    out = F.conv2d(out, kernel.view(1, 1, -1, 1).expand(n, 1, -1, 1), groups=n)
+    return out.contiguous().view(b, c, h, w)
 
 
 def _resample(source: torch.Tensor, out_to_source: torch.Tensor, size: tuple[int, int],

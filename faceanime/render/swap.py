@@ -43,6 +43,7 @@ from faceanime.render.paste import (
     fill_from_neighbours,
     gaussian_blur,
     match_colors,
+    match_statistics,
     rgb_to_lab,
 )
 from faceanime.render.texture import TextureConfig, extract_texture, facing, render_texture
@@ -136,11 +137,6 @@ def swap_coefficients(source: Coefficients, target: Coefficients) -> Coefficient
     check_same_fit(source, target, "target")
     shape = source.shape.to(target.shape.device, target.shape.dtype)
     return replace(target, shape=shape.clone(), landmarks=None, fitted_landmarks=None)
-
-
-def colour_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``(B, 1, H, W)`` CIE76 ΔE between two ``(B, 3, H, W)`` RGB images in [0, 1]."""
-    return ((rgb_to_lab(a) - rgb_to_lab(b)) ** 2).sum(1, keepdim=True).sqrt()
 
 
 def open_mask(mask: torch.Tensor, radius: int) -> torch.Tensor:
@@ -375,7 +371,9 @@ class SwapRenderer(BoxRenderer):
         inner, _, _ = render_texture(self.source_masks, screen, self.mesh.triangles,
                                      self.mesh.texcoords, size, c.backend, fragments)
         mask = mask * inner[:, 1:2]
-        face = match_colors(face, frames, mask, c.colour, c.max_colour_gain)
+        # Statistics from every other pixel: the face box's reference colours are converted at a
+        # quarter of its pixels.
+        face = match_colors(face, frames, mask, c.colour, c.max_colour_gain, stride=2)
         alpha = feather_mask(mask, c.feather)
         if c.shut_eyes < 1 and swapped.eyes is not None:
             alpha = alpha * (1 - self._shut_eyes(swapped, shift, size))
@@ -479,9 +477,13 @@ class SwapRenderer(BoxRenderer):
         inner = mask
         if self.first_cap is not None:
             inner = mask * (fragments.face_index < self.first_cap)[:, None].to(mask.dtype)
-        own = match_colors(own, frames, inner, "mean_std")
-        distance = colour_distance(gaussian_blur(own, 1.0), gaussian_blur(frames, 1.0)) \
-            / scale[:, :1].clamp_min(1)
+        # In L*a*b* throughout: each image converted once (matched there, compared there),
+        # not back to RGB and converted again for the distance.
+        own, frames = rgb_to_lab(own), rgb_to_lab(frames)
+        matched, total = match_statistics(own, frames, inner)
+        own = torch.where((inner > 0) & (total > 0), matched, own)
+        distance = (gaussian_blur(own, 1.0) - gaussian_blur(frames, 1.0)).norm(
+            dim=1, keepdim=True) / scale[:, :1].clamp_min(1)
         covered = ((distance - c.occlusion_low) / (c.occlusion_high - c.occlusion_low))
         covered = covered.clamp(0, 1) * (inner >= 0.5)
         grow = max(1, round(c.occlusion_grow * k))

@@ -67,7 +67,7 @@ from faceanime.render.mouth_interior import (
     warm_tint,
 )
 from faceanime.render.mouth_interior import mouth_uv as mouth_uv_of
-from faceanime.render.paste import feather_mask
+from faceanime.render.paste import feather_mask, gaussian_blur
 from faceanime.render.rasterize import interpolate_covered, rasterize, signed_areas
 from faceanime.render.texture import pixel_grid
 
@@ -249,20 +249,6 @@ def apply_affine(matrix: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     return out.reshape(*points.shape[:-1], matrix.shape[-1])
 
 
-def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of ``(B, C, H, W)`` with zero padding (for normalized
-    convolution, where the weights are blurred alongside)."""
-    radius = max(1, math.ceil(3 * sigma))
-    x = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
-    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    c = image.shape[1]
-    out = F.conv2d(image, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), padding=(0, radius),
-                   groups=c)
-    return F.conv2d(out, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), padding=(radius, 0),
-                    groups=c)
-
-
 def extend_field(field: torch.Tensor, weight: torch.Tensor, sigma: float,
                  keep: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalized convolution: where ``weight (B, 1, H, W)`` is at most ``keep``, ``field
@@ -275,7 +261,7 @@ def extend_field(field: torch.Tensor, weight: torch.Tensor, sigma: float,
     """
     blurred = gaussian_blur(torch.cat([field * weight, weight.expand(field.shape[0], -1, -1,
                                                                      -1)], 1),
-                            max(sigma, 0.5))
+                            max(sigma, 0.5), border="zero")
     density = blurred[:, -1:]
     extended = torch.where(weight > keep, field, blurred[:, :-1] / density.clamp_min(1e-6))
     return extended, density
@@ -642,7 +628,8 @@ class WarpRenderer(BoxRenderer):
         covered = torch.zeros(h, w, dtype=cells.dtype, device=cells.device)
         covered[zy0:zy1, zx0:zx1] = torch.isfinite(self.zbuf).to(cells.dtype)
         share = F.avg_pool2d(covered[None, None], g, ceil_mode=True)
-        near = (2 * gaussian_blur(share, c.extend_sigma * self.face_size / g)).clamp(0, 1)
+        near = (2 * gaussian_blur(share, c.extend_sigma * self.face_size / g, border="zero")
+                ).clamp(0, 1)
         below_chin = 1 - smoothstep((cells[..., 1] - high[1]) / (0.5 * c.neck * size[1]))
         self.head_near = (near[0, 0] * below_chin)[None, None]                # (1, 1, hc, wc)
         self.head_upper = upper[None, None]
@@ -723,9 +710,10 @@ class WarpRenderer(BoxRenderer):
         lum = luma(patch.movedim(1, -1))[:, None]                           # (1, 1, h, w)
         ones = torch.ones_like(lum)
         wide = 3 * opening
-        surround = gaussian_blur(lum, wide) / gaussian_blur(ones, wide).clamp_min(1e-6)
+        surround = gaussian_blur(lum, wide, border="zero") / gaussian_blur(
+            ones, wide, border="zero").clamp_min(1e-6)
         skin = (lum >= 0.9 * surround).to(patch.dtype)
-        fill = gaussian_blur(torch.cat([patch * skin, skin], 1), opening)
+        fill = gaussian_blur(torch.cat([patch * skin, skin], 1), opening, border="zero")
         return (fill[0, :3] / fill[0, 3:].clamp_min(1e-6)).clamp(0, 1)
 
     # -- per batch of target frames --
@@ -921,7 +909,7 @@ class WarpRenderer(BoxRenderer):
             # interpolated back.
             residual = residual.view(t, fh, fw, 3).permute(0, 3, 1, 2)
             half = F.avg_pool2d(residual, 2, ceil_mode=True)
-            blurred = gaussian_blur(half, c.seam / 2)
+            blurred = gaussian_blur(half, c.seam / 2, border="zero")
             blurred = F.interpolate(blurred, scale_factor=2, mode="bilinear",
                                     align_corners=False)[..., :fh, :fw]
             density = blurred[:, 2:]
