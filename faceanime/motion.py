@@ -41,8 +41,9 @@ class MotionConfig:
     negative coefficient (a PCA basis such as BFM's), adds the changes as they are."""
     eyes: Literal["relative", "absolute", "off"] | None = None
     """Eyelids (blinks): relative (the photo's own lid closure changed as the driver's
-    changes), absolute (the driver's closure), off (the photo's lids stay); None: as ``mode``
-    (off when ``expression`` is False)."""
+    changes, closing at least the driver's share of its way to shut, so the driver's blinks
+    shut the photo's eyes), absolute (the driver's closure), off (the photo's lids stay); None:
+    as ``mode`` (off when ``expression`` is False)."""
     mouth: Literal["relative", "absolute", "off"] | None = None
     """The jaw (mouth opening), in the same three ways; None: as ``mode``."""
     blink_gain: float = 1.0
@@ -64,12 +65,15 @@ class MotionConfig:
                                  f"{value!r}")
 
 
-def _part(source: torch.Tensor, driving: torch.Tensor, ref: int, how: str, gain: float
-          ) -> torch.Tensor:
+def _part(source: torch.Tensor, driving: torch.Tensor, ref: int, how: str, gain: float,
+          room: tuple[float, float] | None = None) -> torch.Tensor:
     """One articulated part (jaw ``(T,)`` or lids ``(T, 2)``) of the target: the source's own
     changed by the driver's change (relative), the driver's (absolute) or the source's (off),
-    the transferred motion multiplied by ``gain``."""
+    the transferred motion multiplied by ``gain``. With ``room`` (the lids' range), relative
+    closing is at least the driver's share of the way to shut (:func:`lids_relative`)."""
     t = driving.shape[0]
+    if how == "relative" and room is not None:
+        return lids_relative(source, driving, ref, room, gain)
     if how == "relative":
         return source + gain * (driving - driving[ref])
     if how == "absolute":
@@ -113,6 +117,37 @@ def relative_weights(source: torch.Tensor, driving: torch.Tensor, ref: int) -> t
     return (source + delta * torch.where(delta > 0, up, down)).clamp_min(0)
 
 
+def lids_relative(source: torch.Tensor, driving: torch.Tensor, ref: int,
+                  room: tuple[float, float], gain: float = 1.0) -> torch.Tensor:
+    """The source's lid closure changed as the driver's changes from its reference frame
+    ``ref``, closing at least the same share of its way to shut (``room[1]``) as the driver's.
+
+    Added as it is, the driver's change left a photo with wider eyes than the driver's first
+    frame a fifth open at the driver's blinks (s42 by d6: 0.80 closed); now the driver's shut
+    eyes shut the photo's whatever either one's resting opening. A photo with narrower eyes
+    keeps the plain sum (it shuts a little before the driver does: scaled to its smaller
+    room, s12's hooded lids stayed visibly open at d3's lowered lids). Opening changes are
+    added as they are. The scale is capped at :data:`MAX_WEIGHT_GAIN` (a reference near shut
+    would blow its noise up).
+
+    Args:
+        source: ``(1, 2)`` the photo's closures.
+        driving: ``(T, 2)`` the driver's.
+        ref: the driver's reference frame.
+        room: the closures' range (wide open, shut).
+        gain: multiplies the driver's change.
+
+    Returns:
+        ``(T, 2)`` (the caller clamps them to ``room``).
+    """
+    high = room[1]
+    r = driving[ref]
+    delta = gain * (driving - r)
+    plain = source + delta
+    share = ((high - source) / (high - r).clamp_min(1e-6)).clamp(0, MAX_WEIGHT_GAIN)
+    return torch.where(delta > 0, torch.maximum(plain, source + delta * share), plain)
+
+
 def transfer_motion(source: Coefficients, driving: Coefficients,
                     config: MotionConfig | None = None) -> Coefficients:
     """Coefficients of the source face moving as the driver does.
@@ -152,7 +187,8 @@ def transfer_motion(source: Coefficients, driving: Coefficients,
         expression = src.expression.expand(t, -1).clone()
     default = config.mode if config.expression else "off"
     jaw = _part(src.jaw, drv.jaw, ref, config.mouth or default, config.lip_gain)
-    eyes = _part(src.eyes, drv.eyes, ref, config.eyes or default, config.blink_gain)
+    eyes = _part(src.eyes, drv.eyes, ref, config.eyes or default, config.blink_gain,
+                 room=CLOSURE_RANGE)
     eyes = eyes.clamp(*CLOSURE_RANGE)
     if blendshapes:
         expression = expression.clamp_min(0)

@@ -176,13 +176,21 @@ def test_motion_transfer_moves_the_lids():
                             eyes=torch.tensor(eyes))
 
     source = coeffs([[0.3, 0.1]])
-    driver = coeffs([[0.1, 0.1], [0.9, 0.1], [0.0, 0.0]])
+    driver = coeffs([[0.1, 0.1], [0.9, 0.1], [0.0, 0.0], [1.0, 1.0]])
     relative = transfer_motion(source, driver)
-    assert torch.allclose(relative.eyes, torch.tensor([[0.3, 0.1], [1.0, 0.1], [0.2, 0.0]]))
+    # The driver's change added (0.1 -> 0.9 takes the photo's 0.3 to 1.1, clamped shut);
+    # a photo with wider eyes than the driver's reference closes at least the driver's share
+    # of its way to shut, so the driver's shut eyes shut it (the plain sum left -0.3 at 0.6).
+    assert torch.allclose(relative.eyes, torch.tensor(
+        [[0.3, 0.1], [1.0, 0.1], [0.2, 0.0], [1.0, 1.0]]))
+    wide = transfer_motion(coeffs([[-0.3, -0.3]]), driver)
+    assert torch.allclose(wide.eyes[0], torch.tensor([-0.3, -0.3]))
+    assert torch.allclose(wide.eyes[1], torch.tensor([-0.3 + 0.8 * 1.3 / 0.9, -0.3]))
+    assert torch.allclose(wide.eyes[3], torch.ones(2))
     absolute = transfer_motion(source, driver, MotionConfig(mode="absolute"))
     assert torch.equal(absolute.eyes, driver.eyes)
     still = transfer_motion(source, driver, MotionConfig(expression=False))
-    assert torch.equal(still.eyes, source.eyes.expand(3, -1))
+    assert torch.equal(still.eyes, source.eyes.expand(4, -1))
 
 
 def test_warp_renders_a_blink(sfm_model, s1_photo):
