@@ -164,6 +164,26 @@ def test_upper_teeth_hang_a_fixed_height_below_the_visible_lip():
     assert float(luma(colour[top_row]).mean()) > 0.6
 
 
+def test_upper_teeth_hang_from_a_smoothed_lip_line():
+    """A ragged upper edge (every other strip 3 px lower, as a moustache or the cap's pixel
+    steps leave it): the teeth's lower edge runs smooth along the mouth, not in 3 px steps
+    (strip by strip it did: a broken white zig-zag)."""
+    rows, cols = [], []
+    for c in range(100):
+        top = 10 + 3 * (c % 2)
+        r = torch.arange(top, 40)
+        rows.append(r)
+        cols.append(torch.full_like(r, c))
+    row, col = torch.cat(rows), torch.cat(cols)
+    # Corners on whole pixels: one strip per column.
+    corners = torch.tensor([[[0.0, 25.0], [100.0, 25.0]]])
+    share, _ = upper_teeth(row, col, torch.zeros_like(row), corners, skin=0.6)
+    # Per column in the middle, how far down the teeth reach (share above a half).
+    reach = torch.stack([row[(col == c) & (share > 0.5)].max() for c in range(30, 70)]).float()
+    assert float(reach.diff().abs().max()) <= 1.0, reach
+    assert float(share[(col == 50) & (row < 17)].min()) == 1.0
+
+
 @pytest.mark.parametrize("degrees", [30.0, -50.0])
 def test_upper_teeth_follow_a_tilted_mouth(degrees):
     # The 30 px open mouth of the test above on a head tilted in the picture: the teeth hang

@@ -76,6 +76,8 @@ in: below the first, its mouth shows lips only; above the second, a full interio
 closed mouth measures 0.18-0.29, the widest 0.61: SFM's mouth hole is open at rest.)"""
 
 _OUTER_LIP = tuple(range(48, 60))  # iBUG 49-60, 0-based
+# Strips (pixels along the mouth) on either side over which the teeth's upper edge is averaged.
+_EDGE_STRIPS = 3
 _NOSE_BRIDGE = (27, 28, 29)  # iBUG 28-30: skin, lit like the face, rarely in shadow
 
 
@@ -328,13 +330,23 @@ def upper_teeth(row: torch.Tensor, col: torch.Tensor, frame: torch.Tensor,
     offset = torch.stack([col, row], 1).to(dtype) - ((left + right) / 2)[frame]
     u = (offset * along).sum(1)                                          # along the mouth
     v = offset[:, 1] * along[:, 0] - offset[:, 0] * along[:, 1]          # down across it
-    # The visible upper edge: the top mouth pixel of each one-pixel strip across the mouth.
+    # The visible upper edge: the top mouth pixel of each one-pixel strip across the mouth,
+    # averaged over the strips within ``_EDGE_STRIPS`` on either side. Strip by strip, a ragged
+    # lip line (a moustache's, or the cap's pixel steps under a tilt) hung the teeth from
+    # steps of a few pixels: a broken white zig-zag.
     strip = u.round().long()
     strip = strip - strip.min()
-    key = frame * (int(strip.max()) + 1) + strip
-    top = torch.full((int(key.max()) + 1,), float("inf"), dtype=dtype, device=row.device)
-    top = top.scatter_reduce(0, key, v, "amin")
-    below = v - top[key]
+    strips = int(strip.max()) + 1
+    key = frame * strips + strip
+    frames = int(frame.max()) + 1
+    top = torch.full((frames * strips,), float("inf"), dtype=dtype, device=row.device)
+    top = top.scatter_reduce(0, key, v, "amin").view(frames, 1, strips)
+    known = torch.isfinite(top).to(dtype)
+    k = 2 * _EDGE_STRIPS + 1
+    sums = F.avg_pool1d(torch.cat([torch.where(known > 0, top, torch.zeros_like(top)), known], 1),
+                        k, stride=1, padding=_EDGE_STRIPS, count_include_pad=False)
+    smooth = (sums[:, :1] / sums[:, 1:].clamp_min(1e-6)).view(-1)
+    below = v - smooth[key]
     width = width_t[frame]
     across = (u / (width / 2)).clamp(-1, 1)
     corner = (1 - across.abs()).clamp_min(0)
