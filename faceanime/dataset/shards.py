@@ -25,6 +25,7 @@ reader ``i mod readers``, in a new seeded order each epoch, through a bounded sh
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import random
@@ -41,6 +42,7 @@ from tqdm import tqdm
 
 from faceanime.coefficients import Coefficients
 from faceanime.dataset.manifest import Manifest, coefficient_path, crop_paths, load_manifest
+from faceanime.distributed import Ranks
 from faceanime.errors import (
     BackendUnavailableError,
     FaceAnimeError,
@@ -687,6 +689,24 @@ def worker_slot() -> tuple[int, int]:
     """``(worker, workers)`` of the loader worker running this (``(0, 1)`` outside workers)."""
     info = torch.utils.data.get_worker_info()
     return (info.id, info.num_workers) if info is not None else (0, 1)
+
+
+def reader_batches(shard_count: int, ranks: Ranks, seed: int, start: int, buffer: int, batch: int,
+                   samples: Callable[[list[int], random.Random], Iterable[T]]
+                   ) -> Iterator[list[T]]:
+    """Full batches of ``batch`` samples for the reader running this (process ``ranks`` and
+    loader worker): its own shards of ``shard_count`` (:func:`assign_shards`), their
+    ``samples(shards, rng)`` shuffled through a ``buffer`` (:func:`shuffled`), with a random
+    generator seeded per run, rank, worker and starting step (:func:`reader_seed`). The last,
+    partial batch is dropped."""
+    worker, workers = worker_slot()
+    shards = assign_shards(shard_count, ranks.rank, ranks.world_size, worker, workers)
+    rng = random.Random(reader_seed(seed, ranks.rank, worker, start))
+    items = iter(shuffled(samples(shards, rng), buffer, rng))
+    while chunk := list(itertools.islice(items, batch)):
+        if len(chunk) < batch:
+            return
+        yield chunk
 
 
 def guarded(make: Callable[[], Iterator[T]]) -> Iterator[T | StreamFailure]:

@@ -25,14 +25,11 @@ import torch
 
 from faceanime.dataset.shards import (
     ShardIndex,
-    assign_shards,
     epoch_samples,
     find_samples,
     first_samples,
     guarded,
-    reader_seed,
-    shuffled,
-    worker_slot,
+    reader_batches,
 )
 from faceanime.distributed import Ranks
 from faceanime.dynamics.data import Dataset, VideoSequence, sequence
@@ -148,14 +145,8 @@ class WindowStream(torch.utils.data.IterableDataset):
                 return  # nothing here (its videos held out, or too short): the others read on
 
     def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        worker, workers = worker_slot()
-        shards = assign_shards(len(self.index.shards), self.ranks.rank, self.ranks.world_size,
-                               worker, workers)
-        rng = random.Random(reader_seed(self.seed, self.ranks.rank, worker, self.start))
-        items = shuffled(self._windows(shards, rng), self.buffer, rng)
-        while chunk := list(itertools.islice(items, self.batch)):
-            if len(chunk) < self.batch:
-                return
+        for chunk in reader_batches(len(self.index.shards), self.ranks, self.seed, self.start,
+                                    self.buffer, self.batch, self._windows):
             yield torch.stack([r for r, _ in chunk]), torch.stack([s for _, s in chunk])
 
     def __iter__(self):

@@ -13,7 +13,6 @@ vertices and prior pieces each: about 0.2 MB at 128 px) and one video's decoded 
 
 from __future__ import annotations
 
-import itertools
 import random
 from collections.abc import Iterator, Sequence
 
@@ -23,13 +22,10 @@ from faceanime.dataset.shards import (
     CROPS_META,
     ShardIndex,
     ShardSample,
-    assign_shards,
     epoch_samples,
     find_samples,
     guarded,
-    reader_seed,
-    shuffled,
-    worker_slot,
+    reader_batches,
 )
 from faceanime.distributed import Ranks
 from faceanime.errors import InputError, ShardError
@@ -129,15 +125,8 @@ class PairStream(torch.utils.data.IterableDataset):
                 return  # nothing here (its videos held out, or unusable): the others read on
 
     def _batches(self) -> Iterator[list[VideoPairs]]:
-        worker, workers = worker_slot()
-        shards = assign_shards(len(self.index.shards), self.ranks.rank, self.ranks.world_size,
-                               worker, workers)
-        rng = random.Random(reader_seed(self.seed, self.ranks.rank, worker, self.start))
-        items = shuffled(self._pairs(shards, rng), self.buffer, rng)
-        while chunk := list(itertools.islice(items, self.batch)):
-            if len(chunk) < self.batch:
-                return
-            yield chunk
+        yield from reader_batches(len(self.index.shards), self.ranks, self.seed, self.start,
+                                  self.buffer, self.batch, self._pairs)
 
     def __iter__(self):
         return guarded(self._batches)
