@@ -30,6 +30,7 @@ VARIANTS = {
     "warp, the scale change in full": {"scale_follow": 1.0},
     "warp, folds left in place": {"unfold": 0.0},
     "warp, plane proxy": {"proxy": "plane"},
+    "warp, the ellipsoid's exact flank (never softened)": {"flank_stretch": 0},
     "warp, no head motion beyond the face": {"head_width": 0.01, "head_height": 0.01,
                                             "falloff": 0.01},
 }

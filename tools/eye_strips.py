@@ -1,4 +1,5 @@
-"""Close-ups of the eyes at a driver's blinks: driver | before | now, one row per pair.
+"""Close-ups of the eyes at a driver's blinks (or, with ``--region head``, of the whole head at
+its large turns): driver | before | now, one row per pair.
 
 "Before" fits the driver with ``eyelid_floor=0`` (dlib's lid points read as they are) and renders
 with ``lash_line=1`` (the eyeball squeezed, not hidden); with ``--before NAME=VALUE,...`` it is
@@ -7,6 +8,8 @@ All render the same photo with relative motion from the driver's first frame.
 
     python tools/eye_strips.py --pairs s1:d6:393 s42:d6:393 d19:d6:393 s12:d3:60 \
         -o docs/img/warp_blink.png
+    python tools/eye_strips.py --region head --before flank_stretch=0 \
+        --pairs d19:d3:267 s1:d3:267 s42:d3:264 -o docs/img/warp_flank.png
 """
 
 from __future__ import annotations
@@ -30,18 +33,33 @@ def eye_box(points: np.ndarray) -> tuple[int, int, int]:
     return int(centre[0]), int(centre[1]), half
 
 
-def crop(frame: np.ndarray, box: tuple[int, int, int], height: int) -> np.ndarray:
+def head_box(points: np.ndarray) -> tuple[int, int, int]:
+    """``(68, 2)`` -> centre x, centre y and half-height of a square box around the head: the
+    face's landmarks with room for hair and ears."""
+    low, high = points.min(0), points.max(0)
+    centre = (low + high) / 2 - np.array([0.0, 0.25 * (high[1] - low[1])])
+    return int(centre[0]), int(centre[1]), int(0.95 * (high - low).max()) + 1
+
+
+def crop(frame: np.ndarray, box: tuple[int, int, int], height: int, aspect: int = 2
+         ) -> np.ndarray:
+    """The box ``aspect`` times as wide as high (inside the frame where it can), resized to
+    ``height``."""
     x, y, half = box
     h, w = frame.shape[:2]
-    x0, y0 = int(np.clip(x - 2 * half, 0, w - 4 * half)), int(np.clip(y - half, 0, h - 2 * half))
-    patch = frame[y0:y0 + 2 * half, x0:x0 + 4 * half]
-    return np.asarray(Image.fromarray(patch).resize((2 * height, height), Image.BICUBIC))
+    half = min(half, h // 2, w // (2 * aspect))
+    x0 = int(np.clip(x - aspect * half, 0, w - 2 * aspect * half))
+    y0 = int(np.clip(y - half, 0, h - 2 * half))
+    patch = frame[y0:y0 + 2 * half, x0:x0 + 2 * aspect * half]
+    return np.asarray(Image.fromarray(patch).resize((aspect * height, height), Image.BICUBIC))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", nargs="+", required=True,
                         help="photo:driver:frame, e.g. s1:d6:393 (faces/s1.jpg, videos/d6.mp4)")
+    parser.add_argument("--region", choices=("eyes", "head"), default="eyes",
+                        help="what the close-ups show")
     parser.add_argument("--height", type=int, default=120, help="row height in pixels")
     parser.add_argument("--before", help="warp settings of the 'before' column, "
                         "NAME=VALUE,... (default: the fit and lids of before the lid rig's fixes)")
@@ -75,7 +93,8 @@ def main() -> None:
             tracks[driver] = track_video(video, TrackerConfig(progress=False))
         track = tracks[driver]
         image = next(f for i, f in enumerate(iter_video_frames(video)) if i == frame)
-        tiles = [crop(image, eye_box(track.points[frame]), args.height)]
+        box_of, aspect = (eye_box, 2) if args.region == "eyes" else (head_box, 1)
+        tiles = [crop(image, box_of(track.points[frame]), args.height, aspect)]
         for floor, warp in ((before_floor, before), (FitConfig().eyelid_floor, WarpConfig())):
             driving = fit_landmarks(model, torch.from_numpy(track.points), tuple(track.image_size),
                                     FitConfig(eyelid_floor=floor), fps=track.fps)
@@ -85,7 +104,7 @@ def main() -> None:
             out = next(iter(make_renderer(model, picture, source, config).iter_frames(target)))
             ids = model.landmark_indices
             screen = project_vertices(target, face_vertices(model, target))[0, ids, :2]
-            tiles.append(crop(out, eye_box(screen.numpy()), args.height))
+            tiles.append(crop(out, box_of(screen.numpy()), args.height, aspect))
         rows.append(np.concatenate(tiles, 1))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.concatenate(rows, 0)).save(args.output)

@@ -73,6 +73,8 @@ from faceanime.render.texture import pixel_grid
 
 # Every this many vertices of the neutral face summarise the head's rigid motion.
 _RIGID_STRIDE = 4
+# The face's motion is continued outwards from this many of its outermost coarse cells.
+_EDGE_CELLS = 2
 # From this much lid skin on (a closure times the rig's skin weight, which peaks near 0.7),
 # a dark feature on the unfolded lid takes the skin fill in full.
 _LID_FULL = 0.35
@@ -132,12 +134,20 @@ class WarpConfig:
     """Depth of the head beyond the face: ``ellipsoid`` (the face continued into an ellipsoid
     head: hair and ears turn with a head's parallax) or ``plane`` (the face continued into the
     plane of its edge: the head turns as a flat picture). Measured in ``docs/render.md``."""
+    flank_stretch: float = 3.0
+    """The ellipsoid's flank, seen edge-on in the photo, is magnified without bound as a turn
+    brings it into view: the thin band of hair beside the head's outline swept sideways into
+    streaks, an ear pulled off the head. Frame by frame, the flank is softened (see
+    :func:`ellipsoid_depth`'s ``rim``) just enough that the head beyond the face magnifies the
+    photo at most about this many times; small turns keep the exact ellipsoid. 0: never
+    softened."""
     feather: float = 4.0
     """Pixels inside the face's edge over which its exact flow blends into the outside flow."""
-    seam: float = 2.0
+    seam: float = 8.0
     """Reach (a Gaussian's sigma, pixels) over which the exact face flow's difference from the
     outside flow is continued beyond the face's outline at full resolution, so the two join
-    without a seam (0: off; the coarse outside flow alone meets the exact one there)."""
+    without a seam (0: off; the coarse outside flow alone meets the exact one there). Where a
+    temple turns away that difference is 10-15 px, and a shorter reach folds the photo there."""
     unfold: float = 0.25
     """The outside flow must not fold the photo over itself (a region shown twice, mirrored:
     streaks where the head proxy's side turns into view, or where the face's edge motion meets
@@ -200,6 +210,10 @@ class WarpConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0 <= value <= 1):
                 raise InputError(f"warp setting {name} must be between 0 and 1, got {value!r}")
+        if not (isinstance(self.flank_stretch, (int, float)) and math.isfinite(self.flank_stretch)
+                and (self.flank_stretch == 0 or self.flank_stretch > 1)):
+            raise InputError(f"warp setting flank_stretch must be 0 (off) or above 1, got "
+                             f"{self.flank_stretch!r}")
         if self.proxy not in ("ellipsoid", "plane"):
             raise InputError(f"warp setting proxy must be ellipsoid or plane, got {self.proxy!r}")
         if not isinstance(self.grid, int) or self.grid < 1:
@@ -303,7 +317,7 @@ def smoothstep(x: torch.Tensor) -> torch.Tensor:
 
 
 def ellipsoid_depth(points: torch.Tensor, model_to_screen: torch.Tensor, centre: torch.Tensor,
-                    radii: torch.Tensor) -> torch.Tensor:
+                    radii: torch.Tensor, rim: torch.Tensor | None = None) -> torch.Tensor:
     """Screen depth of an ellipsoid's front surface at pixels ``points (B, ..., 2)``.
 
     The ellipsoid is given in model space (``centre (3,)``, axis-aligned ``radii (3,)``) and
@@ -311,6 +325,12 @@ def ellipsoid_depth(points: torch.Tensor, model_to_screen: torch.Tensor, centre:
     depth``). Along each pixel's line of sight the nearer intersection is taken; a pixel outside
     the ellipsoid's outline gets the depth of its closest approach (the outline's depth), so the
     result is continuous.
+
+    ``rim (B,)`` in ``[0, 1)`` softens the flank: where a line of sight's half-chord, squared,
+    falls below ``rim`` of the largest (the centre's), the depth goes on along its tangent in
+    that measure instead of dropping vertically at the outline, reaching the outline's depth
+    where the squared half-chord is ``-rim`` (beyond the exact outline). On a sphere the slope is
+    then at most ``sqrt((1 + rim) / rim)`` depth radii per radius. 0 or None: the exact surface.
 
     Returns:
         ``(B, ...)`` depths (larger = nearer).
@@ -326,10 +346,39 @@ def ellipsoid_depth(points: torch.Tensor, model_to_screen: torch.Tensor, centre:
     qa = (e * e).sum(-1)
     qb = 2 * (p * e).sum(-1)
     qc = (p * p).sum(-1) - 1
-    root = ((qb * qb - 4 * qa * qc).clamp_min(0.0)).sqrt()
+    # The squared half-chord over its largest (1 through the centre, 0 at the outline, negative
+    # beyond it).
+    chord = qb * qb / (4 * qa) - qc
+    half = chord.clamp_min(0.0).sqrt()
+    if rim is not None:
+        k = rim.to(chord).reshape(b, 1).clamp(0.0, 0.99)
+        root = k.sqrt().clamp_min(1e-6)
+        tangent = (root + (chord - k) / (2 * root)).clamp_min(0.0)
+        half = torch.where((chord < k) & (k > 0), tangent, half)
     # Larger screen depth is nearer: of the two intersections take the larger d.
-    depth = (-qb + root) / (2 * qa)
+    depth = (-qb / 2 + half * qa.sqrt()) / qa
     return depth.reshape(points.shape[:-1])
+
+
+def flank_rim(relative: torch.Tensor, radii: torch.Tensor, stretch: float) -> torch.Tensor:
+    """``(B,)`` the ``rim`` of :func:`ellipsoid_depth` that keeps the magnification of an
+    ellipsoid with ``radii (3,)`` (x, y, depth) under the rotations ``relative (B, 3, 3)`` (target
+    from source, camera space) below about ``stretch``.
+
+    A turn by ``θ`` out of the image plane maps a surface of slope ``s`` (depth per sideways
+    unit) back with derivative ``cos θ - s sin θ``: it stays at least ``1 / stretch`` while
+    ``s <= (cos θ - 1 / stretch) / sin θ``. The softened flank's steepest slope is
+    ``sqrt((1 + rim) / rim)`` times the ellipsoid's depth-to-width ratio (taken over its
+    narrower side), so ``rim`` is the smallest that meets it; 0 for no turn, at most 0.99
+    (beyond about 24° on a sphere, for ``stretch`` 3, none meets it and that softest one is
+    used)."""
+    cos = relative[:, 2, 2].clamp(-1.0, 1.0)
+    sin = (1 - cos * cos).clamp_min(0.0).sqrt()
+    slope = (cos - 1 / stretch) / sin.clamp_min(1e-6)
+    ratio = radii[2] / radii[:2].min()
+    q = (slope / ratio) ** 2
+    rim = torch.where(q > 1, 1 / (q - 1).clamp_min(1e-6), torch.ones_like(q))
+    return torch.where(sin > 1e-6, rim, torch.zeros_like(rim)).clamp(0.0, 0.99)
 
 
 def head_ellipsoid(model: FaceModel) -> tuple[torch.Tensor, torch.Tensor]:
@@ -856,13 +905,25 @@ class WarpRenderer(BoxRenderer):
         # are blended with the neighbours' values (on their own they make the field jump from
         # cell to cell along the outline, folding the photo over itself there).
         whole = 1 - 1e-6
-        extended, density = extend_field(mean, share, sigma, keep=whole)
+        # The values are continued from the face's outermost cells alone: at a temple or cheek
+        # turning away the face's edge outruns the head's rigid motion most, and the interior's
+        # smaller residual diluted it (the head beyond then fetched the photo's face again:
+        # its hairline drawn as a dark stroke on the temple, skin again beyond it).
+        full = (share > whole).to(share)
+        interior = -F.max_pool2d(-full, 2 * _EDGE_CELLS + 1, stride=1, padding=_EDGE_CELLS)
+        extended, _ = extend_field(mean, share * (1 - interior), sigma)
+        extended = torch.where(share > whole, mean, extended)
+        density = gaussian_blur(share, max(sigma, 0.5), border="zero")
         fade = torch.where(share > whole, 1.0, (2 * density).clamp(0.0, 1.0))
         cells = self._cells(box)                                             # (hc, wc, 2)
         model_to_screen = fit_affine(self.neutral, neutral)                  # (T, 4, 3)
         centre, radii = self.ellipsoid
+        rim = None
+        if c.flank_stretch > 0:
+            relative = head.rotation @ self.source.rotation[:1].to(device, dtype).transpose(-1, -2)
+            rim = flank_rim(relative, radii.to(dtype), c.flank_stretch)
         ellipsoid = ellipsoid_depth(cells.expand(t, -1, -1, -1), model_to_screen,
-                                    centre.to(dtype), radii.to(dtype))[:, None]
+                                    centre.to(dtype), radii.to(dtype), rim)[:, None]
         if c.proxy == "plane":
             # The depth of the face's outline, everywhere beyond it.
             outline = screen[:, self.outline, 2].mean(1)
@@ -905,12 +966,13 @@ class WarpRenderer(BoxRenderer):
             residual = positions.new_zeros(t * fh * fw, 3)
             residual[known, :2] = position[valid] - flat_positions[chosen]
             residual[known, 2] = 1
-            # At half resolution (a quarter of the work; the continuation is smooth), then
-            # interpolated back.
             residual = residual.view(t, fh, fw, 3).permute(0, 3, 1, 2)
-            half = F.avg_pool2d(residual, 2, ceil_mode=True)
-            blurred = gaussian_blur(half, c.seam / 2, border="zero")
-            blurred = F.interpolate(blurred, scale_factor=2, mode="bilinear",
+            # At half or quarter resolution (the continuation is smooth; a sigma of 1-2 cells
+            # there), then interpolated back.
+            scale = 2 if c.seam <= 4 else 4
+            coarser = F.avg_pool2d(residual, scale, ceil_mode=True)
+            blurred = gaussian_blur(coarser, c.seam / scale, border="zero")
+            blurred = F.interpolate(blurred, scale_factor=scale, mode="bilinear",
                                     align_corners=False)[..., :fh, :fw]
             density = blurred[:, 2:]
             extended = blurred[:, :2] / density.clamp_min(1e-6)
