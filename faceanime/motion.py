@@ -29,8 +29,13 @@ class MotionConfig:
     mode: Literal["relative", "absolute"] = "relative"
     """relative: the driver's change from its reference frame is added to the source;
     absolute: the driver's expression, jaw and rotation replace the source's."""
-    reference_frame: int = 0
-    """The driving frame taken as the neutral reference (relative mode)."""
+    reference_frame: int | Literal["best"] = 0
+    """The driving frame taken as the neutral reference (relative mode); ``"best"``: the frame
+    whose mouth, lids, expression and head rotation are nearest the photo's
+    (:func:`best_reference`, FOMM's ``--find_best_frame``). With frame 0 a photo with an open
+    mouth can only open further, as the driver's first frame is its closed mouth; from the best
+    frame it closes when the driver closes. The output equals the photo at that frame, not at
+    frame 0."""
     pose: bool = True
     """Transfer head rotation, translation and scale; False keeps the source's pose."""
     expression: bool = True
@@ -54,6 +59,11 @@ class MotionConfig:
     the jaw's range."""
 
     def __post_init__(self) -> None:
+        if not (self.reference_frame == "best" or (isinstance(self.reference_frame, int)
+                                                   and not isinstance(self.reference_frame,
+                                                                      bool))):
+            raise InputError(f"--reference-frame {self.reference_frame!r}: use a frame number or "
+                             f"best")
         for name in ("eyes", "mouth"):
             value = getattr(self, name)
             if value not in (None, "relative", "absolute", "off"):
@@ -63,6 +73,35 @@ class MotionConfig:
             if not (math.isfinite(value) and value >= 0):
                 raise InputError(f"--{name.replace('_', '-')} must be a number ≥ 0, got "
                                  f"{value!r}")
+
+
+# Scales of the differences best_reference weighs: a jaw angle, a lid closure, a blendshape
+# weight, a head rotation (radians), each about what tells two faces apart at a glance.
+_BEST_SCALES = {"jaw": math.radians(4.0), "eyes": 0.3, "expression": 0.3,
+                "rotation": math.radians(15.0)}
+
+
+def best_reference(source: Coefficients, driving: Coefficients) -> int:
+    """The driving frame nearest the source's face: the smallest sum of squared differences of
+    jaw, lid closure, expression and head rotation (the geodesic angle), each over its scale in
+    :data:`_BEST_SCALES`. A driver's own first frame as the source picks frame 0.
+
+    Args:
+        source: the source face (frame 0 is used).
+        driving: ``T`` driving frames, fitted with the same model.
+
+    Returns:
+        the frame index.
+    """
+    src = source.frames(slice(0, 1)).to(driving.rotation.device, driving.rotation.dtype)
+    cost = ((driving.jaw - src.jaw) / _BEST_SCALES["jaw"]) ** 2
+    cost = cost + (((driving.eyes - src.eyes) / _BEST_SCALES["eyes"]) ** 2).sum(1)
+    cost = cost + (((driving.expression - src.expression) / _BEST_SCALES["expression"]) ** 2
+                   ).sum(1)
+    relative = driving.rotation @ src.rotation[0].T
+    cos = ((relative.diagonal(dim1=1, dim2=2).sum(1) - 1) / 2).clamp(-1.0, 1.0)
+    cost = cost + (torch.arccos(cos) / _BEST_SCALES["rotation"]) ** 2
+    return int(cost.argmin())
 
 
 def _part(source: torch.Tensor, driving: torch.Tensor, ref: int, how: str, gain: float,
@@ -168,7 +207,8 @@ def transfer_motion(source: Coefficients, driving: Coefficients,
         raise InputError(f"unknown motion mode {config.mode!r}; use relative or absolute")
     check_same_fit(source, driving, "driver")
     t = driving.n_frames
-    ref = config.reference_frame
+    ref = best_reference(source, driving) if config.reference_frame == "best" \
+        else config.reference_frame
     if not -t <= ref < t:
         raise InputError(f"reference frame {ref} is outside the driving sequence ({t} frames)")
     src = source.frames(slice(0, 1)).to(driving.rotation.device, driving.rotation.dtype)

@@ -126,3 +126,47 @@ def test_relative_expression_of_a_signed_basis_is_not_clamped():
     out = transfer_motion(src, drv)
     expected = src.expression + drv.expression - drv.expression[0]
     assert_close(out.expression, expected, atol=1e-6)
+
+
+def test_best_reference_is_the_driving_frame_that_matches_the_source():
+    """A source equal to one driving frame picks that frame, and relative motion from it gives
+    the source back there; an unknown reference is one clear error."""
+    from faceanime.motion import best_reference
+
+    driving = _coeffs(40, 3)
+    for k in (0, 17, 39):
+        source = driving.frames([k])
+        assert best_reference(source, driving) == k
+        out = transfer_motion(source, driving, MotionConfig(reference_frame="best"))
+        assert_close(out.jaw[k], source.jaw[0], atol=1e-6)
+        assert_close(out.expression[k], source.expression[0], atol=1e-6)
+        assert_close(out.rotation[k], source.rotation[0], atol=1e-6)
+    with pytest.raises(InputError, match="best"):
+        MotionConfig(reference_frame="worst")
+
+
+def test_an_open_mouthed_photo_closes_its_mouth_from_the_best_reference(sfm_model, data_dir,
+                                                                        d3_track):
+    """d19.jpg has its mouth open (jaw 8°); d3's first frame is closed. Relative to frame 0 the
+    photo can only open further (the driver's change from a closed mouth is an opening), so
+    its mouth never closes when the driver's does; from the best reference (a d3 frame with the
+    mouth as open as the photo's) it closes with the driver, and opens with it."""
+    import numpy as np
+    from PIL import Image
+
+    from faceanime.fitting import fit_image, fit_landmarks
+    from faceanime.motion import best_reference
+
+    photo = fit_image(np.array(Image.open(data_dir / "faces" / "d19.jpg").convert("RGB")),
+                      sfm_model)
+    driving = fit_landmarks(sfm_model, torch.from_numpy(d3_track.points), (512, 512), fps=30)
+    first = transfer_motion(photo, driving)
+    best = transfer_motion(photo, driving, MotionConfig(reference_frame="best"))
+    own = float(photo.jaw[0])
+    assert own > math.radians(5)
+    assert float(first.jaw.min()) > own - math.radians(3)
+    assert float(best.jaw.min()) < own - math.radians(6)
+    k = best_reference(photo, driving)
+    assert abs(float(driving.jaw[k]) - own) < math.radians(2)
+    # The mouth follows the driver's: the jaw's correlation over the clip is kept.
+    assert float(torch.corrcoef(torch.stack([best.jaw, driving.jaw]))[0, 1]) > 0.99

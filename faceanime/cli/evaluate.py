@@ -81,6 +81,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="driving videos")
     c.add_argument("--motion", choices=["relative", "absolute"], default="relative",
                    help="how the driver's motion is applied (default: %(default)s)")
+    c.add_argument("--reference-frame", choices=["first", "best"], default="first",
+                   help="the driver's reference for relative motion: its first scored frame, "
+                        "or the scored frame nearest the photo's face (default: %(default)s)")
     _common(c)
     c.set_defaults(func=run)
     w = protocols.add_parser(
@@ -134,7 +137,8 @@ def run(args: argparse.Namespace) -> None:
         config.source_frame = args.source_frame
         results = evaluate_self(args.videos, config)
     else:
-        config.motion = MotionConfig(mode=args.motion)
+        config.motion = MotionConfig(mode=args.motion, reference_frame=(
+            "best" if args.reference_frame == "best" else 0))
         results = evaluate_cross(args.photos, args.driving, config)
     report = build_report(args.protocol, results, config, command_line())
     write_report(report, out, plots=not args.no_plots, markdown=args.markdown,

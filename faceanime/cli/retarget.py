@@ -23,6 +23,16 @@ _RENDER = ClassicConfig()
 _WARP = WarpConfig()
 
 
+def reference_frame(text: str) -> int | str:
+    """``--reference-frame``: a frame number or ``best``."""
+    if text == "best":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: use a frame number or best") from None
+
+
 def add_job_options(p: argparse.ArgumentParser) -> None:
     """The sources, output, framing, renderer and reporting options of every job."""
     p.add_argument("--source", required=True, nargs="+", metavar="PHOTO",
@@ -138,8 +148,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="relative: the driver's change from the reference frame, applied to the "
                         "photo's pose and expression; absolute: the driver's expression and head "
                         "rotation replace the photo's (default: %(default)s)")
-    p.add_argument("--reference-frame", type=int, default=_MOTION.reference_frame,
-                   help="driving frame taken as the neutral reference (default: %(default)s)")
+    p.add_argument("--reference-frame", type=reference_frame, default=_MOTION.reference_frame,
+                   metavar="N|best",
+                   help="driving frame taken as the neutral reference, or 'best': the frame "
+                        "whose mouth, eyes, expression and head turn are nearest the photo's "
+                        "(an open-mouthed photo then closes its mouth when the driver does; the "
+                        "output equals the photo at that frame) (default: %(default)s)")
     p.add_argument("--no-pose", action="store_true", help="keep the photo's head pose")
     p.add_argument("--eyes", choices=["relative", "absolute", "off"], default=None,
                    help="blinks: relative (the photo's own lids change as the driver's do), "

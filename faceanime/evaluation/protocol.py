@@ -679,7 +679,10 @@ def evaluate_cross_pair(photo: str | os.PathLike, driving: str | os.PathLike,
         drv.mouth = torch.cat([capture(np.stack(kept[k:k + 32]), drv.frames(slice(k, k + 32)))
                                for k in range(0, len(kept), 32)])
         kept.clear()
-    motion = MotionConfig(**{**config.motion.__dict__, "reference_frame": 0})
+    # The scored frames alone are fitted: a frame number would index them, "best" picks
+    # among them.
+    reference = "best" if config.motion.reference_frame == "best" else 0
+    motion = MotionConfig(**{**config.motion.__dict__, "reference_frame": reference})
     target = transfer_motion(source, drv, motion)
     drv_expr = torch.cat([drv.expression, drv.jaw[:, None]], 1).cpu()
     result.reference, result.reference_summary = driver_reference(drv_points, config)
