@@ -9,6 +9,7 @@ driver's expression, jaw and head rotation, keeping only the source's placement 
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Literal
 
@@ -59,9 +60,10 @@ class MotionConfig:
     the jaw's range."""
 
     def __post_init__(self) -> None:
-        if not (self.reference_frame == "best" or (isinstance(self.reference_frame, int)
-                                                   and not isinstance(self.reference_frame,
-                                                                      bool))):
+        best = isinstance(self.reference_frame, str) and self.reference_frame == "best"
+        number = (isinstance(self.reference_frame, numbers.Integral)
+                  and not isinstance(self.reference_frame, bool))
+        if not (best or number):
             raise InputError(f"--reference-frame {self.reference_frame!r}: use a frame number or "
                              f"best")
         for name in ("eyes", "mouth"):

@@ -141,8 +141,10 @@ def test_best_reference_is_the_driving_frame_that_matches_the_source():
         assert_close(out.jaw[k], source.jaw[0], atol=1e-6)
         assert_close(out.expression[k], source.expression[0], atol=1e-6)
         assert_close(out.rotation[k], source.rotation[0], atol=1e-6)
-    with pytest.raises(InputError, match="best"):
-        MotionConfig(reference_frame="worst")
+    for bad in ("worst", True, 1.5):
+        with pytest.raises(InputError, match="best"):
+            MotionConfig(reference_frame=bad)
+    assert MotionConfig(reference_frame=torch.tensor(3).numpy()[()]).reference_frame == 3
 
 
 def test_an_open_mouthed_photo_closes_its_mouth_from_the_best_reference(sfm_model, data_dir,
