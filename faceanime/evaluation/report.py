@@ -203,8 +203,11 @@ def render_markdown(report: dict, plots: dict[str, str] | None = None) -> str:
                      f"the same video; scored on {sampling}, the source frame excluded; "
                      "outputs quantised to 8 bits as a video would store them")
     else:
+        reference = ("the driver's scored frame nearest the photo's face"
+                     if s["motion"].get("reference_frame") == "best"
+                     else "the driver's first frame")
         lines.append(f"- protocol: each photo driven by each video ({s['motion']['mode']} "
-                     f"motion from the driver's first frame); scored on {sampling}")
+                     f"motion from {reference}); scored on {sampling}")
     lines += ["- metrics: docs/evaluation.md; ↓ lower is better, ↑ higher is better; `no face` "
               "counts output frames where dlib found no face (left out of landmark and identity "
               "distances, failures for ID %); the second table is what a viewer sees, measured "
