@@ -17,6 +17,7 @@ import torch
 
 from faceanime.coefficients import Coefficients, check_same_fit
 from faceanime.errors import InputError
+from faceanime.geometry.rotation import rotation_angle_between
 from faceanime.morphable.eyelid import CLOSURE_RANGE
 
 # The jaw range the fitter allows (radians); transferred openings stay inside it.
@@ -100,9 +101,8 @@ def best_reference(source: Coefficients, driving: Coefficients) -> int:
     cost = cost + (((driving.eyes - src.eyes) / _BEST_SCALES["eyes"]) ** 2).sum(1)
     cost = cost + (((driving.expression - src.expression) / _BEST_SCALES["expression"]) ** 2
                    ).sum(1)
-    relative = driving.rotation @ src.rotation[0].T
-    cos = ((relative.diagonal(dim1=1, dim2=2).sum(1) - 1) / 2).clamp(-1.0, 1.0)
-    cost = cost + (torch.arccos(cos) / _BEST_SCALES["rotation"]) ** 2
+    angle = rotation_angle_between(driving.rotation, src.rotation[:1])
+    cost = cost + (angle / _BEST_SCALES["rotation"]) ** 2
     return int(cost.argmin())
 
 
