@@ -51,6 +51,11 @@ class MotionConfig:
     changes, closing at least the driver's share of its way to shut, so the driver's blinks
     shut the photo's eyes), absolute (the driver's closure), off (the photo's lids stay); None:
     as ``mode`` (off when ``expression`` is False)."""
+    gaze: bool = True
+    """Move the photo's irises where the driver's look (when both were measured,
+    :mod:`faceanime.landmarks.gaze`), with the eyelids: relative, the driver's change from its
+    reference frame (both eyes' mean: eyes turn together, and one eye's landmarks may slip);
+    absolute, the driver's; nothing when the lids are off."""
     mouth: Literal["relative", "absolute", "off"] | None = None
     """The jaw (mouth opening), in the same three ways; None: as ``mode``."""
     blink_gain: float = 1.0
@@ -232,6 +237,7 @@ def transfer_motion(source: Coefficients, driving: Coefficients,
     eyes = _part(src.eyes, drv.eyes, ref, config.eyes or default, config.blink_gain,
                  room=CLOSURE_RANGE)
     eyes = eyes.clamp(*CLOSURE_RANGE)
+    gaze = transfer_gaze(src.gaze, drv.gaze, ref, config.eyes or default) if config.gaze else None
     if blendshapes:
         expression = expression.clamp_min(0)
     jaw = jaw.clamp(*JAW_RANGE)
@@ -257,4 +263,18 @@ def transfer_motion(source: Coefficients, driving: Coefficients,
     mouth = drv.mouth if (config.mouth or default) != "off" else None
     return Coefficients(model=src.model, shape=src.shape.clone(), expression=expression,
                         jaw=jaw, eyes=eyes, rotation=rotation, translation=translation, scale=scale,
-                        camera=src.camera, image_size=src.image_size, fps=drv.fps, mouth=mouth)
+                        camera=src.camera, image_size=src.image_size, fps=drv.fps, mouth=mouth,
+                        gaze=gaze)
+
+
+def transfer_gaze(source: torch.Tensor | None, driving: torch.Tensor | None, ref: int,
+                  mode: str = "relative") -> torch.Tensor | None:
+    """``(T, 2, 2)`` the transferred gaze (:attr:`MotionConfig.gaze`) from the photo's
+    ``(1, 2, 2)`` and the driver's ``(T, 2, 2)``; None where either was not measured or the
+    lids are off. NaN (an eye not measured) counts as no change."""
+    if source is None or driving is None or mode == "off":
+        return None
+    if mode == "absolute":
+        return torch.where(torch.isfinite(driving), driving, source)
+    change = (driving - driving[ref]).nanmean(1, keepdim=True)                 # (T, 1, 2)
+    return source + torch.nan_to_num(change)

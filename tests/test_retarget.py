@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from faceanime.coefficients import Coefficients
 from faceanime.io import iter_video_frames, read_image, read_video_info, write_image
@@ -39,6 +40,8 @@ def test_retarget_photo_by_video(sfm_dir, tmp_path, capsys):
     assert np.abs(frames[40][:h, :w].astype(float) - image).mean() > 1.0
     target = Coefficients.load(coeffs)
     assert target.n_frames == 78 and target.fps == 25
+    # Where the driver's eyes look, measured and transferred for every frame.
+    assert target.gaze is not None and torch.isfinite(target.gaze).all()
 
 
 @pytest.mark.slow

@@ -12,6 +12,9 @@ _CFG = EvalConfig()
 
 
 def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gaze", action=argparse.BooleanOptionalAction, default=True,
+                   help="the warp moves the photo's irises where the driver's eyes look "
+                        "(default: on)")
     p.add_argument("-o", "--output", required=True,
                    help="report folder to write (report.json, report.md, plots/); created if "
                         "missing, its parent must exist")
@@ -135,10 +138,11 @@ def run(args: argparse.Namespace) -> None:
         progress=not args.no_progress)
     if args.protocol == "self":
         config.source_frame = args.source_frame
+        config.motion = MotionConfig(gaze=args.gaze)
         results = evaluate_self(args.videos, config)
     else:
         config.motion = MotionConfig(mode=args.motion, reference_frame=(
-            "best" if args.reference_frame == "best" else 0))
+            "best" if args.reference_frame == "best" else 0), gaze=args.gaze)
         results = evaluate_cross(args.photos, args.driving, config)
     report = build_report(args.protocol, results, config, command_line())
     write_report(report, out, plots=not args.no_plots, markdown=args.markdown,

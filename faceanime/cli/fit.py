@@ -12,9 +12,11 @@ from faceanime.devices import DEVICE_HELP, device_arg
 from faceanime.errors import InputError
 from faceanime.fitting import FitConfig, draw_mesh, fit_file
 from faceanime.io import is_video_path, iter_video_frames, read_image, write_image, write_video
-from faceanime.landmarks import TrackerConfig
+from faceanime.jobs.common import capture_driver
+from faceanime.landmarks import TrackerConfig, measure_gaze
 from faceanime.morphable import load_model
 from faceanime.reconstruction import face_vertices, project_vertices
+from faceanime.render.frames import image_tensor
 
 _DEFAULT = FitConfig()
 
@@ -87,6 +89,13 @@ def run(args: argparse.Namespace) -> None:
                             progress=not args.no_progress, parts=args.parts)
     model = load_model(args.model, device=args.device)
     coeffs = fit_file(args.input, model, args.landmarks, config, tracker)
+    # Where the eyes look, measured from the pixels (the fit sees landmarks only): a
+    # coefficient file then drives a photo's gaze as its video would.
+    if is_video_path(args.input):
+        capture_driver(args.input, coeffs, progress=not args.no_progress)
+    else:
+        coeffs.gaze = measure_gaze(image_tensor(read_image(args.input))[None],
+                                   coeffs.landmarks.float()).to(coeffs.expression)
     coeffs.save(output)
     if args.overlay:
         write_overlay(args.input, args.overlay, model, coeffs)

@@ -159,6 +159,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="blinks: relative (the photo's own lids change as the driver's do), "
                         "absolute (the driver's lid closure), off (the photo's lids stay); "
                         "default: as --motion")
+    p.add_argument("--gaze", action=argparse.BooleanOptionalAction, default=_MOTION.gaze,
+                   help="move the photo's irises where the driver's eyes look (measured in each "
+                        "driving frame; follows --eyes, none when the lids are off) "
+                        "(default: on)")
     p.add_argument("--mouth", choices=["relative", "absolute", "off"], default=None,
                    help="mouth opening (the jaw), in the same three ways; default: as --motion")
     p.add_argument("--blink-gain", type=float, default=_MOTION.blink_gain, metavar="G",
@@ -204,7 +208,7 @@ def run(args: argparse.Namespace) -> None:
     config = RetargetConfig(
         motion=MotionConfig(mode=args.motion, reference_frame=args.reference_frame,
                             eyes=args.eyes, mouth=args.mouth, blink_gain=args.blink_gain,
-                            lip_gain=args.lip_gain,
+                            lip_gain=args.lip_gain, gaze=args.gaze,
                             pose=not args.no_pose),
         output=output_config(args), fit=FitConfig(device=args.device), model=args.model,
         face_index=args.face_index, backend=args.backend,

@@ -58,8 +58,9 @@ from faceanime.fitting.fitter import fit_landmarks
 from faceanime.identity import identity_distance
 from faceanime.io import is_video_path, iter_video_frames, read_image
 from faceanime.landmarks.detector import as_rgb_image
+from faceanime.landmarks.gaze import fill_gaze, measure_gaze
 from faceanime.morphable import FaceModel, load_model
-from faceanime.motion import MotionConfig, transfer_motion
+from faceanime.motion import MotionConfig, transfer_gaze, transfer_motion
 from faceanime.render.classic import ClassicConfig, ClassicRenderer
 from faceanime.render.frames import frames_tensor
 from faceanime.render.mouth_interior import InteriorCapture
@@ -488,6 +489,10 @@ def evaluate_self_video(video: str | os.PathLike, config: EvalConfig, model: Fac
 
     src_tensor = frames_tensor(source_image[None], device)
     src_desc = scorer.embed(src_tensor, src_points.to(device))
+    # Where the source frame's eyes look: each frame's gaze moves its irises, as retarget's
+    # relative transfer does (reference: the source frame).
+    source_coeffs.gaze = measure_gaze(src_tensor, src_points.to(device)).to(
+        source_coeffs.expression)
 
     # Pass 3: render and score, batch by batch.
     renderers, streams = {}, {}
@@ -547,6 +552,10 @@ def evaluate_self_video(video: str | os.PathLike, config: EvalConfig, model: Fac
                         if name == "warp" and capture is not None:
                             # The driver's mouth interior, as retarget captures it.
                             target.mouth = capture(gt_frames, target)
+                        if name == "warp" and config.motion.gaze:
+                            seen = measure_gaze(gt, points.to(device)).to(source_coeffs.gaze)
+                            target.gaze = transfer_gaze(
+                                source_coeffs.gaze, torch.cat([source_coeffs.gaze, seen]), 0)[1:]
                         out = to_uint8(renderers[name].render(target.to(device)))
                     else:
                         out = external[name]
@@ -652,6 +661,8 @@ def evaluate_cross_pair(photo: str | os.PathLike, driving: str | os.PathLike,
     result.source_faces = int(photo_faces[0])
     source = fit_landmarks(model, photo_points, image.shape[:2], FitConfig(device=config.device))
     photo_desc = scorer.embed(frames_tensor(image[None], device), photo_points.to(device))
+    source.gaze = measure_gaze(frames_tensor(image[None], device), photo_points.to(device)).to(
+        source.expression)
 
     # The driver: length, then landmarks of the evaluated frames and their fit.
     total, size = count_frames(driving)
@@ -661,9 +672,12 @@ def evaluate_cross_pair(photo: str | os.PathLike, driving: str | os.PathLike,
     k = 0
     capture = _capture(model, config) if "warp" in names else None
     kept = []
+    drv_gaze = torch.full((len(indices), 2, 2), float("nan"))
     for i, frame in enumerate(iter_video_frames(driving)):
         if i in wanted:
             drv_points[k] = scorer.landmarks(frame[None])[0]
+            drv_gaze[k] = measure_gaze(frames_tensor(frame[None], device),
+                                       drv_points[k:k + 1].to(device))[0].cpu()
             k += 1
             if capture is not None:
                 kept.append(frame)
@@ -674,6 +688,8 @@ def evaluate_cross_pair(photo: str | os.PathLike, driving: str | os.PathLike,
     fit_config = FitConfig(device=config.device,
                            temporal_weight=FitConfig.temporal_weight if consecutive else 0.0)
     drv = fit_landmarks(model, drv_points, size, fit_config)
+    # Scored frames apart: their gaps filled, not smoothed across.
+    drv.gaze = fill_gaze(drv_gaze, sigma=0.0).to(drv.expression)
     if capture is not None and kept:
         # The driver's mouth interior, as retarget captures it (the evaluated frames only).
         drv.mouth = torch.cat([capture(np.stack(kept[k:k + 32]), drv.frames(slice(k, k + 32)))

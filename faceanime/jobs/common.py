@@ -12,6 +12,7 @@ mark in a corner (:func:`watermark_frame`).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import sys
 import time
@@ -38,6 +39,7 @@ from faceanime.io import (
     file_digest,
     image_size,
     is_video_path,
+    iter_video_frames,
     read_image,
     read_video_info,
     video_encoder,
@@ -50,12 +52,15 @@ from faceanime.landmarks import (
     VideoLandmarks,
     create_detector,
     detect_landmarks,
+    fill_gaze,
+    measure_gaze,
     track_video,
 )
 from faceanime.morphable import FaceModel, load_model
 from faceanime.parallel import Background, default_track_parts
 from faceanime.render.classic import ClassicConfig, ClassicRenderer
 from faceanime.render.frames import image_tensor
+from faceanime.render.mouth_interior import InteriorCapture
 from faceanime.render.paste import crop_affine, warp_to_crop
 from faceanime.render.warp import WarpConfig, WarpRenderer
 from faceanime.samples import resolve_driving, template_names
@@ -459,6 +464,9 @@ def load_source(source: str | os.PathLike, model: FaceModel, config: OutputConfi
     if notes is not None:
         notes += read_notes + found_notes
     coeffs = fit_image(photo, model, landmarks=points, config=fit)
+    # Where its eyes look, for the driver's glances to move its irises.
+    coeffs.gaze = measure_gaze(image_tensor(photo)[None], torch.as_tensor(
+        np.asarray(points, np.float32))[None]).to(coeffs.expression)
     return frame_source(photo, coeffs, config)
 
 
@@ -594,6 +602,51 @@ def load_driving(driving: str | os.PathLike, model: FaceModel, config: JobInputs
         read_video_info(path)  # a missing or undecodable video fails here, before any fitting
     return fit_video(path, model, landmarks, config=config.fit,
                      tracker=driver_tracker(config)), path
+
+
+def capture_driver(video: str | os.PathLike, coeffs: Coefficients,
+                   interiors: InteriorCapture | None = None, gaze: bool = True,
+                   batch_size: int = 32, progress: bool = False) -> Coefficients:
+    """What a driving video's frames show beyond its landmarks, in one more decode of it:
+    each frame's mouth interior (``coeffs.mouth``, by ``interiors``; None: not captured) and
+    where its eyes look (``coeffs.gaze``, from its tracked landmarks, gaps filled,
+    :func:`~faceanime.landmarks.gaze.fill_gaze`). Frames the video lacks get an empty interior
+    (the synthesised one shows) and the gaze held. Returns ``coeffs`` with both set.
+
+    Raises:
+        MediaError: the video cannot be read.
+    """
+    gaze = gaze and coeffs.landmarks is not None
+    if interiors is None and not gaze:
+        return coeffs
+    t = coeffs.n_frames
+    mouths, gazes = [], []
+    frames = iter_video_frames(video)
+    with tqdm(total=t, desc="driver's mouth and eyes", unit="frame", disable=not progress,
+              leave=False) as bar:
+        for start in range(0, t, batch_size):
+            images = list(itertools.islice(frames, min(batch_size, t - start)))
+            if not images:
+                break
+            batch = np.stack(images)
+            part = coeffs.frames(slice(start, start + len(images)))
+            if interiors is not None:
+                mouths.append(interiors(batch, part))
+            if gaze:
+                pixels = torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255
+                gazes.append(measure_gaze(pixels, part.landmarks.float()))
+            bar.update(len(images))
+    done = sum(len(m) for m in gazes) if gaze else sum(len(m) for m in mouths)
+    missing = t - done
+    if interiors is not None:
+        h, w = interiors.layout.size
+        captured = torch.cat(mouths) if mouths else torch.zeros(0, 4, h, w, dtype=torch.uint8)
+        coeffs.mouth = torch.cat([captured, captured.new_zeros(missing, 4, h, w)])
+    if gaze:
+        measured = torch.cat(gazes) if gazes else torch.zeros(0, 2, 2)
+        measured = torch.cat([measured, measured.new_full((missing, 2, 2), float("nan"))])
+        coeffs.gaze = fill_gaze(measured).to(coeffs.expression)
+    return coeffs
 
 
 def check_driving(driving: str | os.PathLike) -> Path:

@@ -26,6 +26,7 @@ from faceanime.jobs.common import (
     JobInputs,
     TaskResult,
     callable_module,
+    capture_driver,
     check_driving,
     check_outputs,
     finish_job,
@@ -131,10 +132,14 @@ def retarget(source: str | os.PathLike, driving: str | os.PathLike,
     prepared = prepare(source, driving, config, landmarks=driver_landmarks)
     image, source_coeffs, renderer = prepared.image, prepared.source, prepared.renderer
     driving_coeffs, audio = prepared.driving, prepared.audio
-    if wants_driver_mouth(renderer, config) and is_video_path(driving):
-        # The driver's teeth and tongue, for where the target opens wider than the photo.
-        driving_coeffs.mouth = InteriorCapture(prepared.model).video(
-            driving, driving_coeffs, progress=out_cfg.progress)
+    if is_video_path(driving):
+        # The driver's teeth and tongue, for where the target opens wider than the photo, and
+        # where its eyes look.
+        interiors = (InteriorCapture(prepared.model) if wants_driver_mouth(renderer, config)
+                     else None)
+        capture_driver(driving, driving_coeffs, interiors,
+                       gaze=config.motion.gaze and isinstance(renderer, WarpRenderer),
+                       progress=out_cfg.progress)
     driving_coeffs = smooth_coefficients(driving_coeffs, config.smooth)
     target = transfer_motion(source_coeffs, driving_coeffs, config.motion)
     fps = driving_coeffs.fps or config.fps or 25.0

@@ -29,6 +29,7 @@ from faceanime.landmarks.detector import (
     detect_landmarks,
 )
 from faceanime.landmarks.draw import draw_landmarks
+from faceanime.landmarks.gaze import GazeConfig, fill_gaze, measure_gaze
 from faceanime.landmarks.metrics import nme
 from faceanime.landmarks.pts import read_pts, write_pts
 from faceanime.landmarks.result import VideoLandmarks
@@ -40,6 +41,7 @@ __all__ = [
     "N_POINTS",
     "DetectorConfig",
     "Face",
+    "GazeConfig",
     "LandmarkDetector",
     "OneEuroConfig",
     "TrackerConfig",
@@ -51,6 +53,8 @@ __all__ = [
     "detect_landmarks",
     "draw_landmarks",
     "face_scale",
+    "fill_gaze",
+    "measure_gaze",
     "nme",
     "one_euro_filter",
     "points_box",

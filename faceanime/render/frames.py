@@ -49,7 +49,9 @@ def frames_tensor(frames, device: torch.device | str | None = None) -> torch.Ten
     """``(T, H, W, 3)`` uint8 frames (an array or a sequence of them) -> ``(T, 3, H, W)``
     float32 in [0, 1] on ``device``."""
     array = frames if isinstance(frames, np.ndarray) else np.stack(list(frames))
-    tensor = torch.from_numpy(np.ascontiguousarray(array)).to(device)
+    # A decoded frame may be read-only: torch warns on wrapping one (and it would be shared).
+    array = np.ascontiguousarray(array) if array.flags.writeable else np.array(array)
+    tensor = torch.from_numpy(array).to(device)
     return tensor.permute(0, 3, 1, 2).float() / 255
 
 

@@ -28,19 +28,15 @@ and skin; for drivers that hold no frames (``predict``, ``animate``, coefficient
 
 from __future__ import annotations
 
-import itertools
 import math
-import os
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
-from tqdm import tqdm
 
 from faceanime.coefficients import Coefficients
-from faceanime.io.media import iter_video_frames
 from faceanime.morphable.jaw import apply_jaw, build_jaw
 from faceanime.morphable.model import FaceModel
 from faceanime.morphable.mouth import MouthCap, add_mouth_cap
@@ -269,27 +265,6 @@ class InteriorCapture:
         tensor = tensor.permute(0, 3, 1, 2).to(screen.dtype) / 255
         return capture_interior(tensor, screen, self.cap, self.layout, self.lips,
                                 self.skin).cpu()
-
-    def video(self, video: str | os.PathLike, coeffs: Coefficients, batch_size: int = 32,
-              progress: bool = False) -> torch.Tensor:
-        """Every frame of a driving video (decoded once more, in batches) with its fit, one
-        coefficient frame per video frame; frames the video lacks get alpha 0 (the synthesised
-        interior shows there). Raises MediaError when the video cannot be read."""
-        out = []
-        frames = iter_video_frames(video)
-        with tqdm(total=coeffs.n_frames, desc="mouth interior", unit="frame",
-                  disable=not progress, leave=False) as bar:
-            for start in range(0, coeffs.n_frames, batch_size):
-                images = list(itertools.islice(frames, min(batch_size, coeffs.n_frames - start)))
-                if not images:
-                    break
-                out.append(self(np.stack(images),
-                                coeffs.frames(slice(start, start + len(images)))))
-                bar.update(len(images))
-        h, w = self.layout.size
-        captured = torch.cat(out) if out else torch.zeros(0, 4, h, w, dtype=torch.uint8)
-        missing = coeffs.n_frames - captured.shape[0]
-        return torch.cat([captured, captured.new_zeros(missing, 4, h, w)]) if missing else captured
 
 
 def warm_tint(gain: torch.Tensor) -> torch.Tensor:

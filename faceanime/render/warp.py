@@ -49,6 +49,7 @@ from scipy import ndimage
 from faceanime.coefficients import Coefficients
 from faceanime.errors import InputError
 from faceanime.geometry.rotation import so3_exp, so3_log
+from faceanime.landmarks.gaze import MAX_CHANGE, GazeConfig, eye_frames
 from faceanime.morphable.model import FaceModel
 from faceanime.morphable.mouth import boundary_loops
 from faceanime.reconstruction import project_vertices
@@ -596,6 +597,7 @@ class WarpRenderer(BoxRenderer):
             self.lid_fill = self._skin_fill(max(opening, 1.0)) if c.lid_fill > 0 else None
             self.eye_polygons, self.lash_colours = self._eyes(src, ids)
             self.eye_heights = torch.stack(reach).norm(dim=-1)                  # (2,)
+        self.gaze_eyes = self._gaze_eyes(src)
         self._head_region()
         self.ellipsoid = head_ellipsoid(model)
         # The neck's pivot, in model space: the mouth's height, the head ellipsoid's depth.
@@ -750,6 +752,76 @@ class WarpRenderer(BoxRenderer):
             colours.append(pixels[dark].median(0).values)
         return polygons, torch.stack(colours)
 
+    def _gaze_eyes(self, src: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
+        """The photo's eyes, for moving its irises: per eye its frame's centre ``(2, 2)``, axes
+        ``(2, 2, 2)`` and width ``(2,)`` (:func:`~faceanime.landmarks.gaze.eye_frames`), its
+        landmarks' hexagon ``(2, 6, 2)`` and its iris ``(2, 2)``; None when the photo's gaze
+        was not measured. The detected landmarks, which the gaze was measured in, where the
+        coefficients hold them; else the fit's."""
+        gaze = self.source.gaze
+        if gaze is None or not bool(torch.isfinite(gaze).any()):
+            return None
+        points = self.source.landmarks
+        if points is None or not bool(torch.isfinite(points[0, 36:48]).all()):
+            points = src[None, self.mesh.landmark_indices.to(src.device), :2]
+        points = points[:1].to(src.device, src.dtype)
+        centre, axes, width = eye_frames(points)
+        return (centre[0], axes[0], width[0], points[0, 36:48].reshape(2, 6, 2),
+                gaze[0].to(src.device, src.dtype))
+
+    def _move_irises(self, target: Coefficients, position: torch.Tensor, valid: torch.Tensor,
+                     frame: torch.Tensor) -> torch.Tensor:
+        """Face pixels' photo positions ``(P, 2)`` with each eye's content slid so that its iris
+        sits where ``target.gaze`` puts it (frames ``(P,)``).
+
+        In the photo's eye frame the iris (an iris's radius about its new centre) moves as one;
+        the white between it and each corner stretches or shrinks linearly (to half at most),
+        so the corners stay.
+        The whole opening slides along the lids (the landmarks' hexagon, grown by a fifth of the
+        eye's height as the white shows beyond it, fading over as much); a slide across them
+        fades over at least its own length, so no lash line is drawn twice. A change the photo
+        cannot show is capped (:data:`~faceanime.landmarks.gaze.MAX_CHANGE`); an eye not
+        measured stays."""
+        dtype, device = position.dtype, position.device
+        centre, axes, width, hexagon, iris = (x.to(device, dtype) for x in self.gaze_eyes)
+        limit = torch.tensor(MAX_CHANGE, dtype=dtype, device=device)
+        change = torch.nan_to_num(target.gaze.to(device, dtype) - iris)          # (T, 2, 2)
+        change = torch.maximum(torch.minimum(change, limit), -limit)
+        if not bool((change.abs() > 1e-4).any()):
+            return position
+        r = GazeConfig.iris / 2
+        position = position.clone()
+        for e in range(2):
+            local_hexagon = (hexagon[e] - centre[e]) @ axes[e].T / width[e]      # (6, 2)
+            grow = float(local_hexagon[:, 1].amax() - local_hexagon[:, 1].amin()) \
+                * float(width[e]) / 5 + 0.5
+            low, high = hexagon[e].amin(0) - grow, hexagon[e].amax(0) + grow
+            near = (valid & (position >= low).all(1) & (position <= high).all(1)).nonzero()[:, 0]
+            if near.numel() == 0:
+                continue
+            p = position[near]
+            u = ((p - centre[e]) @ axes[e, 0]) / width[e]                        # (n,)
+            d = change[frame[near], e]                                           # (n, 2)
+            edge = 0.5 - r - 0.05
+            now = iris[e, 0].clamp(-edge, edge)
+            # The white on the side the iris moves to shrinks to half at most: squeezed
+            # further it showed as a bright sliver at the corner.
+            then = now + torch.maximum(torch.minimum(d[:, 0], (0.5 - r - now) / 2),
+                                       -(now + 0.5 - r) / 2)
+            # 1 over the iris, down to 0 at either corner.
+            slide = torch.minimum((u + 0.5) / (then - r + 0.5),
+                                  (0.5 - u) / (0.5 - then - r)).clamp(0, 1)
+            along = width[e] * (then - now)                                      # (n,)
+            across = width[e] * d[:, 1]
+            depth = convex_depth(p, hexagon[e]) + grow
+            # Along the lids a slide draws nothing twice: the whole opening slides. Across
+            # them it fades over at least its own length.
+            inside = smoothstep(depth / grow)
+            across = across * smoothstep(depth / (2 * grow + across.abs()))
+            position[near] = p - slide[:, None] * (
+                (along * inside)[:, None] * axes[e, 0] + across[:, None] * axes[e, 1])
+        return position
+
     def _skin_fill(self, opening: float) -> torch.Tensor:
         """``(3, h, w)`` over the photo's face box (``zbox``): its skin colour, smoothed over
         about an eye opening, with the dark features (lashes, brows, the crease's shadow, the
@@ -875,6 +947,11 @@ class WarpRenderer(BoxRenderer):
                     keep = (amount > 0) & use[on_lid]
                     lid = at[on_lid][keep], amount[keep], position[on_lid][keep]
 
+        # What the face's pixels fetch, the irises moved: the flow beyond the face continues
+        # the face's motion without the eyes' (which would leak into the skin around them).
+        fetch = position
+        if self.gaze_eyes is not None and target.gaze is not None:
+            fetch = self._move_irises(target, position, valid, frame)
         lash = None
         if self.eye_polygons is not None and c.lash_line < 1:
             lash = self._lash(target, position, valid, frame, at)
@@ -978,7 +1055,7 @@ class WarpRenderer(BoxRenderer):
             extended = blurred[:, :2] / density.clamp_min(1e-6)
             fade = (2 * density).clamp(0.0, 1.0)
             region += (extended * fade).permute(0, 2, 3, 1)
-        flat_positions[chosen] = torch.lerp(flat_positions[chosen], position[valid],
+        flat_positions[chosen] = torch.lerp(flat_positions[chosen], fetch[valid],
                                             alpha[:, None])
 
         mouth_pixels = pixel[:0]

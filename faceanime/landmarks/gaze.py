@@ -1,0 +1,192 @@
+"""Where each eye looks: the iris's position inside the eye opening, from a frame and its 68
+landmarks.
+
+The Surrey Face Model has no eyeballs and dlib's landmarks no iris, yet a driver who glances
+down or aside is a large part of what a viewer reads: transferred without gaze, a photo's lids
+close over a stare (the lowered-eye frames carried most of the identity distance between the
+warp's output and the true frame). The iris is the darkest round blob between the six eye
+landmarks; its centre is measured in the eye's own frame, so it is independent of where the
+head is and how large it is:
+
+- ``u``: along the corner-to-corner axis (iBUG 37→40 and 43→46, image left to right), from the
+  corners' midpoint, in eye widths (corner distance);
+- ``v``: perpendicular to it, positive downwards in the image, in eye widths.
+
+Measured values are NaN where an eye is too closed or too small to show its iris.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+# iBUG indices of each eye's six points, from the image-left corner round the upper lid.
+EYES = ((36, 37, 38, 39, 40, 41), (42, 43, 44, 45, 46, 47))
+# The largest gaze change a render applies, (u, v) in eye widths: beyond it the photo has
+# no iris to show (it would slide under a lid or into a corner).
+MAX_CHANGE = (0.22, 0.1)
+
+
+@dataclass(frozen=True)
+class GazeConfig:
+    """Settings of the iris measurement."""
+
+    samples: int = 40
+    """Samples across the eye width (the eye is resampled to its own frame at this rate)."""
+    iris: float = 0.36
+    """The iris's diameter in eye widths (adult irises: about 11-12 mm, eye widths 28-30 mm)."""
+    min_opening: float = 0.16
+    """Eyes whose opening (mean lid distance over eye width) is below this show too little iris
+    to measure: NaN (a blink, a squint)."""
+    min_width: float = 8.0
+    """Eyes narrower than this many pixels are too small to measure: NaN."""
+
+
+def eye_frames(landmarks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each eye's frame in the image.
+
+    Args:
+        landmarks: ``(T, 68, 2)`` pixels.
+
+    Returns:
+        centre ``(T, 2, 2)`` (the corners' midpoint), axes ``(T, 2, 2, 2)`` (per eye, the unit
+        ``u`` then ``v`` direction; ``v`` is ``u`` turned a quarter towards the image's down)
+        and width ``(T, 2)`` (corner distance, pixels).
+    """
+    index = torch.tensor([[e[0], e[3]] for e in EYES], device=landmarks.device)
+    corners = landmarks[:, index]                                            # (T, 2, 2, 2)
+    centre = corners.mean(2)
+    span = corners[:, :, 1] - corners[:, :, 0]
+    width = span.norm(dim=-1)
+    u = span / width.clamp_min(1e-9)[..., None]
+    v = torch.stack([-u[..., 1], u[..., 0]], -1)
+    return centre, torch.stack([u, v], 2), width
+
+
+def to_eye(points: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
+    """Image points ``(T, 2, P, 2)`` (per eye) in each eye's ``(u, v)`` frame, in eye widths."""
+    centre, axes, width = eye_frames(landmarks)
+    rel = points - centre[:, :, None]
+    return torch.einsum("tepc,tekc->tepk", rel, axes) / width[:, :, None, None].clamp_min(1e-9)
+
+
+def from_eye(local: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`to_eye`: ``(T, 2, P, 2)`` eye-frame points back to image pixels."""
+    centre, axes, width = eye_frames(landmarks)
+    return centre[:, :, None] + torch.einsum("tepk,tekc->tepc", local * width[:, :, None, None],
+                                             axes)
+
+
+def measure_gaze(images: torch.Tensor, landmarks: torch.Tensor,
+                 config: GazeConfig | None = None) -> torch.Tensor:
+    """The iris centre of each eye in each frame.
+
+    The eye is resampled to its own frame; inside the landmarks' hexagon each sample's darkness
+    is how far it lies below the midpoint of the opening's dark and bright ends (iris and
+    pupil against the white). Lashes are dark too, but thin and spread along the lid, so the
+    iris is found as the column of the opening that holds most darkness over an iris's width
+    (a box filter), and its centre as the darkness-weighted centroid of that band.
+
+    Args:
+        images: ``(T, 3, H, W)`` RGB in [0, 1] (or ``(T, 1, H, W)`` grey).
+        landmarks: ``(T, 68, 2)`` pixels (NaN where not detected).
+        config: settings.
+
+    Returns:
+        ``(T, 2, 2)`` per eye (iBUG's 37-42 eye first) the iris centre ``(u, v)`` in eye widths
+        (module docstring), NaN where not measurable.
+    """
+    c = config or GazeConfig()
+    t, channels, h, w = images.shape
+    dtype, device = images.dtype, images.device
+    landmarks = landmarks.to(device, dtype)
+    n = c.samples
+    # The eye's frame: u over [-0.6, 0.6] (corners at ±0.5), v over [-0.3, 0.3].
+    us = torch.linspace(-0.6, 0.6, round(1.2 * n) + 1, dtype=dtype, device=device)
+    vs = torch.linspace(-0.3, 0.3, round(0.6 * n) + 1, dtype=dtype, device=device)
+    local = torch.stack(torch.meshgrid(us, vs, indexing="xy"), -1)            # (V, U, 2)
+    grid_v, grid_u = local.shape[:2]
+    filled = torch.nan_to_num(landmarks, nan=0.0)
+    points = from_eye(local.reshape(1, 1, -1, 2).expand(t, 2, -1, -1), filled)  # (T, 2, VU, 2)
+    norm = points / torch.tensor([w - 1, h - 1], dtype=dtype, device=device) * 2 - 1
+    # Only the eyes' samples are converted to luma, not the whole frames.
+    sampled = F.grid_sample(images, norm.reshape(t, 2 * grid_v, grid_u, 2), mode="bilinear",
+                            padding_mode="border", align_corners=True)    # (T, C, 2V, U)
+    if channels == 3:
+        sampled = (sampled * torch.tensor([0.299, 0.587, 0.114], dtype=dtype,
+                                          device=device)[:, None, None]).sum(1, keepdim=True)
+    lum = sampled.reshape(t, 2, grid_v, grid_u)
+
+    # Inside the hexagon: the signed distance to its nearest edge (eye widths), > 0 inside.
+    hexagon = to_eye(filled[:, list(EYES[0] + EYES[1])].reshape(t, 2, 6, 2), filled)
+    edge = hexagon.roll(-1, 2) - hexagon                                      # (T, 2, 6, 2)
+    rel = local.reshape(1, 1, -1, 1, 2) - hexagon[:, :, None]                 # (T, 2, VU, 6, 2)
+    cross = edge[:, :, None, :, 0] * rel[..., 1] - edge[:, :, None, :, 1] * rel[..., 0]
+    depth = (cross / edge.norm(dim=-1)[:, :, None].clamp_min(1e-9)).amin(-1)
+    # The hexagon runs 37→42 clockwise on screen (y down): positive cross inside.
+    inside = (depth > 0).reshape(t, 2, grid_v, grid_u).to(dtype)
+
+    count = inside.sum((2, 3)).clamp_min(1)
+    big = torch.finfo(dtype).max
+    flat = lum.flatten(2)
+    low = torch.where(inside.flatten(2) > 0, flat, torch.full_like(flat, big)).amin(2)
+    high = torch.where(inside.flatten(2) > 0, flat, torch.full_like(flat, -big)).amax(2)
+    mean = (lum * inside).sum((2, 3)) / count
+    threshold = ((low + torch.maximum(mean, (low + high) / 2)) / 2)[..., None, None]
+    dark = ((threshold - lum) / (threshold - low[..., None, None]).clamp_min(1e-3)).clamp(0, 1)
+    dark = dark * inside                                                      # (T, 2, V, U)
+
+    # The iris's column: the most darkness over an iris's width.
+    columns = dark.sum(2)                                                     # (T, 2, U)
+    k = max(1, round(c.iris * n)) | 1
+    box = F.avg_pool1d(columns.reshape(t * 2, 1, grid_u), k, stride=1, padding=k // 2,
+                       count_include_pad=True).reshape(t, 2, grid_u)
+    best = box.argmax(-1)                                                     # (T, 2)
+    near = ((torch.arange(grid_u, device=device) - best[..., None]).abs()
+            <= k // 2).to(dtype)                                              # (T, 2, U)
+    weight = dark * near[:, :, None]
+    total = weight.sum((2, 3))
+    u = (weight * local[..., 0]).sum((2, 3)) / total.clamp_min(1e-9)
+    v = (weight * local[..., 1]).sum((2, 3)) / total.clamp_min(1e-9)
+    gaze = torch.stack([u, v], -1)                                            # (T, 2, 2)
+
+    opening = inside.sum((2, 3)) / (grid_u * grid_v) * 1.2 * 0.6             # area / width²
+    _, _, width = eye_frames(filled)
+    ok = ((opening >= c.min_opening * 0.6) & (width >= c.min_width) & (total > 0)
+          & torch.isfinite(landmarks[:, list(EYES[0] + EYES[1])]).all(-1)
+          .reshape(t, 2, 6).all(-1))
+    return torch.where(ok[..., None], gaze, torch.full_like(gaze, float("nan")))
+
+
+def fill_gaze(gaze: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
+    """A measured gaze track ``(T, 2, 2)`` with its NaN frames filled from the nearest measured
+    ones (linearly between them, held at the ends; zeros where none is measured) and smoothed
+    over time by a Gaussian of ``sigma`` frames (the measurement's jitter, about a sample, is
+    larger than a glance's frame-to-frame change)."""
+    t = gaze.shape[0]
+    flat = gaze.reshape(t, -1).T                                              # (4, T)
+    known = torch.isfinite(flat)
+    frames = torch.arange(t, dtype=gaze.dtype, device=gaze.device)
+    out = torch.zeros_like(flat)
+    for i in range(flat.shape[0]):
+        k = known[i]
+        if bool(k.any()):
+            x, y = frames[k], flat[i, k]
+            right = torch.searchsorted(x, frames).clamp(1, max(len(x) - 1, 1))
+            left = right - 1
+            if len(x) == 1:
+                out[i] = y[0]
+                continue
+            span = (x[right] - x[left]).clamp_min(1e-9)
+            share = ((frames - x[left]) / span).clamp(0, 1)
+            out[i] = torch.lerp(y[left], y[right], share)
+    if sigma > 0 and t > 1:
+        radius = min(int(3 * sigma), t - 1)
+        kx = torch.arange(-radius, radius + 1, dtype=gaze.dtype, device=gaze.device)
+        kernel = torch.exp(-0.5 * (kx / sigma) ** 2)
+        kernel = kernel / kernel.sum()
+        padded = F.pad(out[:, None], (radius, radius), mode="replicate")
+        out = F.conv1d(padded, kernel.reshape(1, 1, -1))[:, 0]
+    return out.T.reshape(gaze.shape)

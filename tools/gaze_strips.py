@@ -1,0 +1,102 @@
+"""Close-ups of the eyes where a driver looks aside, down or up: driver | without gaze | with
+gaze, one row per frame, and the photo's own eyes at the top.
+
+Without ``:frame`` a pair shows the driver's frames whose gaze (both eyes' mean change from
+its first frame, :mod:`faceanime.landmarks.gaze`) moved furthest left, right, down and up.
+Relative motion from the driver's first frame, as ``retarget`` does by default.
+
+    python tools/gaze_strips.py --pairs s1:d6 d19:d18 -o /tmp/gaze
+    python tools/gaze_strips.py --pairs s42:d6:120 s42:d6:700 -o /tmp/gaze
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from eye_strips import crop, eye_box
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+
+
+def extreme_frames(gaze: torch.Tensor) -> dict[str, int]:
+    """The frames of a ``(T, 2, 2)`` gaze track furthest left, right, down and up of frame 0."""
+    change = (gaze - gaze[0]).mean(1)                                          # (T, 2)
+    return {"left": int(change[:, 0].argmin()), "right": int(change[:, 0].argmax()),
+            "down": int(change[:, 1].argmax()), "up": int(change[:, 1].argmin())}
+
+
+def label(image: np.ndarray, text: str) -> np.ndarray:
+    picture = Image.fromarray(image)
+    ImageDraw.Draw(picture).text((3, 2), text, fill=(255, 255, 0))
+    return np.asarray(picture)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", nargs="+", required=True,
+                        help="photo:driver[:frame], e.g. s1:d6 or s1:d6:120")
+    parser.add_argument("--height", type=int, default=110, help="row height in pixels")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="a folder")
+    args = parser.parse_args()
+
+    from faceanime.fitting import fit_video
+    from faceanime.io.media import iter_video_frames
+    from faceanime.jobs.common import OutputConfig, capture_driver, load_source, make_renderer
+    from faceanime.landmarks import TrackerConfig, track_video
+    from faceanime.morphable import load_model
+    from faceanime.motion import MotionConfig, transfer_motion
+    from faceanime.reconstruction import face_vertices, project_vertices
+
+    torch.set_num_threads(2)
+    model = load_model("sfm")
+    drivers: dict[str, object] = {}
+    groups: dict[tuple[str, str], list[int | None]] = {}
+    for pair in args.pairs:
+        photo, driver, *frame = pair.split(":")
+        groups.setdefault((photo, driver), []).append(int(frame[0]) if frame else None)
+    args.output.mkdir(parents=True, exist_ok=True)
+    for (photo, driver), frames in groups.items():
+        video = DATA / "videos" / f"{driver}.mp4"
+        if driver not in drivers:
+            track = track_video(video, TrackerConfig(progress=False))
+            drivers[driver] = capture_driver(video, fit_video(video, model, track))
+        driving = drivers[driver]
+        picks = extreme_frames(driving.gaze) if None in frames else {}
+        chosen = [(f"f{f}", f) for f in frames if f is not None] + list(picks.items())
+        wanted = {f for _, f in chosen}
+        images = {i: f for i, f in enumerate(iter_video_frames(video)) if i in wanted}
+        config = OutputConfig(progress=False)
+        picture, source = load_source(next((DATA / "faces").glob(f"{photo}.*")), model, config)
+        renderer = make_renderer(model, picture, source, config)
+        index = [f for _, f in chosen]
+        outputs = []
+        for gaze in (False, True):
+            target = transfer_motion(source, driving, MotionConfig(gaze=gaze)).frames(index)
+            outputs.append(list(renderer.iter_frames(target)))
+        screen = project_vertices(target, face_vertices(model, target))[:, model.landmark_indices,
+                                                                         :2].numpy()
+        photo_eyes = crop(picture, eye_box(source.landmarks[0].numpy()), args.height)
+        blank = np.zeros_like(photo_eyes)
+        rows = [np.concatenate([label(photo_eyes, f"photo {photo}"), blank, blank], 1)]
+        for k, (name, f) in enumerate(chosen):
+            change = (driving.gaze[f] - driving.gaze[0]).mean(0).tolist()
+            text = f"{driver} {f} {name} du={change[0]:+.2f} dv={change[1]:+.2f}"
+            rows.append(np.concatenate([
+                label(crop(images[f], eye_box(driving.landmarks[f].numpy()), args.height), text),
+                label(crop(outputs[0][k], eye_box(screen[k]), args.height), "without gaze"),
+                label(crop(outputs[1][k], eye_box(screen[k]), args.height), "with gaze")], 1))
+        path = args.output / f"gaze_{photo}_{driver}.png"
+        Image.fromarray(np.concatenate(rows, 0)).save(path)
+        print(path)
+
+
+if __name__ == "__main__":
+    main()
