@@ -5,8 +5,9 @@ Without ``:frame`` a pair shows the driver's frames whose gaze (both eyes' mean 
 its first frame, :mod:`faceanime.landmarks.gaze`) moved furthest left, right, down and up.
 Relative motion from the driver's first frame, as ``retarget`` does by default.
 
-    python tools/gaze_strips.py --pairs s1:d6 d19:d18 -o /tmp/gaze
-    python tools/gaze_strips.py --pairs s42:d6:120 s42:d6:700 -o /tmp/gaze
+    python tools/gaze_strips.py --pairs s1:d6 d19:d18 -o /tmp/gaze.png
+    python tools/gaze_strips.py --pairs s42:d6:360 s42:d6:1004 s1:d6:360 s12:d6:360 \
+        d19:d3:206 -o docs/img/warp_gaze.png
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def main() -> None:
     parser.add_argument("--pairs", nargs="+", required=True,
                         help="photo:driver[:frame], e.g. s1:d6 or s1:d6:120")
     parser.add_argument("--height", type=int, default=110, help="row height in pixels")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="a folder")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="the .png to write")
     args = parser.parse_args()
 
     from faceanime.fitting import fit_video
@@ -62,7 +63,8 @@ def main() -> None:
     for pair in args.pairs:
         photo, driver, *frame = pair.split(":")
         groups.setdefault((photo, driver), []).append(int(frame[0]) if frame else None)
-    args.output.mkdir(parents=True, exist_ok=True)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    rows = []
     for (photo, driver), frames in groups.items():
         video = DATA / "videos" / f"{driver}.mp4"
         if driver not in drivers:
@@ -85,17 +87,17 @@ def main() -> None:
                                                                          :2].numpy()
         photo_eyes = crop(picture, eye_box(source.landmarks[0].numpy()), args.height)
         blank = np.zeros_like(photo_eyes)
-        rows = [np.concatenate([label(photo_eyes, f"photo {photo}"), blank, blank], 1)]
+        rows.append(np.concatenate([label(photo_eyes, f"photo {photo}"), blank, blank], 1))
         for k, (name, f) in enumerate(chosen):
             change = (driving.gaze[f] - driving.gaze[0]).mean(0).tolist()
-            text = f"{driver} {f} {name} du={change[0]:+.2f} dv={change[1]:+.2f}"
+            what = "" if name == f"f{f}" else f" {name}"
+            text = f"{driver} {f}{what} du={change[0]:+.2f} dv={change[1]:+.2f}"
             rows.append(np.concatenate([
                 label(crop(images[f], eye_box(driving.landmarks[f].numpy()), args.height), text),
                 label(crop(outputs[0][k], eye_box(screen[k]), args.height), "without gaze"),
                 label(crop(outputs[1][k], eye_box(screen[k]), args.height), "with gaze")], 1))
-        path = args.output / f"gaze_{photo}_{driver}.png"
-        Image.fromarray(np.concatenate(rows, 0)).save(path)
-        print(path)
+    Image.fromarray(np.concatenate(rows, 0)).save(args.output)
+    print(args.output)
 
 
 if __name__ == "__main__":
