@@ -14,9 +14,11 @@ from faceanime.landmarks.gaze import (
     EYES,
     MAX_CHANGE,
     eye_frames,
+    eye_openings,
     fill_gaze,
     from_eye,
     measure_gaze,
+    narrowed,
     to_eye,
 )
 from faceanime.motion import MotionConfig, transfer_gaze, transfer_motion
@@ -90,6 +92,20 @@ def test_eye_frames_round_trip():
     # v points down the image when the eye is level.
     _, level = synthetic_eyes(torch.zeros(2, 2))
     assert torch.allclose(eye_frames(level)[1][0, 0, 1], torch.tensor([0.0, 1.0]))
+
+
+def test_openings_are_the_hexagons_area_and_narrowed_is_against_the_open_state():
+    _, landmarks = synthetic_eyes(torch.zeros(2, 2), angle=30.0)
+    # The hexagon: two trapezoids of widths 1 and 0.4, 0.14 high each.
+    assert torch.allclose(eye_openings(landmarks), torch.full((1, 2), 0.196), atol=1e-4)
+    _, half = synthetic_eyes(torch.zeros(2, 2), opening=0.5)
+    track = torch.cat([landmarks] * 8 + [half, landmarks])                   # (10, 68, 2)
+    flags = narrowed(track)
+    assert flags[8].all() and not flags[[0, 9]].any()
+    # Against the open state, not the median: a track lowered most of the time still flags
+    # its lowered frames.
+    mostly = torch.cat([half] * 7 + [landmarks] * 3)
+    assert narrowed(mostly)[:7].all() and not narrowed(mostly)[7:].any()
 
 
 def test_gaps_are_filled_from_their_neighbours_and_the_ends_held():

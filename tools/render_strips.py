@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     from faceanime.coefficients import Coefficients
     from faceanime.fitting import fit_video
     from faceanime.io import iter_video_frames
-    from faceanime.jobs.common import OutputConfig, load_source, make_renderer
+    from faceanime.jobs.common import OutputConfig, capture_driver, load_source, make_renderer
     from faceanime.landmarks import TrackerConfig, track_video
     from faceanime.morphable import load_model
     from faceanime.motion import transfer_motion
@@ -118,11 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     for drv_name in args.drivers:
         video = DATA / "videos" / f"{drv_name}.mp4"
         fit_path = args.cache / f"{drv_name}.npz"
-        if fit_path.exists():
-            driving = Coefficients.load(fit_path)
-        else:
+        driving = Coefficients.load(fit_path) if fit_path.exists() else None
+        if driving is None or driving.gaze is None:
             track = track_video(video, TrackerConfig(progress=False))
-            driving = fit_video(video, model, track)
+            # Where the driver's eyes look, as retarget measures it.
+            driving = capture_driver(video, fit_video(video, model, track))
             driving.save(fit_path)
         points = driving.landmarks.numpy()
         picks = pick_frames(driving, points)

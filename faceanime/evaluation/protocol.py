@@ -58,7 +58,7 @@ from faceanime.fitting.fitter import fit_landmarks
 from faceanime.identity import identity_distance
 from faceanime.io import is_video_path, iter_video_frames, read_image
 from faceanime.landmarks.detector import as_rgb_image
-from faceanime.landmarks.gaze import fill_gaze, measure_gaze
+from faceanime.landmarks.gaze import fill_gaze, measure_gaze, narrowed
 from faceanime.morphable import FaceModel, load_model
 from faceanime.motion import MotionConfig, transfer_gaze, transfer_motion
 from faceanime.render.classic import ClassicConfig, ClassicRenderer
@@ -494,6 +494,11 @@ def evaluate_self_video(video: str | os.PathLike, config: EvalConfig, model: Fac
     source_coeffs.gaze = measure_gaze(src_tensor, src_points.to(device)).to(
         source_coeffs.expression)
 
+    # Eyes narrowed against the video's own open state: their gaze is not measured (the
+    # source frame's is kept).
+    lowered = torch.zeros(total, 2, dtype=torch.bool)
+    lowered[indices] = narrowed(gt_points[indices])
+
     # Pass 3: render and score, batch by batch.
     renderers, streams = {}, {}
     tracks: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {n: [] for n in names}
@@ -554,6 +559,7 @@ def evaluate_self_video(video: str | os.PathLike, config: EvalConfig, model: Fac
                             target.mouth = capture(gt_frames, target)
                         if name == "warp" and config.motion.gaze:
                             seen = measure_gaze(gt, points.to(device)).to(source_coeffs.gaze)
+                            seen[lowered[idx].to(seen.device)] = float("nan")
                             target.gaze = transfer_gaze(
                                 source_coeffs.gaze, torch.cat([source_coeffs.gaze, seen]), 0)[1:]
                         out = to_uint8(renderers[name].render(target.to(device)))
@@ -689,6 +695,7 @@ def evaluate_cross_pair(photo: str | os.PathLike, driving: str | os.PathLike,
                            temporal_weight=FitConfig.temporal_weight if consecutive else 0.0)
     drv = fit_landmarks(model, drv_points, size, fit_config)
     # Scored frames apart: their gaps filled, not smoothed across.
+    drv_gaze[narrowed(drv_points)] = float("nan")
     drv.gaze = fill_gaze(drv_gaze, sigma=0.0).to(drv.expression)
     if capture is not None and kept:
         # The driver's mouth interior, as retarget captures it (the evaluated frames only).

@@ -54,6 +54,7 @@ from faceanime.landmarks import (
     detect_landmarks,
     fill_gaze,
     measure_gaze,
+    narrowed,
     track_video,
 )
 from faceanime.morphable import FaceModel, load_model
@@ -609,7 +610,8 @@ def capture_driver(video: str | os.PathLike, coeffs: Coefficients,
                    batch_size: int = 32, progress: bool = False) -> Coefficients:
     """What a driving video's frames show beyond its landmarks, in one more decode of it:
     each frame's mouth interior (``coeffs.mouth``, by ``interiors``; None: not captured) and
-    where its eyes look (``coeffs.gaze``, from its tracked landmarks, gaps filled,
+    where its eyes look (``coeffs.gaze``, from its tracked landmarks; frames whose eyes are
+    :func:`~faceanime.landmarks.gaze.narrowed` and gaps filled from their neighbours,
     :func:`~faceanime.landmarks.gaze.fill_gaze`). Frames the video lacks get an empty interior
     (the synthesised one shows) and the gaze held. Returns ``coeffs`` with both set.
 
@@ -645,6 +647,7 @@ def capture_driver(video: str | os.PathLike, coeffs: Coefficients,
     if gaze:
         measured = torch.cat(gazes) if gazes else torch.zeros(0, 2, 2)
         measured = torch.cat([measured, measured.new_full((missing, 2, 2), float("nan"))])
+        measured[narrowed(coeffs.landmarks.float())] = float("nan")
         coeffs.gaze = fill_gaze(measured).to(coeffs.expression)
     return coeffs
 

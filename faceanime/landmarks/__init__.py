@@ -29,7 +29,7 @@ from faceanime.landmarks.detector import (
     detect_landmarks,
 )
 from faceanime.landmarks.draw import draw_landmarks
-from faceanime.landmarks.gaze import GazeConfig, fill_gaze, measure_gaze
+from faceanime.landmarks.gaze import GazeConfig, fill_gaze, measure_gaze, narrowed
 from faceanime.landmarks.metrics import nme
 from faceanime.landmarks.pts import read_pts, write_pts
 from faceanime.landmarks.result import VideoLandmarks
@@ -55,6 +55,7 @@ __all__ = [
     "face_scale",
     "fill_gaze",
     "measure_gaze",
+    "narrowed",
     "nme",
     "one_euro_filter",
     "points_box",

@@ -37,9 +37,10 @@ class GazeConfig:
     """Samples across the eye width (the eye is resampled to its own frame at this rate)."""
     iris: float = 0.36
     """The iris's diameter in eye widths (adult irises: about 11-12 mm, eye widths 28-30 mm)."""
-    min_opening: float = 0.16
-    """Eyes whose opening (mean lid distance over eye width) is below this show too little iris
-    to measure: NaN (a blink, a squint)."""
+    min_opening: float = 0.1
+    """Eyes whose opening (:func:`eye_openings`: the landmarks' hexagon's area over the eye
+    width squared, about 0.2 for an open eye) is below this show too little iris to measure:
+    NaN (a blink, a squint)."""
     min_width: float = 8.0
     """Eyes narrower than this many pixels are too small to measure: NaN."""
 
@@ -152,12 +153,31 @@ def measure_gaze(images: torch.Tensor, landmarks: torch.Tensor,
     v = (weight * local[..., 1]).sum((2, 3)) / total.clamp_min(1e-9)
     gaze = torch.stack([u, v], -1)                                            # (T, 2, 2)
 
-    opening = inside.sum((2, 3)) / (grid_u * grid_v) * 1.2 * 0.6             # area / width²
     _, _, width = eye_frames(filled)
-    ok = ((opening >= c.min_opening * 0.6) & (width >= c.min_width) & (total > 0)
+    ok = ((eye_openings(filled) >= c.min_opening) & (width >= c.min_width) & (total > 0)
           & torch.isfinite(landmarks[:, list(EYES[0] + EYES[1])]).all(-1)
           .reshape(t, 2, 6).all(-1))
     return torch.where(ok[..., None], gaze, torch.full_like(gaze, float("nan")))
+
+
+def eye_openings(landmarks: torch.Tensor) -> torch.Tensor:
+    """``(T, 2)`` each eye's opening: the area of its six landmarks' hexagon over its width
+    squared (about 0.2 open, 0 shut; NaN where a point is missing) from ``(T, 68, 2)``."""
+    hexagon = landmarks[:, list(EYES[0] + EYES[1])].reshape(-1, 2, 6, 2)
+    x, y = hexagon[..., 0], hexagon[..., 1]
+    area = 0.5 * (x * y.roll(-1, -1) - x.roll(-1, -1) * y).sum(-1).abs()
+    _, _, width = eye_frames(landmarks)
+    return area / width.clamp_min(1e-9) ** 2
+
+
+def narrowed(landmarks: torch.Tensor, share: float = 0.6) -> torch.Tensor:
+    """``(T, 2)`` True where an eye of a video's track ``(T, 68, 2)`` is open less than
+    ``share`` of its open state (its 90th percentile opening: a driver who looks down most of
+    the time, as d3 does, has a lowered median): lowered lids, a squint, a blink. What shows of
+    the eye there is mostly lashes, and its "iris" wandered (d3 looking down read as looking
+    0.24 eye widths aside): such frames are better filled from their neighbours."""
+    openings = eye_openings(landmarks)
+    return openings < share * openings.nanquantile(0.9, dim=0)
 
 
 def fill_gaze(gaze: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
