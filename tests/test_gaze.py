@@ -251,3 +251,40 @@ def test_the_drivers_frames_give_mouth_and_gaze_in_one_pass(data_dir, sfm_model)
     # Without an interior capture and gaze off: nothing is decoded or set.
     plain = coeffs.frames(slice(0, 5))
     assert capture_driver(video, plain, None, gaze=False).gaze is None
+
+
+def test_the_swapped_eyes_look_where_the_targets_do(data_dir, sfm_model, d3_track):
+    """s42 swapped onto d3's frame 328 (d3 looks a quarter of an eye to the right there): the
+    swapped irises, measured in the output at the target's landmarks, lie nearer the target's
+    than without gaze."""
+    from faceanime.fitting import fit_image, fit_video
+    from faceanime.io import iter_video_frames, read_image
+    from faceanime.jobs.swap import reference_frames
+    from faceanime.render.frames import frames_tensor
+    from faceanime.render.swap import SwapRenderConfig, SwapRenderer
+
+    video = data_dir / "videos" / "d3.mp4"
+    target = fit_video(video, sfm_model, d3_track)
+    image = read_image(data_dir / "faces" / "s42.jpg")
+    source = fit_image(image, sfm_model)
+    source.gaze = measure_gaze(frames_tensor(image[None]), source.landmarks)
+    reference, picks = reference_frames(video, target, 4)
+    frame = next(f for i, f in enumerate(iter_video_frames(video)) if i == 328)
+    pixels, at = frames_tensor([frame]), target.frames([328])
+    truth = measure_gaze(pixels, at.landmarks)[0, :, 0]
+    outputs = {}
+    for gaze in (False, True):
+        renderer = SwapRenderer(sfm_model, image, source, reference, target.frames(picks),
+                                SwapRenderConfig(gaze=gaze))
+        outputs[gaze] = renderer.render_frames(pixels, at)[0]
+    before = measure_gaze(outputs[False], at.landmarks)[0, :, 0]
+    after = measure_gaze(outputs[True], at.landmarks)[0, :, 0]
+    assert ((after - truth).abs() < (before - truth).abs() - 0.05).all(), (truth, before, after)
+    # Away from the eyes nothing changed.
+    eyes = at.landmarks[0, 36:48]
+    low, high = eyes.amin(0) - 20, eyes.amax(0) + 20
+    outside = outputs[True].clone()
+    outside[..., int(low[1]):int(high[1]), int(low[0]):int(high[0])] = 0
+    inside = outputs[False].clone()
+    inside[..., int(low[1]):int(high[1]), int(low[0]):int(high[0])] = 0
+    assert torch.equal(outside, inside)

@@ -39,6 +39,7 @@ from faceanime.evaluation.protocol import Scorer, rotation_angle_deg
 from faceanime.fitting import FitConfig, fit_image, fit_landmarks, fit_video
 from faceanime.io import iter_video_frames, read_image
 from faceanime.landmarks import TrackerConfig
+from faceanime.landmarks.gaze import measure_gaze
 from faceanime.morphable import load_model
 from faceanime.parallel import default_batch
 from faceanime.render.frames import frames_tensor, to_uint8
@@ -129,6 +130,10 @@ def evaluate_swap(photos: Sequence[str | os.PathLike], targets: Sequence[str | o
     try:
         images = [read_image(p) for p in photos]
         fits = [fit_image(image, model) for image in images]
+        for image, fit in zip(images, fits, strict=True):
+            # Where the photo's eyes look, as the job measures it (the swap moves its irises
+            # to the target's gaze).
+            fit.gaze = measure_gaze(frames_tensor(image[None]), fit.landmarks).to(fit.expression)
         photo_points = [scorer.landmarks(image[None])[0] for image in images]
         gallery = torch.cat([scorer.embed(frames_tensor(image[None]), points[None])
                              for image, points in zip(images, photo_points, strict=True)])

@@ -210,3 +210,69 @@ def fill_gaze(gaze: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
         padded = F.pad(out[:, None], (radius, radius), mode="replicate")
         out = F.conv1d(padded, kernel.reshape(1, 1, -1))[:, 0]
     return out.T.reshape(gaze.shape)
+
+
+def _smoothstep(x: torch.Tensor) -> torch.Tensor:
+    x = x.clamp(0.0, 1.0)
+    return x * x * (3 - 2 * x)
+
+
+def eye_slide(points: torch.Tensor, hexagon: torch.Tensor, iris: torch.Tensor,
+              change: torch.Tensor) -> torch.Tensor:
+    """How far to fetch an eye's content from, for its iris to move by ``change``.
+
+    In the eye's frame (from its landmarks' hexagon) the iris (an iris's radius about its new
+    centre) moves as one; the white between it and each corner stretches or shrinks linearly
+    (to half at most: squeezed further, it showed as a bright sliver at the corner), so the
+    corners stay. The whole opening slides along the lids (the hexagon grown by a fifth of the
+    eye's height, as the white shows beyond it, fading over as much); a slide across them fades
+    over at least its own length, so no lash line is drawn twice. ``change`` is capped at
+    :data:`MAX_CHANGE`.
+
+    Args:
+        points: ``(..., 2)`` pixels near the eye (where the content now lies).
+        hexagon: ``(..., 6, 2)`` the eye's six landmarks (iBUG order) at those points' eye.
+        iris: ``(...,)`` where its iris is now, ``u`` in eye widths.
+        change: ``(..., 2)`` the gaze change ``(u, v)`` in eye widths (NaN: none).
+
+    Returns:
+        ``(..., 2)`` the displacement ``d``: a point ``p`` shows what lay at ``p - d``.
+    """
+    corners = hexagon[..., 3, :] - hexagon[..., 0, :]
+    width = corners.norm(dim=-1).clamp_min(1e-9)                              # (...,)
+    along_axis = corners / width[..., None]
+    across_axis = torch.stack([-along_axis[..., 1], along_axis[..., 0]], -1)
+    centre = (hexagon[..., 0, :] + hexagon[..., 3, :]) / 2
+    rel = points - centre
+    u = (rel * along_axis).sum(-1) / width
+    height = ((hexagon - centre[..., None, :]) * across_axis[..., None, :]).sum(-1)
+    grow = (height.amax(-1) - height.amin(-1)) / 5 + 0.5                      # (...,) pixels
+    limit = torch.tensor(MAX_CHANGE, dtype=points.dtype, device=points.device)
+    change = torch.nan_to_num(change)
+    change = torch.maximum(torch.minimum(change, limit), -limit)
+    r = GazeConfig.iris / 2
+    edge = 0.5 - r - 0.05
+    now = iris.clamp(-edge, edge)
+    then = now + torch.maximum(torch.minimum(change[..., 0], (0.5 - r - now) / 2),
+                               -(now + 0.5 - r) / 2)
+    # 1 over the iris, down to 0 at either corner.
+    slide = torch.minimum((u + 0.5) / (then - r + 0.5), (0.5 - u) / (0.5 - then - r)).clamp(0, 1)
+    along = width * (then - now)
+    across = width * change[..., 1]
+    depth = _convex_depth(points, hexagon) + grow
+    inside = _smoothstep(depth / grow)
+    across = across * _smoothstep(depth / (2 * grow + across.abs()))
+    return slide[..., None] * ((along * inside)[..., None] * along_axis
+                               + across[..., None] * across_axis)
+
+
+def _convex_depth(points: torch.Tensor, polygon: torch.Tensor) -> torch.Tensor:
+    """``(...,)`` signed distance of ``points (..., 2)`` into the convex ``polygon (..., K, 2)``
+    (either winding): to the nearest edge's line, positive inside."""
+    edge = polygon.roll(-1, -2) - polygon
+    rel = points[..., None, :] - polygon
+    cross = edge[..., 0] * rel[..., 1] - edge[..., 1] * rel[..., 0]
+    x, y = polygon[..., 0], polygon[..., 1]
+    area = (x * y.roll(-1, -1) - x.roll(-1, -1) * y).sum(-1)
+    sign = torch.where(area >= 0, 1.0, -1.0).to(points.dtype)
+    return (sign[..., None] * cross / edge.norm(dim=-1).clamp_min(1e-9)).amin(-1)

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from faceanime.coefficients import Coefficients, check_same_fit
 from faceanime.errors import InputError
+from faceanime.landmarks.gaze import eye_slide, measure_gaze
 from faceanime.morphable.model import FaceModel
 from faceanime.render.frames import BoxRenderer, clip_box
 from faceanime.render.paste import (
@@ -76,6 +77,10 @@ class SwapRenderConfig:
     """From this eyelid closure on (0 open, 1 shut), the eyes show the target's own lids,
     fully at shut: the photo's texture has no closed lid, and its open eye pressed under the
     closing lid showed as a dark smear (1: never)."""
+    gaze: bool = True
+    """The swapped eyes look where the target's do: the photo's irises slid
+    (:func:`~faceanime.landmarks.gaze.eye_slide`) to the target frame's measured gaze (when
+    the photo's was measured and the target's landmarks are known)."""
     min_facing: float = 0.08
     """The swapped face fades out where its surface turns from the camera: fully there down
     to twice this cosine of the viewing angle, gone at it (0: never fades)."""
@@ -374,6 +379,9 @@ class SwapRenderer(BoxRenderer):
         # Statistics from every other pixel: the face box's reference colours are converted at a
         # quarter of its pixels.
         face = match_colors(face, frames, mask, c.colour, c.max_colour_gain, stride=2)
+        if c.gaze:
+            # After the colour statistics: only the eyes change.
+            face = self._look_as_target(face, full, target, screen)
         alpha = feather_mask(mask, c.feather)
         if c.shut_eyes < 1 and swapped.eyes is not None:
             alpha = alpha * (1 - self._shut_eyes(swapped, shift, size))
@@ -398,6 +406,51 @@ class SwapRenderer(BoxRenderer):
         share = torch.zeros_like(full[:, :1])
         share[..., y0:y1, x0:x1] = alpha
         return out, share
+
+    def _look_as_target(self, face: torch.Tensor, frames: torch.Tensor, target: Coefficients,
+                        screen: torch.Tensor) -> torch.Tensor:
+        """``face (T, 3, h, w)`` (the swapped faces over the box, whose mesh is ``screen``,
+        in the box's pixels) with each eye's content slid so that the photo's iris sits where
+        the target frame's does (measured in ``frames (T, 3, H, W)`` with ``target``'s
+        landmarks); unchanged where either gaze is unknown."""
+        ids = self.model.landmark_indices[36:48]
+        if (self.source.gaze is None or target.landmarks is None or bool((ids < 0).any())):
+            return face
+        seen = measure_gaze(frames, target.landmarks.to(frames))                  # (T, 2, 2)
+        source = self.source.gaze.to(face)[0]                                       # (2, 2)
+        change = seen - source
+        if not bool((torch.nan_to_num(change).abs() > 1e-4).any()):
+            return face
+        t, _, h, w = face.shape
+        hexagons = screen[:, ids.to(screen.device), :2].reshape(t, 2, 6, 2)
+        # Only the eyes' box is resampled.
+        margin = float((hexagons[:, :, 3] - hexagons[:, :, 0]).norm(dim=-1).max()) / 4 + 2
+        low = (hexagons.reshape(-1, 2).amin(0) - margin).floor().clamp_min(0)
+        high = hexagons.reshape(-1, 2).amax(0) + margin
+        x0, y0 = (int(v) for v in low.tolist())
+        x1, y1 = min(int(high[0]) + 1, w), min(int(high[1]) + 1, h)
+        if x1 <= x0 or y1 <= y0:
+            return face
+        ys, xs = torch.meshgrid(torch.arange(y0, y1, dtype=face.dtype, device=face.device),
+                                torch.arange(x0, x1, dtype=face.dtype, device=face.device),
+                                indexing="ij")
+        pixels = torch.stack([xs, ys], -1).reshape(1, -1, 2).expand(t, -1, -1)    # (T, P, 2)
+        fetch = pixels.clone()
+        n = pixels.shape[1]
+        for e in range(2):
+            fetch = fetch - eye_slide(pixels, hexagons[:, e, None].expand(t, n, 6, 2),
+                                      source[e, 0].expand(t, n),
+                                      change[:, e, None].expand(t, n, 2))
+        scale = torch.tensor([2 / max(w - 1, 1), 2 / max(h - 1, 1)], dtype=face.dtype,
+                             device=face.device)
+        grid = (fetch * scale - 1).reshape(t, y1 - y0, x1 - x0, 2)
+        moved = (fetch != pixels).any(-1).reshape(t, 1, y1 - y0, x1 - x0)
+        out = face.clone()
+        # Resampled where the eyes slide only (bilinear at a pixel centre is not exact).
+        out[..., y0:y1, x0:x1] = torch.where(moved, F.grid_sample(
+            face, grid, mode="bilinear", padding_mode="border", align_corners=True),
+            face[..., y0:y1, x0:x1])
+        return out
 
     def _shut_eyes(self, swapped: Coefficients, shift: torch.Tensor, size: tuple[int, int]
                    ) -> torch.Tensor:

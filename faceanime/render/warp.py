@@ -49,7 +49,7 @@ from scipy import ndimage
 from faceanime.coefficients import Coefficients
 from faceanime.errors import InputError
 from faceanime.geometry.rotation import so3_exp, so3_log
-from faceanime.landmarks.gaze import MAX_CHANGE, GazeConfig, eye_frames
+from faceanime.landmarks.gaze import eye_frames, eye_slide
 from faceanime.morphable.model import FaceModel
 from faceanime.morphable.mouth import boundary_loops
 from faceanime.reconstruction import project_vertices
@@ -771,55 +771,25 @@ class WarpRenderer(BoxRenderer):
 
     def _move_irises(self, target: Coefficients, position: torch.Tensor, valid: torch.Tensor,
                      frame: torch.Tensor) -> torch.Tensor:
-        """Face pixels' photo positions ``(P, 2)`` with each eye's content slid so that its iris
-        sits where ``target.gaze`` puts it (frames ``(P,)``).
-
-        In the photo's eye frame the iris (an iris's radius about its new centre) moves as one;
-        the white between it and each corner stretches or shrinks linearly (to half at most),
-        so the corners stay.
-        The whole opening slides along the lids (the landmarks' hexagon, grown by a fifth of the
-        eye's height as the white shows beyond it, fading over as much); a slide across them
-        fades over at least its own length, so no lash line is drawn twice. A change the photo
-        cannot show is capped (:data:`~faceanime.landmarks.gaze.MAX_CHANGE`); an eye not
-        measured stays."""
+        """Face pixels' photo positions ``(P, 2)`` with each eye's content slid
+        (:func:`~faceanime.landmarks.gaze.eye_slide`) so that its iris sits where
+        ``target.gaze`` puts it (frames ``(P,)``); an eye not measured stays."""
         dtype, device = position.dtype, position.device
-        centre, axes, width, hexagon, iris = (x.to(device, dtype) for x in self.gaze_eyes)
-        limit = torch.tensor(MAX_CHANGE, dtype=dtype, device=device)
-        change = torch.nan_to_num(target.gaze.to(device, dtype) - iris)          # (T, 2, 2)
-        change = torch.maximum(torch.minimum(change, limit), -limit)
-        if not bool((change.abs() > 1e-4).any()):
+        _, _, width, hexagon, iris = (x.to(device, dtype) for x in self.gaze_eyes)
+        change = target.gaze.to(device, dtype) - iris                             # (T, 2, 2)
+        if not bool((torch.nan_to_num(change).abs() > 1e-4).any()):
             return position
-        r = GazeConfig.iris / 2
         position = position.clone()
         for e in range(2):
-            local_hexagon = (hexagon[e] - centre[e]) @ axes[e].T / width[e]      # (6, 2)
-            grow = float(local_hexagon[:, 1].amax() - local_hexagon[:, 1].amin()) \
-                * float(width[e]) / 5 + 0.5
+            grow = float(width[e]) / 10 + 1      # past the white's edge (eye_slide fades there)
             low, high = hexagon[e].amin(0) - grow, hexagon[e].amax(0) + grow
             near = (valid & (position >= low).all(1) & (position <= high).all(1)).nonzero()[:, 0]
             if near.numel() == 0:
                 continue
             p = position[near]
-            u = ((p - centre[e]) @ axes[e, 0]) / width[e]                        # (n,)
-            d = change[frame[near], e]                                           # (n, 2)
-            edge = 0.5 - r - 0.05
-            now = iris[e, 0].clamp(-edge, edge)
-            # The white on the side the iris moves to shrinks to half at most: squeezed
-            # further it showed as a bright sliver at the corner.
-            then = now + torch.maximum(torch.minimum(d[:, 0], (0.5 - r - now) / 2),
-                                       -(now + 0.5 - r) / 2)
-            # 1 over the iris, down to 0 at either corner.
-            slide = torch.minimum((u + 0.5) / (then - r + 0.5),
-                                  (0.5 - u) / (0.5 - then - r)).clamp(0, 1)
-            along = width[e] * (then - now)                                      # (n,)
-            across = width[e] * d[:, 1]
-            depth = convex_depth(p, hexagon[e]) + grow
-            # Along the lids a slide draws nothing twice: the whole opening slides. Across
-            # them it fades over at least its own length.
-            inside = smoothstep(depth / grow)
-            across = across * smoothstep(depth / (2 * grow + across.abs()))
-            position[near] = p - slide[:, None] * (
-                (along * inside)[:, None] * axes[e, 0] + across[:, None] * axes[e, 1])
+            n = near.shape[0]
+            position[near] = p - eye_slide(p, hexagon[e].expand(n, 6, 2),
+                                           iris[e, 0].expand(n), change[frame[near], e])
         return position
 
     def _skin_fill(self, opening: float) -> torch.Tensor:
