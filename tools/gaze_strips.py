@@ -1,5 +1,6 @@
 """Close-ups of the eyes where a driver looks aside, down or up: driver | without gaze | with
-gaze, one row per frame, and the photo's own eyes at the top.
+gaze, one row per frame, and the photo's own eyes at the top (``--swap``: the photo swapped
+onto the video instead of retargeted by it).
 
 Without ``:frame`` a pair shows the driver's frames whose gaze (both eyes' mean change from
 its first frame, :mod:`faceanime.landmarks.gaze`) moved furthest left, right, down and up.
@@ -8,6 +9,8 @@ Relative motion from the driver's first frame, as ``retarget`` does by default.
     python tools/gaze_strips.py --pairs s1:d6 d19:d18 -o /tmp/gaze.png
     python tools/gaze_strips.py --pairs s42:d6:360 s42:d6:1004 s1:d6:360 s12:d6:360 \
         d19:d3:206 -o docs/img/warp_gaze.png
+    python tools/gaze_strips.py --swap --pairs s42:d6:360 s42:d6:1004 s12:d3:328 \
+        -o docs/img/swap_gaze.png
 """
 
 from __future__ import annotations
@@ -44,6 +47,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", nargs="+", required=True,
                         help="photo:driver[:frame], e.g. s1:d6 or s1:d6:120")
+    parser.add_argument("--swap", action="store_true",
+                        help="swap the photo onto the video (the swapped eyes follow the "
+                        "target's gaze) instead of retargeting it")
     parser.add_argument("--height", type=int, default=110, help="row height in pixels")
     parser.add_argument("-o", "--output", type=Path, required=True, help="the .png to write")
     args = parser.parse_args()
@@ -51,10 +57,13 @@ def main() -> None:
     from faceanime.fitting import fit_video
     from faceanime.io.media import iter_video_frames
     from faceanime.jobs.common import OutputConfig, capture_driver, load_source, make_renderer
+    from faceanime.jobs.swap import reference_frames
     from faceanime.landmarks import TrackerConfig, track_video
     from faceanime.morphable import load_model
     from faceanime.motion import MotionConfig, transfer_motion
     from faceanime.reconstruction import face_vertices, project_vertices
+    from faceanime.render.frames import frames_tensor, to_uint8
+    from faceanime.render.swap import SwapRenderConfig, SwapRenderer
 
     torch.set_num_threads(2)
     model = load_model("sfm")
@@ -77,14 +86,25 @@ def main() -> None:
         images = {i: f for i, f in enumerate(iter_video_frames(video)) if i in wanted}
         config = OutputConfig(progress=False)
         picture, source = load_source(next((DATA / "faces").glob(f"{photo}.*")), model, config)
-        renderer = make_renderer(model, picture, source, config)
         index = [f for _, f in chosen]
         outputs = []
-        for gaze in (False, True):
-            target = transfer_motion(source, driving, MotionConfig(gaze=gaze)).frames(index)
-            outputs.append(list(renderer.iter_frames(target)))
-        screen = project_vertices(target, face_vertices(model, target))[:, model.landmark_indices,
-                                                                         :2].numpy()
+        if args.swap:
+            # The swap keeps the target's framing: its eyes are where the target's are.
+            reference, refs = reference_frames(video, driving, 8)
+            pixels = frames_tensor([images[f] for f in index])
+            for gaze in (False, True):
+                renderer = SwapRenderer(model, picture, source, reference,
+                                        driving.frames(refs), SwapRenderConfig(gaze=gaze))
+                outputs.append(list(to_uint8(renderer.render_frames(
+                    pixels, driving.frames(index))[0])))
+            screen = driving.landmarks[index].numpy()
+        else:
+            renderer = make_renderer(model, picture, source, config)
+            for gaze in (False, True):
+                target = transfer_motion(source, driving, MotionConfig(gaze=gaze)).frames(index)
+                outputs.append(list(renderer.iter_frames(target)))
+            screen = project_vertices(target, face_vertices(model, target))[
+                :, model.landmark_indices, :2].numpy()
         photo_eyes = crop(picture, eye_box(source.landmarks[0].numpy()), args.height)
         blank = np.zeros_like(photo_eyes)
         rows.append(np.concatenate([label(photo_eyes, f"photo {photo}"), blank, blank], 1))
