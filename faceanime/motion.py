@@ -53,9 +53,10 @@ class MotionConfig:
     as ``mode`` (off when ``expression`` is False)."""
     gaze: bool = True
     """Move the photo's irises where the driver's look (when both were measured,
-    :mod:`faceanime.landmarks.gaze`), with the eyelids: relative, the driver's change from its
-    reference frame (both eyes' mean: eyes turn together, and one eye's landmarks may slip);
-    absolute, the driver's; nothing when the lids are off."""
+    :mod:`faceanime.landmarks.gaze`), with the eyelids: the driver's change from its reference
+    frame (both eyes' mean: eyes turn together, and one eye's landmarks may slip), in the
+    absolute mode too (two faces' iris positions are not comparable); nothing when the lids are
+    off."""
     mouth: Literal["relative", "absolute", "off"] | None = None
     """The jaw (mouth opening), in the same three ways; None: as ``mode``."""
     blink_gain: float = 1.0
@@ -274,7 +275,8 @@ def transfer_gaze(source: torch.Tensor | None, driving: torch.Tensor | None, ref
     lids are off. NaN (an eye not measured) counts as no change."""
     if source is None or driving is None or mode == "off":
         return None
-    if mode == "absolute":
-        return torch.where(torch.isfinite(driving), driving, source)
+    # Relative in both modes: two faces' iris positions are not comparable (s1 and s42 both
+    # look at the camera, and their right irises sit 0.21 eye widths apart in their eyes'
+    # frames: head turn, the landmarks' habits). Copied across, a glance appeared from nowhere.
     change = (driving - driving[ref]).nanmean(1, keepdim=True)                 # (T, 1, 2)
     return source + torch.nan_to_num(change)

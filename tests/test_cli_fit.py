@@ -33,6 +33,8 @@ def test_fit_photo_with_landmarks_file(tmp_path, data_dir, sfm_path, capsys):
         assert data["image_size"].tolist() == [1024, 1280] and str(data["model"]) == "sfm"
         err_px = np.linalg.norm(data["fitted_landmarks"] - data["landmarks"], axis=-1)
         nose = data["fitted_landmarks"][0, 30].round().astype(int)
+        # Where the eyes look, measured from the pixels.
+        assert data["gaze"].shape == (1, 2, 2) and np.isfinite(data["gaze"]).all()
     assert np.nanmean(err_px) < 8.0
     image, drawn = read_image(data_dir / "faces" / "image_0010.png"), read_image(overlay)
     assert drawn.shape == image.shape
@@ -49,6 +51,7 @@ def test_fit_video_detects_tracks_and_overlays(tmp_path, data_dir, sfm_path, cap
     assert code == 0, err
     with np.load(out) as data:
         assert data["expression"].shape == (78, 6) and data["valid"].all()
+        assert data["gaze"].shape == (78, 2, 2) and np.isfinite(data["gaze"]).all()
         assert float(data["fps"]) == 25.0
     info = read_video_info(overlay)
     assert info.size == (512, 512) and info.fps == pytest.approx(25.0)
