@@ -42,6 +42,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default: on)")
     p.add_argument("--fringe", action=argparse.BooleanOptionalAction, default=_SWAP.fringe,
                    help="leave out hair covering the photo's forehead and brows (default: on)")
+    p.add_argument("--gaze", action=argparse.BooleanOptionalAction, default=_SWAP.gaze,
+                   help="slide the photo's irises to where the target's eyes look (costs "
+                        "identity: ID retrieval 96.3 %% -> 92.6 %% on the shared pairs; "
+                        "docs/swap.md) (default: off)")
     p.add_argument("--keep-mouth", action=argparse.BooleanOptionalAction,
                    default=_SWAP.keep_mouth,
                    help="keep the target's own teeth and tongue (default: on)")
@@ -81,7 +85,8 @@ def run(args: argparse.Namespace) -> None:
     config = SwapConfig(
         swap=SwapRenderConfig(feather=args.feather, colour=args.colour,
                               occlusion=args.occlusion, fringe=args.fringe,
-                              keep_mouth=args.keep_mouth, batch_size=args.batch_size),
+                              keep_mouth=args.keep_mouth, gaze=args.gaze,
+                              batch_size=args.batch_size),
         output=OutputConfig(watermark=args.watermark, device=args.device,
                             progress=not (args.no_progress or args.quiet)),
         fit=FitConfig(device=args.device), model=args.model, face_index=args.face_index,

@@ -120,13 +120,9 @@ def measure_gaze(images: torch.Tensor, landmarks: torch.Tensor,
                                           device=device)[:, None, None]).sum(1, keepdim=True)
     lum = sampled.reshape(t, 2, grid_v, grid_u)
 
-    # Inside the hexagon: the signed distance to its nearest edge (eye widths), > 0 inside.
+    # Inside the landmarks' hexagon, in the eye's frame.
     hexagon = to_eye(filled[:, list(EYES[0] + EYES[1])].reshape(t, 2, 6, 2), filled)
-    edge = hexagon.roll(-1, 2) - hexagon                                      # (T, 2, 6, 2)
-    rel = local.reshape(1, 1, -1, 1, 2) - hexagon[:, :, None]                 # (T, 2, VU, 6, 2)
-    cross = edge[:, :, None, :, 0] * rel[..., 1] - edge[:, :, None, :, 1] * rel[..., 0]
-    depth = (cross / edge.norm(dim=-1)[:, :, None].clamp_min(1e-9)).amin(-1)
-    # The hexagon runs 37→42 clockwise on screen (y down): positive cross inside.
+    depth = _convex_depth(local.reshape(1, 1, -1, 2), hexagon[:, :, None])   # (T, 2, VU)
     inside = (depth > 0).reshape(t, 2, grid_v, grid_u).to(dtype)
 
     count = inside.sum((2, 3)).clamp_min(1)

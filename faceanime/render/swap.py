@@ -77,10 +77,11 @@ class SwapRenderConfig:
     """From this eyelid closure on (0 open, 1 shut), the eyes show the target's own lids,
     fully at shut: the photo's texture has no closed lid, and its open eye pressed under the
     closing lid showed as a dark smear (1: never)."""
-    gaze: bool = True
+    gaze: bool = False
     """The swapped eyes look where the target's do: the photo's irises slid
     (:func:`~faceanime.landmarks.gaze.eye_slide`) to the target frame's measured gaze (when
-    the photo's was measured and the target's landmarks are known)."""
+    the photo's was measured and the target's landmarks are known). Off by default: it cost
+    identity (ID retrieval over the shared pairs 96.3 % → 92.6 %, s1 on d3 71 % → 58 %)."""
     min_facing: float = 0.08
     """The swapped face fades out where its surface turns from the camera: fully there down
     to twice this cosine of the viewing angle, gone at it (0: never fades)."""

@@ -753,11 +753,11 @@ class WarpRenderer(BoxRenderer):
         return polygons, torch.stack(colours)
 
     def _gaze_eyes(self, src: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
-        """The photo's eyes, for moving its irises: per eye its frame's centre ``(2, 2)``, axes
-        ``(2, 2, 2)`` and width ``(2,)`` (:func:`~faceanime.landmarks.gaze.eye_frames`), its
-        landmarks' hexagon ``(2, 6, 2)`` and its iris ``(2, 2)``; None when the photo's gaze
-        was not measured. The detected landmarks, which the gaze was measured in, where the
-        coefficients hold them; else the fit's."""
+        """The photo's eyes, for moving its irises: per eye its width ``(2,)``
+        (:func:`~faceanime.landmarks.gaze.eye_frames`), its landmarks' hexagon ``(2, 6, 2)``
+        and its iris ``(2, 2)``; None when the photo's gaze was not measured. The detected
+        landmarks, which the gaze was measured in, where the coefficients hold them; else the
+        fit's."""
         gaze = self.source.gaze
         if gaze is None or not bool(torch.isfinite(gaze).any()):
             return None
@@ -765,9 +765,8 @@ class WarpRenderer(BoxRenderer):
         if points is None or not bool(torch.isfinite(points[0, 36:48]).all()):
             points = src[None, self.mesh.landmark_indices.to(src.device), :2]
         points = points[:1].to(src.device, src.dtype)
-        centre, axes, width = eye_frames(points)
-        return (centre[0], axes[0], width[0], points[0, 36:48].reshape(2, 6, 2),
-                gaze[0].to(src.device, src.dtype))
+        _, _, width = eye_frames(points)
+        return width[0], points[0, 36:48].reshape(2, 6, 2), gaze[0].to(src.device, src.dtype)
 
     def _move_irises(self, target: Coefficients, position: torch.Tensor, valid: torch.Tensor,
                      frame: torch.Tensor) -> torch.Tensor:
@@ -775,7 +774,7 @@ class WarpRenderer(BoxRenderer):
         (:func:`~faceanime.landmarks.gaze.eye_slide`) so that its iris sits where
         ``target.gaze`` puts it (frames ``(P,)``); an eye not measured stays."""
         dtype, device = position.dtype, position.device
-        _, _, width, hexagon, iris = (x.to(device, dtype) for x in self.gaze_eyes)
+        width, hexagon, iris = (x.to(device, dtype) for x in self.gaze_eyes)
         change = target.gaze.to(device, dtype) - iris                             # (T, 2, 2)
         if not bool((torch.nan_to_num(change).abs() > 1e-4).any()):
             return position
