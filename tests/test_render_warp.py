@@ -232,8 +232,16 @@ def test_batches_equal_single_frames(sfm_model, s1_photo):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_matches_cpu(sfm_model, s1_photo):
+    from dataclasses import replace
+
+    from faceanime.landmarks import measure_gaze
+    from faceanime.render.frames import frames_tensor
+
     image, coeffs = s1_photo
-    target = turned(coeffs, 20.0, shift=(8.0, 0.0))
+    # With the photo's gaze measured and the target's changed: the eyes' slide too.
+    coeffs = replace(coeffs, gaze=measure_gaze(frames_tensor(image[None]), coeffs.landmarks))
+    target = replace(turned(coeffs, 20.0, shift=(8.0, 0.0)),
+                     gaze=coeffs.gaze + torch.tensor([0.1, 0.03]))
     cpu = to_uint8(WarpRenderer(sfm_model, image, coeffs).render(target)).astype(int)
     cuda_model = sfm_model.to("cuda")
     gpu = to_uint8(WarpRenderer(cuda_model, image, coeffs.to("cuda")).render(
