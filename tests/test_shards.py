@@ -116,6 +116,29 @@ def test_shards_stream_from_an_fsspec_url(dataset, shards):
         (dataset / "coefficients" / "d0.v2.npz").read_bytes()
 
 
+def test_shards_are_written_straight_to_an_fsspec_url(dataset, shards):
+    """The same shards, byte for byte, written to a URL (fsspec's memory file system): uploaded
+    under a temporary name and moved, the index last; an interrupted run's leftovers removed,
+    a finished folder refused."""
+    fsspec = pytest.importorskip("fsspec")
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/written-shards/shard-000009.tar", b"left over")
+    try:
+        index = write_shards([dataset], "memory://written-shards", LIMIT_MB, progress=False)
+        names = sorted(p.rsplit("/", 1)[1] for p in fs.ls("/written-shards", detail=False))
+        local = load_index(shards)
+        assert names == sorted([s.name for s in local.shards] + [INDEX])
+        for shard in local.shards:
+            assert fs.cat(f"/written-shards/{shard.name}") == (shards / shard.name).read_bytes()
+        assert [s.bytes for s in index.shards] == [s.bytes for s in local.shards]
+        again = load_index("memory://written-shards")
+        assert again.stems == STEMS and again.location == "memory://written-shards"
+        with pytest.raises(InputError, match="holds finished shards"):
+            write_shards([dataset], "memory://written-shards", LIMIT_MB, progress=False)
+    finally:
+        fs.rm("/written-shards", recursive=True)
+
+
 def test_a_video_larger_than_the_limit_gets_its_own_shard(dataset, tmp_path):
     index = write_shards([dataset], tmp_path / "s", 0.1, progress=False)
     assert [len(s.samples) for s in index.shards] == [1] * len(STEMS)

@@ -28,9 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("inputs", nargs="+", type=Path, metavar="DATASET_DIR",
                    help="prepared dataset folders (parts made with 'prepare --shard I/N' need "
                         "no merging first)")
-    s.add_argument("-o", "--output", required=True, type=Path, metavar="SHARD_DIR",
-                   help="local folder for the shards and index.json (created; must not hold "
-                        "finished shards)")
+    s.add_argument("-o", "--output", required=True, metavar="SHARD_DIR|URL",
+                   help="folder for the shards and index.json, local or any URL fsspec writes "
+                        "to (s3://..., with the protocol's package installed); created, must "
+                        "not hold finished shards")
     s.add_argument("--shard-size", type=float, default=DEFAULT_SHARD_MB, metavar="MB",
                    help="most megabytes per shard; a larger video gets a shard of its own "
                         "(default: %(default)g)")

@@ -165,7 +165,7 @@ class ShardSource:
             try:
                 import fsspec
             except ImportError as exc:
-                raise BackendUnavailableError(f"{text}: reading shards from a URL needs fsspec: "
+                raise BackendUnavailableError(f"{text}: shards at a URL need fsspec: "
                                               "pip install fsspec (and its protocol's package, "
                                               "e.g. s3fs)") from exc
             try:
@@ -180,7 +180,8 @@ class ShardSource:
         """``name`` in the folder, as messages show it."""
         return f"{self.location.rstrip('/')}/{name}"
 
-    def _path(self, name: str) -> str:
+    def path(self, name: str) -> str:
+        """``name`` in the folder, as the file system (local or fsspec's) names it."""
         return f"{self.root.rstrip('/')}/{name}" if self.fs is not None else \
             str(Path(self.root) / name)
 
@@ -191,8 +192,8 @@ class ShardSource:
             ShardError: it is missing or cannot be reached.
         """
         try:
-            return int(self.fs.size(self._path(name)) if self.fs is not None
-                       else os.path.getsize(self._path(name)))
+            return int(self.fs.size(self.path(name)) if self.fs is not None
+                       else os.path.getsize(self.path(name)))
         except (OSError, ValueError) as exc:
             raise ShardError(f"{self.where(name)}: cannot be read ({exc}); the shard folder is "
                              "incomplete: write the shards again") from exc
@@ -204,8 +205,8 @@ class ShardSource:
             ShardError: it is missing or cannot be reached.
         """
         try:
-            return self.fs.open(self._path(name), "rb") if self.fs is not None \
-                else open(self._path(name), "rb")
+            return self.fs.open(self.path(name), "rb") if self.fs is not None \
+                else open(self.path(name), "rb")
         except (OSError, ValueError) as exc:
             raise ShardError(f"{self.where(name)}: cannot be opened ({exc})") from exc
 
@@ -361,7 +362,9 @@ def write_shards(datasets: Sequence[str | os.PathLike], output: str | os.PathLik
     Args:
         datasets: folders written by ``faceanime prepare`` (parts prepared with ``--shard I/N``
             need no merging first); same model and crop settings.
-        output: the shard folder (local), created; must not hold an index already.
+        output: the shard folder, created: a local path or any URL fsspec writes to
+            (``s3://...``; fsspec and the protocol's package must be installed); it must not
+            hold an index already.
         shard_mb: most megabytes (10^6 bytes) per shard.
         seed: seeds the order of the videos.
         progress: show a progress bar.
@@ -372,14 +375,12 @@ def write_shards(datasets: Sequence[str | os.PathLike], output: str | os.PathLik
     if shard_mb <= 0:
         raise InputError(f"--shard-size {shard_mb}: must be > 0 MB")
     limit = int(shard_mb * 1e6)
-    output = Path(output)
-    if is_url(output):
-        raise InputError(f"{output}: shards are written to a local folder; copy them to remote "
-                         "storage afterwards (e.g. 'aws s3 sync')")
-    if (output / INDEX).is_file():
-        raise InputError(f"{output / INDEX}: the folder holds finished shards; write into a new "
-                         "folder (or delete this one)")
-    if any(Path(d).resolve() == output.resolve() for d in datasets):
+    where = _Destination(output)
+    if where.exists(INDEX):
+        raise InputError(f"{where.source.where(INDEX)}: the folder holds finished shards; write "
+                         "into a new folder (or delete this one)")
+    if where.local is not None and any(Path(d).resolve() == where.local.resolve()
+                                       for d in datasets):
         raise InputError(f"{output}: write the shards into a folder of their own, not into the "
                          "dataset")
     manifest, pending = _collect(datasets)
@@ -393,16 +394,15 @@ def write_shards(datasets: Sequence[str | os.PathLike], output: str | os.PathLik
             used = 0
         groups[-1].append(item)
         used += size
-    output.mkdir(parents=True, exist_ok=True)
-    for leftover in output.glob("shard-*.tar"):
-        leftover.unlink()  # an interrupted run's: no index vouches for them
+    where.start()
     shards = []
     bar = tqdm(total=len(pending), desc="write shards", unit="video", disable=not progress)
     for number, group in enumerate(groups):
         name = SHARD_NAME.format(number)
         samples = []
-        with atomic_path(output / name) as tmp, tarfile.open(tmp, "w",
-                                                             format=tarfile.PAX_FORMAT) as tar:
+
+        def fill(tar: tarfile.TarFile, group: list[_Pending] = group,
+                 samples: list[SampleInfo] = samples) -> None:
             for item in group:
                 for member, x in item.members:
                     _add(tar, member, x if isinstance(x, bytes) else None,
@@ -410,13 +410,74 @@ def write_shards(datasets: Sequence[str | os.PathLike], output: str | os.PathLik
                 samples.append(SampleInfo(item.stem, int(item.entry["frames"]),
                                           float(item.entry["fps"]), item.bytes))
                 bar.update(1)
-        shards.append(ShardInfo(name, (output / name).stat().st_size, tuple(samples)))
+
+        shards.append(ShardInfo(name, where.write_tar(name, fill), tuple(samples)))
     bar.close()
     index = ShardIndex(str(output), manifest.model, manifest.crop_size, manifest.crop_scale,
                        shards, limit, seed, [str(Path(d).resolve()) for d in datasets])
-    with atomic_path(output / INDEX) as tmp:
-        tmp.write_text(json.dumps(index.to_json(), indent=1) + "\n", encoding="utf-8")
+    where.write_bytes(INDEX, (json.dumps(index.to_json(), indent=1) + "\n").encode("utf-8"))
     return index
+
+
+class _Destination:
+    """Where :func:`write_shards` writes: a local folder (each file written under a temporary
+    name and renamed), or an fsspec URL (each shard written to a local temporary file, uploaded
+    under ``<name>.part`` and moved to its name; object stores have no atomic rename, which is
+    why the index comes last and readers trust nothing else)."""
+
+    def __init__(self, output: str | os.PathLike):
+        self.source = ShardSource(output)
+        self.local = None if self.source.fs is not None else Path(self.source.root)
+
+    def exists(self, name: str) -> bool:
+        if self.local is not None:
+            return (self.local / name).is_file()
+        return bool(self.source.fs.exists(self.source.path(name)))
+
+    def start(self) -> None:
+        """Create the folder and remove an interrupted run's shards (no index vouches for
+        them)."""
+        if self.local is not None:
+            self.local.mkdir(parents=True, exist_ok=True)
+            for leftover in self.local.glob("shard-*.tar"):
+                leftover.unlink()
+            return
+        fs = self.source.fs
+        fs.makedirs(self.source.root, exist_ok=True)
+        for leftover in fs.glob(self.source.path("shard-*.tar*")):
+            fs.rm(leftover)
+
+    def write_tar(self, name: str, fill: Callable[[tarfile.TarFile], None]) -> int:
+        """Write the tar ``name`` that ``fill`` fills; returns its bytes."""
+        if self.local is not None:
+            with atomic_path(self.local / name) as tmp, \
+                    tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+                fill(tar)
+            return (self.local / name).stat().st_size
+        with tempfile.TemporaryDirectory(prefix="faceanime-shard-") as work:
+            local = Path(work) / name
+            with tarfile.open(local, "w", format=tarfile.PAX_FORMAT) as tar:
+                fill(tar)
+            self._upload(name, local)
+            return local.stat().st_size
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        if self.local is not None:
+            with atomic_path(self.local / name) as tmp:
+                tmp.write_bytes(data)
+            return
+        with tempfile.TemporaryDirectory(prefix="faceanime-shard-") as work:
+            local = Path(work) / name
+            local.write_bytes(data)
+            self._upload(name, local)
+
+    def _upload(self, name: str, local: Path) -> None:
+        fs, part = self.source.fs, self.source.path(name + ".part")
+        try:
+            fs.put_file(str(local), part)
+            fs.mv(part, self.source.path(name))
+        except (OSError, ValueError) as exc:
+            raise ShardError(f"{self.source.where(name)}: cannot be written ({exc})") from exc
 
 
 # --- reading ----------------------------------------------------------------------------------
