@@ -240,3 +240,28 @@ def test_ray_missing_is_a_one_line_error(clips, sfm_path, tmp_path, capsys, monk
                              str(tmp_path / "ds"), "--model", sfm_path, "--ray")
     assert_one_line_error(status, err, "--ray needs Ray", "pip install 'faceanime[ray]'")
     assert not (tmp_path / "ds").exists()
+
+
+@pytest.mark.slow
+def test_each_job_is_a_cpu_task_then_a_device_task(ray_cluster):
+    """run_tasks with ``first``: each job's first half runs as its own task and hands its
+    result to the second half, which the driver's callback receives."""
+    from faceanime.dataset.on_ray import LOCAL, run_tasks
+
+    # Defined here, so that Ray sends them by value (the tests folder is not importable on a
+    # worker).
+    def _track_half(x: int, shared: int) -> dict:
+        import os
+
+        return {"value": x * shared, "pid": os.getpid()}
+
+    def _fit_half(tracked: dict, x: int, shared: int) -> dict:
+        return {"value": tracked["value"] + x, "first_pid": tracked["pid"]}
+
+    got: dict[str, dict] = {}
+    run_tasks(LOCAL, _fit_half, [(str(x), (x,)) for x in range(5)], 10,
+              lambda key, result: got.__setitem__(key, result),
+              {str(x): str(x) for x in range(5)}, first=_track_half)
+    assert {k: v["value"] for k, v in got.items()} == {str(x): 11 * x for x in range(5)}
+    # The first halves ran in Ray's workers, not in this process.
+    assert all(v["first_pid"] != os.getpid() for v in got.values())

@@ -64,9 +64,13 @@ def connect(address: str) -> bool:
 def run_tasks(address: str, body: Callable[..., dict[str, Any]],
               jobs: Iterable[tuple[str, tuple[Any, ...]]], shared: Any,
               done: Callable[[str, dict[str, Any]], None], names: Mapping[str, str],
-              gpus: int = 0) -> None:
+              gpus: int = 0, first: Callable[..., Any] | None = None) -> None:
     """Run ``body(*args, shared)`` as a Ray task for each ``(key, args)`` of ``jobs`` and call
     ``done(key, result)`` on this process as each result arrives, in the order they finish.
+    With ``first``, each job is two tasks: ``first(*args, shared)`` on a CPU worker (1 CPU, no
+    GPU), then ``body(first's result, *args, shared)`` with ``gpus`` GPUs; the result passes
+    from one worker to the other through Ray's object store, never through this process, and
+    a GPU is held only for the second half.
 
     Args:
         address: :data:`LOCAL` or a Ray cluster address.
@@ -76,7 +80,8 @@ def run_tasks(address: str, body: Callable[..., dict[str, Any]],
         shared: the last argument of every task, put once into the object store.
         done: the driver's handling of a result (writing files, the manifest).
         names: key -> what to call the job in an error (the video's path).
-        gpus: GPUs each task asks for (0 or 1).
+        gpus: GPUs each ``body`` task asks for (0 or 1).
+        first: the CPU half of each job, or None.
 
     Raises:
         BackendUnavailableError: Ray is not installed, or cannot be started or joined.
@@ -89,13 +94,16 @@ def run_tasks(address: str, body: Callable[..., dict[str, Any]],
     pending: dict[Any, str] = {}
     try:
         task = ray.remote(body).options(num_cpus=1, num_gpus=gpus, max_retries=MAX_RETRIES)
+        before = None if first is None else ray.remote(first).options(
+            num_cpus=1, num_gpus=0, max_retries=MAX_RETRIES)
         shared_ref = ray.put(shared)
         limit = max(2, IN_FLIGHT_PER_CPU * int(ray.cluster_resources().get("CPU", 1)))
         todo = iter(jobs)
 
         def submit() -> None:
             for key, args in todo:
-                pending[task.remote(*args, shared_ref)] = key
+                head = () if before is None else (before.remote(*args, shared_ref),)
+                pending[task.remote(*head, *args, shared_ref)] = key
                 if len(pending) >= limit:
                     return
 

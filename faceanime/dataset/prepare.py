@@ -52,6 +52,7 @@ from faceanime.landmarks import (
     DetectorConfig,
     LandmarkDetector,
     TrackerConfig,
+    VideoLandmarks,
     create_detector,
     track_video,
 )
@@ -482,7 +483,11 @@ class _Preparer:
     def full(self, video: VideoInput, size: int, root: Path | None = None) -> VideoEntry:
         """Track, fit and crop one video into ``root`` (the dataset by default; a Ray task
         passes a scratch folder whose files the driver then moves in). Raises _Skip."""
-        root = self.root if root is None else root
+        return self.fit_and_crop(video, self.track(video), size, root)
+
+    def track(self, video: VideoInput) -> VideoLandmarks:
+        """The landmarks of every frame of one video (the CPU-bound half of :meth:`full`).
+        Raises _Skip: no face, unreadable, or too few frames with a face."""
         path = video.path
         try:
             track = track_video(path, self.tracker, detector=self.detector)
@@ -494,6 +499,15 @@ class _Preparer:
         if valid < self.cfg.min_frames:
             raise _Skip(TOO_SHORT, f"{valid} of {frames} frames have a face, fewer than the "
                         f"{self.cfg.min_frames} required (min_frames)", frames, fps, valid)
+        return track
+
+    def fit_and_crop(self, video: VideoInput, track: VideoLandmarks, size: int,
+                     root: Path | None = None) -> VideoEntry:
+        """Fit a tracked video and cut its crops into ``root`` (the dataset by default): the
+        half of :meth:`full` that runs on the device. Raises _Skip."""
+        root = self.root if root is None else root
+        path = video.path
+        frames, fps, valid = len(track), float(track.fps), int(track.valid.sum())
         try:
             coeffs = fit_landmarks(self.model, torch.from_numpy(track.points), track.image_size,
                                    self.fit, fps=fps)
@@ -550,46 +564,79 @@ class _Preparer:
                         coeffs.fps) from exc
 
 
-# One worker process's preparer, kept between its Ray tasks so that the morphable model and the
-# landmark detector load once per worker rather than once per video.
-_WORKER: dict[str, Any] = {}
+# One worker process's preparers, kept between its Ray tasks so that the morphable model and the
+# landmark detector load once per worker rather than once per video: by settings, as a worker
+# may run both tracking tasks (on the CPU) and fitting tasks (on the run's device).
+_WORKER: list[tuple[PrepareConfig, _Preparer]] = []
 
 
 def _worker_preparer(config: PrepareConfig) -> _Preparer:
-    if _WORKER.get("config") != config:
-        old = _WORKER.pop("preparer", None)
-        if old is not None:
-            old.close()
-        model = load_model(config.model, device=config.device)
-        scratch = Path(tempfile.gettempdir())  # never written: full() is given its folder
-        writer = _ManifestWriter(Manifest(model=model.name), scratch)
-        _WORKER["preparer"] = _Preparer(scratch, config, model, writer, {})
-        _WORKER["config"] = config
-    return _WORKER["preparer"]
+    for known, preparer in _WORKER:
+        if known == config:
+            return preparer
+    while len(_WORKER) >= 2:  # another run's: this worker serves a new one now
+        _WORKER.pop(0)[1].close()
+    model = load_model(config.model, device=config.device)
+    scratch = Path(tempfile.gettempdir())  # never written: full() is given its folder
+    writer = _ManifestWriter(Manifest(model=model.name), scratch)
+    _WORKER.append((config, _Preparer(scratch, config, model, writer, {})))
+    return _WORKER[-1][1]
 
 
-def prepare_video_task(stem: str, path: str, size: int, config: PrepareConfig
-                       ) -> dict[str, Any]:
-    """Prepare one video in a scratch folder and return its files: the body of a Ray task.
+def _tracking_config(config: PrepareConfig) -> PrepareConfig:
+    """The settings a tracking task runs with: on the CPU (dlib's tracker is CPU-bound, and a
+    CPU worker has no GPU to load anything onto)."""
+    return dataclasses.replace(config, device="cpu")
+
+
+def track_video_task(stem: str, path: str, size: int, config: PrepareConfig
+                     ) -> dict[str, Any]:
+    """Track one video: the first Ray task of each video, on a CPU worker (1 CPU, no GPU).
+
+    Returns:
+        ``{"track": VideoLandmarks}``, or the result of a skipped video (as
+        :func:`prepare_video_task` returns it) when it has no face, cannot be read or is too
+        short. It goes from worker to worker through Ray's object store; the driver never
+        unpickles it.
+    """
+    preparer = _worker_preparer(_tracking_config(config))
+    video = VideoInput(stem, Path(path))
+    try:
+        return {"track": preparer.track(video)}
+    except _Skip as skip:
+        return _result(skipped_entry(skip, video, size), [])
+
+
+def prepare_video_task(tracked: dict[str, Any], stem: str, path: str, size: int,
+                       config: PrepareConfig) -> dict[str, Any]:
+    """Fit a tracked video (:func:`track_video_task`'s result) and cut its crops in a scratch
+    folder, returning its files: the second Ray task of each video (with ``--device cuda``,
+    the one that holds a GPU).
 
     Returns:
         Plain data only (nothing custom to unpickle on the driver): ``status`` ("ok" or
         "skipped"), ``reason``, ``frames``, ``fps``, ``valid_frames``, and ``files``: the bytes
         of the coefficient file, then (with crops) of the crop video and of its arrays.
     """
+    if "track" not in tracked:
+        return tracked  # skipped while tracking
     preparer = _worker_preparer(config)
     video = VideoInput(stem, Path(path))
     with tempfile.TemporaryDirectory(prefix="faceanime-task-") as tmp:
         root = Path(tmp)
         _make_folders(root, config.crops)
         try:
-            entry = preparer.full(video, size, root)
+            entry = preparer.fit_and_crop(video, tracked["track"], size, root)
         except _Skip as skip:
             entry = skipped_entry(skip, video, size)
             files: list[bytes] = []
         else:
             written = [coefficient_path(root, stem), *crop_paths(root, stem)]
             files = [p.read_bytes() for p in written[:3 if config.crops else 1]]
+    return _result(entry, files)
+
+
+def _result(entry: VideoEntry, files: list[bytes]) -> dict[str, Any]:
     return {"status": entry.status, "reason": entry.reason, "frames": entry.frames,
             "fps": entry.fps, "valid_frames": entry.valid_frames, "files": files}
 
@@ -615,8 +662,9 @@ def _store(preparer: _Preparer, video: VideoInput, size: int, result: dict[str, 
 
 def _prepare_on_ray(preparer: _Preparer, inputs: Sequence[VideoInput], sizes: dict[str, int],
                     report: PrepareReport, bar: tqdm) -> None:
-    """Bring every input up to date with the full preparations run as Ray tasks
-    (:func:`prepare_video_task`, the code a local run uses, on a worker); what else a video
+    """Bring every input up to date with the full preparations run as Ray tasks (two a video:
+    :func:`track_video_task` on a CPU worker, then :func:`prepare_video_task`, the fit and
+    crops, with a GPU under ``--device cuda``; the code a local run uses); what else a video
     needs (keep, merge, add crops) is decided and done here, beside the manifest. Each outcome
     goes into ``report`` as it arrives."""
     from faceanime.dataset.on_ray import run_tasks  # imports Ray: only with --ray
@@ -643,7 +691,8 @@ def _prepare_on_ray(preparer: _Preparer, inputs: Sequence[VideoInput], sizes: di
         report.add(stem, *_store(preparer, video, sizes[stem], result), bar)
 
     run_tasks(cfg.ray, prepare_video_task, jobs(), worker, done,
-              {stem: str(v.path) for stem, v in by_stem.items()}, gpus=gpus)
+              {stem: str(v.path) for stem, v in by_stem.items()}, gpus=gpus,
+              first=track_video_task)
 
 
 def _check_compatible(folder: Path, manifest: Manifest, config: PrepareConfig,
