@@ -53,6 +53,7 @@ from faceanime.landmarks import (
     create_detector,
     detect_landmarks,
     fill_gaze,
+    measure_frames,
     measure_gaze,
     narrowed,
     track_video,
@@ -635,8 +636,7 @@ def capture_driver(video: str | os.PathLike, coeffs: Coefficients,
             if interiors is not None:
                 mouths.append(interiors(batch, part))
             if gaze:
-                pixels = torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255
-                gazes.append(measure_gaze(pixels, part.landmarks.float()))
+                gazes.append(measure_frames(torch.from_numpy(batch), part.landmarks.float()))
             bar.update(len(images))
     done = sum(len(m) for m in gazes) if gaze else sum(len(m) for m in mouths)
     missing = t - done

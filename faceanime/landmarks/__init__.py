@@ -29,7 +29,13 @@ from faceanime.landmarks.detector import (
     detect_landmarks,
 )
 from faceanime.landmarks.draw import draw_landmarks
-from faceanime.landmarks.gaze import GazeConfig, fill_gaze, measure_gaze, narrowed
+from faceanime.landmarks.gaze import (
+    GazeConfig,
+    fill_gaze,
+    measure_frames,
+    measure_gaze,
+    narrowed,
+)
 from faceanime.landmarks.metrics import nme
 from faceanime.landmarks.pts import read_pts, write_pts
 from faceanime.landmarks.result import VideoLandmarks
@@ -54,6 +60,7 @@ __all__ = [
     "draw_landmarks",
     "face_scale",
     "fill_gaze",
+    "measure_frames",
     "measure_gaze",
     "narrowed",
     "nme",
