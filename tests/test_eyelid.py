@@ -328,6 +328,39 @@ def test_a_nearly_shut_eye_shows_its_lashes_not_a_pale_line(sfm_model, s1_photo)
     assert squeezed >= lash + 0.12, (squeezed, lash)
 
 
+def test_a_shut_eye_shows_a_band_of_lashes_not_a_pencil_line(sfm_model, s1_photo):
+    """s1's lids shut: the lash colour reaches over the lower lid (``lash_band``), so the band
+    of lash-dark pixels across each eye is thicker than the thin line of before (which dlib
+    read as an open eye), and it stays a band, not a smear: under half an open eye's height
+    (0.3 of its width)."""
+    from faceanime.render.warp import WarpConfig
+
+    image, coeffs = s1_photo
+    shut = coeffs.frames([0])
+    shut.eyes = torch.ones(1, 2)
+    weights = np.array([0.299, 0.587, 0.114])
+
+    def band(config):
+        renderer = WarpRenderer(sfm_model, image, coeffs, config)
+        out = to_uint8(renderer.render(shut))[0] / 255.0 @ weights
+        lash = float(renderer.lash_colours.numpy().mean(0) @ weights)
+        points = renderer._screen(shut)[0, sfm_model.landmark_indices[36:48], :2].numpy()
+        rows = []
+        for eye in points.reshape(2, 6, 2):
+            x0, x1 = int(eye[0, 0]) + 3, int(eye[3, 0]) - 3
+            y0, y1 = int(eye[:, 1].min()) - 15, int(eye[:, 1].max()) + 15
+            dark = out[y0:y1, x0:x1] < lash + 0.1                          # (h, w)
+            rows.append(dark.sum(0).mean())           # dark pixels per column of the eye
+        return np.array(rows), float(np.ptp(points[:6, 0]))
+
+    before, _ = band(WarpConfig(lash_band=0.0))
+    now, width = band(WarpConfig())
+    # On this half-size photo (eyes ~25 px wide): 2.3 and 0.8 dark pixels a column before,
+    # 3.6 and 1.6 now.
+    assert (now >= 1.4 * before).all() and (now - before >= 0.5).all(), (before, now)
+    assert (now < 0.5 * 0.3 * width).all(), (now, width)
+
+
 def test_eye_and_mouth_controls():
     def coeffs(eyes, jaw):
         t = len(eyes)
