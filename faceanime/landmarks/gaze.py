@@ -188,14 +188,21 @@ def eye_openings(landmarks: torch.Tensor) -> torch.Tensor:
     return area / width.clamp_min(1e-9) ** 2
 
 
-def narrowed(landmarks: torch.Tensor, share: float = 0.6) -> torch.Tensor:
-    """``(T, 2)`` True where an eye of a video's track ``(T, 68, 2)`` is open less than
-    ``share`` of its open state (its 90th percentile opening: a driver who looks down most of
-    the time, as d3 does, has a lowered median): lowered lids, a squint, a blink. What shows of
-    the eye there is mostly lashes, and its "iris" wandered (d3 looking down read as looking
-    0.24 eye widths aside): such frames are better filled from their neighbours."""
-    openings = eye_openings(landmarks)
-    return openings < share * openings.nanquantile(0.9, dim=0)
+def open_state(landmarks: torch.Tensor) -> torch.Tensor:
+    """``(2,)`` each eye's opening when open, over a track ``(T, 68, 2)``: its 90th percentile
+    (a driver who looks down most of the time, as d3 does, has a lowered median)."""
+    return eye_openings(landmarks).nanquantile(0.9, dim=0)
+
+
+def narrowed(landmarks: torch.Tensor, share: float = 0.6,
+             opened: torch.Tensor | None = None) -> torch.Tensor:
+    """``(T, 2)`` True where an eye of a track ``(T, 68, 2)`` is open less than ``share`` of
+    its open state (``opened``, :func:`open_state`; of this track when None): lowered lids, a
+    squint, a blink. What shows of the eye there is mostly lashes, and its "iris" wandered (d3
+    looking down read as looking 0.24 eye widths aside): such frames are better filled from
+    their neighbours."""
+    opened = open_state(landmarks) if opened is None else opened
+    return eye_openings(landmarks) < share * opened
 
 
 def fill_gaze(gaze: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from faceanime.coefficients import Coefficients, check_same_fit
 from faceanime.errors import InputError
-from faceanime.landmarks.gaze import eye_openings, eye_slide, measure_gaze
+from faceanime.landmarks.gaze import eye_slide, measure_gaze, narrowed, open_state
 from faceanime.morphable.model import FaceModel
 from faceanime.render.frames import BoxRenderer, clip_box
 from faceanime.render.paste import (
@@ -302,7 +302,7 @@ class SwapRenderer(BoxRenderer):
         if reference_coeffs.landmarks is not None:
             points = reference_coeffs.landmarks.to(self.image)
             self.rest_gaze = measure_gaze(reference.to(self.image), points).nanmedian(0).values
-            self.open_eyes = eye_openings(points).nanquantile(0.9, dim=0)
+            self.open_eyes = open_state(points)
         self.masks = _mask_texture(model, self.mesh.triangles, self.mesh.texcoords.to(
             self.image.dtype), c.texture.size, c.feature_tolerance, c.backend).to(self.image)
         self.first_cap = int(self.cap.triangles[0]) if self.cap is not None else None
@@ -432,7 +432,7 @@ class SwapRenderer(BoxRenderer):
             return face
         points = target.landmarks.to(frames)
         seen = measure_gaze(frames, points)                                         # (T, 2, 2)
-        seen[eye_openings(points) < 0.6 * self.open_eyes] = float("nan")
+        seen[narrowed(points, opened=self.open_eyes)] = float("nan")
         source = self.source.gaze.to(face)[0]                                       # (2, 2)
         change = (seen - self.rest_gaze).nanmean(1, keepdim=True).expand(-1, 2, -1)
         if not bool((torch.nan_to_num(change).abs() > 1e-4).any()):
