@@ -65,6 +65,13 @@ class MotionConfig:
     lip_gain: float = 1.0
     """Multiplies the transferred jaw opening (the change, or the angle); results stay within
     the jaw's range."""
+    close_mouth: bool = True
+    """Relative mouth: a photo whose mouth is open wider than the driver's reference frame's
+    (by more than :data:`CLOSE_MOUTH_MARGIN`) first has it closed to that opening, then takes
+    the driver's change: its mouth closes when the driver's does and opens as far (LivePortrait's
+    ``--flag_normalize_lip``). From the first frame on the output then shows the driver's
+    opening, not the photo's. False: the photo's opening is the rest state and the driver's
+    change is added to it (the mouth never closes)."""
 
     def __post_init__(self) -> None:
         best = isinstance(self.reference_frame, str) and self.reference_frame == "best"
@@ -82,6 +89,18 @@ class MotionConfig:
             if not (math.isfinite(value) and value >= 0):
                 raise InputError(f"--{name.replace('_', '-')} must be a number ≥ 0, got "
                                  f"{value!r}")
+
+
+# How much wider than the driver's reference a photo's jaw must open before close_mouth closes
+# it: a photo's lips slightly apart (s42: 1.7° against d3's 0.3°) stay as they are.
+CLOSE_MOUTH_MARGIN = math.radians(3.0)
+
+
+def rest_jaw(source: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """The source's jaw angle ``(1,)`` that relative transfer starts from: its own, or the
+    driver's reference opening ``(1,)`` where the source's is wider by more than
+    :data:`CLOSE_MOUTH_MARGIN` (see :attr:`MotionConfig.close_mouth`)."""
+    return torch.where(source > reference + CLOSE_MOUTH_MARGIN, reference, source)
 
 
 # Scales of the differences best_reference weighs: a jaw angle, a lid closure, a blendshape
@@ -234,7 +253,11 @@ def transfer_motion(source: Coefficients, driving: Coefficients,
     else:
         expression = src.expression.expand(t, -1).clone()
     default = config.mode if config.expression else "off"
-    jaw = _part(src.jaw, drv.jaw, ref, config.mouth or default, config.lip_gain)
+    mouth_mode = config.mouth or default
+    src_jaw = src.jaw
+    if config.close_mouth and mouth_mode == "relative":
+        src_jaw = rest_jaw(src.jaw, drv.jaw[ref].reshape(1))
+    jaw = _part(src_jaw, drv.jaw, ref, mouth_mode, config.lip_gain)
     eyes = _part(src.eyes, drv.eyes, ref, config.eyes or default, config.blink_gain,
                  room=CLOSURE_RANGE)
     eyes = eyes.clamp(*CLOSURE_RANGE)
@@ -261,7 +284,7 @@ def transfer_motion(source: Coefficients, driving: Coefficients,
         rotation = src.rotation.expand(t, -1, -1).clone()
         translation, scale = src.translation.expand(t, -1).clone(), src.scale.expand(t).clone()
     # The driver's mouth interior goes with its mouth motion.
-    mouth = drv.mouth if (config.mouth or default) != "off" else None
+    mouth = drv.mouth if mouth_mode != "off" else None
     return Coefficients(model=src.model, shape=src.shape.clone(), expression=expression,
                         jaw=jaw, eyes=eyes, rotation=rotation, translation=translation, scale=scale,
                         camera=src.camera, image_size=src.image_size, fps=drv.fps, mouth=mouth,

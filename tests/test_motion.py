@@ -10,7 +10,7 @@ import torch
 from faceanime.coefficients import Coefficients
 from faceanime.errors import InputError
 from faceanime.geometry.rotation import euler_to_matrix, rotation_angle_between
-from faceanime.motion import MotionConfig, transfer_motion
+from faceanime.motion import JAW_RANGE, MotionConfig, transfer_motion
 from tests.helpers import assert_close
 
 
@@ -28,7 +28,8 @@ def _coeffs(t: int, seed: int, model: str = "sfm", camera: str = "orthographic")
 
 def test_relative_reference_frame_gives_the_source():
     source, driving = _coeffs(1, 0), _coeffs(30, 1)
-    out = transfer_motion(source, driving, MotionConfig(reference_frame=4))
+    # close_mouth would close a source mouth open wider than the reference's (tested below).
+    out = transfer_motion(source, driving, MotionConfig(reference_frame=4, close_mouth=False))
     assert out.n_frames == 30 and out.fps == 25.0
     assert_close(out.rotation[4], source.rotation[0], atol=1e-6)
     assert_close(out.translation[4], source.translation[0], atol=1e-4)
@@ -162,7 +163,7 @@ def test_an_open_mouthed_photo_closes_its_mouth_from_the_best_reference(sfm_mode
     photo = fit_image(np.array(Image.open(data_dir / "faces" / "d19.jpg").convert("RGB")),
                       sfm_model)
     driving = fit_landmarks(sfm_model, torch.from_numpy(d3_track.points), (512, 512), fps=30)
-    first = transfer_motion(photo, driving)
+    first = transfer_motion(photo, driving, MotionConfig(close_mouth=False))
     best = transfer_motion(photo, driving, MotionConfig(reference_frame="best"))
     own = float(photo.jaw[0])
     assert own > math.radians(5)
@@ -172,3 +173,55 @@ def test_an_open_mouthed_photo_closes_its_mouth_from_the_best_reference(sfm_mode
     assert abs(float(driving.jaw[k]) - own) < math.radians(2)
     # The mouth follows the driver's: the jaw's correlation over the clip is kept.
     assert float(torch.corrcoef(torch.stack([best.jaw, driving.jaw]))[0, 1]) > 0.99
+
+
+def _jaws(source: float, driver: list[float]) -> tuple[Coefficients, Coefficients]:
+    """A source and a driver that differ only in their jaw angles (degrees)."""
+    source_c, driving = _coeffs(1, 6), _coeffs(len(driver), 7)
+    source_c.jaw = torch.deg2rad(torch.tensor([source]))
+    driving.jaw = torch.deg2rad(torch.tensor(driver))
+    return source_c, driving
+
+
+def test_close_mouth_closes_an_open_photo_to_the_drivers_reference():
+    """A photo open 10° wider than the driver's reference frame: by default its mouth is closed
+    to that opening first, so it shuts when the driver's does and opens as far; without
+    close_mouth the driver's openings are added to the photo's (it never closes)."""
+    source, driving = _jaws(12.0, [2.0, 9.0, 2.0, 0.0, 16.0])
+    shut = torch.rad2deg(transfer_motion(source, driving).jaw)
+    assert_close(shut, torch.tensor([2.0, 9.0, 2.0, 0.0, 16.0]), atol=1e-4)
+    kept = torch.rad2deg(transfer_motion(source, driving, MotionConfig(close_mouth=False)).jaw)
+    assert_close(kept, torch.tensor([12.0, 19.0, 12.0, 10.0, 26.0]), atol=1e-4)
+    # Lips a little apart (within the margin) stay as they are; the absolute mode and an
+    # explicit --mouth absolute are untouched.
+    source, driving = _jaws(4.5, [2.0, 9.0])
+    assert_close(torch.rad2deg(transfer_motion(source, driving).jaw),
+                 torch.tensor([4.5, 11.5]), atol=1e-4)
+    source, driving = _jaws(12.0, [2.0, 9.0])
+    for config in (MotionConfig(mode="absolute"), MotionConfig(mouth="absolute")):
+        assert_close(torch.rad2deg(transfer_motion(source, driving, config).jaw),
+                     torch.tensor([2.0, 9.0]), atol=1e-4)
+    # A photo more closed than the reference keeps its own rest state.
+    source, driving = _jaws(0.0, [2.0, 9.0])
+    assert_close(torch.rad2deg(transfer_motion(source, driving).jaw),
+                 torch.tensor([0.0, 7.0]), atol=1e-4)
+
+
+def test_an_open_mouthed_photo_closes_with_the_driver_by_default(sfm_model, data_dir, d3_track):
+    """d19.jpg (mouth open, jaw 8°) driven by d3 from its closed first frame: by default the
+    output's jaw is the driver's (closed where d3's is), not the photo's opening plus d3's."""
+    import numpy as np
+    from PIL import Image
+
+    from faceanime.fitting import fit_image, fit_landmarks
+
+    photo = fit_image(np.array(Image.open(data_dir / "faces" / "d19.jpg").convert("RGB")),
+                      sfm_model)
+    driving = fit_landmarks(sfm_model, torch.from_numpy(d3_track.points), (512, 512), fps=30)
+    out = transfer_motion(photo, driving)
+    own = float(photo.jaw[0])
+    assert own > float(driving.jaw[0]) + math.radians(5)
+    closed = driving.jaw < driving.jaw[0] + math.radians(0.5)
+    assert int(closed.sum()) > 50
+    assert float(out.jaw[closed].max()) < own - math.radians(6)
+    assert_close(out.jaw, driving.jaw.clamp(*JAW_RANGE), atol=1e-5)

@@ -87,6 +87,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--reference-frame", choices=["first", "best"], default="first",
                    help="the driver's reference for relative motion: its first scored frame, "
                         "or the scored frame nearest the photo's face (default: %(default)s)")
+    c.add_argument("--close-mouth", action=argparse.BooleanOptionalAction, default=True,
+                   help="relative mouth: a photo open wider than the driver's reference is "
+                        "closed to it first, as retarget does (default: on)")
     _common(c)
     c.set_defaults(func=run)
     w = protocols.add_parser(
@@ -142,7 +145,8 @@ def run(args: argparse.Namespace) -> None:
         results = evaluate_self(args.videos, config)
     else:
         config.motion = MotionConfig(mode=args.motion, reference_frame=(
-            "best" if args.reference_frame == "best" else 0), gaze=args.gaze)
+            "best" if args.reference_frame == "best" else 0), gaze=args.gaze,
+            close_mouth=args.close_mouth)
         results = evaluate_cross(args.photos, args.driving, config)
     report = build_report(args.protocol, results, config, command_line())
     write_report(report, out, plots=not args.no_plots, markdown=args.markdown,

@@ -165,6 +165,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default: on)")
     p.add_argument("--mouth", choices=["relative", "absolute", "off"], default=None,
                    help="mouth opening (the jaw), in the same three ways; default: as --motion")
+    p.add_argument("--close-mouth", action=argparse.BooleanOptionalAction,
+                   default=_MOTION.close_mouth,
+                   help="relative mouth: a photo whose mouth is open wider than the driver's "
+                        "reference frame's is first closed to it, so it closes when the driver's "
+                        "does (LivePortrait's --flag_normalize_lip); --no-close-mouth keeps the "
+                        "photo's opening as the rest state (default: on)")
     p.add_argument("--blink-gain", type=float, default=_MOTION.blink_gain, metavar="G",
                    help="multiply the transferred lid motion (default: %(default)s; e.g. 1.5 "
                         "for fuller blinks)")
@@ -209,7 +215,7 @@ def run(args: argparse.Namespace) -> None:
         motion=MotionConfig(mode=args.motion, reference_frame=args.reference_frame,
                             eyes=args.eyes, mouth=args.mouth, blink_gain=args.blink_gain,
                             lip_gain=args.lip_gain, gaze=args.gaze,
-                            pose=not args.no_pose),
+                            close_mouth=args.close_mouth, pose=not args.no_pose),
         output=output_config(args), fit=FitConfig(device=args.device), model=args.model,
         face_index=args.face_index, backend=args.backend,
         source_landmarks=args.source_landmarks, smooth=args.smooth, audio=args.audio, fps=args.fps,

@@ -206,8 +206,11 @@ def render_markdown(report: dict, plots: dict[str, str] | None = None) -> str:
         reference = ("the driver's scored frame nearest the photo's face"
                      if s["motion"].get("reference_frame") == "best"
                      else "the driver's first frame")
+        closing = ("; a photo's mouth open wider than the reference's is closed to it first"
+                   if s["motion"].get("close_mouth") and s["motion"]["mode"] == "relative"
+                   else "")
         lines.append(f"- protocol: each photo driven by each video ({s['motion']['mode']} "
-                     f"motion from {reference}); scored on {sampling}")
+                     f"motion from {reference}{closing}); scored on {sampling}")
     lines += ["- metrics: docs/evaluation.md; ↓ lower is better, ↑ higher is better; `no face` "
               "counts output frames where dlib found no face (left out of landmark and identity "
               "distances, failures for ID %); the second table is what a viewer sees, measured "

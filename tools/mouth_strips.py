@@ -1,0 +1,112 @@
+"""Close-ups of the mouth of a photo driven by a video under different ways of moving the
+mouth: driver | ``--no-close-mouth`` | the default (``close_mouth``) | ``--reference-frame
+best``, one row per driver frame, the photo's own mouth at the top.
+
+Without ``:frame`` a pair shows the driver's frames with the mouth most closed, about half open
+and widest open (the fitted jaw). Relative motion from the driver's first frame otherwise, as
+``retarget`` does.
+
+    python tools/mouth_strips.py --pairs d19:d6 -o /tmp/mouth.png
+    python tools/mouth_strips.py --pairs d19:d6 d19:d3 -o docs/img/close_mouth_d19.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from eye_strips import crop
+from gaze_strips import label
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+
+VARIANTS = {"--no-close-mouth": {"close_mouth": False}, "default": {},
+            "--reference-frame best": {"reference_frame": "best"}}
+
+
+def mouth_box(points: np.ndarray) -> tuple[int, int, int]:
+    """``(68, 2)`` -> centre x, centre y and half-height of a box around the mouth (2:1)."""
+    mouth = points[48:68]
+    centre = mouth.mean(0)
+    half = int(0.45 * np.linalg.norm(points[54] - points[48])) + 1
+    return int(centre[0]), int(centre[1]), half
+
+
+def jaw_frames(jaw: torch.Tensor) -> dict[str, int]:
+    """The frames of a ``(T,)`` jaw track most closed, nearest its middle and widest open."""
+    middle = (jaw.min() + jaw.max()) / 2
+    return {"closed": int(jaw.argmin()), "half": int((jaw - middle).abs().argmin()),
+            "open": int(jaw.argmax())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", nargs="+", required=True,
+                        help="photo:driver[:frame], e.g. d19:d6 or d19:d6:192")
+    parser.add_argument("--height", type=int, default=110, help="row height in pixels")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="the .png to write")
+    args = parser.parse_args()
+
+    from faceanime.fitting import fit_video
+    from faceanime.io.media import iter_video_frames
+    from faceanime.jobs.common import OutputConfig, capture_driver, load_source, make_renderer
+    from faceanime.landmarks import TrackerConfig, track_video
+    from faceanime.morphable import load_model
+    from faceanime.motion import MotionConfig, transfer_motion
+    from faceanime.reconstruction import face_vertices, project_vertices
+
+    torch.set_num_threads(2)
+    model = load_model("sfm")
+    drivers: dict[str, object] = {}
+    groups: dict[tuple[str, str], list[int | None]] = {}
+    for pair in args.pairs:
+        photo, driver, *frame = pair.split(":")
+        groups.setdefault((photo, driver), []).append(int(frame[0]) if frame else None)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for (photo, driver), frames in groups.items():
+        video = DATA / "videos" / f"{driver}.mp4"
+        if driver not in drivers:
+            track = track_video(video, TrackerConfig(progress=False))
+            drivers[driver] = capture_driver(video, fit_video(video, model, track))
+        driving = drivers[driver]
+        picks = jaw_frames(driving.jaw) if None in frames else {}
+        chosen = [(f"f{f}", f) for f in frames if f is not None] + list(picks.items())
+        index = [f for _, f in chosen]
+        images = {i: f for i, f in enumerate(iter_video_frames(video)) if i in set(index)}
+        config = OutputConfig(progress=False)
+        picture, source = load_source(next((DATA / "faces").glob(f"{photo}.*")), model, config)
+        renderer = make_renderer(model, picture, source, config)
+        outputs, screens = [], []
+        for settings in VARIANTS.values():
+            target = transfer_motion(source, driving, MotionConfig(**settings)).frames(index)
+            outputs.append(list(renderer.iter_frames(target)))
+            screens.append(project_vertices(target, face_vertices(model, target))[
+                :, model.landmark_indices, :2].numpy())
+        photo_mouth = crop(picture, mouth_box(source.landmarks[0].numpy()), args.height)
+        blank = np.zeros_like(photo_mouth)
+        own = float(torch.rad2deg(source.jaw[0]))
+        rows.append(np.concatenate([label(photo_mouth, f"photo {photo} jaw {own:.0f}")]
+                                   + [blank] * len(VARIANTS), 1))
+        for k, (name, f) in enumerate(chosen):
+            what = "" if name == f"f{f}" else f" {name}"
+            jaw = float(torch.rad2deg(driving.jaw[f]))
+            row = [label(crop(images[f], mouth_box(driving.landmarks[f].numpy()), args.height),
+                         f"{driver} {f}{what} jaw {jaw:.0f}")]
+            for v, title in enumerate(VARIANTS):
+                row.append(label(crop(outputs[v][k], mouth_box(screens[v][k]), args.height),
+                                 title))
+            rows.append(np.concatenate(row, 1))
+    Image.fromarray(np.concatenate(rows, 0)).save(args.output)
+    print(args.output)
+
+
+if __name__ == "__main__":
+    main()
