@@ -397,3 +397,87 @@ def test_cli_rejects_a_negative_gain(tmp_path, capsys, data_dir):
                              str(tmp_path / "out.mp4"), "--lip-gain", "-2")
     assert_one_line_error(status, err, "--lip-gain")
     assert not (tmp_path / "out.mp4").exists()
+
+
+def test_a_shut_lids_skin_fades_into_the_photo_without_an_outline(sfm_model, s1_photo):
+    """s1's lids shut: what the lid skin changes on the output (the output minus the same render
+    with no lid skin, ``lid_fill = lid_dark = 0``) ended in a hard, polygonal outline, a flat
+    patch stuck on the lid. Feathered (``lid_feather``), its steps between neighbouring pixels
+    around each eye are much smaller (measured, 99.5th percentile of the step in luma: 0.124
+    and 0.154 unfeathered, 0.065 and 0.089 now)."""
+    from faceanime.render.warp import WarpConfig
+
+    image, coeffs = s1_photo
+    shut = coeffs.frames([0])
+    shut.eyes = torch.ones(1, 2)
+    weights = torch.tensor([0.299, 0.587, 0.114])
+
+    def render(**settings) -> np.ndarray:
+        out = WarpRenderer(sfm_model, image, coeffs, WarpConfig(**settings)).render(shut)[0]
+        return torch.einsum("chw,c->hw", out, weights).numpy()
+
+    bare = render(lid_fill=0.0, lid_dark=0.0)
+    points = coeffs.landmarks[0].numpy()
+
+    def steps(change: np.ndarray) -> list[float]:
+        found = []
+        for first in (36, 42):
+            eye = points[first:first + 6]
+            width = eye[3, 0] - eye[0, 0]
+            x0, x1 = int(eye[0, 0] - 0.3 * width), int(eye[3, 0] + 0.3 * width)
+            y0, y1 = int(eye[:, 1].min() - 0.8 * width), int(eye[:, 1].max() + 0.2 * width)
+            region = change[y0:y1, x0:x1]
+            step = np.maximum(np.abs(np.diff(region, axis=0))[:, :-1],
+                              np.abs(np.diff(region, axis=1))[:-1])
+            found.append(float(np.percentile(step, 99.5)))
+        return found
+
+    hard = steps(render(lid_feather=0.0) - bare)
+    soft = steps(render() - bare)
+    assert min(hard) > 0.1, hard  # the lid skin does change these pixels
+    for h, s in zip(hard, soft, strict=True):
+        assert s < 0.7 * h, (hard, soft)
+
+
+def test_a_shut_lid_in_a_grainy_photo_is_grainy_too(sfm_model, data_dir):
+    """s12 is an old, grainy photo: its shut lids were the smoothed skin colour, a flat patch
+    in the grain around it (fine texture, the luma less its blur over a pixel: 0.17 and 0.33 of
+    the cheek's standard deviation). They take the photo's grain now (``lid_grain``; measured
+    0.73 and 1.04)."""
+    from scipy import ndimage
+
+    from faceanime.fitting import fit_image
+    from faceanime.io.media import read_image
+    from faceanime.render.warp import WarpConfig
+
+    image = read_image(data_dir / "faces" / "s12.jpg")
+    coeffs = fit_image(image, sfm_model)
+    shut = coeffs.frames([0])
+    shut.eyes = torch.ones(1, 2)
+    points = coeffs.landmarks[0].numpy()
+    weights = np.array([0.299, 0.587, 0.114])
+
+    def fine(picture: np.ndarray) -> np.ndarray:
+        lum = picture @ weights
+        return lum - ndimage.gaussian_filter(lum, 1.0)
+
+    photo = fine(image / 255.0)
+
+    def texture(config: WarpConfig) -> list[tuple[float, float]]:
+        out = WarpRenderer(sfm_model, image, coeffs, config).render(shut)[0]
+        detail = fine(out.permute(1, 2, 0).numpy())
+        found = []
+        for first in (36, 42):
+            eye = points[first:first + 6]
+            width = eye[3, 0] - eye[0, 0]
+            x0, x1 = int(eye[0, 0] + 0.2 * width), int(eye[0, 0] + 0.8 * width)
+            top, bottom = eye[1:3, 1].min(), eye[4:6, 1].max()
+            lid = detail[int(top - 0.3 * width):int(top) + 1, x0:x1 + 1].std()
+            cheek = photo[int(bottom + 0.6 * width):int(bottom + width), x0:x1 + 1].std()
+            found.append((float(lid), float(cheek)))
+        return found
+
+    for (lid, cheek), (flat, _) in zip(texture(WarpConfig()), texture(WarpConfig(lid_grain=0.0)),
+                                       strict=True):
+        assert lid > 0.6 * cheek, (lid, cheek)
+        assert lid > 2.5 * flat, (lid, flat)

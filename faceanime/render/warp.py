@@ -192,6 +192,16 @@ class WarpConfig:
     are a dark feature pulled over the eye (the brow of a deep-set eye, the crease's shadow) and
     take the skin colour in full, fading in from the skin colour's brightness down (0: off,
     ``lid_fill`` alone)."""
+    lid_feather: float = 0.3
+    lid_grain: float = 0.04
+    """The unfolded lid skin takes the photo's fine texture (film grain, pores: the photo less
+    its blur over a pixel, where that detail's luma stays under this; it fades out by twice
+    this, so lashes and hair strands stay out), copied 1:1 from the cheek an eye's width below
+    the output pixel: the smoothed skin colour alone was a flat patch in a grainy photo, and
+    grain fetched through the lid's stretched flow drew streaks (0: off)."""
+    """The unfolded lid's cover (how much of it is the skin colour) is blurred over this many of
+    the photo's eye heights (a Gaussian's sigma), so it fades into the fetched pixels around it
+    instead of ending in a hard, polygonal outline (0: off)."""
     driver_interior: bool = True
     """Where the target carries the driver's mouth interior (``Coefficients.mouth``, captured
     from a driving video), show its teeth and tongue instead of the synthesised ones."""
@@ -212,7 +222,7 @@ class WarpConfig:
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise InputError(f"warp setting {name} must be a positive number, got {value!r}")
         for name in ("pivot_follow", "rotation_follow", "scale_follow", "lid_fill",
-                     "lash_line", "lid_dark", "lash_band"):
+                     "lash_line", "lid_dark", "lash_band", "lid_grain"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0 <= value <= 1):
                 raise InputError(f"warp setting {name} must be between 0 and 1, got {value!r}")
@@ -230,6 +240,10 @@ class WarpConfig:
         if not (math.isfinite(self.unfold) and 0 <= self.unfold < 1):
             raise InputError(f"warp setting unfold must be from 0 to below 1, got "
                              f"{self.unfold!r}")
+        if not (isinstance(self.lid_feather, (int, float)) and math.isfinite(self.lid_feather)
+                and self.lid_feather >= 0):
+            raise InputError(f"warp setting lid_feather must be ≥ 0 eye heights, got "
+                             f"{self.lid_feather!r}")
         if not (isinstance(self.lid_skin, (int, float)) and math.isfinite(self.lid_skin)
                 and self.lid_skin >= 0):
             raise InputError(f"warp setting lid_skin must be ≥ 0 eye openings, got "
@@ -581,6 +595,7 @@ class WarpRenderer(BoxRenderer):
         self.content = content_box(self.image)
         self._depth_buffer(src)
         self.lid_reach = self.lid_fill = self.eye_polygons = self.lash_colours = None
+        self.lid_grain, self.grain_offset = None, 0
         if self.eyelids is not None and c.lid_skin > 0:
             # Per vertex, how much it is lid skin of each eye, and the few triangles that hold
             # any (only their pixels are looked at); per eye, the photo's upper lid's screen
@@ -601,6 +616,10 @@ class WarpRenderer(BoxRenderer):
             opening = float(torch.stack(reach).norm(dim=-1).mean())
             self.lid_fill = self._skin_fill(max(opening, 1.0)) if c.lid_fill > 0 else None
             self.eye_polygons, self.lash_colours = self._eyes(src, ids)
+            if self.lid_fill is not None and c.lid_grain > 0:
+                self.lid_grain = self._skin_grain(c.lid_grain)
+                corners = self.eye_polygons[:, 3] - self.eye_polygons[:, 0]          # (2, 2)
+                self.grain_offset = round(float(corners.norm(dim=-1).mean()))
             self.eye_heights = torch.stack(reach).norm(dim=-1)                  # (2,)
         self.gaze_eyes = self._gaze_eyes(src)
         self._head_region()
@@ -810,6 +829,17 @@ class WarpRenderer(BoxRenderer):
         skin = (lum >= 0.9 * surround).to(patch.dtype)
         fill = gaussian_blur(torch.cat([patch * skin, skin], 1), opening, border="zero")
         return (fill[0, :3] / fill[0, 3:].clamp_min(1e-6)).clamp(0, 1)
+
+    def _skin_grain(self, limit: float) -> torch.Tensor:
+        """``(3, h, w)`` over ``zbox``: the photo's fine texture (itself less its blur over a
+        pixel), kept where its luma is under ``limit`` (skin pores, film grain) and faded out
+        above twice that (lashes, hair, the brow's strands)."""
+        x0, y0, x1, y1 = self.zbox
+        patch = self.image[None, :, y0:y1, x0:x1]
+        detail = patch - gaussian_blur(patch, 1.0)
+        size = luma(detail.movedim(1, -1)).abs()[:, None]
+        keep = 1 - smoothstep((size - limit) / limit)
+        return (detail * keep)[0]
 
     # -- per batch of target frames --
 
@@ -1094,6 +1124,22 @@ class WarpRenderer(BoxRenderer):
             eyes.append(torch.full_like(pixels[-1], e))
         return torch.cat(pixels), torch.cat(shares), torch.cat(eyes)
 
+    def _feather_lid(self, cover: torch.Tensor, frame: torch.Tensor, pixel: torch.Tensor,
+                     t: int, h: int, w: int) -> torch.Tensor:
+        """The lid pixels' cover ``(L,)`` (frames ``(L,)``, flat pixel indices ``(L,)`` into an
+        ``h × w`` box) blurred over ``lid_feather`` eye heights, the pixels around the lid
+        counting as uncovered: the cover falls to about half at the lid's outline."""
+        sigma = self.config.lid_feather * float(self.eye_heights.mean())
+        if sigma < 0.25 or cover.numel() == 0:
+            return cover
+        ys, xs = pixel.div(w, rounding_mode="floor"), pixel % w
+        reach = math.ceil(3 * sigma) + 1
+        y0, x0 = max(int(ys.min()) - reach, 0), max(int(xs.min()) - reach, 0)
+        y1, x1 = min(int(ys.max()) + reach + 1, h), min(int(xs.max()) + reach + 1, w)
+        grid = cover.new_zeros(t, 1, y1 - y0, x1 - x0)
+        grid[frame, 0, ys - y0, xs - x0] = cover
+        return gaussian_blur(grid, sigma, border="zero")[frame, 0, ys - y0, xs - x0]
+
     def _cap_edge(self, fragments, pixels: torch.Tensor, width: float) -> torch.Tensor:
         """``(M,)`` how far inside the mouth cap's outline its pixels ``(M,)`` (flat over the
         fragments' ``(T, h, w)``) lie: 0 at the outline, 1 from ``width`` pixels in. The cap is
@@ -1157,6 +1203,15 @@ class WarpRenderer(BoxRenderer):
             at = (frame, slice(None), lid_pixels - frame * (bh * bw))
             fill = self.lid_fill[:, i, j].T                                       # (L, 3)
             fetched = flat[at]
+            grain = 0.0
+            if self.lid_grain is not None:
+                # Taken 1:1 with the output's pixels (from the cheek below), not through the
+                # lid's flow, whose stretch drew the grain out into streaks.
+                pixel = lid_pixels - frame * (bh * bw)
+                gy = pixel.div(bw, rounding_mode="floor") + (box[1] + self.grain_offset - zy0)
+                gx = pixel % bw + (box[0] - zx0)
+                grain = self.lid_grain[:, gy.clamp(0, zy1 - zy0 - 1),
+                                       gx.clamp(0, zx1 - zx0 - 1)].T                 # (L, 3)
             cover = lid_share * self.config.lid_fill
             if self.config.lid_dark > 0:
                 # Fetched pixels darker than the skin around them are the brow or the crease's
@@ -1164,7 +1219,9 @@ class WarpRenderer(BoxRenderer):
                 darker = 1 - luma(fetched) / luma(fill).clamp_min(1e-6)
                 dark = (darker / self.config.lid_dark).clamp(0, 1)
                 cover = torch.lerp(cover, (lid_share / _LID_FULL).clamp(max=1), dark)
-            flat[at] = torch.lerp(fetched, fill, cover[:, None])
+            if self.config.lid_feather > 0:
+                cover = self._feather_lid(cover, frame, lid_pixels - frame * (bh * bw), t, bh, bw)
+            flat[at] = torch.lerp(fetched, (fill + grain).clamp(0, 1), cover[:, None])
         if lash is not None:
             t, _, bh, bw = out.shape
             lash_pixels, lash_share, eye = lash
