@@ -28,6 +28,19 @@ def eye_aspect_ratio(points: np.ndarray) -> np.ndarray:
     return np.stack(out, 1)
 
 
+def shut_photo(sfm_model, path):
+    """A shared photo fitted, and its first frame with both lids shut: ``(image, coeffs, shut,
+    points (68, 2))``."""
+    from faceanime.fitting import fit_image
+    from faceanime.io.media import read_image
+
+    image = read_image(path)
+    coeffs = fit_image(image, sfm_model)
+    shut = coeffs.frames([0])
+    shut.eyes = torch.ones(1, 2)
+    return image, coeffs, shut, coeffs.landmarks[0].numpy()
+
+
 def test_rig_closes_the_upper_lid_onto_the_lower(sfm_model):
     rig = build_eyelids(sfm_model)
     ids = sfm_model.landmark_indices
@@ -258,16 +271,10 @@ def test_deep_set_eyes_close_under_lid_skin_not_a_stretched_brow(sfm_model, data
     (measured with ``lid_dark=0``: EAR 1.16 and 1.14 times the photo's; the band an eye opening
     high above each eye 0.68 and 0.70 as bright as the nose bridge). Dark features on the lid
     now take the skin colour: EAR 0.55 and 0.56 times, the band 0.91 and 0.94."""
-    from faceanime.fitting import fit_image
-    from faceanime.io.media import read_image
     from faceanime.landmarks import create_detector, detect_landmarks
     from faceanime.render.warp import WarpConfig
 
-    image = read_image(data_dir / "faces" / "d19.jpg")
-    coeffs = fit_image(image, sfm_model)
-    closed = coeffs.frames([0])
-    closed.eyes = torch.ones(1, 2)
-    points = coeffs.landmarks[0].numpy()
+    image, coeffs, closed, points = shut_photo(sfm_model, data_dir / "faces" / "d19.jpg")
     weights = np.array([0.299, 0.587, 0.114])
     bridge = points[29].round().astype(int)
     skin = np.median(image[bridge[1] - 3:bridge[1] + 3, bridge[0] - 3:bridge[0] + 3]
@@ -446,15 +453,9 @@ def test_a_shut_lid_in_a_grainy_photo_is_grainy_too(sfm_model, data_dir):
     0.73 and 1.04)."""
     from scipy import ndimage
 
-    from faceanime.fitting import fit_image
-    from faceanime.io.media import read_image
     from faceanime.render.warp import WarpConfig
 
-    image = read_image(data_dir / "faces" / "s12.jpg")
-    coeffs = fit_image(image, sfm_model)
-    shut = coeffs.frames([0])
-    shut.eyes = torch.ones(1, 2)
-    points = coeffs.landmarks[0].numpy()
+    image, coeffs, shut, points = shut_photo(sfm_model, data_dir / "faces" / "s12.jpg")
     weights = np.array([0.299, 0.587, 0.114])
 
     def fine(picture: np.ndarray) -> np.ndarray:

@@ -43,6 +43,30 @@ def label(image: np.ndarray, text: str) -> np.ndarray:
     return np.asarray(picture)
 
 
+def pair_groups(pairs: list[str]) -> dict[tuple[str, str], list[int | None]]:
+    """``photo:driver[:frame]`` arguments -> the frames asked of each (photo, driver) pair (None:
+    the tool picks)."""
+    groups: dict[tuple[str, str], list[int | None]] = {}
+    for pair in pairs:
+        photo, driver, *frame = pair.split(":")
+        groups.setdefault((photo, driver), []).append(int(frame[0]) if frame else None)
+    return groups
+
+
+def fitted_driver(name: str, model, fits: dict):
+    """The shared video ``name`` tracked and fitted, its mouth interiors and gaze captured as
+    retarget does; kept in ``fits`` for the next pair."""
+    from faceanime.fitting import fit_video
+    from faceanime.jobs.common import capture_driver
+    from faceanime.landmarks import TrackerConfig, track_video
+
+    if name not in fits:
+        video = DATA / "videos" / f"{name}.mp4"
+        track = track_video(video, TrackerConfig(progress=False))
+        fits[name] = capture_driver(video, fit_video(video, model, track))
+    return fits[name]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", nargs="+", required=True,
@@ -54,11 +78,9 @@ def main() -> None:
     parser.add_argument("-o", "--output", type=Path, required=True, help="the .png to write")
     args = parser.parse_args()
 
-    from faceanime.fitting import fit_video
     from faceanime.io.media import iter_video_frames
-    from faceanime.jobs.common import OutputConfig, capture_driver, load_source, make_renderer
+    from faceanime.jobs.common import OutputConfig, load_source, make_renderer
     from faceanime.jobs.swap import reference_frames
-    from faceanime.landmarks import TrackerConfig, track_video
     from faceanime.morphable import load_model
     from faceanime.motion import MotionConfig, transfer_motion
     from faceanime.reconstruction import face_vertices, project_vertices
@@ -67,19 +89,12 @@ def main() -> None:
 
     torch.set_num_threads(2)
     model = load_model("sfm")
-    drivers: dict[str, object] = {}
-    groups: dict[tuple[str, str], list[int | None]] = {}
-    for pair in args.pairs:
-        photo, driver, *frame = pair.split(":")
-        groups.setdefault((photo, driver), []).append(int(frame[0]) if frame else None)
+    fits: dict[str, object] = {}
     args.output.parent.mkdir(parents=True, exist_ok=True)
     rows = []
-    for (photo, driver), frames in groups.items():
+    for (photo, driver), frames in pair_groups(args.pairs).items():
         video = DATA / "videos" / f"{driver}.mp4"
-        if driver not in drivers:
-            track = track_video(video, TrackerConfig(progress=False))
-            drivers[driver] = capture_driver(video, fit_video(video, model, track))
-        driving = drivers[driver]
+        driving = fitted_driver(driver, model, fits)
         picks = extreme_frames(driving.gaze) if None in frames else {}
         chosen = [(f"f{f}", f) for f in frames if f is not None] + list(picks.items())
         wanted = {f for _, f in chosen}

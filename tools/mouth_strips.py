@@ -22,7 +22,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eye_strips import crop
-from gaze_strips import label
+from gaze_strips import fitted_driver, label, pair_groups
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -54,29 +54,20 @@ def main() -> None:
     parser.add_argument("-o", "--output", type=Path, required=True, help="the .png to write")
     args = parser.parse_args()
 
-    from faceanime.fitting import fit_video
     from faceanime.io.media import iter_video_frames
-    from faceanime.jobs.common import OutputConfig, capture_driver, load_source, make_renderer
-    from faceanime.landmarks import TrackerConfig, track_video
+    from faceanime.jobs.common import OutputConfig, load_source, make_renderer
     from faceanime.morphable import load_model
     from faceanime.motion import MotionConfig, transfer_motion
     from faceanime.reconstruction import face_vertices, project_vertices
 
     torch.set_num_threads(2)
     model = load_model("sfm")
-    drivers: dict[str, object] = {}
-    groups: dict[tuple[str, str], list[int | None]] = {}
-    for pair in args.pairs:
-        photo, driver, *frame = pair.split(":")
-        groups.setdefault((photo, driver), []).append(int(frame[0]) if frame else None)
+    fits: dict[str, object] = {}
     args.output.parent.mkdir(parents=True, exist_ok=True)
     rows = []
-    for (photo, driver), frames in groups.items():
+    for (photo, driver), frames in pair_groups(args.pairs).items():
         video = DATA / "videos" / f"{driver}.mp4"
-        if driver not in drivers:
-            track = track_video(video, TrackerConfig(progress=False))
-            drivers[driver] = capture_driver(video, fit_video(video, model, track))
-        driving = drivers[driver]
+        driving = fitted_driver(driver, model, fits)
         picks = jaw_frames(driving.jaw) if None in frames else {}
         chosen = [(f"f{f}", f) for f in frames if f is not None] + list(picks.items())
         index = [f for _, f in chosen]

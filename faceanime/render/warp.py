@@ -193,15 +193,15 @@ class WarpConfig:
     take the skin colour in full, fading in from the skin colour's brightness down (0: off,
     ``lid_fill`` alone)."""
     lid_feather: float = 0.3
+    """The unfolded lid's cover (how much of it is the skin colour) is blurred over this many of
+    the photo's eye heights (a Gaussian's sigma), so it fades into the fetched pixels around it
+    instead of ending in a hard, polygonal outline (0: off)."""
     lid_grain: float = 0.04
     """The unfolded lid skin takes the photo's fine texture (film grain, pores: the photo less
     its blur over a pixel, where that detail's luma stays under this; it fades out by twice
     this, so lashes and hair strands stay out), copied 1:1 from the cheek an eye's width below
     the output pixel: the smoothed skin colour alone was a flat patch in a grainy photo, and
     grain fetched through the lid's stretched flow drew streaks (0: off)."""
-    """The unfolded lid's cover (how much of it is the skin colour) is blurred over this many of
-    the photo's eye heights (a Gaussian's sigma), so it fades into the fetched pixels around it
-    instead of ending in a hard, polygonal outline (0: off)."""
     driver_interior: bool = True
     """Where the target carries the driver's mouth interior (``Coefficients.mouth``, captured
     from a driving video), show its teeth and tongue instead of the synthesised ones."""
@@ -1203,11 +1203,11 @@ class WarpRenderer(BoxRenderer):
             at = (frame, slice(None), lid_pixels - frame * (bh * bw))
             fill = self.lid_fill[:, i, j].T                                       # (L, 3)
             fetched = flat[at]
+            pixel = lid_pixels - frame * (bh * bw)
             grain = 0.0
             if self.lid_grain is not None:
                 # Taken 1:1 with the output's pixels (from the cheek below), not through the
                 # lid's flow, whose stretch drew the grain out into streaks.
-                pixel = lid_pixels - frame * (bh * bw)
                 gy = pixel.div(bw, rounding_mode="floor") + (box[1] + self.grain_offset - zy0)
                 gx = pixel % bw + (box[0] - zx0)
                 grain = self.lid_grain[:, gy.clamp(0, zy1 - zy0 - 1),
@@ -1220,7 +1220,7 @@ class WarpRenderer(BoxRenderer):
                 dark = (darker / self.config.lid_dark).clamp(0, 1)
                 cover = torch.lerp(cover, (lid_share / _LID_FULL).clamp(max=1), dark)
             if self.config.lid_feather > 0:
-                cover = self._feather_lid(cover, frame, lid_pixels - frame * (bh * bw), t, bh, bw)
+                cover = self._feather_lid(cover, frame, pixel, t, bh, bw)
             flat[at] = torch.lerp(fetched, (fill + grain).clamp(0, 1), cover[:, None])
         if lash is not None:
             t, _, bh, bw = out.shape
