@@ -309,3 +309,29 @@ def test_the_interior_fades_in_at_the_mouths_outline(sfm_model, data_dir):
     assert float(edge.mean()) < 0.6
     hard_edge, _ = shares(WarpConfig(mouth_feather=0))
     assert float(hard_edge.min()) == 1.0
+
+
+def test_the_interior_meets_the_photos_own_mouth_without_steps(sfm_model, data_dir):
+    """s1 (lips closed, 1024²) half opened by surprise: inside the mouth, the part of the
+    photo's thin cap that it hides (behind the lips) takes the interior and the rest its own
+    mouth stretched. Per pixel, that border came out in steps of a few pixels (the photo's
+    visibility, nearest-pixel, magnified 3-4 times): neighbouring pixels well inside the mouth
+    jumped from the photo to the interior. ``mouth_blend`` smooths it; 0 restores the steps."""
+    image, source = load_source(data_dir / "faces" / "s1.jpg", sfm_model,
+                                OutputConfig(size=1024))
+    target = source.frames([0])
+    target.expression = target.expression.clone()
+    target.expression[:, 5] += 0.5  # surprise: SFM's blendshape that parts the lips
+
+    def largest_step(config: WarpConfig) -> float:
+        _, _, interior = WarpRenderer(sfm_model, image, source, config).flow(target)
+        mouth = interior[0, 0]
+        # Pixels at least 3 px inside the interior's region: its outline is faded on purpose.
+        deep = -F.max_pool2d(-(mouth > 0).float()[None, None], 7, 1, 3)[0, 0] > 0
+        dy = (mouth[1:] - mouth[:-1]).abs()[deep[1:] & deep[:-1]]
+        dx = (mouth[:, 1:] - mouth[:, :-1]).abs()[deep[:, 1:] & deep[:, :-1]]
+        assert len(dx) > 500
+        return float(torch.cat([dx, dy]).max())
+
+    assert largest_step(WarpConfig()) < 0.25
+    assert largest_step(WarpConfig(mouth_blend=0)) > 0.6

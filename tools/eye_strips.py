@@ -69,11 +69,12 @@ def main() -> None:
 
     from faceanime.fitting import FitConfig, fit_landmarks
     from faceanime.io.media import iter_video_frames
-    from faceanime.jobs.common import OutputConfig, load_source, make_renderer
+    from faceanime.jobs.common import OutputConfig, capture_driver, load_source, make_renderer
     from faceanime.landmarks import TrackerConfig, track_video
     from faceanime.morphable import load_model
     from faceanime.motion import transfer_motion
     from faceanime.reconstruction import face_vertices, project_vertices
+    from faceanime.render.mouth_interior import InteriorCapture
     from faceanime.render.warp import WarpConfig
 
     if args.before:
@@ -98,6 +99,9 @@ def main() -> None:
         for floor, warp in ((before_floor, before), (FitConfig().eyelid_floor, WarpConfig())):
             driving = fit_landmarks(model, torch.from_numpy(track.points), tuple(track.image_size),
                                     FitConfig(eyelid_floor=floor), fps=track.fps)
+            if args.region == "head":
+                # The mouth shows too: the driver's interior, as the job captures it.
+                driving = capture_driver(video, driving, InteriorCapture(model), gaze=False)
             config = OutputConfig(progress=False, warp=warp)
             picture, source = load_source(args.data / "faces" / f"{photo}.jpg", model, config)
             target = transfer_motion(source, driving).frames([frame])

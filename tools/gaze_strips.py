@@ -55,15 +55,17 @@ def pair_groups(pairs: list[str]) -> dict[tuple[str, str], list[int | None]]:
 
 def fitted_driver(name: str, model, fits: dict):
     """The shared video ``name`` tracked and fitted, its mouth interiors and gaze captured as
-    retarget does; kept in ``fits`` for the next pair."""
+    retarget does (without the interiors a strip would show the synthesised mouth where the job
+    shows the driver's); kept in ``fits`` for the next pair."""
     from faceanime.fitting import fit_video
     from faceanime.jobs.common import capture_driver
     from faceanime.landmarks import TrackerConfig, track_video
+    from faceanime.render.mouth_interior import InteriorCapture
 
     if name not in fits:
         video = DATA / "videos" / f"{name}.mp4"
         track = track_video(video, TrackerConfig(progress=False))
-        fits[name] = capture_driver(video, fit_video(video, model, track))
+        fits[name] = capture_driver(video, fit_video(video, model, track), InteriorCapture(model))
     return fits[name]
 
 

@@ -1,6 +1,7 @@
 """Close-ups of the mouth of a photo driven by a video under different ways of moving the
 mouth: driver | ``--no-close-mouth`` | the default (``close_mouth``) | ``--reference-frame
-best``, one row per driver frame, the photo's own mouth at the top.
+best``, one row per driver frame, the photo's own mouth at the top. With ``--before
+NAME=VALUE,...`` (warp settings) the columns are driver | those settings | the default instead.
 
 Without ``:frame`` a pair shows the driver's frames with the mouth most closed, about half open
 and widest open (the fitted jaw). Relative motion from the driver's first frame otherwise, as
@@ -8,6 +9,8 @@ and widest open (the fitted jaw). Relative motion from the driver's first frame 
 
     python tools/mouth_strips.py --pairs d19:d6 -o /tmp/mouth.png
     python tools/mouth_strips.py --pairs d19:d6 d19:d3 -o docs/img/close_mouth_d19.png
+    python tools/mouth_strips.py --pairs s1:d6:528 s1:d6:632 s1:d3:150 s1:d0:48 \
+        --before mouth_blend=0 -o docs/img/mouth_blend.png
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ def main() -> None:
     parser.add_argument("--pairs", nargs="+", required=True,
                         help="photo:driver[:frame], e.g. d19:d6 or d19:d6:192")
     parser.add_argument("--height", type=int, default=110, help="row height in pixels")
+    parser.add_argument("--before", help="compare the default with these warp settings, "
+                        "NAME=VALUE,... (e.g. mouth_blend=0)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="the .png to write")
     args = parser.parse_args()
 
@@ -59,6 +64,13 @@ def main() -> None:
     from faceanime.morphable import load_model
     from faceanime.motion import MotionConfig, transfer_motion
     from faceanime.reconstruction import face_vertices, project_vertices
+    from faceanime.render.warp import WarpConfig
+
+    variants = {title: (settings, WarpConfig()) for title, settings in VARIANTS.items()}
+    if args.before:
+        pairs = dict(item.split("=", 1) for item in args.before.split(","))
+        before = WarpConfig(**{k: type(getattr(WarpConfig(), k))(v) for k, v in pairs.items()})
+        variants = {args.before: ({}, before), "default": ({}, WarpConfig())}
 
     torch.set_num_threads(2)
     model = load_model("sfm")
@@ -74,9 +86,10 @@ def main() -> None:
         images = {i: f for i, f in enumerate(iter_video_frames(video)) if i in set(index)}
         config = OutputConfig(progress=False)
         picture, source = load_source(next((DATA / "faces").glob(f"{photo}.*")), model, config)
-        renderer = make_renderer(model, picture, source, config)
         outputs, screens = [], []
-        for settings in VARIANTS.values():
+        for settings, warp in variants.values():
+            renderer = make_renderer(model, picture, source, OutputConfig(progress=False,
+                                                                          warp=warp))
             target = transfer_motion(source, driving, MotionConfig(**settings)).frames(index)
             outputs.append(list(renderer.iter_frames(target)))
             screens.append(project_vertices(target, face_vertices(model, target))[
@@ -85,13 +98,13 @@ def main() -> None:
         blank = np.zeros_like(photo_mouth)
         own = float(torch.rad2deg(source.jaw[0]))
         rows.append(np.concatenate([label(photo_mouth, f"photo {photo} jaw {own:.0f}")]
-                                   + [blank] * len(VARIANTS), 1))
+                                   + [blank] * len(variants), 1))
         for k, (name, f) in enumerate(chosen):
             what = "" if name == f"f{f}" else f" {name}"
             jaw = float(torch.rad2deg(driving.jaw[f]))
             row = [label(crop(images[f], mouth_box(driving.landmarks[f].numpy()), args.height),
                          f"{driver} {f}{what} jaw {jaw:.0f}")]
-            for v, title in enumerate(VARIANTS):
+            for v, title in enumerate(variants):
                 row.append(label(crop(outputs[v][k], mouth_box(screens[v][k]), args.height),
                                  title))
             rows.append(np.concatenate(row, 1))

@@ -170,6 +170,11 @@ class WarpConfig:
     mouth_feather: float = 1.5
     """Pixels inside the mouth's outline over which the interior fades in from the lips (0:
     a hard, aliased edge)."""
+    mouth_blend: float = 0.025
+    """Inside the mouth, where the photo's own (stretched) mouth meets the new interior, the
+    two are blended over a Gaussian of this many mouth widths (0: per pixel). The photo's cap
+    is a thin band that an opening stretches several times, so its per-pixel visibility came
+    out in steps of a few pixels."""
     lid_skin: float = 0.8
     """A lid closing further than the photo's unfolds skin the photo hides (under the
     crease): it is fetched from up to this many of the photo's eye openings higher, where the
@@ -248,10 +253,11 @@ class WarpConfig:
                 and self.lid_skin >= 0):
             raise InputError(f"warp setting lid_skin must be ≥ 0 eye openings, got "
                              f"{self.lid_skin!r}")
-        for name in ("feather", "mouth_feather", "seam"):
+        for name in ("feather", "mouth_feather", "seam", "mouth_blend"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise InputError(f"warp setting {name} must be ≥ 0 pixels, got {value!r}")
+                unit = "mouth widths" if name == "mouth_blend" else "pixels"
+                raise InputError(f"warp setting {name} must be ≥ 0 {unit}, got {value!r}")
 
 
 # --- pure functions on tensors --------------------------------------------------------------
@@ -592,6 +598,9 @@ class WarpRenderer(BoxRenderer):
         face = src[:self.n_face_vertices, :2]
         self.face_low, self.face_high = face.amin(0), face.amax(0)
         self.face_size = float((self.face_high - self.face_low).mean())
+        ends = self.mesh.landmark_indices[[48, 54]]
+        self.mouth_width = (float((src[ends[0], :2] - src[ends[1], :2]).norm())
+                            if bool((ends >= 0).all()) else 0.1 * self.face_size)
         self.content = content_box(self.image)
         self._depth_buffer(src)
         self.lid_reach = self.lid_fill = self.eye_polygons = self.lash_colours = None
@@ -1074,9 +1083,11 @@ class WarpRenderer(BoxRenderer):
             ratio = cap_area / self.source_area[self.n_face_triangles:].sum().clamp_min(1e-6)
             synthetic = smoothstep((ratio - 1.5) / 1.5)[frame[on_cap]]
             mouth_share = torch.where(valid[on_cap], synthetic, torch.ones_like(synthetic))
-            if c.mouth_feather > 0 and len(mouth_share):
-                mouth_share = mouth_share * self._cap_edge(fragments, pixel[on_cap],
-                                                           c.mouth_feather)
+            if len(mouth_share):
+                # Scaled by the photo's mouth, not the batch's: a frame renders the same in any
+                # batch.
+                mouth_share = self._cap_share(fragments, pixel[on_cap], mouth_share,
+                                              c.mouth_feather, c.mouth_blend * self.mouth_width)
             keep = mouth_share > 0
             mouth_pixels = at[on_cap][keep]
             mouth_share = mouth_share[keep]
@@ -1140,22 +1151,36 @@ class WarpRenderer(BoxRenderer):
         grid[frame, 0, ys - y0, xs - x0] = cover
         return gaussian_blur(grid, sigma, border="zero")[frame, 0, ys - y0, xs - x0]
 
-    def _cap_edge(self, fragments, pixels: torch.Tensor, width: float) -> torch.Tensor:
-        """``(M,)`` how far inside the mouth cap's outline its pixels ``(M,)`` (flat over the
-        fragments' ``(T, h, w)``) lie: 0 at the outline, 1 from ``width`` pixels in. The cap is
-        rasterized without antialiasing; a hard-edged interior, its teeth white against the
-        lips, showed as a jagged white rim."""
+    def _cap_share(self, fragments, pixels: torch.Tensor, share: torch.Tensor, feather: float,
+                   sigma: float) -> torch.Tensor:
+        """``(M,)`` the interior's share ``(M,)`` at the mouth cap's pixels ``(M,)`` (flat over
+        the fragments' ``(T, h, w)``), smoothed over the cap by a Gaussian of ``sigma`` pixels
+        (normalised within the cap, so its outline does not dim it) and faded to 0 at the
+        outline over ``feather`` pixels. The cap is rasterized without antialiasing; a
+        hard-edged interior, its teeth white against the lips, showed as a jagged white rim."""
         h, w = fragments.face_index.shape[1:]
         frame = pixels.div(h * w, rounding_mode="floor")
         rest = pixels - frame * (h * w)
         row, col = rest.div(w, rounding_mode="floor"), rest % w
         # Only the box around the cap, with room for the outline beyond it.
-        pad = math.ceil(width) + 1
+        pad = math.ceil(feather) + 1
         r0, c0 = max(int(row.min()) - pad, 0), max(int(col.min()) - pad, 0)
         r1, c1 = min(int(row.max()) + pad + 1, h), min(int(col.max()) + pad + 1, w)
-        cap = fragments.face_index[:, r0:r1, c0:c1] >= self.n_face_triangles
-        alpha = feather_mask(cap[:, None].to(self.image.dtype), width)
-        return alpha[frame, 0, row - r0, col - c0]
+        cap = (fragments.face_index[:, r0:r1, c0:c1] >= self.n_face_triangles)[:, None]
+        cap = cap.to(self.image.dtype)
+        if sigma >= 0.5:
+            values = torch.zeros_like(cap)
+            values[frame, 0, row - r0, col - c0] = share
+            # Grown first by about the blur's reach, so that the blur softens the step without
+            # thinning the interior (a grin's teeth stay as bright).
+            reach = math.ceil(sigma)
+            values = F.max_pool2d(values, 2 * reach + 1, stride=1, padding=reach) * cap
+            # Blurring a one-channel map is cheap; the cap's own weights go alongside.
+            both = gaussian_blur(torch.cat([values, cap], 1), sigma, border="zero")
+            share = (both[:, 0] / both[:, 1].clamp_min(1e-6))[frame, row - r0, col - c0]
+        if feather > 0:
+            share = share * feather_mask(cap, feather)[frame, 0, row - r0, col - c0]
+        return share
 
     def _interior(self, target: Coefficients, pixels: torch.Tensor, uv: torch.Tensor,
                   corners: torch.Tensor, box: tuple[int, int]) -> torch.Tensor:
