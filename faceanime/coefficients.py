@@ -49,6 +49,10 @@ class Coefficients:
         gaze: ``(T, 2, 2)`` where each eye looks: its iris centre ``(u, v)`` in the eye's own
             frame, in eye widths (:mod:`faceanime.landmarks.gaze`), or None (not measured: the
             irises stay where the photo has them).
+        lips: ``(T,)`` lip closure (:mod:`faceanime.morphable.lips`): 0 as in the model,
+            positive brings the lips together (the chin stays); zeros when not given (files
+            written before the lip rig). The fitter leaves it at 0; motion transfer closes an
+            open-mouthed photo's lips with it (:attr:`~faceanime.motion.MotionConfig.close_mouth`).
         mouth: ``(T, 4, h, w)`` uint8 RGBA, the mouth interior each frame shows, in the
             canonical layout of :mod:`faceanime.render.mouth_interior` (captured from a
             driving video; alpha: how open that frame's mouth was), or None.
@@ -70,6 +74,7 @@ class Coefficients:
     eyes: torch.Tensor | None = None
     mouth: torch.Tensor | None = None
     gaze: torch.Tensor | None = None
+    lips: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         t = self.expression.shape[0]
@@ -77,6 +82,8 @@ class Coefficients:
             self.eyes = self.expression.new_zeros(t, 2)
         elif tuple(self.eyes.shape) != (t, 2):
             raise InputError(f"coefficients: eyes must be ({t}, 2), got {tuple(self.eyes.shape)}")
+        if self.lips is None:
+            self.lips = self.expression.new_zeros(t)
         if self.gaze is not None and tuple(self.gaze.shape) != (t, 2, 2):
             raise InputError(f"coefficients: gaze must be ({t}, 2, 2), "
                              f"got {tuple(self.gaze.shape)}")
@@ -84,7 +91,8 @@ class Coefficients:
                                        or self.mouth.dtype != torch.uint8):
             raise InputError(f"coefficients: mouth must be ({t}, 4, h, w) uint8, got "
                              f"{tuple(self.mouth.shape)} {self.mouth.dtype}")
-        expect = {"jaw": (t,), "rotation": (t, 3, 3), "translation": (t, 3), "scale": (t,)}
+        expect = {"jaw": (t,), "lips": (t,), "rotation": (t, 3, 3), "translation": (t, 3),
+                  "scale": (t,)}
         for name, shape in expect.items():
             got = tuple(getattr(self, name).shape)
             if got != shape:
@@ -131,9 +139,10 @@ class Coefficients:
 
     def with_tensor(self, vector: torch.Tensor) -> Coefficients:
         """Inverse of :meth:`to_tensor`: new per-frame values from a ``(T', D)`` vector, keeping
-        the identity, model, camera and image size (landmarks are dropped). The eyelid closures,
-        gaze and mouth interiors are not in the vector: kept per frame when ``T' = T``; else
-        the last frame's closures and gaze are held and the interiors dropped."""
+        the identity, model, camera and image size (landmarks are dropped). The eyelid and lip
+        closures, gaze and mouth interiors are not in the vector: kept per frame when
+        ``T' = T``; else the last frame's closures and gaze are held and the interiors
+        dropped."""
         from faceanime.geometry.rotation import so3_exp
 
         ke = self.expression.shape[1]
@@ -145,6 +154,8 @@ class Coefficients:
             scale=vector[:, ke + 7].exp(), camera=self.camera, image_size=self.image_size,
             fps=self.fps, eyes=(self.eyes.clone() if vector.shape[0] == self.n_frames
                                 else self.eyes[-1:].expand(vector.shape[0], -1).clone()),
+            lips=(self.lips.clone() if vector.shape[0] == self.n_frames
+                  else self.lips[-1:].expand(vector.shape[0]).clone()),
             mouth=self.mouth if vector.shape[0] == self.n_frames else None,
             gaze=(None if self.gaze is None else self.gaze.clone()
                   if vector.shape[0] == self.n_frames
@@ -198,7 +209,8 @@ class Coefficients:
                 image_size=tensor("image_size", torch.long), landmarks=tensor("landmarks"),
                 fitted_landmarks=tensor("fitted_landmarks"),
                 valid=tensor("valid", torch.bool), fps=float(arrays.get("fps", 0.0)),
-                eyes=tensor("eyes"), mouth=tensor("mouth", torch.uint8), gaze=tensor("gaze"))
+                eyes=tensor("eyes"), mouth=tensor("mouth", torch.uint8), gaze=tensor("gaze"),
+                lips=tensor("lips"))
         except InputError as exc:
             raise InputError(f"{path}: {exc}") from exc
 

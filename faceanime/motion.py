@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -19,6 +19,9 @@ from faceanime.coefficients import Coefficients, check_same_fit
 from faceanime.errors import InputError
 from faceanime.geometry.rotation import rotation_angle_between
 from faceanime.morphable.eyelid import CLOSURE_RANGE
+from faceanime.morphable.lips import LIPS_RANGE, Lips, lip_rig
+from faceanime.morphable.model import FaceModel
+from faceanime.reconstruction import face_vertices
 
 # The jaw range the fitter allows (radians); transferred openings stay inside it.
 JAW_RANGE = (-0.02, math.radians(35.0))
@@ -67,9 +70,12 @@ class MotionConfig:
     the jaw's range."""
     close_mouth: bool = True
     """Relative mouth: a photo whose mouth is open wider than the driver's reference frame's
-    (by more than :data:`CLOSE_MOUTH_MARGIN`) first has it closed to that opening, then takes
-    the driver's change: its mouth closes when the driver's does and opens as far (LivePortrait's
-    ``--flag_normalize_lip``). From the first frame on the output then shows the driver's
+    first has it closed to that opening, then takes the driver's change: its mouth closes when
+    the driver's does and opens as far (LivePortrait's ``--flag_normalize_lip``). The jaw
+    closes first (when wider by more than :data:`CLOSE_MOUTH_MARGIN`); what an expression
+    holds open (d19's surprise) the lips close (:mod:`faceanime.morphable.lips`, when the
+    model is given to :func:`transfer_motion` and the gap left is wider by more than
+    :data:`CLOSE_LIPS_MARGIN`). From the first frame on the output then shows the driver's
     opening, not the photo's. False: the photo's opening is the rest state and the driver's
     change is added to it (the mouth never closes)."""
 
@@ -94,6 +100,48 @@ class MotionConfig:
 # How much wider than the driver's reference a photo's jaw must open before close_mouth closes
 # it: a photo's lips slightly apart (s42: 1.7° against d3's 0.3°) stay as they are.
 CLOSE_MOUTH_MARGIN = math.radians(3.0)
+
+
+# How much wider than the driver's reference the lips of a photo must still be apart, its jaw
+# closed, before close_mouth brings them together (inner-lip gap over the outer eye corners'
+# distance): s42's lips slightly apart (0.07 against d6's 0.02) stay; d19's open mouth (0.17,
+# its surprise) closes.
+CLOSE_LIPS_MARGIN = 0.06
+
+
+def lip_gap(model: FaceModel, coeffs: Coefficients, lips: Lips | None = None) -> torch.Tensor:
+    """``(T,)`` how far apart the lips of each frame are in the model's own frame (pose left
+    out): the mean vertical gap of the three inner-lip landmark pairs (iBUG 62/68, 63/67,
+    64/66) over the outer eye corners' distance."""
+    verts = face_vertices(model, coeffs, lips=lips)
+    ids = model.landmark_indices.to(verts.device)
+    upper, lower = ids[[61, 62, 63]], ids[[67, 66, 65]]
+    gap = (verts[:, upper, 1] - verts[:, lower, 1]).mean(1)
+    return gap / (verts[:, ids[36]] - verts[:, ids[45]]).norm(dim=-1)
+
+
+def rest_lips(model: FaceModel, source: Coefficients, reference: Coefficients,
+              lips: Lips | None = None) -> torch.Tensor:
+    """The source's lip closure ``(1,)`` that relative transfer starts from: its own, or,
+    where its lips (at the jaw it starts from) are apart wider than the driver's ``reference``
+    frame's by more than :data:`CLOSE_LIPS_MARGIN`, the closure that brings them to the
+    reference's gap (see :attr:`MotionConfig.close_mouth`), within ``LIPS_RANGE``."""
+    lips = lips if lips is not None else lip_rig(model)
+    own = source.lips.to(source.jaw.device, source.jaw.dtype)
+    if lips is None:
+        return own
+    goal = lip_gap(model, reference, lips).to(own)
+    gap = lip_gap(model, source, lips).to(own)
+    if not bool(gap > goal + CLOSE_LIPS_MARGIN):
+        return own
+    closure = own
+    # The gap is linear in the closure (the jaw's turn of the lower lip aside): two secant
+    # steps land on it.
+    for _ in range(2):
+        now = lip_gap(model, replace(source, lips=closure), lips).to(own)
+        after = lip_gap(model, replace(source, lips=closure + 1), lips).to(own)
+        closure = closure + (now - goal) / (now - after).clamp_min(1e-6)
+    return closure.clamp(*LIPS_RANGE)
 
 
 def rest_jaw(source: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -215,13 +263,16 @@ def lids_relative(source: torch.Tensor, driving: torch.Tensor, ref: int,
 
 
 def transfer_motion(source: Coefficients, driving: Coefficients,
-                    config: MotionConfig | None = None) -> Coefficients:
+                    config: MotionConfig | None = None, model: FaceModel | None = None
+                    ) -> Coefficients:
     """Coefficients of the source face moving as the driver does.
 
     Args:
         source: the source face, one frame (frame 0 is used if it has several).
         driving: ``T`` driving frames, fitted with the same morphable model.
         config: transfer settings.
+        model: that model; with it, ``close_mouth`` also closes what an expression holds open
+            (by the lips), without it only the jaw.
 
     Returns:
         ``T`` frames with the source's identity, camera and image size.
@@ -258,6 +309,10 @@ def transfer_motion(source: Coefficients, driving: Coefficients,
     if config.close_mouth and mouth_mode == "relative":
         src_jaw = rest_jaw(src.jaw, drv.jaw[ref].reshape(1))
     jaw = _part(src_jaw, drv.jaw, ref, mouth_mode, config.lip_gain)
+    src_lips = src.lips
+    if config.close_mouth and mouth_mode == "relative" and model is not None:
+        src_lips = rest_lips(model, replace(src, jaw=src_jaw), drv.frames([ref]))
+    lips = _part(src_lips, drv.lips, ref, mouth_mode, config.lip_gain).clamp(*LIPS_RANGE)
     eyes = _part(src.eyes, drv.eyes, ref, config.eyes or default, config.blink_gain,
                  room=CLOSURE_RANGE)
     eyes = eyes.clamp(*CLOSURE_RANGE)
@@ -286,7 +341,8 @@ def transfer_motion(source: Coefficients, driving: Coefficients,
     # The driver's mouth interior goes with its mouth motion.
     mouth = drv.mouth if mouth_mode != "off" else None
     return Coefficients(model=src.model, shape=src.shape.clone(), expression=expression,
-                        jaw=jaw, eyes=eyes, rotation=rotation, translation=translation, scale=scale,
+                        jaw=jaw, eyes=eyes, lips=lips, rotation=rotation,
+                        translation=translation, scale=scale,
                         camera=src.camera, image_size=src.image_size, fps=drv.fps, mouth=mouth,
                         gaze=gaze)
 

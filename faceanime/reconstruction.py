@@ -13,19 +13,21 @@ from faceanime.errors import InputError
 from faceanime.geometry.camera import project_orthographic, project_perspective
 from faceanime.morphable.eyelid import Eyelids, apply_eyelids, build_eyelids
 from faceanime.morphable.jaw import Jaw, apply_jaw, build_jaw
+from faceanime.morphable.lips import Lips, apply_lips, build_lips
 from faceanime.morphable.model import FaceModel
 
 
 def face_vertices(model: FaceModel, coeffs: Coefficients, jaw: Jaw | None = None,
-                  eyelids: Eyelids | None = None) -> torch.Tensor:
-    """Model-space vertices of every frame, eyelids closed and jaw opened as the coefficients
-    say.
+                  eyelids: Eyelids | None = None, lips: Lips | None = None) -> torch.Tensor:
+    """Model-space vertices of every frame, eyelids and lips closed and jaw opened as the
+    coefficients say.
 
     Args:
         model: the model the coefficients were fitted with.
         coeffs: ``T`` frames.
         jaw: the model's jaw rig (built from the model when None).
         eyelids: the model's eyelid rig (built from the model when None and needed).
+        lips: the model's lip rig (built from the model and ``jaw`` when None and needed).
 
     Returns:
         ``(T, N, 3)``.
@@ -42,6 +44,10 @@ def face_vertices(model: FaceModel, coeffs: Coefficients, jaw: Jaw | None = None
         eyelids = eyelids if eyelids is not None else build_eyelids(model)
         verts = apply_eyelids(verts, coeffs.eyes.to(device, dtype),
                               eyelids.offsets.to(device, dtype))
+    if coeffs.lips is not None and bool((coeffs.lips != 0).any()):
+        jaw = jaw if jaw is not None else build_jaw(model)
+        lips = lips if lips is not None else build_lips(model, jaw)
+        verts = apply_lips(verts, coeffs.lips.to(device, dtype), lips.offsets.to(device, dtype))
     if bool((coeffs.jaw != 0).any()):
         jaw = jaw if jaw is not None else build_jaw(model)
         verts = apply_jaw(verts, coeffs.jaw.to(device, dtype), jaw.pivot.to(device, dtype),

@@ -225,3 +225,41 @@ def test_an_open_mouthed_photo_closes_with_the_driver_by_default(sfm_model, data
     assert int(closed.sum()) > 50
     assert float(out.jaw[closed].max()) < own - math.radians(6)
     assert_close(out.jaw, driving.jaw.clamp(*JAW_RANGE), atol=1e-5)
+
+
+def test_close_mouth_also_closes_what_an_expression_holds_open(sfm_model, data_dir, d3_track):
+    """d19.jpg's mouth is open by its jaw (8°) and by SFM's surprise blendshape (0.47): with
+    the jaw closed to d3's first frame its lips were still 0.17 inter-ocular distances apart
+    against d3's 0.05, so the output's mouth never shut. Given the model, close_mouth closes the
+    rest by the lips (the chin stays): at the reference the gap is the driver's, and from there
+    it opens and closes with the driver's. Photos with their lips nearly together (s1, s42)
+    keep theirs."""
+    import numpy as np
+    from PIL import Image
+
+    from faceanime.fitting import fit_image, fit_landmarks
+    from faceanime.motion import CLOSE_LIPS_MARGIN, lip_gap
+
+    def photo(name: str) -> Coefficients:
+        return fit_image(np.array(Image.open(data_dir / "faces" / f"{name}.jpg").convert("RGB")),
+                         sfm_model)
+
+    driving = fit_landmarks(sfm_model, torch.from_numpy(d3_track.points), (512, 512), fps=30)
+    reference = float(lip_gap(sfm_model, driving.frames([0]))[0])
+    d19 = photo("d19")
+    jaw_only = transfer_motion(d19, driving)  # no model: the jaw alone, as before
+    assert float(jaw_only.lips.abs().max()) == 0.0
+    assert float(lip_gap(sfm_model, jaw_only.frames([0]))[0]) > reference + 0.1
+    out = transfer_motion(d19, driving, model=sfm_model)
+    assert float(out.lips[0]) > 0.5
+    assert abs(float(lip_gap(sfm_model, out.frames([0]))[0]) - reference) < 0.005
+    assert_close(out.jaw, jaw_only.jaw)
+    gaps = lip_gap(sfm_model, out)
+    assert float(torch.corrcoef(torch.stack([gaps, lip_gap(sfm_model, driving)]))[0, 1]) > 0.99
+    # Off without close_mouth, and in the absolute mode (the driver's lips, all zero here).
+    for config in (MotionConfig(close_mouth=False), MotionConfig(mode="absolute")):
+        assert float(transfer_motion(d19, driving, config, sfm_model).lips.abs().max()) == 0.0
+    for name in ("s1", "s42"):
+        face = photo(name)
+        assert float(lip_gap(sfm_model, face)[0]) < reference + CLOSE_LIPS_MARGIN
+        assert float(transfer_motion(face, driving, model=sfm_model).lips.abs().max()) == 0.0

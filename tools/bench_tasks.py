@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             config = OutputConfig(paste_back=False, size=size, progress=False,
                                   renderer=args.renderer, device=device)
             image, source = load_source(args.source, model, config)
-            target = transfer_motion(source, driving)
+            target = transfer_motion(source, driving, model=model)
             renders = {}
             for workers in (1, 0):
                 renderer = make_renderer(model, image, source, with_workers(config, workers))

@@ -104,7 +104,7 @@ def main() -> None:
                 driving = capture_driver(video, driving, InteriorCapture(model), gaze=False)
             config = OutputConfig(progress=False, warp=warp)
             picture, source = load_source(args.data / "faces" / f"{photo}.jpg", model, config)
-            target = transfer_motion(source, driving).frames([frame])
+            target = transfer_motion(source, driving, model=model).frames([frame])
             out = next(iter(make_renderer(model, picture, source, config).iter_frames(target)))
             ids = model.landmark_indices
             screen = project_vertices(target, face_vertices(model, target))[0, ids, :2]

@@ -118,7 +118,8 @@ def main() -> None:
         else:
             renderer = make_renderer(model, picture, source, config)
             for gaze in (False, True):
-                target = transfer_motion(source, driving, MotionConfig(gaze=gaze)).frames(index)
+                target = transfer_motion(source, driving, MotionConfig(gaze=gaze),
+                                         model).frames(index)
                 outputs.append(list(renderer.iter_frames(target)))
             screen = project_vertices(target, face_vertices(model, target))[
                 :, model.landmark_indices, :2].numpy()

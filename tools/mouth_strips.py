@@ -90,7 +90,8 @@ def main() -> None:
         for settings, warp in variants.values():
             renderer = make_renderer(model, picture, source, OutputConfig(progress=False,
                                                                           warp=warp))
-            target = transfer_motion(source, driving, MotionConfig(**settings)).frames(index)
+            target = transfer_motion(source, driving, MotionConfig(**settings),
+                                    model).frames(index)
             outputs.append(list(renderer.iter_frames(target)))
             screens.append(project_vertices(target, face_vertices(model, target))[
                 :, model.landmark_indices, :2].numpy())

@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             image, source = load_source(photo_path, model, OutputConfig(size=512))
             # Relative to the driver's own first frame, as the job does, with the driver's
             # mouth interior captured from the chosen frames (the others hold none).
-            target = transfer_motion(source, driving).frames([i for _, i in chosen])
+            target = transfer_motion(source, driving, model=model).frames([i for _, i in chosen])
             outputs = {}
             for name in args.renderers:
                 renderer = make_renderer(model, image, source, output_config(name))

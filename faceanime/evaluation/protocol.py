@@ -706,7 +706,7 @@ def evaluate_cross_pair(photo: str | os.PathLike, driving: str | os.PathLike,
     # among them.
     reference = "best" if config.motion.reference_frame == "best" else 0
     motion = MotionConfig(**{**config.motion.__dict__, "reference_frame": reference})
-    target = transfer_motion(source, drv, motion)
+    target = transfer_motion(source, drv, motion, model)
     drv_expr = torch.cat([drv.expression, drv.jaw[:, None]], 1).cpu()
     result.reference, result.reference_summary = driver_reference(drv_points, config)
 

@@ -81,7 +81,8 @@ def predict(source: str | os.PathLike, output: str | os.PathLike | None = None, 
     # The observed video (if any) is tracked in the background while the photo is fitted.
     prepared = prepare(source, observe, config)
     start, renderer = prepared.source, prepared.renderer
-    history = start if observe is None else transfer_motion(start, prepared.driving)
+    history = (start if observe is None
+               else transfer_motion(start, prepared.driving, model=prepared.model))
     path = roll_out(history, frames, seed, checkpoint=dyn, observe=config.observe_frames,
                     temperature=config.temperature, include_observed=config.include_observed)
     return finish_job("predict", source, output, renderer, path, path.fps, out_cfg, started,

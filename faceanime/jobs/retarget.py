@@ -141,7 +141,7 @@ def retarget(source: str | os.PathLike, driving: str | os.PathLike,
                        gaze=config.motion.gaze and isinstance(renderer, WarpRenderer),
                        progress=out_cfg.progress)
     driving_coeffs = smooth_coefficients(driving_coeffs, config.smooth)
-    target = transfer_motion(source_coeffs, driving_coeffs, config.motion)
+    target = transfer_motion(source_coeffs, driving_coeffs, config.motion, prepared.model)
     fps = driving_coeffs.fps or config.fps or 25.0
     if not config.audio:
         audio = None

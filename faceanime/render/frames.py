@@ -19,6 +19,7 @@ from faceanime.coefficients import Coefficients
 from faceanime.errors import InputError
 from faceanime.morphable.eyelid import Eyelids, eyelid_rig
 from faceanime.morphable.jaw import Jaw, build_jaw
+from faceanime.morphable.lips import Lips, lip_rig
 from faceanime.morphable.model import FaceModel
 from faceanime.morphable.mouth import MouthCap, add_mouth_cap
 from faceanime.parallel import default_batch, default_workers, ordered_map
@@ -88,8 +89,8 @@ class BoxRenderer:
     """Batching and frame output shared by the photo renderers.
 
     Subclasses set ``self.image`` (``(3, H, W)`` float photo), ``self.config`` (with
-    ``batch_size`` and ``workers``), the mesh they pose (``mesh``, ``jaw``, ``eyelids``), and
-    implement :meth:`_render_box`.
+    ``batch_size`` and ``workers``), the mesh they pose (``mesh``, ``jaw``, ``eyelids``,
+    ``lips``), and implement :meth:`_render_box`.
     """
 
     image: torch.Tensor
@@ -97,6 +98,7 @@ class BoxRenderer:
     mesh: FaceModel
     jaw: Jaw
     eyelids: Eyelids | None
+    lips: Lips | None
     cap: MouthCap | None
 
     def _set_up(self, model: FaceModel, source_image, source: Coefficients,
@@ -104,7 +106,8 @@ class BoxRenderer:
         """What every photo renderer starts with: the photo as ``(3, H, W)`` floats (refused
         when the coefficients were fitted on another size), and the mesh it poses — the model
         with its mouth hole closed by a recessed cap when asked (a model without a hole needs
-        none), the jaw rig and the eyelid rig (None without mapped eye landmarks)."""
+        none), the jaw rig, the eyelid rig (None without mapped eye landmarks) and the lip rig
+        (None without mapped lips)."""
         self.image = image_tensor(source_image, model.device).to(model.dtype)
         check_source_size(source, self.image)
         self.model = model
@@ -117,13 +120,17 @@ class BoxRenderer:
             except InputError:
                 pass  # no hole at the mouth: nothing to close
         self.eyelids = eyelid_rig(self.mesh)
+        self.lips = lip_rig(self.mesh, self.jaw)
 
     def _screen(self, coeffs: Coefficients) -> torch.Tensor:
         """``(T, N, 3)`` the renderer's mesh posed at ``T`` frames' coefficients, projected
         (pixels and depth). Lid closures are ignored by a mesh without an eyelid rig."""
         if self.eyelids is None and bool((coeffs.eyes != 0).any()):
             coeffs = replace(coeffs, eyes=torch.zeros_like(coeffs.eyes))
-        verts = face_vertices(self.mesh, coeffs, jaw=self.jaw, eyelids=self.eyelids)
+        if self.lips is None and bool((coeffs.lips != 0).any()):
+            coeffs = replace(coeffs, lips=torch.zeros_like(coeffs.lips))
+        verts = face_vertices(self.mesh, coeffs, jaw=self.jaw, eyelids=self.eyelids,
+                              lips=self.lips)
         return project_vertices(coeffs, verts).to(self.image.dtype)
 
     @property
