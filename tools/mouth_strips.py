@@ -9,8 +9,8 @@ and widest open (the fitted jaw). Relative motion from the driver's first frame 
 
     python tools/mouth_strips.py --pairs d19:d6 -o /tmp/mouth.png
     python tools/mouth_strips.py --pairs d19:d6 d19:d3 -o docs/img/close_mouth_d19.png
-    python tools/mouth_strips.py --pairs s1:d6:528 s1:d6:632 s1:d3:150 s1:d0:48 \
-        --before mouth_blend=0 -o docs/img/mouth_blend.png
+    python tools/mouth_strips.py --pairs s1:d6:528 s1:d6:632 s1:d3:150 s1:d0:48 s12:d6:528 \
+        --before mouth_blend=0 --height 140 -o docs/img/mouth_blend.png
 """
 
 from __future__ import annotations

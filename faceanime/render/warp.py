@@ -170,7 +170,7 @@ class WarpConfig:
     mouth_feather: float = 1.5
     """Pixels inside the mouth's outline over which the interior fades in from the lips (0:
     a hard, aliased edge)."""
-    mouth_blend: float = 0.025
+    mouth_blend: float = 0.0125
     """Inside the mouth, where the photo's own (stretched) mouth meets the new interior, the
     two are blended over a Gaussian of this many mouth widths (0: per pixel). The photo's cap
     is a thin band that an opening stretches several times, so its per-pixel visibility came
@@ -1082,7 +1082,12 @@ class WarpRenderer(BoxRenderer):
             cap_area = target_area[:, self.n_face_triangles:].sum(1)
             ratio = cap_area / self.source_area[self.n_face_triangles:].sum().clamp_min(1e-6)
             synthetic = smoothstep((ratio - 1.5) / 1.5)[frame[on_cap]]
-            mouth_share = torch.where(valid[on_cap], synthetic, torch.ones_like(synthetic))
+            # What the photo's lips hide of its cap takes the interior as the mouth opens
+            # wider than the photo's, in full from 1.5 times: at or below the photo's opening
+            # the lips in front serve (s1's lips apart by a hair showed a white band of
+            # synthesised teeth at d3's closed mouth).
+            hidden = smoothstep((ratio - 1) / 0.5)[frame[on_cap]]
+            mouth_share = torch.where(valid[on_cap], synthetic, hidden)
             if len(mouth_share):
                 # Scaled by the photo's mouth, not the batch's: a frame renders the same in any
                 # batch.
@@ -1171,10 +1176,6 @@ class WarpRenderer(BoxRenderer):
         if sigma >= 0.5:
             values = torch.zeros_like(cap)
             values[frame, 0, row - r0, col - c0] = share
-            # Grown first by about the blur's reach, so that the blur softens the step without
-            # thinning the interior (a grin's teeth stay as bright).
-            reach = math.ceil(sigma)
-            values = F.max_pool2d(values, 2 * reach + 1, stride=1, padding=reach) * cap
             # Blurring a one-channel map is cheap; the cap's own weights go alongside.
             both = gaussian_blur(torch.cat([values, cap], 1), sigma, border="zero")
             share = (both[:, 0] / both[:, 1].clamp_min(1e-6))[frame, row - r0, col - c0]
