@@ -35,6 +35,8 @@ def main() -> None:
     parser.add_argument("--pairs", nargs="+", required=True,
                         help="photo:video:frame, e.g. s1:d3:120 (faces/s1.jpg, videos/d3.mp4)")
     parser.add_argument("--size", type=int, default=256, help="tile side in pixels")
+    parser.add_argument("--before", help="also a swap with these settings, NAME=VALUE,... "
+                        "(e.g. fringe=False), left of the default's")
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("-o", "--output", type=Path, required=True)
     args = parser.parse_args()
@@ -45,7 +47,15 @@ def main() -> None:
     from faceanime.landmarks import TrackerConfig
     from faceanime.morphable import load_model
     from faceanime.render.frames import frames_tensor, to_uint8
-    from faceanime.render.swap import SwapRenderer
+    from faceanime.render.swap import SwapRenderConfig, SwapRenderer
+
+    configs = [SwapRenderConfig()]
+    if args.before:
+        settings = dict(item.split("=", 1) for item in args.before.split(","))
+        default = SwapRenderConfig()
+        configs.insert(0, SwapRenderConfig(**{
+            k: (v == "True") if isinstance(getattr(default, k), bool)
+            else type(getattr(default, k))(v) for k, v in settings.items()}))
 
     model = load_model("sfm")
     fits: dict[str, object] = {}
@@ -59,12 +69,15 @@ def main() -> None:
         target = fits[video]
         image = read_image(args.data / "faces" / f"{photo}.jpg")
         reference, picks = reference_frames(path, target, 8)
-        renderer = SwapRenderer(model, image, fit_image(image, model), reference,
-                                target.frames(picks))
         still = next(f for i, f in enumerate(iter_video_frames(path)) if i == frame)
-        out, share = renderer.render_frames(frames_tensor([still]), target.frames([frame]))
+        tiles = [image, still]
+        for config in configs:
+            renderer = SwapRenderer(model, image, fit_image(image, model), reference,
+                                    target.frames(picks), config)
+            out, share = renderer.render_frames(frames_tensor([still]), target.frames([frame]))
+            tiles.append(to_uint8(out)[0])
         mask = (share[0, 0].numpy() * 255).round().astype(np.uint8)
-        tiles = [image, still, to_uint8(out)[0], np.stack([mask] * 3, -1)]
+        tiles.append(np.stack([mask] * 3, -1))
         rows.append(np.concatenate([tile(t, args.size) for t in tiles], 1))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.concatenate(rows, 0)).save(args.output)
