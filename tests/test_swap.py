@@ -98,6 +98,27 @@ def test_a_fringe_over_the_brows_is_left_out_but_bare_brows_stay():
     assert not bool(hair[35:, :].any())                                  # nothing below the eyes
 
 
+def test_hair_by_the_temples_does_not_take_the_brows():
+    """Synthetic texture: skin, two brows, and hair hanging down by one temple onto the left
+    brow's outer end (s42's). Only hair reaching the top between the brows' middles is a
+    fringe: the brows stay (they took the target's brows onto the photo's face). Without
+    ``centre`` the hair and the brow it touches go, as a fringe would."""
+    size = 64
+    texture = torch.tensor([0.85, 0.65, 0.55])[None, :, None, None].expand(1, 3, size, size)
+    texture = texture.clone()
+    for rows, cols in ((slice(20, 24), slice(10, 26)), (slice(20, 24), slice(38, 54))):
+        texture[0, :, rows, cols] = 0.2
+    texture[0, :, 4:23, 6:12] = torch.tensor([0.35, 0.25, 0.15])[:, None, None]  # temple hair
+    region = torch.zeros(size, size, dtype=torch.bool)
+    region[4:60, 6:58] = True
+    skin_uv = torch.tensor([[0.5, 0.6], [0.5, 0.7]])
+    centre = (18 / (size - 1), 46 / (size - 1))
+    hair = fringe_mask(texture, region, skin_uv, eyes_v=30 / (size - 1), centre=centre)
+    assert not bool(hair[20:24, 14:26].any()) and not bool(hair[20:24, 38:54].any())
+    anywhere = fringe_mask(texture, region, skin_uv, eyes_v=30 / (size - 1))
+    assert bool(anywhere[21, 18])
+
+
 def test_frames_without_the_face_change_only_inside_the_face_box(sfm_model, s12, d3_clip):
     frames, target = d3_clip
     r = renderer(sfm_model, s12, d3_clip)

@@ -213,14 +213,19 @@ def _mask_texture(model: FaceModel, mesh_triangles: torch.Tensor, texcoords: tor
 
 
 def fringe_mask(texture: torch.Tensor, region: torch.Tensor, skin_uv: torch.Tensor,
-                eyes_v: float, threshold: float = 22.0) -> torch.Tensor:
+                eyes_v: float, threshold: float = 22.0,
+                centre: tuple[float, float] | None = None) -> torch.Tensor:
     """``(S, S)`` bool: texels of a face texture covered by hair that comes down from above
     (a fringe over the forehead and brows), which a swap must not carry onto another face.
 
     A texel is not skin when its colour is more than ``threshold`` (ΔE, L*a*b*) from the skin's
     (the median around ``skin_uv``, e.g. the nose). Hair is the non-skin region above the eyes
     (``v < eyes_v``) connected to the top of the swapped ``region``: brows under bare skin
-    are not connected to it and stay; brows under a fringe go with it.
+    are not connected to it and stay; brows under a fringe go with it. With ``centre`` (the
+    ``u`` range between the brows' middles), only hair that reaches the top there counts: hair
+    hanging by the temples (s42's) touched the brows' outer ends and took both brows with it,
+    and the target's brows showed on the photo's face (ID retrieval of s42 on d3: its identity
+    distance 0.45, against 0.34 with the brows kept).
 
     Args:
         texture: ``(1, 3, S, S)`` in [0, 1].
@@ -246,6 +251,10 @@ def fringe_mask(texture: torch.Tensor, region: torch.Tensor, skin_uv: torch.Tens
     labels, _ = ndimage.label(candidate)
     # The top of the region: its first rows in every column (where the forehead is cut).
     top = region & ~torch.cat([torch.zeros(r + 1, size, dtype=torch.bool), region[:-(r + 1)]])
+    if centre is not None:
+        cols = torch.arange(size)[None, :].expand(size, size)
+        low, high = (round(min(centre) * (size - 1)), round(max(centre) * (size - 1)))
+        top = top & (cols >= low) & (cols <= high)
     touching = set(labels[top.numpy() & candidate].tolist()) - {0}
     hair = torch.from_numpy(ndimage.binary_dilation(
         torch.isin(torch.from_numpy(labels), torch.tensor(sorted(touching) or [-1])).numpy(),
@@ -319,7 +328,9 @@ class SwapRenderer(BoxRenderer):
             lids_v = float(uv[ids[torch.tensor([37, 38, 43, 44])], 1].min())
             eyes_v = brows_v + (lids_v - brows_v) / 3
             region = self.masks[0, 1] > 0.5
-            hair = fringe_mask(self.texture.cpu(), region.cpu(), skin.cpu(), eyes_v)
+            brows_u = uv[ids[torch.tensor([19, 24])], 0].tolist()
+            hair = fringe_mask(self.texture.cpu(), region.cpu(), skin.cpu(), eyes_v,
+                               centre=(brows_u[0], brows_u[1]))
             self.source_masks = self.masks.clone()
             self.source_masks[0, 1] *= (~hair).to(self.masks)
         else:

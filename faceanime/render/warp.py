@@ -336,6 +336,16 @@ def convex_depth(points: torch.Tensor, polygon: torch.Tensor) -> torch.Tensor:
     return (sign * cross / edge.norm(dim=-1).clamp_min(1e-9)).amin(1)
 
 
+def in_box(points: torch.Tensor, low: torch.Tensor, high: torch.Tensor,
+           keep: torch.Tensor) -> torch.Tensor:
+    """Indices ``(K,)`` of the ``points (P, 2)`` with ``keep (P,)`` True inside the box from
+    ``low`` to ``high`` ``(2,)`` (edges included). Column by column: ``(points >= low).all(1)``
+    took 3.5 times as long on this CPU torch (a reduction over a last dimension of 2)."""
+    x, y = points[:, 0], points[:, 1]
+    lo, hi = low.tolist(), high.tolist()
+    return (keep & (x >= lo[0]) & (x <= hi[0]) & (y >= lo[1]) & (y <= hi[1])).nonzero()[:, 0]
+
+
 def smoothstep(x: torch.Tensor) -> torch.Tensor:
     """0 below 0, 1 above 1, the cubic ``3x² - 2x³`` between."""
     x = x.clamp(0.0, 1.0)
@@ -815,7 +825,7 @@ class WarpRenderer(BoxRenderer):
         for e in range(2):
             grow = float(width[e]) / 10 + 1      # past the white's edge (eye_slide fades there)
             low, high = hexagon[e].amin(0) - grow, hexagon[e].amax(0) + grow
-            near = (valid & (position >= low).all(1) & (position <= high).all(1)).nonzero()[:, 0]
+            near = in_box(position, low, high, valid)
             if near.numel() == 0:
                 continue
             p = position[near]
@@ -1128,7 +1138,7 @@ class WarpRenderer(BoxRenderer):
         band = self.config.lash_band * heights                                      # (2,)
         low = polygons.amin((0, 1)) - float((grow + band).max())
         high = polygons.amax((0, 1)) + float((grow + band).max())
-        near = (valid & (position >= low).all(1) & (position <= high).all(1)).nonzero()[:, 0]
+        near = in_box(position, low, high, valid)
         pixels, eyes, shares = [], [], []
         for e in range(2):
             reach = grow[e] + band[e] * amount[frame[near], e]
