@@ -169,9 +169,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    default=_MOTION.close_mouth,
                    help="relative mouth: a photo whose mouth is open wider than the driver's "
                         "reference frame's is first closed to it (the jaw, then the lips), so "
-                        "it closes when the driver's "
-                        "does (LivePortrait's --flag_normalize_lip); --no-close-mouth keeps the "
-                        "photo's opening as the rest state (default: on)")
+                        "it closes when the driver's does (LivePortrait's "
+                        "--flag_normalize_lip); --no-close-mouth keeps the photo's opening as "
+                        "the rest state (default: on)")
     p.add_argument("--blink-gain", type=float, default=_MOTION.blink_gain, metavar="G",
                    help="multiply the transferred lid motion (default: %(default)s; e.g. 1.5 "
                         "for fuller blinks)")

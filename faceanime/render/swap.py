@@ -224,14 +224,16 @@ def fringe_mask(texture: torch.Tensor, region: torch.Tensor, skin_uv: torch.Tens
     are not connected to it and stay; brows under a fringe go with it. With ``centre`` (the
     ``u`` range between the brows' middles), only hair that reaches the top there counts: hair
     hanging by the temples (s42's) touched the brows' outer ends and took both brows with it,
-    and the target's brows showed on the photo's face (ID retrieval of s42 on d3: its identity
-    distance 0.45, against 0.34 with the brows kept).
+    and the target's brows showed on the photo's face (s42 on d3: identity distance 0.45,
+    against 0.34 with its brows kept).
 
     Args:
         texture: ``(1, 3, S, S)`` in [0, 1].
         region: ``(S, S)`` bool, the swapped part of the layout.
         skin_uv: ``(K, 2)`` texture coordinates where the face shows skin.
         eyes_v: the texture coordinate ``v`` of the upper eyelids (v grows downwards).
+        threshold: the colour distance from the skin's beyond which a texel is not skin.
+        centre: ``(u0, u1)`` where a fringe must reach the top (None: anywhere).
     """
     from scipy import ndimage
 
