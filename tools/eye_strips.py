@@ -15,6 +15,7 @@ All render the same photo with relative motion from the driver's first frame.
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,17 @@ def head_box(points: np.ndarray) -> tuple[int, int, int]:
     low, high = points.min(0), points.max(0)
     centre = (low + high) / 2 - np.array([0.0, 0.25 * (high[1] - low[1])])
     return int(centre[0]), int(centre[1]), int(0.95 * (high - low).max()) + 1
+
+
+def config_from(text: str, default):
+    """A copy of the config dataclass ``default`` with the settings ``NAME=VALUE,...`` of
+    ``text`` (each value of its field's type; booleans as True or False)."""
+    def value(name: str, raw: str):
+        kind = type(getattr(default, name))
+        return raw == "True" if kind is bool else kind(raw)
+
+    pairs = dict(item.split("=", 1) for item in text.split(","))
+    return replace(default, **{name: value(name, raw) for name, raw in pairs.items()})
 
 
 def crop(frame: np.ndarray, box: tuple[int, int, int], height: int, aspect: int = 2
@@ -78,8 +90,7 @@ def main() -> None:
     from faceanime.render.warp import WarpConfig
 
     if args.before:
-        settings = dict(item.split("=", 1) for item in args.before.split(","))
-        before = WarpConfig(**{k: type(getattr(WarpConfig(), k))(v) for k, v in settings.items()})
+        before = config_from(args.before, WarpConfig())
         before_floor = FitConfig().eyelid_floor
     else:
         before, before_floor = WarpConfig(lash_line=1.0), 0.0

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eye_strips import crop
+from eye_strips import config_from, crop
 from gaze_strips import fitted_driver, label, pair_groups
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,9 +68,8 @@ def main() -> None:
 
     variants = {title: (settings, WarpConfig()) for title, settings in VARIANTS.items()}
     if args.before:
-        pairs = dict(item.split("=", 1) for item in args.before.split(","))
-        before = WarpConfig(**{k: type(getattr(WarpConfig(), k))(v) for k, v in pairs.items()})
-        variants = {args.before: ({}, before), "default": ({}, WarpConfig())}
+        variants = {args.before: ({}, config_from(args.before, WarpConfig())),
+                    "default": ({}, WarpConfig())}
 
     torch.set_num_threads(2)
     model = load_model("sfm")

@@ -10,10 +10,14 @@ it, as the job does (``faceanime swap``).
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from eye_strips import config_from
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -51,11 +55,7 @@ def main() -> None:
 
     configs = [SwapRenderConfig()]
     if args.before:
-        settings = dict(item.split("=", 1) for item in args.before.split(","))
-        default = SwapRenderConfig()
-        configs.insert(0, SwapRenderConfig(**{
-            k: (v == "True") if isinstance(getattr(default, k), bool)
-            else type(getattr(default, k))(v) for k, v in settings.items()}))
+        configs.insert(0, config_from(args.before, SwapRenderConfig()))
 
     model = load_model("sfm")
     fits: dict[str, object] = {}
