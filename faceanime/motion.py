@@ -19,7 +19,7 @@ from faceanime.coefficients import Coefficients, check_same_fit
 from faceanime.errors import InputError
 from faceanime.geometry.rotation import rotation_angle_between
 from faceanime.morphable.eyelid import CLOSURE_RANGE
-from faceanime.morphable.lips import LIPS_RANGE, Lips, lip_rig
+from faceanime.morphable.lips import LIPS_RANGE, PUCKER_RANGE, Lips, lip_rig
 from faceanime.morphable.model import FaceModel
 from faceanime.reconstruction import face_vertices
 
@@ -66,8 +66,8 @@ class MotionConfig:
     """Multiplies the transferred lid motion (the change in relative mode, the closure in
     absolute mode); results stay within the lids' range (wide open to shut)."""
     lip_gain: float = 1.0
-    """Multiplies the transferred jaw opening (the change, or the angle); results stay within
-    the jaw's range."""
+    """Multiplies the transferred mouth motion (the jaw opening, the lips' closure and pucker:
+    the change, or the value); results stay within their ranges."""
     close_mouth: bool = True
     """Relative mouth: a photo whose mouth is open wider than the driver's reference frame's
     first has it closed to that opening, then takes the driver's change: its mouth closes when
@@ -313,6 +313,7 @@ def transfer_motion(source: Coefficients, driving: Coefficients,
     if config.close_mouth and mouth_mode == "relative" and model is not None:
         src_lips = rest_lips(model, replace(src, jaw=src_jaw), drv.frames([ref]))
     lips = _part(src_lips, drv.lips, ref, mouth_mode, config.lip_gain).clamp(*LIPS_RANGE)
+    pucker = _part(src.pucker, drv.pucker, ref, mouth_mode, config.lip_gain).clamp(*PUCKER_RANGE)
     eyes = _part(src.eyes, drv.eyes, ref, config.eyes or default, config.blink_gain,
                  room=CLOSURE_RANGE)
     eyes = eyes.clamp(*CLOSURE_RANGE)
@@ -341,7 +342,7 @@ def transfer_motion(source: Coefficients, driving: Coefficients,
     # The driver's mouth interior goes with its mouth motion.
     mouth = drv.mouth if mouth_mode != "off" else None
     return Coefficients(model=src.model, shape=src.shape.clone(), expression=expression,
-                        jaw=jaw, eyes=eyes, lips=lips, rotation=rotation,
+                        jaw=jaw, eyes=eyes, lips=lips, pucker=pucker, rotation=rotation,
                         translation=translation, scale=scale,
                         camera=src.camera, image_size=src.image_size, fps=drv.fps, mouth=mouth,
                         gaze=gaze)

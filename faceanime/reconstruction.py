@@ -19,8 +19,8 @@ from faceanime.morphable.model import FaceModel
 
 def face_vertices(model: FaceModel, coeffs: Coefficients, jaw: Jaw | None = None,
                   eyelids: Eyelids | None = None, lips: Lips | None = None) -> torch.Tensor:
-    """Model-space vertices of every frame, eyelids and lips closed and jaw opened as the
-    coefficients say.
+    """Model-space vertices of every frame, eyelids and lips closed, lips puckered and jaw
+    opened as the coefficients say.
 
     Args:
         model: the model the coefficients were fitted with.
@@ -44,10 +44,12 @@ def face_vertices(model: FaceModel, coeffs: Coefficients, jaw: Jaw | None = None
         eyelids = eyelids if eyelids is not None else build_eyelids(model)
         verts = apply_eyelids(verts, coeffs.eyes.to(device, dtype),
                               eyelids.offsets.to(device, dtype))
-    if coeffs.lips is not None and bool((coeffs.lips != 0).any()):
-        jaw = jaw if jaw is not None else build_jaw(model)
-        lips = lips if lips is not None else build_lips(model, jaw)
-        verts = apply_lips(verts, coeffs.lips.to(device, dtype), lips.offsets.to(device, dtype))
+    for closure, part in ((coeffs.lips, "offsets"), (coeffs.pucker, "pucker")):
+        if closure is not None and bool((closure != 0).any()):
+            jaw = jaw if jaw is not None else build_jaw(model)
+            lips = lips if lips is not None else build_lips(model, jaw)
+            verts = apply_lips(verts, closure.to(device, dtype),
+                               getattr(lips, part).to(device, dtype))
     if bool((coeffs.jaw != 0).any()):
         jaw = jaw if jaw is not None else build_jaw(model)
         verts = apply_jaw(verts, coeffs.jaw.to(device, dtype), jaw.pivot.to(device, dtype),

@@ -283,23 +283,28 @@ def test_blink_and_mouth_follow_through_viewer_summary():
         gap = (scale * torch.sin(2 * t)).clamp(min=0).double()
         track[:, [67, 66, 65]] = track[:, [61, 62, 63]]
         track[:, [67, 66, 65], 1] += gap[:, None]
+    for track, scale in ((driver, 6), (output, 3)):  # the corners drawn in: an "o"
+        track[:, 48, 0] += scale * torch.sin(3 * t).double()
+        track[:, 54, 0] -= scale * torch.sin(3 * t).double()
     faces = torch.tensor([1] * 27 + [2, 2, 0])
     summary, series = viewer_summary(output, faces, driver, 1, EvalConfig())
     assert summary["double_face"] == pytest.approx(200 / 30)
     assert summary["head_follow"] == pytest.approx(1.0)
     assert summary["blink_follow"] == pytest.approx(1.0)
     assert summary["mouth_corr"] == pytest.approx(1.0)
+    assert summary["width_corr"] > 0.99  # the eye distance moves a little with the head
     # The driver's 2 most closed frames (5 % of 30, rounded up), the output's median.
     ear = np.array([0.5 * e for e in (0.3 - 0.2 * torch.sin(t).clamp(min=0)).tolist()])
     closed = np.argsort(ear, kind="stable")[:2]
     assert summary["closed_eye"] == pytest.approx(ear[closed].mean() / np.median(ear), rel=1e-5)
     assert summary["closed_eye"] < 0.5
-    assert set(series) == {"faces", "ear", "mouth", "head_dx", "head_dy"}
+    assert set(series) == {"faces", "ear", "mouth", "width", "head_dx", "head_dy"}
     assert all(len(v) == 30 for v in series.values())
     static = output[:1].expand(30, -1, -1)
     summary, _ = viewer_summary(static, torch.ones(30, dtype=torch.long), driver, 1, EvalConfig())
     assert summary["double_face"] == 0 and summary["closed_eye"] == pytest.approx(1.0)
-    assert all(math.isnan(summary[k]) for k in ("head_follow", "blink_follow", "mouth_corr"))
+    assert all(math.isnan(summary[k])
+               for k in ("head_follow", "blink_follow", "mouth_corr", "width_corr"))
 
 
 def test_double_face_rate():

@@ -53,20 +53,24 @@ def pair_groups(pairs: list[str]) -> dict[tuple[str, str], list[int | None]]:
     return groups
 
 
-def fitted_driver(name: str, model, fits: dict):
-    """The shared video ``name`` tracked and fitted, its mouth interiors and gaze captured as
-    retarget does (without the interiors a strip would show the synthesised mouth where the job
-    shows the driver's); kept in ``fits`` for the next pair."""
+def fitted_driver(name: str, model, fits: dict, fit=None):
+    """The shared video ``name`` tracked and fitted (with the :class:`FitConfig` ``fit``, or
+    the default), its mouth interiors and gaze captured as retarget does (without the interiors
+    a strip would show the synthesised mouth where the job shows the driver's); kept in
+    ``fits`` for the next pair (its track too, for another fit of the same video)."""
     from faceanime.fitting import fit_video
     from faceanime.jobs.common import capture_driver
     from faceanime.landmarks import TrackerConfig, track_video
     from faceanime.render.mouth_interior import InteriorCapture
 
-    if name not in fits:
+    key = (name, repr(fit))
+    if key not in fits:
         video = DATA / "videos" / f"{name}.mp4"
-        track = track_video(video, TrackerConfig(progress=False))
-        fits[name] = capture_driver(video, fit_video(video, model, track), InteriorCapture(model))
-    return fits[name]
+        if ("track", name) not in fits:
+            fits["track", name] = track_video(video, TrackerConfig(progress=False))
+        coeffs = fit_video(video, model, fits["track", name], fit)
+        fits[key] = capture_driver(video, coeffs, InteriorCapture(model))
+    return fits[key]
 
 
 def main() -> None:

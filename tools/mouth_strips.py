@@ -1,7 +1,8 @@
 """Close-ups of the mouth of a photo driven by a video under different ways of moving the
 mouth: driver | ``--no-close-mouth`` | the default (``close_mouth``) | ``--reference-frame
 best``, one row per driver frame, the photo's own mouth at the top. With ``--before
-NAME=VALUE,...`` (warp settings) the columns are driver | those settings | the default instead.
+NAME=VALUE,...`` (warp settings) or ``--before-fit NAME=VALUE,...`` (fitter settings, for the
+photo and the driver) the columns are driver | those settings | the default instead.
 
 Without ``:frame`` a pair shows the driver's frames with the mouth most closed, about half open
 and widest open (the fitted jaw). Relative motion from the driver's first frame otherwise, as
@@ -11,6 +12,8 @@ and widest open (the fitted jaw). Relative motion from the driver's first frame 
     python tools/mouth_strips.py --pairs d19:d6 d19:d3 -o docs/img/close_mouth_d19.png
     python tools/mouth_strips.py --pairs s1:d6:528 s1:d6:632 s1:d3:150 s1:d0:48 s12:d6:528 \
         --before mouth_blend=0 --height 140 -o docs/img/mouth_blend.png
+    python tools/mouth_strips.py --pairs s42:d6:528 s42:d6:776 s1:d6:776 d19:d6:776 \
+        --before-fit pucker=False --height 140 -o docs/img/pucker_d6.png
 """
 
 from __future__ import annotations
@@ -56,9 +59,12 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=110, help="row height in pixels")
     parser.add_argument("--before", help="compare the default with these warp settings, "
                         "NAME=VALUE,... (e.g. mouth_blend=0)")
+    parser.add_argument("--before-fit", help="compare the default with these fitter settings "
+                        "of the photo and the driver, NAME=VALUE,... (e.g. pucker=False)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="the .png to write")
     args = parser.parse_args()
 
+    from faceanime.fitting import FitConfig
     from faceanime.io.media import iter_video_frames
     from faceanime.jobs.common import OutputConfig, load_source, make_renderer
     from faceanime.morphable import load_model
@@ -66,14 +72,18 @@ def main() -> None:
     from faceanime.reconstruction import face_vertices, project_vertices
     from faceanime.render.warp import WarpConfig
 
-    variants = {title: (settings, WarpConfig()) for title, settings in VARIANTS.items()}
-    if args.before:
-        variants = {args.before: ({}, config_from(args.before, WarpConfig())),
-                    "default": ({}, WarpConfig())}
+    # Per column: motion settings, warp settings, fitter settings.
+    variants = {title: (settings, WarpConfig(), FitConfig())
+                for title, settings in VARIANTS.items()}
+    if args.before or args.before_fit:
+        before = (config_from(args.before, WarpConfig()) if args.before else WarpConfig(),
+                  config_from(args.before_fit, FitConfig()) if args.before_fit else FitConfig())
+        variants = {args.before or args.before_fit: ({}, *before),
+                    "default": ({}, WarpConfig(), FitConfig())}
 
     torch.set_num_threads(2)
     model = load_model("sfm")
-    fits: dict[str, object] = {}
+    fits: dict[tuple[str, str], object] = {}
     args.output.parent.mkdir(parents=True, exist_ok=True)
     rows = []
     for (photo, driver), frames in pair_groups(args.pairs).items():
@@ -84,12 +94,18 @@ def main() -> None:
         index = [f for _, f in chosen]
         images = {i: f for i, f in enumerate(iter_video_frames(video)) if i in set(index)}
         config = OutputConfig(progress=False)
-        picture, source = load_source(next((DATA / "faces").glob(f"{photo}.*")), model, config)
+        path = next((DATA / "faces").glob(f"{photo}.*"))
+        picture, source = load_source(path, model, config)
         outputs, screens = [], []
-        for settings, warp in variants.values():
-            renderer = make_renderer(model, picture, source, OutputConfig(progress=False,
-                                                                          warp=warp))
-            target = transfer_motion(source, driving, MotionConfig(**settings),
+        for settings, warp, fit in variants.values():
+            # The default fit's photo and driver are the ones above; another fit's are refitted.
+            column_source, column_driving = source, driving
+            if fit != FitConfig():
+                _, column_source = load_source(path, model, config, fit)
+                column_driving = fitted_driver(driver, model, fits, fit)
+            renderer = make_renderer(model, picture, column_source,
+                                     OutputConfig(progress=False, warp=warp))
+            target = transfer_motion(column_source, column_driving, MotionConfig(**settings),
                                     model).frames(index)
             outputs.append(list(renderer.iter_frames(target)))
             screens.append(project_vertices(target, face_vertices(model, target))[
@@ -104,9 +120,11 @@ def main() -> None:
             jaw = float(torch.rad2deg(driving.jaw[f]))
             row = [label(crop(images[f], mouth_box(driving.landmarks[f].numpy()), args.height),
                          f"{driver} {f}{what} jaw {jaw:.0f}")]
+            # One box for every column (the first's mouth): a mouth narrower or more open in
+            # one column shows as such, not zoomed to the same size.
+            box = mouth_box(screens[0][k])
             for v, title in enumerate(variants):
-                row.append(label(crop(outputs[v][k], mouth_box(screens[v][k]), args.height),
-                                 title))
+                row.append(label(crop(outputs[v][k], box, args.height), title))
             rows.append(np.concatenate(row, 1))
     Image.fromarray(np.concatenate(rows, 0)).save(args.output)
     print(args.output)

@@ -20,8 +20,9 @@ counts; each returns one value per video:
 
 - :func:`double_face_rate` — % of output frames with more faces than the source photo;
 - :func:`head_follow` — Pearson correlation of the face centre's displacement, x and y averaged;
-- :func:`correlation` of :func:`eye_aspect_ratio` series (blink follow) and of
-  :func:`mouth_opening` series (mouth follow);
+- :func:`correlation` of :func:`eye_aspect_ratio` series (blink follow), of
+  :func:`mouth_opening` series (mouth follow) and of :func:`mouth_width` series (mouth width
+  follow: an "o" narrows the mouth, a smile widens it);
 - :func:`closed_eye_ratio` — how far the output's eyes close when the driver's are most closed.
 """
 
@@ -185,6 +186,13 @@ def mouth_opening(points: torch.Tensor) -> torch.Tensor:
     _check_track(points)
     gap = (points[:, [67, 66, 65]] - points[:, [61, 62, 63]]).norm(dim=-1).mean(-1)
     return gap / interocular(points)
+
+
+def mouth_width(points: torch.Tensor) -> torch.Tensor:
+    """Mouth corners' distance (iBUG 49 and 55, 1-based) over the outer-eye-corner distance:
+    ``(T, 68, 2)`` -> ``(T,)`` (NaN without a face)."""
+    _check_track(points)
+    return (points[:, 48] - points[:, 54]).norm(dim=-1) / interocular(points)
 
 
 def eye_aspect_ratio(points: torch.Tensor) -> torch.Tensor:

@@ -15,9 +15,9 @@ and mouth opening with the driver's).
 
 **What a viewer sees**, in both protocols and for every method (see
 :mod:`~faceanime.evaluation.metrics`): the double-face rate (output frames where dlib's detector
-finds more faces than in the source), head-motion follow, blink follow, the closed-eye ratio and
-mouth follow, each measured from the output's own landmarks against the driver's (in
-self-reenactment the driver is the video itself).
+finds more faces than in the source), head-motion follow, blink follow, the closed-eye ratio,
+mouth follow and mouth width follow, each measured from the output's own landmarks against the
+driver's (in self-reenactment the driver is the video itself).
 
 Methods: ``static`` (the source repeated), ``warp`` (the default renderer,
 :class:`~faceanime.render.warp.WarpRenderer`), ``mask`` (the face texture pasted into the still
@@ -265,19 +265,20 @@ def summarise(per_frame: dict[str, list[float]], threshold: float) -> dict[str, 
 
 
 def viewer_series(points: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-frame landmark measures of what a viewer sees: ``(T, 68, 2)`` -> ``ear``, ``mouth``
-    ``(T,)`` and ``head_dx``, ``head_dy`` ``(T,)`` (inter-ocular units), NaN without a face."""
+    """Per-frame landmark measures of what a viewer sees: ``(T, 68, 2)`` -> ``ear``, ``mouth``,
+    ``width`` ``(T,)`` and ``head_dx``, ``head_dy`` ``(T,)`` (inter-ocular units), NaN without
+    a face."""
     head = M.head_displacement(points)
     return {"ear": M.eye_aspect_ratio(points), "mouth": mouth_opening(points),
-            "head_dx": head[:, 0], "head_dy": head[:, 1]}
+            "width": M.mouth_width(points), "head_dx": head[:, 0], "head_dy": head[:, 1]}
 
 
 def viewer_summary(points: torch.Tensor, faces: torch.Tensor, driver: torch.Tensor,
                    source_faces: int, config: EvalConfig
                    ) -> tuple[dict[str, float], dict[str, list[float]]]:
     """A method's per-video values of what a viewer sees (``double_face``, ``head_follow``,
-    ``blink_follow``, ``closed_eye``, ``mouth_corr``) and its per-frame series (``faces``,
-    ``ear``, ``mouth``, ``head_dx``, ``head_dy``).
+    ``blink_follow``, ``closed_eye``, ``mouth_corr``, ``width_corr``) and its per-frame series
+    (``faces``, ``ear``, ``mouth``, ``width``, ``head_dx``, ``head_dy``).
 
     Args:
         points: ``(T, 68, 2)`` the output's landmarks, NaN where no face was found.
@@ -293,6 +294,7 @@ def viewer_summary(points: torch.Tensor, faces: torch.Tensor, driver: torch.Tens
         "blink_follow": correlation(out["ear"], drv["ear"]),
         "closed_eye": M.closed_eye_ratio(out["ear"], drv["ear"], config.closed_eye_share),
         "mouth_corr": correlation(out["mouth"], drv["mouth"]),
+        "width_corr": correlation(out["width"], drv["width"]),
     }
     series = {"faces": [float(f) for f in faces.tolist()]}
     series.update({k: [float(x) for x in v.tolist()] for k, v in out.items()})

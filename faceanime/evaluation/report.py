@@ -39,11 +39,13 @@ VIEWER_COLUMNS = [("double_face", "double face % ↓", "{:.1f}"),
                   ("head_follow", "head follow ↑", "{:.3f}"),
                   ("blink_follow", "blink follow ↑", "{:.3f}"),
                   ("closed_eye", "closed-eye ratio ↓", "{:.3f}"),
-                  ("mouth_corr", "mouth follow ↑", "{:.3f}")]
+                  ("mouth_corr", "mouth follow ↑", "{:.3f}"),
+                  ("width_corr", "mouth width follow ↑", "{:.3f}")]
 # Per-frame series drawn with the driver's own beside the methods'.
 VIEWER_CURVES = [("head_dx", "head x displacement (inter-ocular units)"),
                  ("head_dy", "head y displacement (inter-ocular units)"),
                  ("ear", "eye aspect ratio"), ("mouth", "mouth opening / eye distance"),
+                 ("width", "mouth width / eye distance"),
                  ("faces", "faces found")]
 CURVES = {
     "self": [("l1", "L1 (mean absolute error)"), ("psnr", "PSNR (dB)"), ("ssim", "SSIM"),

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 
 from faceanime.coefficients import Coefficients
-from faceanime.fitting.linalg import solve_block_tridiagonal
+from faceanime.fitting.linalg import smooth_fit
 from faceanime.morphable.eyelid import CLOSURE_RANGE, EYES, Eyelids, build_eyelids
 from faceanime.morphable.jaw import apply_jaw, build_jaw
 from faceanime.morphable.model import FaceModel
@@ -48,9 +48,12 @@ def read_as_shut(closure: torch.Tensor, floor: torch.Tensor, knee: float = LANDM
     return closure + floor * (closure - knee).clamp_min(0) / span
 
 
-def lid_vertices(model: FaceModel, coeffs: Coefficients, index: torch.Tensor) -> torch.Tensor:
+def lid_vertices(model: FaceModel, coeffs: Coefficients, index: torch.Tensor,
+                 offsets: torch.Tensor | None = None) -> torch.Tensor:
     """Model-space positions ``(T, len(index), 3)`` of a few vertices at the coefficients'
-    identity, expression and jaw (eyelids open): the full mesh is not needed."""
+    identity, expression and jaw (eyelids open, lips as modelled): the full mesh is not
+    needed. ``offsets`` (``(T or 1, len(index), 3)``, e.g. a lip rig's) are added before the
+    jaw turns."""
     dtype = coeffs.expression.dtype
     ks, ke = coeffs.shape.shape[0], coeffs.expression.shape[1]
     mean = model.mean[index].to(dtype)
@@ -58,6 +61,8 @@ def lid_vertices(model: FaceModel, coeffs: Coefficients, index: torch.Tensor) ->
                                 model.shape_basis[:ks, index].to(dtype))
     verts = verts + torch.einsum("bk,knd->bnd", coeffs.expression,
                                  model.expression_basis[:ke, index].to(dtype))
+    if offsets is not None:
+        verts = verts + offsets.to(dtype)
     if bool((coeffs.jaw != 0).any()):
         jaw = build_jaw(model)
         verts = apply_jaw(verts, coeffs.jaw, jaw.pivot.to(dtype), jaw.weights[index].to(dtype))
@@ -115,21 +120,7 @@ def fit_eyelids(model: FaceModel, coeffs: Coefficients, temporal_weight: float =
     diff = torch.nan_to_num(observed - gap0)
     precision = torch.where(known, (motion * motion).sum((-1, -2)), 0.0)     # (T, 2)
     rhs = torch.where(known, (motion * diff).sum((-1, -2)), 0.0)
-    if t == 1 or temporal_weight <= 0:
-        closure = rhs / precision.clamp_min(1e-12)
-    else:
-        # Minimise sum_f p_f (c_f - ĉ_f)² + w sum_f (c_f - c_(f-1))², one eye per column.
-        w = temporal_weight * precision[known].mean() if bool(known.any()) else 1.0
-        device = precision.device
-        ones = torch.ones(t, 2, dtype=dtype, device=device)
-        neighbours = torch.zeros(t, 2, dtype=dtype, device=device)
-        neighbours[1:] += 1
-        neighbours[:-1] += 1
-        diag = precision + w * neighbours + 1e-9 * ones
-        lower = torch.full((t, 2), -float(w), dtype=dtype, device=device)
-        closure = torch.stack([
-            solve_block_tridiagonal(diag[:, e, None, None], lower[:, e, None, None],
-                                    rhs[:, e, None, None])[:, 0, 0] for e in range(2)], 1)
+    closure = smooth_fit(precision, rhs, known, temporal_weight)
     if floor > 0:
         opening = gap0.norm(dim=-1).mean(-1)                                 # (T, 2)
         read_shut = (floor * width / opening.clamp_min(1e-9)).clamp(max=MAX_FLOOR_SHARE)

@@ -32,9 +32,11 @@ from faceanime.fitting.contour import LEFT_JAW, RIGHT_JAW, contour_correspondenc
 from faceanime.fitting.eyelid import fit_eyelids
 from faceanime.fitting.init import init_orthographic_pose
 from faceanime.fitting.linalg import solve_block_tridiagonal
+from faceanime.fitting.pucker import fit_pucker, mouth_landmarks
 from faceanime.geometry.rotation import matrix_to_euler, so3_exp, so3_log
 from faceanime.morphable.eyelid import eyelid_rig
 from faceanime.morphable.jaw import build_jaw, rotation_x
+from faceanime.morphable.lips import lip_rig
 from faceanime.morphable.model import N_LANDMARKS, FaceModel
 
 _JAW_IDS = torch.tensor(RIGHT_JAW + LEFT_JAW)
@@ -85,6 +87,13 @@ class FitConfig:
     """The eye aspect ratio (lid gap over eye width) detected landmarks still show on a shut
     eye, read as shut (:func:`~faceanime.fitting.eyelid.fit_eyelids`): dlib's, measured on the
     shut eyes of d3 and d6; 0 for exact landmarks."""
+    pucker: bool = True
+    """Fit each frame's pucker (how much narrower the mouth is than the model's,
+    :mod:`faceanime.fitting.pucker`) after the expression, so rounded lips ("o", "oo") transfer:
+    the six emotions fit a narrowed mouth as wide as ever."""
+    pucker_temporal_weight: float = 0.1
+    """Smoothness of the pucker between frames (as ``eyelid_temporal_weight``: a vowel lasts a
+    few frames)."""
     max_jaw_deg: float = 35.0
     """Largest jaw opening angle."""
     nonnegative_blendshapes: bool = True
@@ -770,11 +779,17 @@ def fit_landmarks(model: FaceModel, landmarks: torch.Tensor,
         scale=scale_out.float(), camera=config.camera,
         image_size=torch.tensor([height, width]), landmarks=landmarks.float(),
         fitted_landmarks=fitted.float(), valid=valid, fps=fps)
-    if eyelids is not None:
+    lips = lip_rig(model) if config.pucker else None  # None: the mouth is not mapped
+    if eyelids is not None or lips is not None:
         on_model = coeffs.to(model.device)
-        on_model.eyes = fit_eyelids(model, on_model, config.eyelid_temporal_weight, eyelids,
-                                    config.eyelid_floor)
-        _close_fitted_lids(on_model, eyelids, model)
+        if eyelids is not None:
+            on_model.eyes = fit_eyelids(model, on_model, config.eyelid_temporal_weight,
+                                        eyelids, config.eyelid_floor)
+            _close_fitted_lids(on_model, eyelids, model)
+        if lips is not None:
+            on_model.pucker = fit_pucker(model, on_model, config.pucker_temporal_weight, lips)
+            mouth, points = mouth_landmarks(model, on_model, lips)
+            on_model.fitted_landmarks[:, mouth] = points.to(on_model.fitted_landmarks.dtype)
         coeffs = on_model.to(device)
     return coeffs
 

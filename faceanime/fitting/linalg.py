@@ -67,3 +67,37 @@ def _dense(a: torch.Tensor, low: torch.Tensor, up: torch.Tensor, r: torch.Tensor
         return torch.linalg.solve(a, r)
     full = torch.cat([torch.cat([a[0], up[0]], 1), torch.cat([low[1], a[1]], 1)], 0)
     return torch.linalg.solve(full, r.reshape(2 * d, -1)).view(2, d, -1)
+
+
+def smooth_fit(precision: torch.Tensor, rhs: torch.Tensor, known: torch.Tensor,
+               temporal_weight: float) -> torch.Tensor:
+    """Per-frame scalars fitted by least squares and tied between consecutive frames (the
+    eyelids' closures, the lips' pucker).
+
+    Minimises ``sum_f p_f (c_f - rhs_f / p_f)^2 + w sum_f (c_f - c_(f-1))^2`` for each column,
+    with ``w`` the temporal weight times the mean precision of the known frames (relative to
+    how precisely one frame's landmarks determine the value), exactly, as one tridiagonal
+    system per column.
+
+    Args:
+        precision: ``(T, K)`` each frame's precision ``p_f`` (0 where nothing was observed).
+        rhs: ``(T, K)`` each frame's ``p_f`` times its own least-squares value.
+        known: ``(T, K)`` bool, where the frame was observed.
+        temporal_weight: 0 (or one frame): every frame alone.
+
+    Returns:
+        ``(T, K)``.
+    """
+    t, k = precision.shape
+    if t == 1 or temporal_weight <= 0:
+        return rhs / precision.clamp_min(1e-12)
+    w = temporal_weight * precision[known].mean() if bool(known.any()) else 1.0
+    dtype, device = precision.dtype, precision.device
+    neighbours = torch.zeros(t, k, dtype=dtype, device=device)
+    neighbours[1:] += 1
+    neighbours[:-1] += 1
+    diag = precision + w * neighbours + 1e-9
+    lower = torch.full((t, k), -float(w), dtype=dtype, device=device)
+    return torch.stack([
+        solve_block_tridiagonal(diag[:, e, None, None], lower[:, e, None, None],
+                                rhs[:, e, None, None])[:, 0, 0] for e in range(k)], 1)

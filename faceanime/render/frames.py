@@ -127,8 +127,9 @@ class BoxRenderer:
         (pixels and depth). Lid closures are ignored by a mesh without an eyelid rig."""
         if self.eyelids is None and bool((coeffs.eyes != 0).any()):
             coeffs = replace(coeffs, eyes=torch.zeros_like(coeffs.eyes))
-        if self.lips is None and bool((coeffs.lips != 0).any()):
-            coeffs = replace(coeffs, lips=torch.zeros_like(coeffs.lips))
+        if self.lips is None and bool((coeffs.lips != 0).any() or (coeffs.pucker != 0).any()):
+            coeffs = replace(coeffs, lips=torch.zeros_like(coeffs.lips),
+                             pucker=torch.zeros_like(coeffs.pucker))
         verts = face_vertices(self.mesh, coeffs, jaw=self.jaw, eyelids=self.eyelids,
                               lips=self.lips)
         return project_vertices(coeffs, verts).to(self.image.dtype)
