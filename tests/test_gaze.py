@@ -132,7 +132,7 @@ def test_real_glances_of_d6_are_measured_left_and_right(data_dir):
     gaze = measure_gaze(frames_tensor(np.stack(frames)), points)
     assert torch.isfinite(gaze).all()
     # Measured on the eyes' box of the uint8 frames alone: the same (a sample's rounding).
-    boxed = measure_frames(torch.from_numpy(np.stack(frames)), points)
+    boxed, _ = measure_frames(torch.from_numpy(np.stack(frames)), points)
     assert (boxed - gaze).abs().max() < 0.03
     change = gaze[1:, :, 0] - gaze[:1, :, 0]                                   # (2, 2)
     assert (change[0] > 0.1).all(), change      # 360: right

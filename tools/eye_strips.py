@@ -3,13 +3,17 @@ its large turns): driver | before | now, one row per pair.
 
 "Before" fits the driver with ``eyelid_floor=0`` (dlib's lid points read as they are) and renders
 with ``lash_line=1`` (the eyeball squeezed, not hidden); with ``--before NAME=VALUE,...`` it is
-the defaults with those warp settings instead (e.g. ``lid_dark=0``). "Now" uses the defaults.
+the defaults with those warp settings instead (e.g. ``lid_dark=0``); with ``--before-blinks``
+the defaults with the driver's blinks read from its landmarks alone (not shut where its pixels
+show no eye). "Now" is the job's: the defaults, the driver captured as retarget captures it.
 All render the same photo with relative motion from the driver's first frame.
 
     python tools/eye_strips.py --pairs s1:d6:393 s42:d6:393 d19:d6:393 s12:d3:60 \
         -o docs/img/warp_blink.png
     python tools/eye_strips.py --region head --before flank_stretch=0 \
         --pairs d19:d3:267 s1:d3:267 s42:d3:264 -o docs/img/warp_flank.png
+    python tools/eye_strips.py --before-blinks --pairs s42:d18:187 s12:d18:186 s1:d18:96 \
+        s42:d6:220 -o docs/img/blinks_read_shut.png
 """
 
 from __future__ import annotations
@@ -75,6 +79,9 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=120, help="row height in pixels")
     parser.add_argument("--before", help="warp settings of the 'before' column, "
                         "NAME=VALUE,... (default: the fit and lids of before the lid rig's fixes)")
+    parser.add_argument("--before-blinks", action="store_true",
+                        help="'before': the defaults, the driver's blinks from its landmarks "
+                        "alone")
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("-o", "--output", type=Path, required=True)
     args = parser.parse_args()
@@ -89,8 +96,8 @@ def main() -> None:
     from faceanime.render.mouth_interior import InteriorCapture
     from faceanime.render.warp import WarpConfig
 
-    if args.before:
-        before = config_from(args.before, WarpConfig())
+    if args.before or args.before_blinks:
+        before = config_from(args.before, WarpConfig()) if args.before else WarpConfig()
         before_floor = FitConfig().eyelid_floor
     else:
         before, before_floor = WarpConfig(lash_line=1.0), 0.0
@@ -107,12 +114,15 @@ def main() -> None:
         image = next(f for i, f in enumerate(iter_video_frames(video)) if i == frame)
         box_of, aspect = (eye_box, 2) if args.region == "eyes" else (head_box, 1)
         tiles = [crop(image, box_of(track.points[frame]), args.height, aspect)]
-        for floor, warp in ((before_floor, before), (FitConfig().eyelid_floor, WarpConfig())):
+        columns = ((before_floor, before, not args.before_blinks),
+                   (FitConfig().eyelid_floor, WarpConfig(), True))
+        for floor, warp, blinks in columns:
             driving = fit_landmarks(model, torch.from_numpy(track.points), tuple(track.image_size),
                                     FitConfig(eyelid_floor=floor), fps=track.fps)
-            if args.region == "head":
-                # The mouth shows too: the driver's interior, as the job captures it.
-                driving = capture_driver(video, driving, InteriorCapture(model), gaze=False)
+            # As the job captures the driver: its gaze and blinks (and, for the head, whose
+            # mouth shows too, its mouth interior).
+            interiors = InteriorCapture(model) if args.region == "head" else None
+            driving = capture_driver(video, driving, interiors, blinks=blinks)
             config = OutputConfig(progress=False, warp=warp)
             picture, source = load_source(args.data / "faces" / f"{photo}.jpg", model, config)
             target = transfer_motion(source, driving, model=model).frames([frame])

@@ -31,6 +31,7 @@ video and the rest of the report goes on.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -58,7 +59,14 @@ from faceanime.fitting.fitter import fit_landmarks
 from faceanime.identity import identity_distance
 from faceanime.io import is_video_path, iter_video_frames, read_image
 from faceanime.landmarks.detector import as_rgb_image
-from faceanime.landmarks.gaze import fill_gaze, measure_gaze, narrowed
+from faceanime.landmarks.gaze import (
+    BLINK_FRAMES,
+    fill_gaze,
+    measure_frames,
+    measure_gaze,
+    narrowed,
+    shut_frames,
+)
 from faceanime.morphable import FaceModel, load_model
 from faceanime.motion import MotionConfig, transfer_gaze, transfer_motion
 from faceanime.render.classic import ClassicConfig, ClassicRenderer
@@ -264,6 +272,20 @@ def summarise(per_frame: dict[str, list[float]], threshold: float) -> dict[str, 
     return out
 
 
+def eye_contrast_of(frame: np.ndarray, points: torch.Tensor) -> torch.Tensor:
+    """:func:`~faceanime.landmarks.gaze.eye_contrast` ``(2,)`` of one ``(H, W, 3)`` uint8
+    frame and its landmarks ``(68, 2)``."""
+    return measure_frames(torch.from_numpy(np.ascontiguousarray(frame))[None], points[None])[1][0]
+
+
+def read_blinks(coeffs: Coefficients, contrast: torch.Tensor, stride: int) -> None:
+    """Shut the lids of the fitted rows whose eyes show no eye, as retarget's driver capture
+    does (:func:`~faceanime.jobs.common.capture_driver`): ``contrast (T, 2)`` of rows ``stride``
+    frames apart, so a blink spans at most ``ceil(BLINK_FRAMES / stride)`` of them."""
+    shut = shut_frames(contrast, longest=max(1, math.ceil(BLINK_FRAMES / max(stride, 1))))
+    coeffs.eyes[shut.to(coeffs.eyes.device)] = 1.0
+
+
 def viewer_series(points: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-frame landmark measures of what a viewer sees: ``(T, 68, 2)`` -> ``ear``, ``mouth``,
     ``width`` ``(T,)`` and ``head_dx``, ``head_dy`` ``(T,)`` (inter-ocular units), NaN without
@@ -465,9 +487,11 @@ def evaluate_self_video(video: str | os.PathLike, config: EvalConfig, model: Fac
     gt_points = torch.full((total, 68, 2), float("nan"))
     bar = tqdm(total=len(indices), desc=f"landmarks {video.name}", unit="frame",
                disable=not config.progress, leave=False)
+    gt_contrast = torch.full((total, 2), float("nan"))
     for i, frame in enumerate(iter_video_frames(video)):
         if i in wanted:
             gt_points[i] = scorer.landmarks(frame[None])[0]
+            gt_contrast[i] = eye_contrast_of(frame, gt_points[i])
             bar.update(1)
     bar.close()
     src_points, src_faces = scorer.detect(source_image[None])
@@ -476,6 +500,7 @@ def evaluate_self_video(video: str | os.PathLike, config: EvalConfig, model: Fac
                                 "another with --source-frame")
     result.source_faces = int(src_faces[0])
     gt_points[config.source_frame] = src_points[0]
+    gt_contrast[config.source_frame] = eye_contrast_of(source_image, src_points[0])
     gt_face = torch.isfinite(gt_points[indices]).flatten(1).all(1)
     result.gt_no_face = int((~gt_face).sum())
     result.reference, result.reference_summary = driver_reference(gt_points[indices], config)
@@ -487,6 +512,7 @@ def evaluate_self_video(video: str | os.PathLike, config: EvalConfig, model: Fac
     fit_config = FitConfig(device=config.device,
                            temporal_weight=FitConfig.temporal_weight if consecutive else 0.0)
     coeffs = fit_landmarks(model, gt_points[fitted], size, fit_config)
+    read_blinks(coeffs, gt_contrast[fitted], config.stride)
     source_coeffs = coeffs.frames([position[config.source_frame]])
 
     src_tensor = frames_tensor(source_image[None], device)
@@ -681,9 +707,11 @@ def evaluate_cross_pair(photo: str | os.PathLike, driving: str | os.PathLike,
     capture = _capture(model, config) if "warp" in names else None
     kept = []
     drv_gaze = torch.full((len(indices), 2, 2), float("nan"))
+    drv_contrast = torch.full((len(indices), 2), float("nan"))
     for i, frame in enumerate(iter_video_frames(driving)):
         if i in wanted:
             drv_points[k] = scorer.landmarks(frame[None])[0]
+            drv_contrast[k] = eye_contrast_of(frame, drv_points[k])
             drv_gaze[k] = measure_gaze(frames_tensor(frame[None], device),
                                        drv_points[k:k + 1].to(device))[0].cpu()
             k += 1
@@ -696,6 +724,7 @@ def evaluate_cross_pair(photo: str | os.PathLike, driving: str | os.PathLike,
     fit_config = FitConfig(device=config.device,
                            temporal_weight=FitConfig.temporal_weight if consecutive else 0.0)
     drv = fit_landmarks(model, drv_points, size, fit_config)
+    read_blinks(drv, drv_contrast, config.stride)
     # Scored frames apart: their gaps filled, not smoothed across.
     drv_gaze[narrowed(drv_points)] = float("nan")
     drv.gaze = fill_gaze(drv_gaze, sigma=0.0).to(drv.expression)

@@ -56,6 +56,7 @@ from faceanime.landmarks import (
     measure_frames,
     measure_gaze,
     narrowed,
+    shut_frames,
     track_video,
 )
 from faceanime.morphable import FaceModel, load_model
@@ -608,13 +609,17 @@ def load_driving(driving: str | os.PathLike, model: FaceModel, config: JobInputs
 
 def capture_driver(video: str | os.PathLike, coeffs: Coefficients,
                    interiors: InteriorCapture | None = None, gaze: bool = True,
-                   batch_size: int = 32, progress: bool = False) -> Coefficients:
+                   batch_size: int = 32, progress: bool = False,
+                   blinks: bool = True) -> Coefficients:
     """What a driving video's frames show beyond its landmarks, in one more decode of it:
-    each frame's mouth interior (``coeffs.mouth``, by ``interiors``; None: not captured) and
-    where its eyes look (``coeffs.gaze``, from its tracked landmarks; frames whose eyes are
+    each frame's mouth interior (``coeffs.mouth``, by ``interiors``; None: not captured), where
+    its eyes look (``coeffs.gaze``, from its tracked landmarks; frames whose eyes are
     :func:`~faceanime.landmarks.gaze.narrowed` and gaps filled from their neighbours,
-    :func:`~faceanime.landmarks.gaze.fill_gaze`). Frames the video lacks get an empty interior
-    (the synthesised one shows) and the gaze held. Returns ``coeffs`` with both set.
+    :func:`~faceanime.landmarks.gaze.fill_gaze`) and, with the gaze and ``blinks``, the blinks
+    its landmarks read half open: frames whose eyes show no eye (:func:`~faceanime.landmarks.
+    gaze.shut_frames`) get their lids shut (``coeffs.eyes`` 1). Frames the video lacks get an
+    empty interior (the synthesised one shows) and the gaze held. Returns ``coeffs`` with these
+    set.
 
     Raises:
         MediaError: the video cannot be read.
@@ -623,7 +628,7 @@ def capture_driver(video: str | os.PathLike, coeffs: Coefficients,
     if interiors is None and not gaze:
         return coeffs
     t = coeffs.n_frames
-    mouths, gazes = [], []
+    mouths, gazes, contrasts = [], [], []
     frames = iter_video_frames(video)
     with tqdm(total=t, desc="driver's mouth and eyes", unit="frame", disable=not progress,
               leave=False) as bar:
@@ -636,7 +641,9 @@ def capture_driver(video: str | os.PathLike, coeffs: Coefficients,
             if interiors is not None:
                 mouths.append(interiors(batch, part))
             if gaze:
-                gazes.append(measure_frames(torch.from_numpy(batch), part.landmarks.float()))
+                seen, shown = measure_frames(torch.from_numpy(batch), part.landmarks.float())
+                gazes.append(seen)
+                contrasts.append(shown)
             bar.update(len(images))
     done = sum(len(m) for m in gazes) if gaze else sum(len(m) for m in mouths)
     missing = t - done
@@ -649,6 +656,11 @@ def capture_driver(video: str | os.PathLike, coeffs: Coefficients,
         measured = torch.cat([measured, measured.new_full((missing, 2, 2), float("nan"))])
         measured[narrowed(coeffs.landmarks.float())] = float("nan")
         coeffs.gaze = fill_gaze(measured).to(coeffs.expression)
+        if blinks:
+            shown = torch.cat(contrasts) if contrasts else torch.zeros(0, 2)
+            shut = shut_frames(torch.cat([shown, shown.new_full((missing, 2), float("nan"))]))
+            coeffs.eyes = torch.where(shut[:, None].to(coeffs.eyes.device),
+                                      torch.ones_like(coeffs.eyes), coeffs.eyes)
     return coeffs
 
 

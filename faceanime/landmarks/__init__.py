@@ -31,10 +31,12 @@ from faceanime.landmarks.detector import (
 from faceanime.landmarks.draw import draw_landmarks
 from faceanime.landmarks.gaze import (
     GazeConfig,
+    eye_contrast,
     fill_gaze,
     measure_frames,
     measure_gaze,
     narrowed,
+    shut_frames,
 )
 from faceanime.landmarks.metrics import nme
 from faceanime.landmarks.pts import read_pts, write_pts
@@ -58,6 +60,7 @@ __all__ = [
     "detect_faces",
     "detect_landmarks",
     "draw_landmarks",
+    "eye_contrast",
     "face_scale",
     "fill_gaze",
     "measure_frames",
@@ -67,6 +70,7 @@ __all__ = [
     "one_euro_filter",
     "points_box",
     "read_pts",
+    "shut_frames",
     "track_video",
     "write_pts",
 ]

@@ -27,6 +27,9 @@ EYES = ((36, 37, 38, 39, 40, 41), (42, 43, 44, 45, 46, 47))
 # The largest gaze change a render applies, (u, v) in eye widths: beyond it the photo has
 # no iris to show (it would slide under a lid or into a corner).
 MAX_CHANGE = (0.22, 0.1)
+BLINK_FRAMES = 8
+"""The longest a blink's eyes stay shut, in frames (at 25-30 frames/s; blinks last 0.1-0.3 s):
+see :func:`shut_frames`."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,53 @@ def from_eye(local: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
                                              axes)
 
 
+def eye_samples(images: torch.Tensor, landmarks: torch.Tensor, samples: int
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each eye resampled to its own frame (u over [-0.6, 0.6], the corners at ±0.5; v over
+    [-0.3, 0.3]).
+
+    Args:
+        images: ``(T, 3, H, W)`` RGB in [0, 1] (or ``(T, 1, H, W)`` grey).
+        landmarks: ``(T, 68, 2)`` pixels (NaN where not detected; sampled at 0 there).
+        samples: samples across the eye's width.
+
+    Returns:
+        ``lum (T, 2, V, U)`` luma, ``inside (T, 2, V, U)`` 1 inside the landmarks' hexagon,
+        ``local (V, U, 2)`` the samples' (u, v), and the landmarks with NaN as 0.
+    """
+    t, channels, h, w = images.shape
+    dtype, device = images.dtype, images.device
+    landmarks = landmarks.to(device, dtype)
+    n = samples
+    us = torch.linspace(-0.6, 0.6, round(1.2 * n) + 1, dtype=dtype, device=device)
+    vs = torch.linspace(-0.3, 0.3, round(0.6 * n) + 1, dtype=dtype, device=device)
+    local = torch.stack(torch.meshgrid(us, vs, indexing="xy"), -1)            # (V, U, 2)
+    grid_v, grid_u = local.shape[:2]
+    filled = torch.nan_to_num(landmarks, nan=0.0)
+    points = from_eye(local.reshape(1, 1, -1, 2).expand(t, 2, -1, -1), filled)  # (T, 2, VU, 2)
+    norm = points / torch.tensor([w - 1, h - 1], dtype=dtype, device=device) * 2 - 1
+    # Only the eyes' samples are converted to luma, not the whole frames.
+    sampled = F.grid_sample(images, norm.reshape(t, 2 * grid_v, grid_u, 2), mode="bilinear",
+                            padding_mode="border", align_corners=True)    # (T, C, 2V, U)
+    if channels == 3:
+        sampled = (sampled * torch.tensor([0.299, 0.587, 0.114], dtype=dtype,
+                                          device=device)[:, None, None]).sum(1, keepdim=True)
+    lum = sampled.reshape(t, 2, grid_v, grid_u)
+    hexagon = to_eye(filled[:, list(EYES[0] + EYES[1])].reshape(t, 2, 6, 2), filled)
+    depth = _convex_depth(local.reshape(1, 1, -1, 2), hexagon[:, :, None])   # (T, 2, VU)
+    inside = (depth > 0).reshape(t, 2, grid_v, grid_u).to(dtype)
+    return lum, inside, local, filled
+
+
+def _extremes(lum: torch.Tensor, inside: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The darkest and brightest luma ``(T, 2)`` inside each eye's hexagon."""
+    big = torch.finfo(lum.dtype).max
+    flat, mask = lum.flatten(2), inside.flatten(2) > 0
+    low = torch.where(mask, flat, torch.full_like(flat, big)).amin(2)
+    high = torch.where(mask, flat, torch.full_like(flat, -big)).amax(2)
+    return low, high
+
+
 def measure_gaze(images: torch.Tensor, landmarks: torch.Tensor,
                  config: GazeConfig | None = None) -> torch.Tensor:
     """The iris centre of each eye in each frame.
@@ -100,36 +150,14 @@ def measure_gaze(images: torch.Tensor, landmarks: torch.Tensor,
         (module docstring), NaN where not measurable.
     """
     c = config or GazeConfig()
-    t, channels, h, w = images.shape
+    t = images.shape[0]
     dtype, device = images.dtype, images.device
     landmarks = landmarks.to(device, dtype)
     n = c.samples
-    # The eye's frame: u over [-0.6, 0.6] (corners at ±0.5), v over [-0.3, 0.3].
-    us = torch.linspace(-0.6, 0.6, round(1.2 * n) + 1, dtype=dtype, device=device)
-    vs = torch.linspace(-0.3, 0.3, round(0.6 * n) + 1, dtype=dtype, device=device)
-    local = torch.stack(torch.meshgrid(us, vs, indexing="xy"), -1)            # (V, U, 2)
-    grid_v, grid_u = local.shape[:2]
-    filled = torch.nan_to_num(landmarks, nan=0.0)
-    points = from_eye(local.reshape(1, 1, -1, 2).expand(t, 2, -1, -1), filled)  # (T, 2, VU, 2)
-    norm = points / torch.tensor([w - 1, h - 1], dtype=dtype, device=device) * 2 - 1
-    # Only the eyes' samples are converted to luma, not the whole frames.
-    sampled = F.grid_sample(images, norm.reshape(t, 2 * grid_v, grid_u, 2), mode="bilinear",
-                            padding_mode="border", align_corners=True)    # (T, C, 2V, U)
-    if channels == 3:
-        sampled = (sampled * torch.tensor([0.299, 0.587, 0.114], dtype=dtype,
-                                          device=device)[:, None, None]).sum(1, keepdim=True)
-    lum = sampled.reshape(t, 2, grid_v, grid_u)
-
-    # Inside the landmarks' hexagon, in the eye's frame.
-    hexagon = to_eye(filled[:, list(EYES[0] + EYES[1])].reshape(t, 2, 6, 2), filled)
-    depth = _convex_depth(local.reshape(1, 1, -1, 2), hexagon[:, :, None])   # (T, 2, VU)
-    inside = (depth > 0).reshape(t, 2, grid_v, grid_u).to(dtype)
-
+    lum, inside, local, filled = eye_samples(images, landmarks, n)
+    grid_u = local.shape[1]
     count = inside.sum((2, 3)).clamp_min(1)
-    big = torch.finfo(dtype).max
-    flat = lum.flatten(2)
-    low = torch.where(inside.flatten(2) > 0, flat, torch.full_like(flat, big)).amin(2)
-    high = torch.where(inside.flatten(2) > 0, flat, torch.full_like(flat, -big)).amax(2)
+    low, high = _extremes(lum, inside)
     mean = (lum * inside).sum((2, 3)) / count
     threshold = ((low + torch.maximum(mean, (low + high) / 2)) / 2)[..., None, None]
     dark = ((threshold - lum) / (threshold - low[..., None, None]).clamp_min(1e-3)).clamp(0, 1)
@@ -156,26 +184,80 @@ def measure_gaze(images: torch.Tensor, landmarks: torch.Tensor,
     return torch.where(ok[..., None], gaze, torch.full_like(gaze, float("nan")))
 
 
-def measure_frames(frames: torch.Tensor, landmarks: torch.Tensor,
-                   config: GazeConfig | None = None) -> torch.Tensor:
-    """:func:`measure_gaze` of ``(T, H, W, 3)`` uint8 frames (as a video decodes them): only
-    the box around the eyes of the whole batch (grown by an eye's width) is converted to floats,
-    so a batch of 1080p frames costs a few MB, not 800."""
-    t = frames.shape[0]
+def eye_contrast(images: torch.Tensor, landmarks: torch.Tensor,
+                 config: GazeConfig | None = None) -> torch.Tensor:
+    """How much eye shows: the brightest minus the darkest luma inside each eye's landmark
+    hexagon, ``(T, 2)`` (images and landmarks as :func:`measure_gaze`'s; NaN where an eye's
+    landmarks are missing or it is narrower than ``config.min_width``).
+
+    An open eye holds the white and the iris (d18: 0.41-0.59, d6: 0.57-0.81); a shut one only
+    lid and lashes, however far apart dlib leaves its lid points (d18's shut eyes, eye aspect
+    ratio 0.12-0.18 where dlib's shut reading is about 0.1: 0.10-0.25; d6's: 0.13-0.23)."""
+    c = config or GazeConfig()
+    lum, inside, _, filled = eye_samples(images, landmarks, c.samples)
+    low, high = _extremes(lum, inside)
+    _, _, width = eye_frames(filled)
+    t = images.shape[0]
+    ok = ((width >= c.min_width) & (inside.sum((2, 3)) > 0)
+          & torch.isfinite(landmarks[:, list(EYES[0] + EYES[1])]).all(-1)
+          .reshape(t, 2, 6).all(-1).to(lum.device))
+    return torch.where(ok, high - low, torch.full_like(high, float("nan")))
+
+
+def shut_frames(contrast: torch.Tensor, share: float = 0.5,
+                longest: int = BLINK_FRAMES) -> torch.Tensor:
+    """``(T,)`` True where a track's eyes are shut in a blink, from their
+    :func:`eye_contrast` ``(T, 2)`` (consecutive frames, or evenly spaced samples).
+
+    Shut: the eyes' mean contrast is below ``share`` of its median over the track, in a run of
+    at most ``longest`` rows: a blink lasts a few frames; longer runs are a lowered look or a
+    squint held (d3 looks down for 20-50 frames at a time, its contrast as low as a shut eye's),
+    which the landmarks follow. NaN rows are never shut."""
+    mean = contrast.mean(-1)
+    typical = mean.nanmedian()
+    low = (mean < share * typical) & torch.isfinite(mean)
+    if not bool(low.any()):
+        return low
+    # Run lengths: each row's run of consecutive low rows.
+    t = low.shape[0]
+    change = torch.ones(t, dtype=torch.bool, device=low.device)
+    change[1:] = low[1:] != low[:-1]
+    run = torch.cumsum(change.long(), 0)
+    length = torch.bincount(run)[run]
+    return low & (length <= longest)
+
+
+def _eyes_box(frames: torch.Tensor, landmarks: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The box around the eyes of a batch of ``(T, H, W, 3)`` uint8 frames (grown by an eye's
+    width) as floats ``(T, 3, h, w)``, and the landmarks shifted into it; None without eyes."""
     eyes = landmarks[:, list(EYES[0] + EYES[1])].reshape(-1, 2)
     eyes = eyes[torch.isfinite(eyes).all(-1)]
     if eyes.numel() == 0:
-        return torch.full((t, 2, 2), float("nan"))
+        return None
     h, w = frames.shape[1:3]
     low, high = eyes.amin(0), eyes.amax(0)
     pad = float((high - low)[0]) / 2 + 2
     x0, y0 = (max(int(v - pad), 0) for v in low.tolist())
     x1, y1 = min(int(high[0] + pad) + 1, w), min(int(high[1] + pad) + 1, h)
     if x1 - x0 < 2 or y1 - y0 < 2:
-        return torch.full((t, 2, 2), float("nan"))
+        return None
     crop = frames[:, y0:y1, x0:x1].permute(0, 3, 1, 2).float() / 255
-    shift = torch.tensor([x0, y0], dtype=torch.float32)
-    return measure_gaze(crop, landmarks.float() - shift, config)
+    return crop, landmarks.float() - torch.tensor([x0, y0], dtype=torch.float32)
+
+
+def measure_frames(frames: torch.Tensor, landmarks: torch.Tensor,
+                   config: GazeConfig | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`measure_gaze` ``(T, 2, 2)`` and :func:`eye_contrast` ``(T, 2)`` of
+    ``(T, H, W, 3)`` uint8 frames (as a video decodes them): only the box around the eyes of
+    the whole batch (grown by an eye's width) is converted to floats, so a batch of 1080p
+    frames costs a few MB, not 800."""
+    t = frames.shape[0]
+    boxed = _eyes_box(frames, landmarks)
+    if boxed is None:
+        return torch.full((t, 2, 2), float("nan")), torch.full((t, 2), float("nan"))
+    crop, shifted = boxed
+    return measure_gaze(crop, shifted, config), eye_contrast(crop, shifted, config)
 
 
 def eye_openings(landmarks: torch.Tensor) -> torch.Tensor:

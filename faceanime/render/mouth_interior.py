@@ -29,7 +29,7 @@ and skin; for drivers that hold no frames (``predict``, ``animate``, coefficient
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -37,7 +37,9 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from faceanime.coefficients import Coefficients
+from faceanime.morphable.eyelid import eyelid_rig
 from faceanime.morphable.jaw import apply_jaw, build_jaw
+from faceanime.morphable.lips import lip_rig
 from faceanime.morphable.model import FaceModel
 from faceanime.morphable.mouth import MouthCap, add_mouth_cap
 from faceanime.reconstruction import face_vertices, project_vertices
@@ -255,12 +257,19 @@ class InteriorCapture:
         self.layout = mouth_layout(self.cap)
         self.lips = outer_lip_vertices(self.cap.model)
         self.skin = skin_vertices(self.cap.model)
+        # Rigged once, not per batch (the lip rig takes ~40 ms to build).
+        self.eyelids = eyelid_rig(self.cap.model)
+        self.lip_rig = lip_rig(self.cap.model, self.cap.jaw)
 
     def __call__(self, frames: np.ndarray | torch.Tensor, coeffs: Coefficients) -> torch.Tensor:
         """``(T, 4, h, w)`` uint8 on the CPU (:func:`capture_interior`) of ``frames``
         ``(T, H, W, 3)`` uint8 fitted by ``coeffs`` (``T`` frames)."""
-        screen = project_vertices(coeffs, face_vertices(self.cap.model, coeffs,
-                                                        jaw=self.cap.jaw))
+        if self.lip_rig is None:
+            coeffs = replace(coeffs, lips=torch.zeros_like(coeffs.lips),
+                             pucker=torch.zeros_like(coeffs.pucker))
+        screen = project_vertices(coeffs, face_vertices(self.cap.model, coeffs, jaw=self.cap.jaw,
+                                                        eyelids=self.eyelids,
+                                                        lips=self.lip_rig))
         tensor = torch.as_tensor(np.ascontiguousarray(frames)).to(screen.device)
         tensor = tensor.permute(0, 3, 1, 2).to(screen.dtype) / 255
         return capture_interior(tensor, screen, self.cap, self.layout, self.lips,
