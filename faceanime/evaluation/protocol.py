@@ -275,7 +275,8 @@ def summarise(per_frame: dict[str, list[float]], threshold: float) -> dict[str, 
 def eye_contrast_of(frame: np.ndarray, points: torch.Tensor) -> torch.Tensor:
     """:func:`~faceanime.landmarks.gaze.eye_contrast` ``(2,)`` of one ``(H, W, 3)`` uint8
     frame and its landmarks ``(68, 2)``."""
-    return measure_frames(torch.from_numpy(np.ascontiguousarray(frame))[None], points[None])[1][0]
+    # A copy: decoded frames are read-only, which torch.from_numpy warns about.
+    return measure_frames(torch.tensor(frame)[None], points[None])[1][0]
 
 
 def read_blinks(coeffs: Coefficients, contrast: torch.Tensor, stride: int) -> None:
