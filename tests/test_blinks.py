@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from faceanime.landmarks.gaze import BLINK_FRAMES, measure_frames, shut_frames
+from faceanime.landmarks.gaze import BLINK_FRAMES, contrast_frames, measure_frames, shut_frames
 
 # d18's blinks, shut in the picture (looked at): 94-97 and 186-187; 98, 185 and 188 show a
 # sliver of eye, half a frame from shut. Its fitted lids there: 0.27-0.84 closed.
@@ -27,9 +27,14 @@ def d18(data_dir):
 
 
 def _contrast(frames: np.ndarray, points: np.ndarray) -> torch.Tensor:
-    return torch.cat([measure_frames(torch.from_numpy(frames[s:s + 32]),
-                                     torch.from_numpy(points[s:s + 32]).float())[1]
-                      for s in range(0, len(frames), 32)])
+    contrast = torch.cat([contrast_frames(torch.from_numpy(frames[s:s + 32]),
+                                          torch.from_numpy(points[s:s + 32]).float())
+                          for s in range(0, len(frames), 32)])
+    # The same as the gaze pass measures it (retarget's driver capture).
+    _, measured = measure_frames(torch.from_numpy(frames[:32]),
+                                 torch.from_numpy(points[:32]).float())
+    assert torch.equal(measured, contrast[:32])
+    return contrast
 
 
 def test_runs_longer_than_a_blink_are_not_blinks():

@@ -61,8 +61,8 @@ from faceanime.io import is_video_path, iter_video_frames, read_image
 from faceanime.landmarks.detector import as_rgb_image
 from faceanime.landmarks.gaze import (
     BLINK_FRAMES,
+    contrast_frames,
     fill_gaze,
-    measure_frames,
     measure_gaze,
     narrowed,
     shut_frames,
@@ -276,7 +276,7 @@ def eye_contrast_of(frame: np.ndarray, points: torch.Tensor) -> torch.Tensor:
     """:func:`~faceanime.landmarks.gaze.eye_contrast` ``(2,)`` of one ``(H, W, 3)`` uint8
     frame and its landmarks ``(68, 2)``."""
     # A copy: decoded frames are read-only, which torch.from_numpy warns about.
-    return measure_frames(torch.tensor(frame)[None], points[None])[1][0]
+    return contrast_frames(torch.tensor(frame)[None], points[None])[0]
 
 
 def read_blinks(coeffs: Coefficients, contrast: torch.Tensor, stride: int) -> None:

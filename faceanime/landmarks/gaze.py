@@ -246,6 +246,16 @@ def _eyes_box(frames: torch.Tensor, landmarks: torch.Tensor
     return crop, landmarks.float() - torch.tensor([x0, y0], dtype=torch.float32)
 
 
+def contrast_frames(frames: torch.Tensor, landmarks: torch.Tensor,
+                    config: GazeConfig | None = None) -> torch.Tensor:
+    """:func:`eye_contrast` ``(T, 2)`` of ``(T, H, W, 3)`` uint8 frames, on the eyes' box alone
+    (as :func:`measure_frames`)."""
+    boxed = _eyes_box(frames, landmarks)
+    if boxed is None:
+        return torch.full((frames.shape[0], 2), float("nan"))
+    return eye_contrast(*boxed, config)
+
+
 def measure_frames(frames: torch.Tensor, landmarks: torch.Tensor,
                    config: GazeConfig | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`measure_gaze` ``(T, 2, 2)`` and :func:`eye_contrast` ``(T, 2)`` of
