@@ -16,8 +16,9 @@ by the driver's fit is looked up in the driving frame. The colours are normalise
 driver's skin colour (the nose bridge's, to :data:`REFERENCE_SKIN`; :func:`skin_gain`:
 brightness in full, hue in part, as a chromatic adaptation transform does), so a renderer
 takes them to its photo's skin: a dark video's teeth are not grey on a bright photo, and a
-vivid video's pink tongue is toned down in a sepia portrait. (Lips would be a worse
-reference: pale and red lips differ more than the light does.) Alpha says how far the
+vivid video's pink tongue is toned down in a sepia portrait, and a monochrome photo
+(:func:`colour_spread`) shows it in its own tone (:func:`tone_interior`). (Lips would be a
+worse reference: pale and red lips differ more than the light does.) Alpha says how far the
 driver's own mouth is open in that frame: closed, the texture holds only lips, and a renderer
 falls back to the synthesised interior.
 
@@ -73,6 +74,14 @@ OPEN_RANGE = (0.3, 0.45)
 in: below the first, its mouth shows lips only; above the second, a full interior. (On d3 a
 closed mouth measures 0.18-0.29, the widest 0.61: SFM's mouth hole is open at rest.)"""
 
+MONOCHROME_SPREAD = (8.0, 14.0)
+"""How far a face's colours spread in hue and saturation (the 99th percentile of their CIELAB
+``(a*, b*)`` distance from the face's median, :func:`colour_spread`) over which a photo goes from
+monochrome to colour, as :func:`interior_saturation` reads it. Measured over the fitted face:
+the sepia portrait s12 7.8 (its moustache, hair and skin all one tone); the colour portraits
+d19 16.9, s1 31, s42 35 (its red lips: its pale skin is less saturated than s12's sepia),
+image_0010 43; the colour videos' faces 16-24 (inside the landmarks' hull, the median over
+frames; d6's least colourful frame 11); a grey photo 0.1."""
 _OUTER_LIP = tuple(range(48, 60))  # iBUG 49-60, 0-based
 # Strips (pixels along the mouth) on either side over which the teeth's upper edge is averaged.
 _EDGE_STRIPS = 3
@@ -177,6 +186,36 @@ def skin_gain(skin: torch.Tensor) -> torch.Tensor:
     brightness = luma(reference) / luma(skin)
     chroma = (reference / luma(reference)) / (skin / luma(skin)[..., None])
     return brightness[..., None] * chroma ** CHROMA_ADAPTATION
+
+
+def colour_spread(colours: torch.Tensor) -> float:
+    """How colourful a face is: the 99th percentile of the CIELAB ``(a*, b*)`` distance of its
+    pixels' colours ``(P, 3)`` (RGB in [0, 1]) from their median. A toned monochrome photo
+    (sepia, cyanotype) has one hue at every brightness, so a small spread even where its tone
+    is strong; a colour photo's lips, eyes and skin differ."""
+    import cv2  # OpenCV: a dependency; only a renderer's set-up needs it
+
+    rgb = colours.detach().to("cpu", torch.float32).clamp(0, 1).numpy()[None]
+    ab = torch.from_numpy(cv2.cvtColor(rgb, cv2.COLOR_RGB2Lab)[0, :, 1:])
+    distance = (ab - ab.median(0).values).norm(dim=-1)
+    return float(torch.quantile(distance, 0.99)) if len(distance) else 0.0
+
+
+def interior_saturation(spread: float) -> float:
+    """How much of a driver's mouth interior's own colour (its pink tongue, red lips) a photo
+    of colour spread ``spread`` (:func:`colour_spread`) shows, in [0, 1]: none in a
+    monochrome photo, whose interior takes the photo's tone; all in a colour one."""
+    low, high = MONOCHROME_SPREAD
+    return min(max((spread - low) / (high - low), 0.0), 1.0)
+
+
+def tone_interior(colour: torch.Tensor, tone: torch.Tensor, saturation: float) -> torch.Tensor:
+    """``(M, 3)`` interior colours ``colour (M, 3)`` with only ``saturation`` of their own hue
+    left, the rest the photo's ``tone (3,)`` (its colour at luma 1) at their brightness."""
+    if saturation >= 1.0:
+        return colour
+    toned = luma(colour)[:, None] * tone
+    return torch.lerp(toned, colour, saturation)
 
 
 def median_colours(frames: torch.Tensor, points: torch.Tensor) -> torch.Tensor:

@@ -56,6 +56,8 @@ from faceanime.reconstruction import project_vertices
 from faceanime.render.frames import Box, BoxRenderer, clip_box, to_uint8
 from faceanime.render.head_mask import head_mask
 from faceanime.render.mouth_interior import (
+    colour_spread,
+    interior_saturation,
     luma,
     median_colours,
     mouth_layout,
@@ -64,6 +66,7 @@ from faceanime.render.mouth_interior import (
     skin_gain,
     skin_vertices,
     synthetic_interior,
+    tone_interior,
     upper_teeth,
     warm_tint,
 )
@@ -659,6 +662,12 @@ class WarpRenderer(BoxRenderer):
             # (the synthesised teeth take on the same hue).
             self.interior_gain = 1 / skin_gain(skin_colour)
             self.teeth_tint = warm_tint(self.interior_gain)
+            # A monochrome photo shows a driver's pink tongue in its own tone: the hue of its
+            # skin is not enough to say (a sepia face is as warm as a pale colour one).
+            zx0, zy0, zx1, zy1 = self.zbox
+            face = self.image[:, zy0:zy1, zx0:zx1][:, torch.isfinite(self.zbuf)].T  # (P, 3)
+            self.interior_saturation = interior_saturation(colour_spread(face))
+            self.tone = skin_colour / luma(skin_colour)
 
     # -- source-side set-up, once per photo --
 
@@ -1210,7 +1219,8 @@ class WarpRenderer(BoxRenderer):
         if target.mouth is None or not self.config.driver_interior:
             return synthetic
         driver = sample_texture(target.mouth.to(uv.device, uv.dtype) / 255, frame, uv)
-        colour = (driver[:, :3] * self.interior_gain).clamp(0, 1)
+        colour = tone_interior((driver[:, :3] * self.interior_gain).clamp(0, 1), self.tone,
+                               self.interior_saturation).clamp(0, 1)
         return torch.lerp(synthetic, colour, driver[:, 3:])
 
     def _render_box(self, target: Coefficients) -> tuple[Box, torch.Tensor]:
