@@ -358,9 +358,10 @@ def test_a_mouth_opening_a_hair_keeps_the_photos_lips(sfm_model, data_dir):
 @pytest.mark.parametrize("photo", ["s12", "s1"])
 def test_a_monochrome_photo_shows_the_drivers_mouth_in_its_own_tone(sfm_model, data_dir,
                                                                      d0_grin, photo):
-    """d0's grin (pink lips and gums) on the sepia portrait s12: the driver's mouth is shown in
-    the photo's tone, its colours spreading no further from the face's than the photo's own do
-    (it was a vivid pink mouth in a brown photo: 35 % of the skin's hue was not enough). The
+    """d0's grin (pink lips and gums) on s12 (black and white, tinted by hand): the driver's
+    mouth is shown in the photo's tone, its colours spreading no further from the face's than
+    the photo's own do (it was a vivid pink mouth in a one-tone face: 35 % of the skin's hue
+    was not enough). The
     colour photo s1 keeps the driver's colours (the rule does not just desaturate)."""
     frames, _, coeffs = d0_grin
     image, source = load_source(data_dir / "faces" / f"{photo}.jpg", sfm_model,

@@ -663,7 +663,8 @@ class WarpRenderer(BoxRenderer):
             self.interior_gain = 1 / skin_gain(skin_colour)
             self.teeth_tint = warm_tint(self.interior_gain)
             # A monochrome photo shows a driver's pink tongue in its own tone: the hue of its
-            # skin is not enough to say (a sepia face is as warm as a pale colour one).
+            # skin is not enough to say (a tinted black-and-white face is as warm as a pale
+            # colour one).
             zx0, zy0, zx1, zy1 = self.zbox
             face = self.image[:, zy0:zy1, zx0:zx1][:, torch.isfinite(self.zbuf)].T  # (P, 3)
             self.interior_saturation = interior_saturation(colour_spread(face))
