@@ -171,6 +171,44 @@ def test_free_running_head_stays_within_the_reach_of_real_heads():
     assert torch.isinf(Normalizer.from_json(old).reach).all()
 
 
+def test_free_running_head_turns_no_further_than_real_heads():
+    # Training yaws within [-0.3, 0.3] (then widened by 10 % of that span); a hot roll-out
+    # (temperature 20) starting at 0.25, within reach of 0.6 rad of swing, must stay below 0.36
+    # (it reached 0.90 with the reach alone) and still move; a start turned further than anyone
+    # in training (0.8) may keep its own yaw but not go beyond it.
+    g = torch.Generator().manual_seed(6)
+    seqs = [oscillation(200, g) for _ in range(2)]
+    for seq in seqs:
+        seq[:, KE + 2] = 0.3 * torch.sin(torch.linspace(0, 6, 200))
+    norm = Normalizer.fit(seqs, "orthographic", window=24, horizon=120)
+    assert norm.turn_upper[KE + 2] == pytest.approx(0.3 + 0.1 * 0.6, abs=1e-3)
+    assert norm.turn_lower[KE + 2] == pytest.approx(-0.3 - 0.1 * 0.6, abs=1e-3)
+    rotation = slice(KE + 1, KE + 4)
+    assert torch.isinf(norm.turn_lower[:KE + 1]).all()
+    assert torch.isinf(norm.turn_upper[KE + 4:]).all()
+    model = DynamicsModel(DynamicsConfig(hidden=8), norm)
+    noise = torch.randn(1, 120, D, generator=g)
+    noise[..., KE + 2] = noise[..., KE + 2].abs()  # pushed towards the upper end
+    for yaw0, most in ((0.25, float(norm.turn_upper[KE + 2])), (0.8, 0.8)):
+        start = seqs[0][:1].clone()
+        start[0, KE + 2] = yaw0
+        with torch.no_grad():
+            feats = to_features(start[None], start, "orthographic")
+            out = model.rollout(feats, 120, noise=noise, temperature=20.0)
+        yaw = out[0, :, KE + 2]
+        assert float(yaw.max()) <= most + 1e-5, (yaw0, float(yaw.max()))
+        if yaw0 < most:
+            assert float(yaw.max()) > yaw0 + 0.05  # it does turn, to the bound
+        lows = out[0, :, rotation] >= torch.minimum(norm.turn_lower[rotation], start[0, rotation])
+        assert lows.all()
+    back = Normalizer.from_json(json.loads(json.dumps(norm.to_json())))
+    assert torch.equal(back.turn_lower, norm.turn_lower)
+    assert torch.equal(back.turn_upper, norm.turn_upper)
+    old = norm.to_json()
+    del old["turn_lower"], old["turn_upper"]  # a checkpoint from before: unbounded
+    assert torch.isinf(Normalizer.from_json(old).turn_upper).all()
+
+
 def test_noise_scale_multiplies_the_sampled_innovation_only():
     """A feature's noise scale k: its sampled step is mu + k * sigma * eps (so with the same
     noise, k = 2 doubles that feature's deviation from the expected path on the first step and

@@ -39,8 +39,8 @@ def rollout_speed(raw: torch.Tensor, camera: str = "orthographic") -> torch.Tens
 @torch.no_grad()
 def calibrate_noise(dyn: Dynamics, sequences: list[torch.Tensor], frames: int = 120,
                     every: int = 10, seeds: int = 2, rounds: int = 8, damping: float = 0.3,
-                    limits: tuple[float, float] = (0.25, 4.0), only: torch.Tensor | None = None
-                    ) -> torch.Tensor:
+                    limits: tuple[float, float] = (0.25, 4.0), only: torch.Tensor | None = None,
+                    aim: float | torch.Tensor = 1.0) -> torch.Tensor:
     """Set ``dyn``'s per-feature noise scale so its temperature-1 roll-outs move as fast as the
     real ``sequences``; returns the scale ``(D,)`` (also in ``dyn.normalizer.noise_scale``).
 
@@ -59,14 +59,23 @@ def calibrate_noise(dyn: Dynamics, sequences: list[torch.Tensor], frames: int = 
             so full steps overshoot and oscillate; 0.3 settles within 3 % in 8 rounds.
         limits: bounds of the scale.
         only: ``(D,)`` bool, the features to calibrate (None: every active one); the others
-            keep their scale, though the network couples them: the bundled model calibrates its
-            jaw alone, since with every feature calibrated its yaw reached 0.77 rad from d18's
-            frames and with surprise and disgust 0.68, beyond any real video's 0.44.
+            keep their scale, though the network couples them: with every feature calibrated
+            the bundled model's yaw reached 0.77 rad from d18's frames, beyond any real video's
+            0.44 (free-running heads are now held to the training heads' turn as well), so it
+            calibrates its jaw, surprise and disgust only.
+
+        aim: the speed to reach, as a multiple of the real one: one number, or ``(D,)`` per
+            feature. Below 1 where a feature's extra motion spills into the others through
+            the network: the bundled model aims its surprise and disgust at 0.9 and 0.8.
 
     Raises:
-        InputError: no sequence, or one that is not ``(T, D)`` with ``T >= 2``.
+        InputError: no sequence, or one that is not ``(T, D)`` with ``T >= 2``; an aim that
+            is not positive.
     """
     d = dyn.dim
+    aim = torch.as_tensor(aim, dtype=torch.float64).expand(d)
+    if not bool((torch.isfinite(aim) & (aim > 0)).all()):
+        raise InputError("calibrate_noise: aim must be positive")
     if not sequences:
         raise InputError("calibrate_noise: give at least one real sequence")
     for s in sequences:
@@ -91,7 +100,7 @@ def calibrate_noise(dyn: Dynamics, sequences: list[torch.Tensor], frames: int = 
             noise = innovations(seed, len(starts), frames - 1, d)
             rolls.append(torch.cat([starts, dyn.rollout(starts, frames - 1, noise=noise)], 1))
         sampled = rollout_speed(torch.cat(rolls).double(), camera)
-        ratio = torch.where(active & (sampled > 1e-12), real / sampled.clamp_min(1e-12),
+        ratio = torch.where(active & (sampled > 1e-12), aim * real / sampled.clamp_min(1e-12),
                             torch.ones_like(real))
         scale = (scale * ratio.clamp(0.5, 2.0) ** damping).clamp(*limits)
     dyn.set_noise_scale(scale)

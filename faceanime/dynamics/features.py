@@ -125,6 +125,12 @@ class Normalizer:
             away from the target in this metric). Training sets it to the mean squared vertex
             displacement, mm² (:func:`~faceanime.dynamics.vertices.vertex_metric`); default
             ``diag(1 / std^2)``.
+        turn_lower: ``(D,)`` lowest head rotation (rotation vector components, rad) a
+            free-running roll-out takes: the training heads' lowest, widened by the bound
+            margin (``-inf`` for every other dimension, and in checkpoints from before it). A
+            start turned further keeps its own. The reach alone let a sampled head, starting
+            near the end of the real range, turn 0.3 rad past anything real.
+        turn_upper: ``(D,)`` the highest, likewise (``inf`` elsewhere).
         noise_scale: ``(D,)`` multiplier of each feature's sampled innovation (positive; 1 in
             checkpoints from before it): set by
             :func:`~faceanime.dynamics.calibrate.calibrate_noise` so sampled motion is as fast
@@ -143,6 +149,8 @@ class Normalizer:
     metric: torch.Tensor | None = None
     reach: torch.Tensor | None = None
     noise_scale: torch.Tensor | None = None
+    turn_lower: torch.Tensor | None = None
+    turn_upper: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         _check_camera(self.camera)
@@ -153,6 +161,14 @@ class Normalizer:
             raise InputError(f"normalizer: reach must be ({d},), got {tuple(self.reach.shape)}")
         if self.noise_scale is None:
             self.noise_scale = torch.ones(d)
+        if self.turn_lower is None:
+            self.turn_lower = torch.full((d,), -torch.inf)
+        if self.turn_upper is None:
+            self.turn_upper = torch.full((d,), torch.inf)
+        for name in ("turn_lower", "turn_upper"):
+            if tuple(getattr(self, name).shape) != (d,):
+                raise InputError(f"normalizer: {name} must be ({d},), "
+                                 f"got {tuple(getattr(self, name).shape)}")
         if tuple(self.noise_scale.shape) != (d,) or not bool(
                 (torch.isfinite(self.noise_scale) & (self.noise_scale > 0)).all()):
             raise InputError(f"normalizer: noise_scale must be ({d},) positive numbers, got "
@@ -234,16 +250,24 @@ class Normalizer:
                 reach = torch.maximum(reach, (win - win[:1]).abs().max(0).values)
         reach = torch.where(absolute, torch.full_like(reach, torch.inf),
                             reach * (1 + bound_margin))
+        # The rotations real heads had (rotation vectors are the same in any image): where a
+        # free-running head may turn, as far as its start allows.
+        rotation = torch.zeros(d, dtype=torch.bool)
+        rotation[slices["rotation"]] = True
+        turn_lower = torch.where(rotation, lo - bound_margin * span, -torch.inf)
+        turn_upper = torch.where(rotation, hi + bound_margin * span, torch.inf)
         return cls(camera=camera, n_expression=ke, mean=mean.float(), std=std.float(),
                    delta_std=delta_std.float(), lower=lower.float(), upper=upper.float(),
-                   active=active, fps=float(fps), reach=reach.float())
+                   active=active, fps=float(fps), reach=reach.float(),
+                   turn_lower=turn_lower.float(), turn_upper=turn_upper.float())
 
     def to(self, device: torch.device | str | None) -> Normalizer:
         return Normalizer(self.camera, self.n_expression, self.mean.to(device),
                           self.std.to(device), self.delta_std.to(device), self.lower.to(device),
                           self.upper.to(device), self.active.to(device), self.fps,
                           self.metric.to(device), self.reach.to(device),
-                          self.noise_scale.to(device))
+                          self.noise_scale.to(device), self.turn_lower.to(device),
+                          self.turn_upper.to(device))
 
     def normalize(self, feat: torch.Tensor) -> torch.Tensor:
         """``(..., D)`` features to standardised values."""
@@ -263,7 +287,8 @@ class Normalizer:
                 "delta_std": floats(self.delta_std), "lower": floats(self.lower),
                 "upper": floats(self.upper), "active": [bool(a) for a in self.active],
                 "fps": self.fps, "metric": [floats(row) for row in self.metric],
-                "reach": floats(self.reach), "noise_scale": floats(self.noise_scale)}
+                "reach": floats(self.reach), "noise_scale": floats(self.noise_scale),
+                "turn_lower": floats(self.turn_lower), "turn_upper": floats(self.turn_upper)}
 
     @classmethod
     def from_json(cls, values: dict[str, Any]) -> Normalizer:
@@ -284,6 +309,8 @@ class Normalizer:
                        metric=torch.tensor([[float(v) for v in row] for row in values["metric"]],
                                            dtype=torch.float32) if "metric" in values else None,
                        reach=floats("reach") if "reach" in values else None,
-                       noise_scale=floats("noise_scale") if "noise_scale" in values else None)
+                       noise_scale=floats("noise_scale") if "noise_scale" in values else None,
+                       turn_lower=floats("turn_lower") if "turn_lower" in values else None,
+                       turn_upper=floats("turn_upper") if "turn_upper" in values else None)
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"normalizer: missing or malformed field ({exc})") from exc

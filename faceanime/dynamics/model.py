@@ -67,7 +67,8 @@ class DynamicsModel(nn.Module):
         self.camera = normalizer.camera
         d = normalizer.dim
         self.dim = d
-        for name in ("mean", "std", "delta_std", "lower", "upper", "reach", "noise_scale"):
+        for name in ("mean", "std", "delta_std", "lower", "upper", "reach", "noise_scale",
+                     "turn_lower", "turn_upper"):
             self.register_buffer(name, getattr(normalizer, name).float().clone(),
                                  persistent=False)
         self.register_buffer("active", normalizer.active.float().clone(), persistent=False)
@@ -295,6 +296,9 @@ class DynamicsModel(nn.Module):
             # Free-running: the head stays within the training heads' reach of where it started.
             lower = torch.maximum(lower, x - self.reach)
             upper = torch.minimum(upper, x + self.reach)
+            # ... and turned no further than real heads were, unless it starts further.
+            lower = torch.maximum(lower, torch.minimum(self.turn_lower, x))
+            upper = torch.minimum(upper, torch.maximum(self.turn_upper, x))
         frames = []
         for t in range(steps):
             cond = self.condition(x, target, torch.tensor(float(t)), steps, target_flag)
