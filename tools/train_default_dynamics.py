@@ -9,10 +9,11 @@ seeded, on the CPU in about half a minute: the same videos give the same weights
 innovation of its jaw, surprise and disgust is then calibrated on the training videos
 (``calibrate_noise``: roll-outs from their frames move the jaw as fast as their own 120-frame
 windows, surprise and disgust 0.9 and 0.8 times as fast; ``--calibrate`` chooses,
-``--no-calibrate`` skips it). The table: for every coefficient feature (relative to the start, as the model sees them), the per-frame speed
-(mean |change|) and spread (standard deviation over time) of 120-frame free-running roll-outs at
-temperature 1 from single frames of d18 (every 10th frame, seeds 0-3), over those of d18's own
-120-frame windows; and the range the roll-outs reach against the range of all four videos.
+``--no-calibrate`` skips it). The table: for every coefficient feature (relative to the start,
+as the model sees them), the per-frame speed (mean |change|) and spread (standard deviation over
+time) of 120-frame free-running roll-outs at temperature 1 from single frames of d18 (every 10th
+frame, seeds 0-3), over those of d18's own 120-frame windows; and the range the roll-outs reach
+against the range of all four videos.
 ``--install`` copies the checkpoint into the package.
 """
 
