@@ -119,18 +119,59 @@ def test_hair_by_the_temples_does_not_take_the_brows():
     assert bool(anywhere[21, 18])
 
 
-def test_frames_without_the_face_change_only_inside_the_face_box(sfm_model, s12, d3_clip):
+def test_frames_change_only_at_the_face(sfm_model, s12, d3_clip):
+    """Without reshaping, nothing outside the swapped share moves; with it (the default), the
+    frame around the face bends to the photo's outline (the forehead and hair above the share
+    too: the face mesh covers them), but nothing beyond the faces' box grown by the bending's
+    reach (0.12 of the face's size, ~30 px here) changes."""
     frames, target = d3_clip
-    r = renderer(sfm_model, s12, d3_clip)
-    out, share = r.render_frames(frames_tensor(frames[:4]), target.frames([0, 1, 2, 3]))
-    assert out.shape == (4, 3, 512, 512) and share.shape == (4, 1, 512, 512)
     original = frames_tensor(frames[:4])
+    r = renderer(sfm_model, s12, d3_clip, SwapRenderConfig(reshape=False))
+    out, share = r.render_frames(original, target.frames([0, 1, 2, 3]))
+    assert out.shape == (4, 3, 512, 512) and share.shape == (4, 1, 512, 512)
     changed = (out - original).abs().amax(1) > 1e-6
     # Outside the swapped share nothing moves; inside, the face is the photo's.
     assert not bool(changed[share[:, 0] == 0].any())
     assert float(share.amax()) == pytest.approx(1.0)
     face = share[:, 0] > 0.99
     assert float((out - original).abs().mean(1)[face].mean()) > 0.05
+
+    from faceanime.reconstruction import face_vertices, project_vertices
+
+    out, share = renderer(sfm_model, s12, d3_clip).render_frames(original,
+                                                                   target.frames([0, 1, 2, 3]))
+    # Half a level of 8 bits: the bent part is resampled, and a sample at a pixel's own
+    # position is that pixel only to rounding.
+    changed = (out - original).abs().amax(1) > 0.5 / 255
+    # The two meshes' box (the photo's shape and the target's) with the swap's margin, grown
+    # by the bending's reach (0.12 of the swapped face's size): nothing beyond it moves.
+    both = [project_vertices(c, face_vertices(sfm_model, c))[..., :2]
+            for c in (swap_coefficients(s12[1], target.frames([0, 1, 2, 3])),
+                      target.frames([0, 1, 2, 3]))]
+    size = (both[0].amax(1) - both[0].amin(1)).mean(-1, keepdim=True)             # (4, 1)
+    points = torch.cat(both, 1)
+    low, high = points.amin(1), points.amax(1)                                      # (4, 2)
+    grow = 0.12 * size + 8 + 8 + 2
+    low, high = low - grow, high + grow
+    ys, xs = torch.meshgrid(torch.arange(512.0), torch.arange(512.0), indexing="ij")
+    inside = ((xs >= low[:, None, None, 0]) & (xs <= high[:, None, None, 0])
+              & (ys >= low[:, None, None, 1]) & (ys <= high[:, None, None, 1]))
+    assert not bool(changed[~inside].any())
+    # It does bend: the frame moves outside the share, next to it.
+    assert float(changed[(share[:, 0] == 0) & inside].float().mean()) > 0.05
+
+
+def test_a_photo_of_the_targets_own_shape_bends_nothing(sfm_model, s12, d3_clip):
+    """The bending is the difference of the two shapes: the photo given the target's own shape
+    coefficients leaves every pixel outside the swapped share as it was."""
+    frames, target = d3_clip
+    image, coeffs = s12
+    same = replace(coeffs, shape=target.shape.clone())
+    original = frames_tensor(frames[:4])
+    r = renderer(sfm_model, (image, same), d3_clip)
+    out, share = r.render_frames(original, target.frames([0, 1, 2, 3]))
+    outside = (share[:, 0] == 0)[:, None].expand_as(out)
+    assert float((out - original).abs()[outside].max()) < 1e-4
 
 
 def test_an_occluder_over_the_face_keeps_its_pixels(sfm_model, s12, d3_clip):
@@ -191,7 +232,8 @@ def test_shut_eyes_show_the_targets_own_lids(sfm_model, s12, d3_clip):
     """Ground truth from the target: d3's first frames with the fit's lids set shut. The photo
     has no closed lid to show (its open eye pressed under the lid was a dark smear): at the
     eyes' centres the swap keeps the frame's own pixels; with ``shut_eyes=1`` (never) it does
-    not, and with the lids as fitted (open) nothing changes."""
+    not, and with the lids as fitted (open) nothing changes. Without reshaping, so the target's
+    eyes stay where its landmarks are (bent, they move to the swapped face's)."""
     frames, target = d3_clip
     pick = [0, 1, 2]
     shut = replace(target.frames(pick), eyes=torch.ones_like(target.frames(pick).eyes))
@@ -204,12 +246,12 @@ def test_shut_eyes_show_the_targets_own_lids(sfm_model, s12, d3_clip):
         return out[t, :, centres[..., 1], centres[..., 0]], pixels[t, :, centres[..., 1],
                                                                     centres[..., 0]]
 
-    kept, truth = at_eyes(SwapRenderConfig(occlusion=False), shut)
+    kept, truth = at_eyes(SwapRenderConfig(occlusion=False, reshape=False), shut)
     assert float((kept - truth).abs().max()) < 2 / 255
-    pressed, _ = at_eyes(SwapRenderConfig(occlusion=False, shut_eyes=1.0), shut)
+    pressed, _ = at_eyes(SwapRenderConfig(occlusion=False, reshape=False, shut_eyes=1.0), shut)
     assert float((pressed - truth).abs().mean()) > 10 / 255
-    open_now, _ = at_eyes(SwapRenderConfig(occlusion=False), target.frames(pick))
-    open_before, _ = at_eyes(SwapRenderConfig(occlusion=False, shut_eyes=1.0),
+    open_now, _ = at_eyes(SwapRenderConfig(occlusion=False, reshape=False), target.frames(pick))
+    open_before, _ = at_eyes(SwapRenderConfig(occlusion=False, reshape=False, shut_eyes=1.0),
                              target.frames(pick))
     assert torch.equal(open_now, open_before)
 

@@ -47,7 +47,14 @@ from faceanime.render.paste import (
     match_statistics,
     rgb_to_lab,
 )
-from faceanime.render.texture import TextureConfig, extract_texture, facing, render_texture
+from faceanime.render.reshape import continue_offsets, surface_offsets
+from faceanime.render.texture import (
+    TextureConfig,
+    extract_texture,
+    facing,
+    pixel_grid,
+    render_texture,
+)
 
 # 0-based iBUG points around the parts whose look changes with motion: brows, eyes, inner mouth.
 _FEATURES = (tuple(range(17, 22)), tuple(range(22, 27)), tuple(range(36, 42)),
@@ -71,6 +78,14 @@ class SwapRenderConfig:
     max_colour_gain: float = 1.5
     """The most colour matching scales a channel's spread by (a grey or grainy photo's noise
     is not blown up into colour)."""
+    reshape: bool = True
+    """Bend the target frame around the face to the swapped face's shape
+    (:mod:`~faceanime.render.reshape`): its jaw and cheeks become the photo's outline, and
+    what the swap keeps of the target (its mouth interior, occluders, shut lids) lies where
+    the swapped face has it. Off: the photo's face is pasted on the target's unchanged head,
+    and where the outlines differ (10-25 px in a 512² frame) one shows beside the other."""
+    reshape_reach: float = 0.12
+    """How far beyond the face outline the bending fades out, relative to the face's size."""
     keep_mouth: bool = True
     """Keep the target's own mouth interior (teeth, tongue) where the swapped face opens."""
     shut_eyes: float = 0.5
@@ -279,6 +294,11 @@ class SwapBatch:
     """``(T, 1, h, w)`` their feathered share, before occlusion."""
     covered: torch.Tensor | None = None
     """``(T, 1, h, w)`` each frame's own occlusion mask (None: occlusion off)."""
+    background: torch.Tensor | None = None
+    """``(T, 3, h', w')`` the target frames bent to the swapped face's shape over
+    ``background_box`` (None: not reshaped)."""
+    background_box: tuple[int, int, int, int] | None = None
+    """``(x0, y0, x1, y1)`` of ``background``: the box, grown by the bending's reach."""
 
 
 class SwapRenderer(BoxRenderer):
@@ -377,7 +397,7 @@ class SwapRenderer(BoxRenderer):
         full = frames.to(self.image)
         swapped = swap_coefficients(self.source, target)
         screen = self._screen(swapped)
-        own_screen = self._screen(target) if c.occlusion else screen
+        own_screen = self._screen(target) if c.occlusion or c.reshape else screen
         # Everything happens in the box the two faces cover (a fifth of a 512² frame).
         both = torch.cat([screen[..., :2], own_screen[..., :2]], 1).reshape(-1, 2)
         both = both[torch.isfinite(both).all(-1)]
@@ -411,7 +431,40 @@ class SwapRenderer(BoxRenderer):
         if c.shut_eyes < 1 and swapped.eyes is not None:
             alpha = alpha * (1 - self._shut_eyes(swapped, shift, size))
         covered = self._occlusion(frames, own_screen, size) if c.occlusion else None
-        return SwapBatch(full, (x0, y0, x1, y1), face, alpha, covered)
+        if not c.reshape:
+            return SwapBatch(full, (x0, y0, x1, y1), face, alpha, covered)
+        background, grown = self._reshaped(full, fragments, own_screen, screen,
+                                           (x0, y0, x1, y1))
+        return SwapBatch(full, (x0, y0, x1, y1), face, alpha, covered, background, grown)
+
+    def _reshaped(self, full: torch.Tensor, fragments, own: torch.Tensor, screen: torch.Tensor,
+                  box: tuple[int, int, int, int]
+                  ) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+        """The target frames ``full (T, 3, H, W)`` bent to the swapped mesh's shape around the
+        box: ``(T, 3, h', w')`` over the box grown by the bending's reach (clipped to the
+        frame), and that grown box. ``fragments``: the swapped mesh ``screen`` rasterized over
+        the box; ``own`` the target's own mesh, both in the box's pixels."""
+        x0, y0, x1, y1 = box
+        face = screen[..., :2].reshape(-1, 2)
+        face = face[torch.isfinite(face).all(-1)]
+        size = float((face.amax(0) - face.amin(0)).mean()) if len(face) else 0.0
+        reach = max(self.config.reshape_reach * size, 2.0)
+        pad = math.ceil(reach)
+        offsets = continue_offsets(surface_offsets(fragments, own[..., :2],
+                                                   self.mesh.triangles.to(own.device)),
+                                   reach, pad)                         # (T, 2, h + 2p, w + 2p)
+        h, w = full.shape[-2:]
+        gx0, gy0 = max(x0 - pad, 0), max(y0 - pad, 0)
+        gx1, gy1 = min(x1 + pad, w), min(y1 + pad, h)
+        offsets = offsets[..., gy0 - (y0 - pad):gy1 - (y0 - pad),
+                          gx0 - (x0 - pad):gx1 - (x0 - pad)]
+        ys = torch.arange(gy0, gy1, dtype=offsets.dtype, device=offsets.device)
+        xs = torch.arange(gx0, gx1, dtype=offsets.dtype, device=offsets.device)
+        fetch = offsets.permute(0, 2, 3, 1) + torch.stack(torch.broadcast_tensors(
+            xs[None, :], ys[:, None]), -1)                                 # (T, h', w', 2)
+        background = F.grid_sample(full, pixel_grid(fetch, h, w, inplace=True), mode="bilinear",
+                                   padding_mode="border", align_corners=True)
+        return background, (gx0, gy0, gx1, gy1)
 
     def finish(self, batch: SwapBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`render_frames`' result from a batch :meth:`prepare` made: the occlusion mask
@@ -422,11 +475,21 @@ class SwapRenderer(BoxRenderer):
             return full.clone(), torch.zeros_like(full[:, :1])
         x0, y0, x1, y1 = batch.box
         alpha = batch.alpha
+        occluded = None
         if batch.covered is not None:
-            alpha = alpha * (1 - self._remembered(batch.covered, batch.box,
-                                                  tuple(full.shape[-2:])))
-        frames = full[..., y0:y1, x0:x1]
+            occluded = self._remembered(batch.covered, batch.box, tuple(full.shape[-2:]))
+            alpha = alpha * (1 - occluded)
         out = full.clone()
+        if batch.background is not None:
+            gx0, gy0, gx1, gy1 = batch.background_box
+            out[..., gy0:gy1, gx0:gx1] = batch.background
+            if occluded is not None:
+                # What covers the face is in front of the head: it stays where it is, not
+                # bent with the head (a hand, a bar across the cheeks).
+                out[..., y0:y1, x0:x1] = torch.lerp(out[..., y0:y1, x0:x1],
+                                                    full[..., y0:y1, x0:x1],
+                                                    occluded.expand(-1, 3, -1, -1))
+        frames = out[..., y0:y1, x0:x1]
         out[..., y0:y1, x0:x1] = torch.lerp(frames, batch.face, alpha.expand_as(batch.face))
         share = torch.zeros_like(full[:, :1])
         share[..., y0:y1, x0:x1] = alpha
