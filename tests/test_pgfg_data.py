@@ -345,9 +345,12 @@ def test_heldout_report_scores_every_method_on_the_same_frames(trained, dataset,
 
     report = heldout_report(trained, dataset, every=20, face_model=sfm_model, progress=False)
     assert report["frames"]["count"] == len(range(1, 78, 20))
-    for name in ("generator", "classic", "source"):
+    for name in ("generator", "warp", "classic", "source"):
         assert 0 < report[name]["l1"] < 0.2 and 0 <= report[name]["identity"] < 1, name
+    # The warp moves the source towards each target: nearer than the unmoved source.
+    assert report["warp"]["l1"] < report["source"]["l1"]
     raw = heldout_report(trained, dataset, every=20, face_model=sfm_model, progress=False,
                          ema=False)
     assert raw["classic"] == report["classic"] and raw["source"] == report["source"]
+    assert raw["warp"] == report["warp"]
     assert raw["generator"]["l1"] != report["generator"]["l1"]

@@ -38,7 +38,7 @@ def evaluate(argv: list[str]) -> None:
     report = heldout_report(args.evaluate, args.data, args.videos, args.every, ema=not args.raw)
     print(f"{int(report['frames']['count'])} held-out frames")
     print(f"{'method':10} {'L1':>8} {'identity':>9}")
-    for name in ("generator", "classic", "source"):
+    for name in ("generator", "warp", "classic", "source"):
         print(f"{name:10} {report[name]['l1']:8.4f} {report[name]['identity']:9.3f}")
     if args.output:
         from faceanime.io.atomic import atomic_path

@@ -190,17 +190,20 @@ def image_metrics(images: torch.Tensor, target: torch.Tensor, landmarks: torch.T
 
 
 @torch.no_grad()
-def classic_render(model: FaceModel, video: VideoPairs, pairs: list[tuple[int, int]]
-                   ) -> torch.Tensor:
-    """The classic dense render of self-reenactment pairs ``(source, target)`` of one video,
-    in crop space: ``(P, 3, S, S)``."""
-    out = []
+def classic_render(model: FaceModel, video: VideoPairs, pairs: list[tuple[int, int]],
+                   renderer: type = ClassicRenderer) -> torch.Tensor:
+    """The classic dense render (or another weight-free ``renderer`` class, e.g.
+    :class:`~faceanime.render.warp.WarpRenderer`) of self-reenactment pairs
+    ``(source, target)`` of one video, in crop space: ``(P, 3, S, S)``, in the pairs' order."""
+    out, order = [], []
     for s in sorted({s for s, _ in pairs}):
         targets = [t for ss, t in pairs if ss == s]
-        renderer = ClassicRenderer(model, video.crops[s].float() / 255.0,
-                                   video.coeffs.frames(slice(s, s + 1)))
-        out.append(renderer.render(video.coeffs.frames(torch.tensor(targets))).cpu())
-    return torch.cat(out, 0)
+        order += [k for k, (ss, _) in enumerate(pairs) if ss == s]
+        made = renderer(model, video.crops[s].float() / 255.0,
+                        video.coeffs.frames(slice(s, s + 1)))
+        out.append(made.render(video.coeffs.frames(torch.tensor(targets))).cpu())
+    rendered = torch.cat(out, 0)
+    return rendered[torch.argsort(torch.tensor(order))]
 
 
 def sample_grid(path: Path, batch: PairBatch, generated: torch.Tensor,
@@ -513,6 +516,7 @@ def heldout_report(checkpoint: str | os.PathLike, data: str | os.PathLike,
                    ema: bool = True) -> dict[str, dict[str, float]]:
     """Self-reenactment of held-out videos in crop space: source = a video's first usable frame,
     targets = every ``every``-th of its other usable frames. Scores the generator (EMA weights),
+    the weight-free warp renderer (every job's default: the baseline a generator must beat),
     the classic dense render and copying the source on the same frames.
 
     Args:
@@ -522,9 +526,11 @@ def heldout_report(checkpoint: str | os.PathLike, data: str | os.PathLike,
         ema: score the EMA weights (else the raw trained ones).
 
     Returns:
-        ``{"generator" | "classic" | "source": {"l1", "identity"}, "frames": {"count"}}``.
+        ``{"generator" | "warp" | "classic" | "source": {"l1", "identity"}, "frames":
+        {"count"}}``.
     """
     from faceanime.pgfg.checkpoint import load_checkpoint as _load
+    from faceanime.render.warp import WarpRenderer
 
     ckpt = _load(checkpoint)
     names = videos or list(ckpt.info.get("videos", {}).get("val", []))
@@ -536,7 +542,7 @@ def heldout_report(checkpoint: str | os.PathLike, data: str | os.PathLike,
                                      torch.cuda.is_available() else "cpu", ema=ema)
     embedder = load_embedder("torch", next(generator.parameters()).device)
     sums: dict[str, dict[str, float]] = {k: {"l1": 0.0, "identity": 0.0}
-                                         for k in ("generator", "classic", "source")}
+                                         for k in ("generator", "warp", "classic", "source")}
     count = 0
     for v, video in enumerate(dataset.videos):
         frames = video.frames.tolist()
@@ -550,6 +556,8 @@ def heldout_report(checkpoint: str | os.PathLike, data: str | os.PathLike,
                            if ckpt.generator.flow_init == "dense" else None)
             images = {"generator": generator.generate(b.source, b.p_s, b.p_t,
                                                       flow=b.flow).cpu(),
+                      "warp": classic_render(face_model, video, [(s, t) for _, s, t in chunk],
+                                             WarpRenderer),
                       "classic": classic_render(face_model, video, [(s, t) for _, s, t in chunk]),
                       "source": b.source}
             for name, img in images.items():
