@@ -28,6 +28,8 @@ def main() -> int:
     parser.add_argument("--target", default="d3", help="video in videos/ (default: d3)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--reshape", action=argparse.BooleanOptionalAction, default=True,
+                        help="bend the target to the photo's face shape (default: on)")
     args = parser.parse_args()
 
     import numpy as np
@@ -41,7 +43,7 @@ def main() -> int:
     from faceanime.morphable import load_model
     from faceanime.parallel import default_batch
     from faceanime.render.frames import frames_tensor
-    from faceanime.render.swap import SwapRenderer
+    from faceanime.render.swap import SwapRenderConfig, SwapRenderer
 
     torch.set_num_threads(args.threads)
     photo = DATA / "faces" / f"{args.source}.jpg"
@@ -53,7 +55,8 @@ def main() -> int:
     frames = np.stack(list(iter_video_frames(video)))
     start = time.perf_counter()
     reference, picks = reference_frames(video, target, 8)
-    renderer = SwapRenderer(model, image, source, reference, target.frames(picks))
+    settings = SwapRenderConfig(reshape=args.reshape)
+    renderer = SwapRenderer(model, image, source, reference, target.frames(picks), settings)
     setup = time.perf_counter() - start
     batch = renderer.config.batch_size or default_batch("cpu", frames.shape[1] * frames.shape[2])
     start = time.perf_counter()
@@ -62,7 +65,7 @@ def main() -> int:
         renderer.render_frames(frames_tensor(frames[index]), target.frames(index))
     render = (time.perf_counter() - start) / len(frames)
 
-    config = SwapConfig()
+    config = SwapConfig(swap=settings)
     config.output.progress = False
     times = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -73,7 +76,8 @@ def main() -> int:
     job = statistics.median(times)
     h, w = frames.shape[1:3]
     print(f"swap {photo.name} onto {video.name} ({len(frames)} frames, {w}×{h}), "
-          f"{args.threads} torch thread(s), {os.cpu_count()} cores\n")
+          f"{args.threads} torch thread(s), {os.cpu_count()} cores, reshape "
+          f"{'on' if args.reshape else 'off'}\n")
     print("| renderer set-up (textures, masks) | swap, ms per frame | job, s | job fps |")
     print("| --- | --- | --- | --- |")
     print(f"| {setup:.2f} s | {1000 * render:.1f} | {job:.1f} | **{result.frames / job:.1f}** |")

@@ -47,7 +47,7 @@ from faceanime.render.paste import (
     match_statistics,
     rgb_to_lab,
 )
-from faceanime.render.reshape import continue_offsets, surface_offsets
+from faceanime.render.reshape import bend_offsets
 from faceanime.render.texture import (
     TextureConfig,
     extract_texture,
@@ -449,10 +449,8 @@ class SwapRenderer(BoxRenderer):
         face = face[torch.isfinite(face).all(-1)]
         size = float((face.amax(0) - face.amin(0)).mean()) if len(face) else 0.0
         reach = max(self.config.reshape_reach * size, 2.0)
-        pad = math.ceil(reach)
-        offsets = continue_offsets(surface_offsets(fragments, own[..., :2],
-                                                   self.mesh.triangles.to(own.device)),
-                                   reach, pad)                         # (T, 2, h + 2p, w + 2p)
+        offsets, pad = bend_offsets(fragments, own[..., :2], self.mesh.triangles.to(own.device),
+                                    reach)                             # (T, 2, h + 2p, w + 2p)
         h, w = full.shape[-2:]
         gx0, gy0 = max(x0 - pad, 0), max(y0 - pad, 0)
         gx1, gy1 = min(x1 + pad, w), min(y1 + pad, h)
