@@ -141,15 +141,21 @@ def test_normalizer_marks_still_dimensions_and_round_trips_json():
     assert only_pose.active.nonzero().flatten().tolist() == [KE + 1, KE + 2, KE + 3]
 
 
+def swinging_yaw(seed: int) -> tuple[torch.Generator, list[torch.Tensor], Normalizer]:
+    """Two training sequences whose yaw swings within [-0.3, 0.3] (0.6 rad in 120 frames), and
+    their normalizer."""
+    g = torch.Generator().manual_seed(seed)
+    seqs = [oscillation(200, g) for _ in range(2)]
+    for seq in seqs:
+        seq[:, KE + 2] = 0.3 * torch.sin(torch.linspace(0, 6, 200))
+    return g, seqs, Normalizer.fit(seqs, "orthographic", window=24, horizon=120)
+
+
 def test_free_running_head_stays_within_the_reach_of_real_heads():
     # A yaw that swings by up to 0.6 rad in 120 frames in training; a roll-out sampled hot
     # (temperature 20) from an untrained network must not turn the head further than that
     # (+10 %) from its start - wherever that start is, even outside the training range.
-    g = torch.Generator().manual_seed(5)
-    seqs = [oscillation(200, g) for _ in range(2)]
-    for seq in seqs:
-        seq[:, KE + 2] = 0.3 * torch.sin(torch.linspace(0, 6, 200))
-    norm = Normalizer.fit(seqs, "orthographic", window=24, horizon=120)
+    g, seqs, norm = swinging_yaw(5)
     swing = max(float((s[a:a + 120, KE + 2] - s[a, KE + 2]).abs().max())
                 for s in seqs for a in range(0, 81, 30))  # every window fit() looks at
     assert norm.reach[KE + 2] == pytest.approx(1.1 * swing, rel=0.05)
@@ -176,11 +182,7 @@ def test_free_running_head_turns_no_further_than_real_heads():
     # (temperature 20) starting at 0.25, within reach of 0.6 rad of swing, must stay below 0.36
     # (it reached 0.90 with the reach alone) and still move; a start turned further than anyone
     # in training (0.8) may keep its own yaw but not go beyond it.
-    g = torch.Generator().manual_seed(6)
-    seqs = [oscillation(200, g) for _ in range(2)]
-    for seq in seqs:
-        seq[:, KE + 2] = 0.3 * torch.sin(torch.linspace(0, 6, 200))
-    norm = Normalizer.fit(seqs, "orthographic", window=24, horizon=120)
+    g, seqs, norm = swinging_yaw(6)
     assert norm.turn_upper[KE + 2] == pytest.approx(0.3 + 0.1 * 0.6, abs=1e-3)
     assert norm.turn_lower[KE + 2] == pytest.approx(-0.3 - 0.1 * 0.6, abs=1e-3)
     rotation = slice(KE + 1, KE + 4)
