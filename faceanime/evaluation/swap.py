@@ -17,8 +17,8 @@ measured the same way, so fitting errors common to both cancel.
 
 Methods: ``swap`` (:class:`~faceanime.render.swap.SwapRenderer` as ``faceanime swap`` runs it),
 ``paste`` (the naive paste: the same face, no colour matching, no occlusion mask, the photo's
-fringe kept) and ``static`` (the target unchanged: the identity it must move away from, and the
-pose and expression errors of the measurement itself).
+fringe kept, on the target's unbent head) and ``static`` (the target unchanged: the identity
+it must move away from, and the pose and expression errors of the measurement itself).
 """
 
 from __future__ import annotations
@@ -61,7 +61,8 @@ class SwapEvalConfig:
     methods: tuple[str, ...] = SWAP_METHODS
     """Which of ``static``, ``paste`` and ``swap`` to score."""
     swap: SwapRenderConfig = field(default_factory=SwapRenderConfig)
-    """The swap's settings (``paste`` drops colour matching, occlusion and fringe from them)."""
+    """The swap's settings (``paste`` drops colour matching, occlusion, fringe and the shape
+    bending from them)."""
     model: str = "sfm"
     device: str = "auto"
     """auto (CUDA when available, else the CPU), cpu, cuda or cuda:N."""
@@ -138,7 +139,8 @@ def evaluate_swap(photos: Sequence[str | os.PathLike], targets: Sequence[str | o
         gallery = torch.cat([scorer.embed(frames_tensor(image[None]), points[None])
                              for image, points in zip(images, photo_points, strict=True)])
         variants = {"swap": config.swap,
-                    "paste": replace(config.swap, colour="none", occlusion=False, fringe=False)}
+                    "paste": replace(config.swap, colour="none", occlusion=False, fringe=False,
+                                     reshape=False)}
         pairs: dict[str, dict[str, dict[str, float]]] = {}
         for target in targets:
             target = Path(target)
