@@ -80,9 +80,9 @@ MONOCHROME_SPREAD = (8.0, 14.0)
 monochrome to colour, as :func:`interior_saturation` reads it. Measured over the fitted face:
 the old black-and-white portrait s12, tinted by hand, 7.8 (its moustache, hair and skin in one
 tone); the colour portraits d19 16.9, s1 31, s42 35 (its red lips: its pale skin is less
-saturated than s12's tint),
-image_0010 43; the colour videos' faces 16-24 (inside the landmarks' hull, the median over
-frames; d6's least colourful frame 11); a grey photo 0.1."""
+saturated than s12's tint), image_0010 43; the colour videos' faces 16-24 (inside the
+landmarks' hull, the median over frames; d6's least colourful frame 11); a grey photo 0.1."""
+
 _OUTER_LIP = tuple(range(48, 60))  # iBUG 49-60, 0-based
 # Strips (pixels along the mouth) on either side over which the teeth's upper edge is averaged.
 _EDGE_STRIPS = 3
