@@ -82,3 +82,15 @@ def test_the_bending_at_half_resolution_matches_the_full_one():
     inside[pad + 40:pad + 65, pad + 45:pad + 75] = True
     assert float((half - full)[0][:, inside].abs().max()) < 0.1
     assert float((half - full).abs().max()) < 0.75
+
+
+@pytest.mark.parametrize("reach", [-0.1, float("nan"), float("inf")])
+def test_a_bending_reach_that_is_not_a_size_is_refused(reach):
+    """A negative or non-finite reach is one clear error when the settings are made, not a
+    crash in the middle of a video (a NaN reach failed at the first frame with a bare
+    ValueError from math.ceil)."""
+    from faceanime.errors import InputError
+    from faceanime.render.swap import SwapRenderConfig
+
+    with pytest.raises(InputError, match="reshape_reach"):
+        SwapRenderConfig(reshape_reach=reach)

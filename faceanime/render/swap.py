@@ -126,7 +126,8 @@ class SwapRenderConfig:
     """Rasterizer backend (``torch`` or ``pytorch3d``)."""
 
     def __post_init__(self) -> None:
-        for name in ("feather", "occlusion_low", "feature_tolerance", "min_facing"):
+        for name in ("feather", "occlusion_low", "feature_tolerance", "min_facing",
+                     "reshape_reach"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise InputError(f"swap setting {name} must be a number ≥ 0, got {value!r}")
