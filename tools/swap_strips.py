@@ -1,5 +1,8 @@
 """Face-swap strips to look at: photo | target frame | swap | the swapped share, one row each.
 
+``--before`` adds a swap with other settings left of the default's, ``--after`` one right of
+it (the share is the last swap's).
+
     python tools/swap_strips.py --pairs s1:d3:120 s12:d3:267 s42:d6:500 d19:d6:393 \
         -o docs/img/swap_strip.png
 
@@ -41,6 +44,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256, help="tile side in pixels")
     parser.add_argument("--before", help="also a swap with these settings, NAME=VALUE,... "
                         "(e.g. fringe=False), left of the default's")
+    parser.add_argument("--after", help="also a swap with these settings, right of the "
+                        "default's (e.g. relight=True)")
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("-o", "--output", type=Path, required=True)
     args = parser.parse_args()
@@ -56,6 +61,8 @@ def main() -> None:
     configs = [SwapRenderConfig()]
     if args.before:
         configs.insert(0, config_from(args.before, SwapRenderConfig()))
+    if args.after:
+        configs.append(config_from(args.after, SwapRenderConfig()))
 
     model = load_model("sfm")
     fits: dict[str, object] = {}

@@ -38,6 +38,7 @@ from faceanime.errors import InputError
 from faceanime.landmarks.gaze import eye_slide, measure_gaze, narrowed, open_state
 from faceanime.morphable.model import FaceModel
 from faceanime.render.frames import BoxRenderer, clip_box
+from faceanime.render.mouth_interior import luma
 from faceanime.render.paste import (
     close_holes,
     feather_mask,
@@ -47,6 +48,8 @@ from faceanime.render.paste import (
     match_statistics,
     rgb_to_lab,
 )
+from faceanime.render.rasterize import interpolate
+from faceanime.render.relight import fit_light, relight_gain, vertex_normals
 from faceanime.render.reshape import bend_offsets
 from faceanime.render.texture import (
     TextureConfig,
@@ -54,6 +57,7 @@ from faceanime.render.texture import (
     facing,
     pixel_grid,
     render_texture,
+    sample_image,
 )
 
 # 0-based iBUG points around the parts whose look changes with motion: brows, eyes, inner mouth.
@@ -75,6 +79,17 @@ class SwapRenderConfig:
     ``rgb_mean_std`` or ``none`` (see :func:`~faceanime.render.paste.match_colors`)."""
     fringe: bool = True
     """Leave out hair that covers the photo's forehead and brows (:func:`fringe_mask`)."""
+    relight: bool = False
+    """Take the photo's shading off the face and put the target's on
+    (:mod:`~faceanime.render.relight`: a first-order spherical-harmonic light fitted to the
+    photo's skin and to the target video's, the gain per vertex from the fitted normals), before
+    colour matching: a face lit from the side in the photo is lit as the target is. Off by
+    default: the swapped face lit as the target's also reads nearer the target's identity to
+    dlib (ID retrieval over the shared pairs fell, ``docs/swap.md``)."""
+    relight_limit: float = 1.5
+    """The most relighting brightens or darkens a point of the face by (a factor)."""
+    relight_order: int = 1
+    """Spherical-harmonic order of the fitted lights: 1 (ambient and one direction) or 2."""
     max_colour_gain: float = 1.5
     """The most colour matching scales a channel's spread by (a grey or grainy photo's noise
     is not blown up into colour)."""
@@ -143,6 +158,12 @@ class SwapRenderConfig:
         if not 0 <= self.occlusion_memory < 1:
             raise InputError(f"swap setting occlusion_memory must be from 0 to below 1, got "
                              f"{self.occlusion_memory!r}")
+        if not (math.isfinite(self.relight_limit) and self.relight_limit >= 1):
+            raise InputError(f"swap setting relight_limit must be a number ≥ 1, got "
+                             f"{self.relight_limit!r}")
+        if self.relight_order not in (1, 2):
+            raise InputError(f"swap setting relight_order must be 1 or 2, got "
+                             f"{self.relight_order!r}")
         if int(self.reference_frames) < 1:
             raise InputError("swap setting reference_frames must be ≥ 1")
         if int(self.batch_size) < 0:
@@ -162,21 +183,30 @@ def swap_coefficients(source: Coefficients, target: Coefficients) -> Coefficient
     return replace(target, shape=shape.clone(), landmarks=None, fitted_landmarks=None)
 
 
-def open_mask(mask: torch.Tensor, radius: int) -> torch.Tensor:
-    """Morphological opening of ``(B, 1, H, W)`` soft masks (erode then dilate, square
-    ``2r + 1`` window): drops specks narrower than the window."""
+def disc_max(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """The largest value of ``(B, 1, H, W)`` masks within ``radius`` pixels (Euclidean: a
+    digital disc, the union of one centred rectangle per row offset, each a separable max
+    pool). A square window grew every speck into a square: the kept target pixels showed as
+    rectangles on the swapped face."""
     if radius <= 0:
         return mask
-    k = 2 * radius + 1
-    eroded = -F.max_pool2d(-mask, k, stride=1, padding=radius)
-    return F.max_pool2d(eroded, k, stride=1, padding=radius)
+    out = None
+    for a in range(radius + 1):
+        b = math.isqrt(radius * radius - a * a)
+        pooled = F.max_pool2d(mask, (2 * a + 1, 2 * b + 1), stride=1, padding=(a, b))
+        out = pooled if out is None else torch.maximum(out, pooled)
+    return out
+
+
+def open_mask(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """Morphological opening of ``(B, 1, H, W)`` soft masks with a disc of ``radius``
+    (erode, then dilate): drops specks narrower than the disc."""
+    return disc_max(-disc_max(-mask, radius), radius)
 
 
 def grow_mask(mask: torch.Tensor, radius: int) -> torch.Tensor:
-    """Dilate ``(B, 1, H, W)`` soft masks by ``radius`` pixels (square window)."""
-    if radius <= 0:
-        return mask
-    return F.max_pool2d(mask, 2 * radius + 1, stride=1, padding=radius)
+    """Dilate ``(B, 1, H, W)`` soft masks by a disc of ``radius`` pixels."""
+    return disc_max(mask, radius)
 
 
 def inner_face_weights(model: FaceModel, above_brows: float = 0.3, fade: float = 0.6
@@ -358,7 +388,41 @@ class SwapRenderer(BoxRenderer):
             self.source_masks[0, 1] *= (~hair).to(self.masks)
         else:
             self.source_masks = self.masks
+        self.light = None
+        if c.relight:
+            self.light = self._fit_lights(reference.to(self.image), reference_coeffs)
         self._last: torch.Tensor | None = None
+
+    def _skin_weight(self, masks: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
+        """``(B, N)`` per vertex of ``B`` posed meshes (``normals (B, N, 3)``): 1 where it is
+        skin that faces the camera, by the UV ``masks`` (features and the region left out are
+        not skin), 0 elsewhere."""
+        size = masks.shape[-1]
+        uv = self.mesh.texcoords.to(masks)
+        col = (uv[:, 0] * (size - 1)).round().long().clamp(0, size - 1)
+        row = (uv[:, 1] * (size - 1)).round().long().clamp(0, size - 1)
+        skin = (masks[0, 0, row, col] == 1) & (masks[0, 1, row, col] > 0.5)
+        skin[self.model.n_vertices:] = False                      # the mouth cap is no skin
+        return (skin[None] & (normals[..., 2] > 0.3)).to(normals.dtype)
+
+    def _fit_lights(self, reference: torch.Tensor, coeffs: Coefficients
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The photo's and the target's light (``(9, 3)`` each, :func:`fit_light`), the
+        photo's vertex normals ``(N, 3)`` and the vertices whose gains average 1 ``(N,)``."""
+        triangles = self.mesh.triangles
+        photo = self._screen(self.source)                                     # (1, N, 3)
+        photo_normals = vertex_normals(photo, triangles)
+        photo_skin = self._skin_weight(self.source_masks, photo_normals)[0]
+        colours = sample_image(self.image[None], photo)[0]                    # (N, 3)
+        order = self.config.relight_order
+        photo_light = fit_light(luma(colours)[:, None], photo_normals[0], photo_skin, order)
+        own = self._screen(coeffs)                                            # (R, N, 3)
+        own_normals = vertex_normals(own, triangles)
+        own_skin = self._skin_weight(self.masks, own_normals)
+        seen = sample_image(reference, own)                                   # (R, N, 3)
+        target_light = fit_light(luma(seen.reshape(-1, 3))[:, None],
+                                 own_normals.reshape(-1, 3), own_skin.reshape(-1), order)
+        return photo_light, target_light, photo_normals[0], photo_skin
 
     def _merged_texture(self, frames: torch.Tensor, coeffs: Coefficients) -> torch.Tensor:
         """``(1, 3, S, S)`` the target's face texture from several of its frames: each texel
@@ -412,6 +476,12 @@ class SwapRenderer(BoxRenderer):
         size = (y1 - y0, x1 - x0)
         face, mask, fragments = render_texture(self.texture, screen, self.mesh.triangles,
                                                self.mesh.texcoords, size, c.backend)
+        if self.light is not None:
+            photo_light, target_light, photo_normals, skin = self.light
+            gain = relight_gain(photo_normals, vertex_normals(screen, self.mesh.triangles),
+                                photo_light, target_light, skin, c.relight_limit)
+            # Before the pinholes are filled: they take the relit face's colour around them.
+            face = face * interpolate(fragments, gain, self.mesh.triangles)
         # Pinholes where the nostrils' inner triangles turn away: filled from around them,
         # not left showing the target's skin as a dotted ring.
         closed = close_holes(mask, 2)
