@@ -22,6 +22,7 @@ from faceanime.render.swap import (
     grow_mask,
     inner_face_weights,
     open_mask,
+    seam_membrane,
     swap_coefficients,
 )
 
@@ -424,3 +425,37 @@ def test_the_occlusion_mask_grows_round_not_square():
     blob = ((ys - 7) ** 2 + (xs - 7) ** 2 <= 9).float()[None, None]
     opened = open_mask(blob, 1)
     assert bool((opened <= blob).all()) and float((blob - opened).sum()) == 4
+
+
+def test_the_seam_membrane_takes_the_frames_tone_at_the_edge_and_keeps_the_detail():
+    """A face of one tone with fine detail, blended with an 8-pixel feather into a frame whose
+    skin darkens from top to bottom (as a forehead lit from above): without the membrane the
+    blend band differs from the frame by the tone difference; with it the face's low
+    frequencies come within 0.4 of that difference on the band (measured 0.058 -> 0.016) and
+    the blended image within 3/255 of the frame there (0.025 -> 0.0049), while the face's
+    detail (the face minus its blur) is unchanged inside; a face that already matches its
+    frame gets nothing."""
+    from faceanime.render.paste import feather_mask, gaussian_blur
+
+    generator = torch.Generator().manual_seed(0)
+    h, w = 96, 96
+    ys = torch.arange(h, dtype=torch.float32)[:, None].expand(h, w)
+    frame = (0.75 - 0.25 * ys / h).expand(1, 3, h, w).clone()
+    detail = 0.03 * torch.randn(1, 3, h, w, generator=generator)
+    detail = detail - gaussian_blur(detail, 3.0)
+    face = (0.6 + detail).clamp(0, 1)
+    inside = torch.zeros(1, 1, h, w)
+    inside[..., 16:80, 16:80] = 1
+    alpha = feather_mask(inside, 8.0)
+    band = ((alpha > 0.02) & (alpha < 0.98))[0, 0]
+
+    def low_error(image):
+        return float((gaussian_blur(image, 3.0) - frame).abs().amax(1)[0][band].mean())
+
+    offset = seam_membrane(face, frame, alpha)
+    assert low_error(face + offset) < 0.4 * low_error(face)
+    assert low_error(torch.lerp(frame, face, alpha)) > 5 / 255
+    assert low_error(torch.lerp(frame, face + offset, alpha)) < 3 / 255
+    kept = (face + offset) - gaussian_blur(face + offset, 3.0)
+    assert float((kept - detail)[..., 24:72, 24:72].abs().max()) < 0.01
+    assert float(seam_membrane(frame, frame, alpha).abs().max()) < 1e-6

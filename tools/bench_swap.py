@@ -28,6 +28,8 @@ def main() -> int:
     parser.add_argument("--target", default="d3", help="video in videos/ (default: d3)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--seam", action=argparse.BooleanOptionalAction, default=True,
+                        help="the seam membrane (default: on)")
     parser.add_argument("--reshape", action=argparse.BooleanOptionalAction, default=True,
                         help="bend the target to the photo's face shape (default: on)")
     args = parser.parse_args()
@@ -55,7 +57,7 @@ def main() -> int:
     frames = np.stack(list(iter_video_frames(video)))
     start = time.perf_counter()
     reference, picks = reference_frames(video, target, 8)
-    settings = SwapRenderConfig(reshape=args.reshape)
+    settings = SwapRenderConfig(reshape=args.reshape, seam=args.seam)
     renderer = SwapRenderer(model, image, source, reference, target.frames(picks), settings)
     setup = time.perf_counter() - start
     batch = renderer.config.batch_size or default_batch("cpu", frames.shape[1] * frames.shape[2])
@@ -77,7 +79,7 @@ def main() -> int:
     h, w = frames.shape[1:3]
     print(f"swap {photo.name} onto {video.name} ({len(frames)} frames, {w}×{h}), "
           f"{args.threads} torch thread(s), {os.cpu_count()} cores, reshape "
-          f"{'on' if args.reshape else 'off'}\n")
+          f"{'on' if args.reshape else 'off'}, seam {'on' if args.seam else 'off'}\n")
     print("| renderer set-up (textures, masks) | swap, ms per frame | job, s | job fps |")
     print("| --- | --- | --- | --- |")
     print(f"| {setup:.2f} s | {1000 * render:.1f} | {job:.1f} | **{result.frames / job:.1f}** |")

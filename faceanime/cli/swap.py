@@ -45,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reshape", action=argparse.BooleanOptionalAction, default=_SWAP.reshape,
                    help="bend the target's head around the face to the photo's face shape "
                         "(its jaw and cheeks become the photo's outline) (default: on)")
+    p.add_argument("--seam", action=argparse.BooleanOptionalAction, default=_SWAP.seam,
+                   help="give the face the frame's tone where they meet (a membrane of their "
+                        "difference along the blend) (default: on)")
     p.add_argument("--relight", action=argparse.BooleanOptionalAction, default=_SWAP.relight,
                    help="take the photo's shading off the face and light it as the target "
                         "is (spherical-harmonic lights fitted to both; costs identity as "
@@ -93,7 +96,7 @@ def run(args: argparse.Namespace) -> None:
         swap=SwapRenderConfig(feather=args.feather, colour=args.colour,
                               occlusion=args.occlusion, fringe=args.fringe,
                               keep_mouth=args.keep_mouth, gaze=args.gaze,
-                              reshape=args.reshape, relight=args.relight,
+                              reshape=args.reshape, seam=args.seam, relight=args.relight,
                               batch_size=args.batch_size),
         output=OutputConfig(watermark=args.watermark, device=args.device,
                             progress=not (args.no_progress or args.quiet)),
