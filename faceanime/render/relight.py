@@ -30,6 +30,7 @@ from __future__ import annotations
 import torch
 
 from faceanime.errors import InputError
+from faceanime.render.rasterize import interpolate, rasterize
 
 
 def vertex_normals(screen: torch.Tensor, triangles: torch.Tensor) -> torch.Tensor:
@@ -172,8 +173,6 @@ def render_lit(screen: torch.Tensor, triangles: torch.Tensor, albedo: torch.Tens
     Returns:
         ``(B, C, H, W)`` in [0, 1].
     """
-    from faceanime.render.rasterize import interpolate, rasterize
-
     colour = albedo.to(screen) * shading(vertex_normals(screen, triangles), light)
     fragments = rasterize(screen, triangles, size)
     image = interpolate(fragments, colour, triangles)

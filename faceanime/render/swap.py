@@ -12,7 +12,9 @@ on the difference between a target frame and the model's reconstruction of it fr
    (:func:`~faceanime.render.texture.extract_texture`: seen texels from the photo, hidden ones
    from the mirror side) and rendered in the target frame. Its colours are matched to the
    target's face region frame by frame (mean and spread in CIE L*a*b*: the target's lighting
-   and white balance), and it is blended in with a feather inside the face outline. The mouth
+   and white balance; with ``relight``, its shading too, :mod:`~faceanime.render.relight`),
+   its tone along the blend brought to the frame's (:func:`seam_membrane`), and it is blended
+   in with a feather inside the face outline. The mouth
    interior (the cap closing the model's mouth) stays the target's: its teeth and tongue move
    with its speech.
 2. **What covers the face.** The target's own face is rendered the same way from its own
@@ -455,8 +457,9 @@ class SwapRenderer(BoxRenderer):
 
     def _fit_lights(self, reference: torch.Tensor, coeffs: Coefficients
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The photo's and the target's light (``(9, 3)`` each, :func:`fit_light`), the
-        photo's vertex normals ``(N, 3)`` and the vertices whose gains average 1 ``(N,)``."""
+        """The photo's and the target's light (``(K, 1)`` each, :func:`fit_light` on the skin's
+        luma: one gain for every channel, a tint is colour matching's), the photo's vertex
+        normals ``(N, 3)`` and the vertices whose gains average 1 ``(N,)``."""
         triangles = self.mesh.triangles
         photo = self._screen(self.source)                                     # (1, N, 3)
         photo_normals = vertex_normals(photo, triangles)
@@ -559,8 +562,8 @@ class SwapRenderer(BoxRenderer):
             behind = background[..., y0 - gy0:y1 - gy0, x0 - gx0:x1 - gx0]
         if c.seam:
             # Here, on the worker threads, with each frame's own occlusion (finish carries the
-            # last frame's over, a few pixels more at most): in finish, serial, it cost the
-            # job 6 ms a frame.
+            # last frame's over: a few pixels more at most) rather than in finish, which runs
+            # in order on one thread.
             share = alpha if covered is None else alpha * (1 - covered)
             face = (face + seam_membrane(face, behind, share)).clamp(0, 1)
         return SwapBatch(full, (x0, y0, x1, y1), face, alpha, covered, background, grown)
