@@ -459,3 +459,4 @@ def test_the_seam_membrane_takes_the_frames_tone_at_the_edge_and_keeps_the_detai
     kept = (face + offset) - gaussian_blur(face + offset, 3.0)
     assert float((kept - detail)[..., 24:72, 24:72].abs().max()) < 0.01
     assert float(seam_membrane(frame, frame, alpha).abs().max()) < 1e-6
+

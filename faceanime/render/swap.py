@@ -466,13 +466,17 @@ class SwapRenderer(BoxRenderer):
         photo_skin = self._skin_weight(self.source_masks, photo_normals)[0]
         colours = sample_image(self.image[None], photo)[0]                    # (N, 3)
         order = self.config.relight_order
-        photo_light = fit_light(luma(colours)[:, None], photo_normals[0], photo_skin, order)
         own = self._screen(coeffs)                                            # (R, N, 3)
         own_normals = vertex_normals(own, triangles)
         own_skin = self._skin_weight(self.masks, own_normals)
         seen = sample_image(reference, own)                                   # (R, N, 3)
-        target_light = fit_light(luma(seen.reshape(-1, 3))[:, None],
-                                 own_normals.reshape(-1, 3), own_skin.reshape(-1), order)
+        try:
+            photo_light = fit_light(luma(colours)[:, None], photo_normals[0], photo_skin, order)
+            target_light = fit_light(luma(seen.reshape(-1, 3))[:, None],
+                                     own_normals.reshape(-1, 3), own_skin.reshape(-1), order)
+        except InputError as error:
+            raise InputError(f"relighting: too little skin faces the camera to fit a light "
+                             f"({error}); swap without --relight") from error
         return photo_light, target_light, photo_normals[0], photo_skin
 
     def _merged_texture(self, frames: torch.Tensor, coeffs: Coefficients) -> torch.Tensor:
