@@ -550,6 +550,7 @@ class SwapRenderer(BoxRenderer):
         # Statistics from every other pixel: the face box's reference colours are converted at a
         # quarter of its pixels.
         face = match_colors(face, frames, mask, c.colour, c.max_colour_gain, stride=2)
+        plain = face
         if c.gaze:
             # After the colour statistics: only the eyes change.
             face = self._look_as_target(face, full, target, screen)
@@ -568,8 +569,9 @@ class SwapRenderer(BoxRenderer):
             # Here, on the worker threads, with each frame's own occlusion (finish carries the
             # last frame's over: a few pixels more at most) rather than in finish, which runs
             # in order on one thread.
+            # From the face before its eyes were slid: the glance changes the eyes alone.
             share = alpha if covered is None else alpha * (1 - covered)
-            face = (face + seam_membrane(face, behind, share)).clamp(0, 1)
+            face = (face + seam_membrane(plain, behind, share)).clamp(0, 1)
         return SwapBatch(full, (x0, y0, x1, y1), face, alpha, covered, background, grown)
 
     def _reshaped(self, full: torch.Tensor, fragments, own: torch.Tensor, screen: torch.Tensor,
