@@ -312,6 +312,46 @@ def test_the_job_writes_the_targets_frames_and_leaves_faceless_ones(tmp_path, da
     assert written.frames == 10 and (tmp_path / "out.mp4").is_file()
 
 
+def test_cli_swaps_a_photo_onto_a_folder_of_targets(tmp_path, data_dir, d3_clip):
+    """``--target FOLDER``: one output per target video, named after it, each with the
+    target's frame count; an output that is not a folder is refused in one line before any
+    work, and nothing is written; a broken target among several is skipped, the others
+    written, and the exit is non-zero."""
+    frames, _ = d3_clip
+    targets = tmp_path / "targets"
+    targets.mkdir()
+    write_video(targets / "first.mp4", iter(frames[:6]), fps=30)
+    write_video(targets / "second.mp4", iter(frames[6:14]), fps=30)
+    (targets / "notes.txt").write_text("not a video")
+    photo = data_dir / "faces" / "s12.jpg"
+    refused = subprocess.run([sys.executable, "-m", "faceanime", "swap", "--source", str(photo),
+                              "--target", str(targets), "-o", str(tmp_path / "one.mp4"),
+                              "--no-progress"], capture_output=True, text=True)
+    assert refused.returncode != 0 and "existing folder" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "one.mp4").exists()
+    out = tmp_path / "out"
+    out.mkdir()
+    done = subprocess.run([sys.executable, "-m", "faceanime", "swap", "--source", str(photo),
+                           "--target", str(targets), "-o", str(out), "--no-progress"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["first.mp4", "second.mp4"]
+    assert len(list(iter_video_frames(out / "first.mp4"))) == 6
+    assert len(list(iter_video_frames(out / "second.mp4"))) == 8
+    # A broken target is skipped with one line; the others are written; the exit says so.
+    (targets / "second.mp4").write_bytes(b"not a video at all")
+    again = tmp_path / "again"
+    again.mkdir()
+    done = subprocess.run([sys.executable, "-m", "faceanime", "swap", "--source", str(photo),
+                           "--target", str(targets / "first.mp4"), str(targets / "second.mp4"),
+                           "-o", str(again), "--no-progress", "--quiet"],
+                          capture_output=True, text=True)
+    assert done.returncode != 0
+    assert "skipped" in done.stderr and "1 of 2 swaps failed" in done.stderr
+    assert sorted(p.name for p in again.iterdir()) == ["first.mp4"]
+
+
 def test_cli_refuses_a_target_that_is_not_a_video(tmp_path, data_dir):
     photo = data_dir / "faces" / "s12.jpg"
     done = subprocess.run([sys.executable, "-m", "faceanime", "swap", "--source", str(photo),

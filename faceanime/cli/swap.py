@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 from faceanime.cli.retarget import job_face_hint, run_sources, shared_tracking
 from faceanime.devices import DEVICE_HELP, device_arg
+from faceanime.errors import InputError
 from faceanime.fitting import FitConfig
+from faceanime.io import VIDEO_EXTENSIONS, is_video_path
 from faceanime.landmarks import BACKENDS
 from faceanime.render.swap import SwapRenderConfig
 
@@ -25,8 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source", required=True, nargs="+", metavar="PHOTO",
                    help="the photo whose face is used; several photos or a folder of photos "
                         "give one output each (-o is then a folder)")
-    p.add_argument("--target", required=True, metavar="VIDEO",
-                   help="the video whose performance, lighting and background are kept")
+    p.add_argument("--target", required=True, nargs="+", metavar="VIDEO",
+                   help="the video whose performance, lighting and background are kept; "
+                        "several videos or a folder of videos give one output per photo and "
+                        "video (-o is then a folder: <video>.mp4 for one photo, "
+                        "<photo>-<video>.mp4 for several)")
     p.add_argument("-o", "--output", required=True,
                    help="video to write (.mp4), or an existing folder (one <photo>.mp4 per "
                         "source)")
@@ -103,6 +110,75 @@ def run(args: argparse.Namespace) -> None:
         fit=FitConfig(device=args.device), model=args.model, face_index=args.face_index,
         backend=args.backend, source_landmarks=args.source_landmarks,
         track_parts=args.track_parts, allow_truncated=args.allow_truncated, audio=args.audio)
-    landmarks = shared_tracking(args, args.target, config)
-    run_sources(args, lambda source, output: swap(source, args.target, output, config,
-                                                  args.save_coeffs, landmarks))
+    targets = expand_targets(args.target)
+    if len(targets) == 1:
+        landmarks = shared_tracking(args, targets[0], config)
+        run_sources(args, lambda source, output: swap(source, targets[0], output, config,
+                                                      args.save_coeffs, landmarks))
+        return
+    run_targets(args, targets, config, swap)
+
+
+def expand_targets(targets: list[str]) -> list[Path]:
+    """Target videos from paths and folders (a folder gives its videos, sorted by name)."""
+    out: list[Path] = []
+    for item in targets:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(v for v in path.iterdir() if v.is_file() and is_video_path(v))
+            if not found:
+                raise InputError(f"{path}: the folder holds no video "
+                                 f"({', '.join(VIDEO_EXTENSIONS)})")
+            out.extend(found)
+        else:
+            out.append(path)
+    return out
+
+
+def run_targets(args: argparse.Namespace, targets: list[Path], config, job) -> None:
+    """Every photo on every target with ``job`` (:func:`faceanime.swap`): each target tracked
+    once for all the photos, one output per pair in the ``-o`` folder; a target or pair that
+    fails is reported (one line) and skipped, and an error at the end says how many failed."""
+    from faceanime.errors import FaceAnimeError
+    from faceanime.jobs.common import check_driving, expand_sources, track_driver
+
+    sources = expand_sources(args.source)
+    folder = Path(args.output)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: with {len(targets)} targets the output must be an "
+                         "existing folder (one video per photo and target is written there)")
+    if args.save_coeffs:
+        raise InputError(f"{args.save_coeffs}: --save-coeffs takes one target; run the targets "
+                         "one by one to keep each one's coefficients")
+    if len(sources) > 1 and args.source_landmarks:
+        raise InputError(f"{args.source_landmarks}: --source-landmarks takes one source; run "
+                         "the sources one by one")
+    names = [t.stem if len(sources) == 1 else f"{s.stem}-{t.stem}" for t in targets
+             for s in sources]
+    if len(set(names)) != len(names):
+        raise InputError(f"{folder}: two outputs would share a name ({', '.join(names)}); "
+                         "rename the photos or videos so each has its own file")
+    outputs = iter(folder / f"{name}.mp4" for name in names)
+    failed = []
+    for target in targets:
+        try:
+            landmarks = track_driver(check_driving(target), config)
+        except FaceAnimeError as exc:
+            print(f"faceanime: skipped: {exc}", file=sys.stderr)
+            failed.extend(f"{source.name} on {target.name}" for source in sources)
+            for _ in sources:
+                next(outputs)
+            continue
+        for source in sources:
+            output = next(outputs)
+            try:
+                result = job(source, target, output, config, None, landmarks)
+            except FaceAnimeError as exc:
+                print(f"faceanime: skipped: {exc}", file=sys.stderr)
+                failed.append(f"{source.name} on {target.name}")
+                continue
+            if not args.quiet:
+                print(result.summary(), file=sys.stderr)
+    if failed:
+        raise InputError(f"{len(failed)} of {len(names)} swaps failed ({', '.join(failed)}); "
+                         "the others were written")
