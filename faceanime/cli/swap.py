@@ -10,7 +10,7 @@ from faceanime.cli.retarget import job_face_hint, run_sources, shared_tracking
 from faceanime.devices import DEVICE_HELP, device_arg
 from faceanime.errors import InputError
 from faceanime.fitting import FitConfig
-from faceanime.io import VIDEO_EXTENSIONS, is_video_path
+from faceanime.io import VIDEO_EXTENSIONS
 from faceanime.landmarks import BACKENDS
 from faceanime.render.swap import SwapRenderConfig
 
@@ -96,7 +96,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from faceanime.jobs.common import OutputConfig
+    from faceanime.jobs.common import OutputConfig, expand_files
     from faceanime.jobs.swap import SwapConfig, swap
 
     config = SwapConfig(
@@ -110,29 +110,13 @@ def run(args: argparse.Namespace) -> None:
         fit=FitConfig(device=args.device), model=args.model, face_index=args.face_index,
         backend=args.backend, source_landmarks=args.source_landmarks,
         track_parts=args.track_parts, allow_truncated=args.allow_truncated, audio=args.audio)
-    targets = expand_targets(args.target)
+    targets = expand_files(args.target, VIDEO_EXTENSIONS, "video")
     if len(targets) == 1:
         landmarks = shared_tracking(args, targets[0], config)
         run_sources(args, lambda source, output: swap(source, targets[0], output, config,
                                                       args.save_coeffs, landmarks))
         return
     run_targets(args, targets, config, swap)
-
-
-def expand_targets(targets: list[str]) -> list[Path]:
-    """Target videos from paths and folders (a folder gives its videos, sorted by name)."""
-    out: list[Path] = []
-    for item in targets:
-        path = Path(item)
-        if path.is_dir():
-            found = sorted(v for v in path.iterdir() if v.is_file() and is_video_path(v))
-            if not found:
-                raise InputError(f"{path}: the folder holds no video "
-                                 f"({', '.join(VIDEO_EXTENSIONS)})")
-            out.extend(found)
-        else:
-            out.append(path)
-    return out
 
 
 def run_targets(args: argparse.Namespace, targets: list[Path], config, job) -> None:

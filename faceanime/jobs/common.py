@@ -334,22 +334,30 @@ def make_renderer(model: FaceModel, image: np.ndarray, coeffs: Coefficients,
 # --- many sources -------------------------------------------------------------------------------
 
 
-def expand_sources(sources: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
-    """Photos from paths and folders (a folder gives its images, sorted by name)."""
-    if isinstance(sources, (str, os.PathLike)):
-        sources = [sources]
+def expand_files(items: str | os.PathLike | Iterable[str | os.PathLike],
+                 extensions: Iterable[str], kind: str) -> list[Path]:
+    """Files from paths and folders: a folder gives its files with one of ``extensions``,
+    sorted by name (none there: an error naming the ``kind`` of file wanted)."""
+    if isinstance(items, (str, os.PathLike)):
+        items = [items]
+    extensions = tuple(extensions)
     out: list[Path] = []
-    for item in sources:
+    for item in items:
         path = Path(item)
         if path.is_dir():
             found = sorted(p for p in path.iterdir()
-                           if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+                           if p.is_file() and p.suffix.lower() in extensions)
             if not found:
-                raise InputError(f"{path}: the folder holds no image "
-                                 f"({', '.join(IMAGE_EXTENSIONS)})")
+                raise InputError(f"{path}: the folder holds no {kind} ({', '.join(extensions)})")
             out.extend(found)
         else:
             out.append(path)
+    return out
+
+
+def expand_sources(sources: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+    """Photos from paths and folders (a folder gives its images, sorted by name)."""
+    out = expand_files(sources, IMAGE_EXTENSIONS, "image")
     if not out:
         raise InputError("no source photo given")
     return out
