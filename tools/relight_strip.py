@@ -34,23 +34,15 @@ def main() -> None:
     from faceanime.io import read_image
     from faceanime.landmarks import TrackerConfig
     from faceanime.morphable import load_model
-    from faceanime.morphable.eyelid import eyelid_rig
-    from faceanime.morphable.jaw import build_jaw
-    from faceanime.morphable.lips import lip_rig
-    from faceanime.reconstruction import face_vertices, project_vertices
     from faceanime.render.frames import to_uint8
-    from faceanime.render.relight import render_lit
+    from faceanime.render.relight import lit_fit
     from faceanime.render.swap import SwapRenderConfig, SwapRenderer, swap_coefficients
 
     model = load_model("sfm")
-    jaw, triangles = build_jaw(model), model.triangles.long()
-
     boxes = []
 
     def lit(coeffs, light, size):
-        verts = face_vertices(model, coeffs, jaw=jaw, eyelids=eyelid_rig(model),
-                              lips=lip_rig(model, jaw))
-        screen = project_vertices(coeffs, verts).float()
+        images, screen = lit_fit(model, coeffs, albedo, light, size)
         low, high = screen[0, :, :2].amin(0), screen[0, :, :2].amax(0)
         half = min(float((high - low).max()) * 0.6, min(size) / 2)
         # Kept inside the image (a box beyond it would be padded black).
@@ -58,7 +50,7 @@ def main() -> None:
         x = min(max(x, half), size[1] - half)
         y = min(max(y, half), size[0] - half)
         boxes.append([round(x - half), round(y - half), round(x + half), round(y + half)])
-        return render_lit(screen, triangles, albedo, light, size)
+        return images
 
     albedo = torch.tensor([0.85, 0.62, 0.5])
     from_left = torch.tensor([[0.62], [-0.32], [0.08], [0.22]])

@@ -178,3 +178,25 @@ def render_lit(screen: torch.Tensor, triangles: torch.Tensor, albedo: torch.Tens
     image = interpolate(fragments, colour, triangles)
     covered = (fragments.face_index >= 0)[:, None]
     return torch.where(covered, image, torch.full_like(image, background)).clamp(0, 1)
+
+
+def lit_fit(model, coeffs, albedo: torch.Tensor, light: torch.Tensor, size: tuple[int, int],
+            background: float = 0.45) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fitted faces of ``T`` frames of ``coeffs`` (a :class:`~faceanime.coefficients.
+    Coefficients` of ``model``, a :class:`~faceanime.morphable.model.FaceModel`), posed with
+    the jaw, eyelid and lip rigs as the renderers pose them, rendered with one ``albedo``
+    under ``light`` (:func:`render_lit`): a photo or a video whose lighting is known exactly.
+
+    Returns:
+        ``(T, C, H, W)`` images and ``(T, N, 3)`` the screen vertices.
+    """
+    from faceanime.morphable.eyelid import eyelid_rig
+    from faceanime.morphable.jaw import build_jaw
+    from faceanime.morphable.lips import lip_rig
+    from faceanime.reconstruction import face_vertices, project_vertices
+
+    jaw = build_jaw(model)
+    verts = face_vertices(model, coeffs, jaw=jaw, eyelids=eyelid_rig(model),
+                          lips=lip_rig(model, jaw))
+    screen = project_vertices(coeffs, verts).float()
+    return render_lit(screen, model.triangles.long(), albedo, light, size, background), screen
