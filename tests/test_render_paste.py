@@ -9,15 +9,16 @@ import torch
 
 from faceanime.errors import InputError
 from faceanime.render.paste import (
-    _inside_distance,
     close_holes,
     crop_affine,
     feather_mask,
     fill_from_neighbours,
     gaussian_blur,
+    inside_distance,
     invert_affine,
     lab_to_rgb,
     match_colors,
+    match_lab,
     paste_back,
     rgb_to_lab,
     warp_to_crop,
@@ -116,7 +117,7 @@ def test_inside_distance_is_the_exact_euclidean_distance_up_to_its_radius(radius
     blobs = torch.nn.functional.max_pool2d(noise.float(), 7, stride=1, padding=3) > 0.5
     inside = torch.zeros(3, 1, 90, 100, dtype=torch.bool)
     inside[..., 25:65, 25:75] = blobs
-    got = _inside_distance(inside, radius)
+    got = inside_distance(inside, radius)
     truth = torch.from_numpy(distance_transform_edt(inside.numpy())).float()
     assert torch.allclose(got, truth.clamp_max(radius + 1), atol=1e-5)
 
@@ -318,6 +319,24 @@ def test_match_colors_from_every_other_pixel_matches_the_face_alike(photo):
     assert torch.equal(half[outside], rendered[outside])
     with pytest.raises(InputError, match="stride"):
         match_colors(rendered, reference, mask, stride=0)
+
+
+def test_match_lab_is_match_colors_for_a_render_already_in_lab(photo):
+    """The swap draws its face from a texture kept in L*a*b* and converts back once: the
+    result equals matching the sRGB render (to float rounding), and outside the mask it is
+    the render itself."""
+    image, points = photo
+    rows, cols = face_box(points)
+    reference = image[..., rows, cols]
+    rendered = (reference * torch.tensor([0.75, 0.9, 0.7])[None, :, None, None]).clamp(0, 1)
+    h, w = reference.shape[-2:]
+    mask = disc_mask(h, w, h / 2, w / 2, min(h, w) * 0.45)
+    want = match_colors(rendered, reference, mask, max_gain=1.5, stride=2)
+    got = match_lab(rgb_to_lab(rendered), reference, mask, max_gain=1.5, stride=2)
+    assert float((got - want).abs().max()) < 1e-4
+    assert float((got - rendered).abs().max()) > 0.05           # it did change the face
+    empty = match_lab(rgb_to_lab(rendered), reference, torch.zeros_like(mask))
+    assert float((empty - rendered).abs().max()) < 1e-4
 
 
 def test_match_colors_none_and_empty_mask():

@@ -125,6 +125,14 @@ def test_shared_texture_lookup_at_covered_pixels_equals_the_full_image_lookup(sf
     assert 0.2 < float(mask.mean()) < 0.9
     assert torch.equal(shared, full) and torch.equal(channels_last, full)
     assert float(full[mask.expand_as(full) > 0].std()) > 0.02  # a real texture, not a flat one
+    # Colours and a mask looked up at once (the swap's face and region): the same channels.
+    ramp = torch.linspace(0, 1, 256)[None, None, :, None].expand(1, 1, 256, 256)
+    both, _, _ = render_texture(torch.cat([known.image, ramp], 1), screen, m.triangles,
+                                m.texcoords, (200, 200))
+    alone, _, _ = render_texture(ramp.expand(1, 3, -1, -1).contiguous(), screen, m.triangles,
+                                 m.texcoords, (200, 200))
+    assert both.shape == (3, 4, 200, 200)
+    assert torch.equal(both[:, :3], shared) and torch.equal(both[:, 3:], alone[:, :1])
 
 
 def _turned(m, image: torch.Tensor, coeffs: Coefficients) -> tuple[torch.Tensor, torch.Tensor]:

@@ -48,9 +48,14 @@ def head_box(points: np.ndarray) -> tuple[int, int, int]:
 
 def config_from(text: str, default):
     """A copy of the config dataclass ``default`` with the settings ``NAME=VALUE,...`` of
-    ``text`` (each value of its field's type; booleans as True or False)."""
+    ``text`` (each value of its field's type; booleans as True or False; None for an
+    optional field, a number for one that is None by default)."""
     def value(name: str, raw: str):
+        if raw == "None":
+            return None
         kind = type(getattr(default, name))
+        if kind is type(None):
+            return float(raw)
         return raw == "True" if kind is bool else kind(raw)
 
     pairs = dict(item.split("=", 1) for item in text.split(","))

@@ -49,6 +49,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default: on)")
     p.add_argument("--fringe", action=argparse.BooleanOptionalAction, default=_SWAP.fringe,
                    help="leave out hair covering the photo's forehead and brows (default: on)")
+    p.add_argument("--temples", type=float, default=_SWAP.temples, metavar="SHARE",
+                   help="with --fringe, leave out hair hanging by the photo's temples and "
+                        "cheeks too, this far in from its face outline (a share of the face "
+                        "texture; 0: keep it) (default: %(default)s)")
     p.add_argument("--reshape", action=argparse.BooleanOptionalAction, default=_SWAP.reshape,
                    help="bend the target's head around the face to the photo's face shape "
                         "(its jaw and cheeks become the photo's outline) (default: on)")
@@ -102,6 +106,7 @@ def run(args: argparse.Namespace) -> None:
     config = SwapConfig(
         swap=SwapRenderConfig(feather=args.feather, colour=args.colour,
                               occlusion=args.occlusion, fringe=args.fringe,
+                              temples=args.temples,
                               keep_mouth=args.keep_mouth, gaze=args.gaze,
                               reshape=args.reshape, seam=args.seam, relight=args.relight,
                               batch_size=args.batch_size),

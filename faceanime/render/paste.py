@@ -103,7 +103,7 @@ def close_holes(mask: torch.Tensor, radius: int) -> torch.Tensor:
     return -F.max_pool2d(-dilated, k, stride=1, padding=r)
 
 
-def _inside_distance(inside: torch.Tensor, radius: int) -> torch.Tensor:
+def inside_distance(inside: torch.Tensor, radius: int) -> torch.Tensor:
     """Euclidean distance from each pixel to the nearest outside pixel, exact up to ``radius``.
 
     The squared distance transform is separable (a column pass, then a row pass over its result),
@@ -161,7 +161,7 @@ def feather_mask(mask: torch.Tensor, width: float, close: int = 0) -> torch.Tens
     mask = close_holes(mask, close)
     if width == 0:
         return mask
-    distance = _inside_distance(mask >= 0.5, math.ceil(width))
+    distance = inside_distance(mask >= 0.5, math.ceil(width))
     ramp = ((distance - 0.5) / width).clamp(0.0, 1.0).to(mask.dtype)
     return ramp * mask
 
@@ -289,6 +289,30 @@ def match_colors(rendered: torch.Tensor, reference: torch.Tensor, mask: torch.Te
     if not isinstance(stride, int) or stride < 1:
         raise InputError(f"colour-matching stride must be a whole number ≥ 1, got {stride!r}")
     return _transfer(rendered, reference, mask, mask, mode, max_gain, stride)
+
+
+def match_lab(rendered: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor,
+              max_gain: float | None = None, stride: int = 1) -> torch.Tensor:
+    """:func:`match_colors` (``"mean_std"``) for a render already in L*a*b*: a face drawn
+    from a texture kept in L*a*b* is converted back once, not there and back.
+
+    Args:
+        rendered: ``(B, 3, H, W)`` in L*a*b* (:func:`rgb_to_lab`).
+        reference, mask, max_gain, stride: as :func:`match_colors`.
+
+    Returns:
+        ``(B, 3, H, W)`` sRGB in ``[0, 1]``: the matched render inside the mask, the render
+        itself elsewhere and for a batch element whose mask is empty.
+    """
+    _check_image("rendered", rendered, 3)
+    _check_image("reference", reference, 3)
+    _check_image("mask", mask, 1)
+    _check_same("reference", reference, "rendered", rendered)
+    _check_same("mask", mask, "rendered", rendered)
+    matched, total = match_statistics(rendered, rgb_to_lab(reference[..., ::stride, ::stride]),
+                                      mask, max_gain, stride)
+    change = (mask > 0) & (total > 0)
+    return lab_to_rgb(torch.where(change, matched, rendered))
 
 
 def fill_from_neighbours(image: torch.Tensor, mask: torch.Tensor, filled: torch.Tensor,

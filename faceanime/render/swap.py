@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -46,7 +47,9 @@ from faceanime.render.paste import (
     feather_mask,
     fill_from_neighbours,
     gaussian_blur,
+    inside_distance,
     match_colors,
+    match_lab,
     match_statistics,
     rgb_to_lab,
 )
@@ -82,6 +85,10 @@ class SwapRenderConfig:
     ``rgb_mean_std`` or ``none`` (see :func:`~faceanime.render.paste.match_colors`)."""
     fringe: bool = True
     """Leave out hair that covers the photo's forehead and brows (:func:`fringe_mask`)."""
+    temples: float = 0.1
+    """With ``fringe``, leave out hair that hangs by the photo's temples and cheeks too, this
+    far in from the face's outline (a share of the face texture's side; 0: none). The
+    target's own temples and face edge show there."""
     seam: bool = True
     """Give the face the frame's tone where they meet (:func:`seam_membrane`): the difference
     along the blend, filled smoothly over the face."""
@@ -131,6 +138,14 @@ class SwapRenderConfig:
     feature_tolerance: float = 2.5
     """How many times larger the distance must be over the brows, the eyes and the inner
     mouth, whose look changes with every frown, blink and word."""
+    rim_tolerance: float = 2.0
+    """How many times larger the distance must be at the target face's outline, fading to 1
+    at ``rim_width`` inside it: there the fit's outline is a few pixels off and the cheek
+    turns into shadow the reference frames did not have (a dark streak of the target's cheek
+    edge was kept inside the swapped face)."""
+    rim_width: float = 0.06
+    """How far in from the target face's outline ``rim_tolerance`` reaches, relative to the
+    face's size."""
     occlusion_grow: int = 4
     """Pixels the occlusion mask grows by after its specks are dropped (its edges stay the
     target's)."""
@@ -148,10 +163,13 @@ class SwapRenderConfig:
 
     def __post_init__(self) -> None:
         for name in ("feather", "occlusion_low", "feature_tolerance", "min_facing",
-                     "reshape_reach"):
+                     "reshape_reach", "temples", "rim_width"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise InputError(f"swap setting {name} must be a number ≥ 0, got {value!r}")
+        if not (math.isfinite(self.rim_tolerance) and self.rim_tolerance >= 1):
+            raise InputError(f"swap setting rim_tolerance must be a number ≥ 1, got "
+                             f"{self.rim_tolerance!r}")
         if not self.occlusion_high > self.occlusion_low:
             raise InputError(f"swap setting occlusion_high ({self.occlusion_high}) must exceed "
                              f"occlusion_low ({self.occlusion_low})")
@@ -276,6 +294,27 @@ def inner_face_weights(model: FaceModel, above_brows: float = 0.3, fade: float =
     return ((top + fade * span - up) / (fade * span)).clamp(0, 1)
 
 
+def feature_texels(model: FaceModel, texcoords: torch.Tensor, size: int, grow: float,
+                   features: tuple[tuple[int, ...], ...] = _FEATURES) -> torch.Tensor:
+    """``(S, S)`` bool: the texels of an ``S``² UV layout inside the ``features``' polygons
+    (their 0-based iBUG points' convex hulls in UV), grown ``grow`` times about their
+    centres."""
+    from faceanime.render.warp import convex_depth
+
+    texel = torch.arange(size, dtype=texcoords.dtype) / (size - 1)  # as texel_positions
+    grid = torch.stack(torch.meshgrid(texel, texel, indexing="xy"), -1).reshape(-1, 2)
+    inside = torch.zeros(size * size, dtype=torch.bool)
+    ids = model.landmark_indices
+    for points in features:
+        index = ids[list(points)]
+        if bool((index < 0).any()):
+            continue
+        polygon = texcoords[index]
+        centre = polygon.mean(0)
+        inside |= convex_depth(grid, centre + grow * (polygon - centre)) >= 0
+    return inside.reshape(size, size)
+
+
 def _mask_texture(model: FaceModel, mesh_triangles: torch.Tensor, texcoords: torch.Tensor,
                   size: int, tolerance: float, backend: str) -> torch.Tensor:
     """``(1, 3, S, S)`` per texel: the occlusion tolerance (``tolerance`` over the brows, the
@@ -284,20 +323,9 @@ def _mask_texture(model: FaceModel, mesh_triangles: torch.Tensor, texcoords: tor
     the inner-face weight (:func:`inner_face_weights`); the third channel is 1."""
     from faceanime.render.rasterize import interpolate
     from faceanime.render.texture import uv_fragments
-    from faceanime.render.warp import convex_depth
 
-    texel = torch.arange(size, dtype=texcoords.dtype) / (size - 1)  # as texel_positions
-    grid = torch.stack(torch.meshgrid(texel, texel, indexing="xy"), -1).reshape(-1, 2)
-    scale = torch.ones(size * size, dtype=texcoords.dtype)
-    ids = model.landmark_indices
-    for points in _FEATURES:
-        index = ids[list(points)]
-        if bool((index < 0).any()):
-            continue
-        polygon = texcoords[index]
-        centre = polygon.mean(0)
-        inside = convex_depth(grid, centre + 1.5 * (polygon - centre)) >= 0
-        scale[inside] = tolerance
+    feature = feature_texels(model, texcoords, size, 1.5).reshape(-1)
+    scale = torch.where(feature, tolerance, 1.0).to(texcoords.dtype)
     weights = inner_face_weights(model).to(texcoords.dtype)
     n = texcoords.shape[0]
     # The mesh may hold more vertices than the model (the mouth cap): they are inner face.
@@ -306,6 +334,30 @@ def _mask_texture(model: FaceModel, mesh_triangles: torch.Tensor, texcoords: tor
     inner = interpolate(fragments, weights[:, None], mesh_triangles)[0, 0].reshape(-1)
     out = torch.stack([scale, inner, torch.ones_like(scale)])
     return out.reshape(1, 3, size, size).contiguous()
+
+
+def _not_skin(texture: torch.Tensor, skin_uv: torch.Tensor, threshold: float) -> torch.Tensor:
+    """``(S, S)`` bool: texels of ``texture (1, 3, S, S)`` more than ``threshold`` (ΔE,
+    L*a*b*) from the skin's colour, the median of small patches around ``skin_uv (K, 2)``."""
+    size = texture.shape[-1]
+    lab = rgb_to_lab(texture.double())[0]                                   # (3, S, S)
+    pos = (skin_uv.double() * (size - 1)).round().long().clamp(0, size - 1)
+    r = max(1, size // 128)
+    patches = [lab[:, max(y - r, 0):y + r + 1, max(x - r, 0):x + r + 1].reshape(3, -1)
+               for x, y in pos.tolist()]
+    skin = torch.cat(patches, 1).median(1).values                            # (3,)
+    # Not .norm(dim=0): torch's CPU norm across an image's channels is some hundred times
+    # slower than this (tools/bench_swap.py).
+    return (lab - skin[:, None, None]).square().sum(0).sqrt() > threshold
+
+
+def _reaching(candidate: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """The connected parts of the bool array ``candidate`` that touch ``seeds``."""
+    from scipy import ndimage
+
+    labels, _ = ndimage.label(candidate)
+    touching = np.unique(labels[seeds & candidate])
+    return np.isin(labels, touching[touching > 0])
 
 
 def fringe_mask(texture: torch.Tensor, region: torch.Tensor, skin_uv: torch.Tensor,
@@ -334,30 +386,55 @@ def fringe_mask(texture: torch.Tensor, region: torch.Tensor, skin_uv: torch.Tens
     from scipy import ndimage
 
     size = texture.shape[-1]
-    lab = rgb_to_lab(texture.double())[0]                                   # (3, S, S)
-    pos = (skin_uv.double() * (size - 1)).round().long().clamp(0, size - 1)
     r = max(1, size // 128)
-    patches = [lab[:, max(y - r, 0):y + r + 1, max(x - r, 0):x + r + 1].reshape(3, -1)
-               for x, y in pos.tolist()]
-    skin = torch.cat(patches, 1).median(1).values                            # (3,)
-    # Not .norm(dim=0): torch's CPU norm across an image's channels is some hundred times
-    # slower than this (tools/bench_swap.py).
-    far = (lab - skin[:, None, None]).square().sum(0).sqrt() > threshold
+    far = _not_skin(texture, skin_uv, threshold)
     rows = torch.arange(size)[:, None].expand(size, size)
     above = rows < eyes_v * (size - 1)
     candidate = (far & region & above).numpy()
-    labels, _ = ndimage.label(candidate)
     # The top of the region: its first rows in every column (where the forehead is cut).
     top = region & ~torch.cat([torch.zeros(r + 1, size, dtype=torch.bool), region[:-(r + 1)]])
     if centre is not None:
         cols = torch.arange(size)[None, :].expand(size, size)
         low, high = (round(min(centre) * (size - 1)), round(max(centre) * (size - 1)))
         top = top & (cols >= low) & (cols <= high)
-    touching = set(labels[top.numpy() & candidate].tolist()) - {0}
-    hair = torch.from_numpy(ndimage.binary_dilation(
-        torch.isin(torch.from_numpy(labels), torch.tensor(sorted(touching) or [-1])).numpy(),
-        iterations=r))
-    return hair & region
+    hair = _reaching(candidate, top.numpy())
+    return torch.from_numpy(ndimage.binary_dilation(hair, iterations=r)) & region
+
+
+def side_hair_mask(texture: torch.Tensor, region: torch.Tensor, skin_uv: torch.Tensor,
+                   protected: torch.Tensor, below_v: float, band: float,
+                   threshold: float = 22.0) -> torch.Tensor:
+    """``(S, S)`` bool: texels of a face texture covered by hair that hangs by the temples
+    and cheeks (s42's strands lay on the target's brow ends, s1's on its cheeks), which a
+    swap must not carry onto another face.
+
+    A texel is hair when it is not skin (as :func:`fringe_mask` has it), lies above
+    ``below_v``, within ``band`` (a share of the texture's side) of the swapped ``region``'s
+    outline and is connected to that outline through such texels. The ``protected`` texels
+    (the brows and eyes, grown) never are: hair touching a brow's end does not take it.
+
+    Args:
+        texture: ``(1, 3, S, S)`` in [0, 1].
+        region: ``(S, S)`` bool, the swapped part of the layout.
+        skin_uv: ``(K, 2)`` texture coordinates where the face shows skin.
+        protected: ``(S, S)`` bool.
+        below_v: the texture coordinate ``v`` (growing downwards) hair may reach down to.
+        band: how far in from the outline.
+        threshold: the colour distance from the skin's beyond which a texel is not skin.
+    """
+    from scipy import ndimage
+
+    size = texture.shape[-1]
+    r = max(1, size // 128)
+    inside = region.numpy()
+    # To the nearest texel outside the region, the layout's edge counting as outside.
+    depth = ndimage.distance_transform_edt(np.pad(inside, 1))[1:-1, 1:-1]
+    keep = ndimage.binary_dilation(protected.numpy(), iterations=2 * r)
+    rows = np.arange(size)[:, None] < below_v * (size - 1)
+    candidate = (_not_skin(texture, skin_uv, threshold).numpy() & inside & ~keep & rows
+                 & (depth <= band * size))
+    hair = _reaching(candidate, depth < 2)
+    return torch.from_numpy(ndimage.binary_dilation(hair, iterations=r)) & region
 
 
 @dataclass
@@ -434,6 +511,10 @@ class SwapRenderer(BoxRenderer):
             brows_u = uv[ids[torch.tensor([19, 24])], 0].tolist()
             hair = fringe_mask(self.texture.cpu(), region.cpu(), skin.cpu(), eyes_v,
                                centre=(brows_u[0], brows_u[1]))
+            if c.temples > 0:
+                brows_eyes = feature_texels(model, uv.cpu(), c.texture.size, 1.5, _FEATURES[:4])
+                hair |= side_hair_mask(self.texture.cpu(), region.cpu(), skin.cpu(), brows_eyes,
+                                       float(uv[ids[57], 1]), c.temples)
             self.source_masks = self.masks.clone()
             self.source_masks[0, 1] *= (~hair).to(self.masks)
         else:
@@ -441,6 +522,17 @@ class SwapRenderer(BoxRenderer):
         self.light = None
         if c.relight:
             self.light = self._fit_lights(reference.to(self.image), reference_coeffs)
+        # Each face looked up once a frame with the mask it needs (the photo's region, the
+        # target's occlusion tolerance), and in L*a*b* where it is matched and compared there:
+        # the face box is converted back once a frame, not there and back (relighting scales
+        # the photo's colours in sRGB first).
+        self._lab = c.colour == "mean_std" and self.light is None
+        last = torch.channels_last
+        self._source_lookup = torch.cat([rgb_to_lab(self.texture) if self._lab else self.texture,
+                                         self.source_masks[:, 1:2]], 1).contiguous(
+                                             memory_format=last)
+        self._target_lookup = torch.cat([rgb_to_lab(self.target_texture), self.masks[:, :1]],
+                                        1).contiguous(memory_format=last)
         self._last: torch.Tensor | None = None
 
     def _skin_weight(self, masks: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
@@ -529,8 +621,10 @@ class SwapRenderer(BoxRenderer):
         screen, own_screen = screen - shift, own_screen - shift
         frames = full[..., y0:y1, x0:x1]
         size = (y1 - y0, x1 - x0)
-        face, mask, fragments = render_texture(self.texture, screen, self.mesh.triangles,
-                                               self.mesh.texcoords, size, c.backend)
+        lookup, mask, fragments = render_texture(self._source_lookup, screen,
+                                                 self.mesh.triangles, self.mesh.texcoords, size,
+                                                 c.backend)
+        face, inner = lookup[:, :3], lookup[:, 3:]
         if self.light is not None:
             photo_light, target_light, photo_normals, skin = self.light
             gain = relight_gain(photo_normals, vertex_normals(screen, self.mesh.triangles),
@@ -544,12 +638,13 @@ class SwapRenderer(BoxRenderer):
         mask = closed * self._facing_weight(screen, fragments)
         if c.keep_mouth and self.first_cap is not None:
             mask = mask * (fragments.face_index < self.first_cap)[:, None].to(mask.dtype)
-        inner, _, _ = render_texture(self.source_masks, screen, self.mesh.triangles,
-                                     self.mesh.texcoords, size, c.backend, fragments)
-        mask = mask * inner[:, 1:2]
+        mask = mask * inner
         # Statistics from every other pixel: the face box's reference colours are converted at a
         # quarter of its pixels.
-        face = match_colors(face, frames, mask, c.colour, c.max_colour_gain, stride=2)
+        if self._lab:
+            face = match_lab(face, frames, mask, c.max_colour_gain, stride=2)
+        else:
+            face = match_colors(face, frames, mask, c.colour, c.max_colour_gain, stride=2)
         plain = face
         if c.gaze:
             # After the colour statistics: only the eyes change.
@@ -752,22 +847,30 @@ class SwapRenderer(BoxRenderer):
         screen = (screen + torch.tensor([0.5, 0.5, 0.0], dtype=screen.dtype,
                                         device=screen.device)) * gain \
             - torch.tensor([0.5, 0.5, 0.0], dtype=screen.dtype, device=screen.device)
-        own, mask, fragments = render_texture(self.target_texture, screen, self.mesh.triangles,
-                                              self.mesh.texcoords, small, c.backend)
-        scale, _, _ = render_texture(self.masks, screen, self.mesh.triangles,
-                                     self.mesh.texcoords, small, c.backend, fragments)
+        lookup, mask, fragments = render_texture(self._target_lookup, screen,
+                                                 self.mesh.triangles, self.mesh.texcoords, small,
+                                                 c.backend)
+        own, scale = lookup[:, :3], lookup[:, 3:]          # own already in L*a*b*
         inner = mask
         if self.first_cap is not None:
             inner = mask * (fragments.face_index < self.first_cap)[:, None].to(mask.dtype)
-        # In L*a*b* throughout: each image converted once (matched there, compared there),
+        # In L*a*b* throughout: the frames converted once (matched there, compared there),
         # not back to RGB and converted again for the distance.
-        own, frames = rgb_to_lab(own), rgb_to_lab(frames)
+        frames = rgb_to_lab(frames)
         matched, total = match_statistics(own, frames, inner)
         own = torch.where((inner > 0) & (total > 0), matched, own)
         # The colour distance as a sum of squares: torch's CPU .norm(dim=1) over a batch of
         # images took 62 ms where this takes 0.5 (8 × 3 × 220 × 200, the same values to 1e-7).
         difference = gaussian_blur(own, 1.0) - gaussian_blur(frames, 1.0)
-        distance = difference.square().sum(1, keepdim=True).sqrt() / scale[:, :1].clamp_min(1)
+        tolerance = scale.clamp_min(1)
+        face = screen[..., :2].reshape(-1, 2)
+        face = face[torch.isfinite(face).all(-1)]
+        rim = c.rim_width * float((face.amax(0) - face.amin(0)).mean()) if len(face) else 0.0
+        if c.rim_tolerance > 1 and rim >= 1:
+            depth = inside_distance(mask >= 0.5, math.ceil(rim))
+            edge = (1 - (depth - 1) / rim).clamp(0, 1)
+            tolerance = tolerance * (1 + (c.rim_tolerance - 1) * edge)
+        distance = difference.square().sum(1, keepdim=True).sqrt() / tolerance
         covered = ((distance - c.occlusion_low) / (c.occlusion_high - c.occlusion_low))
         covered = covered.clamp(0, 1) * (inner >= 0.5)
         grow = max(1, round(c.occlusion_grow * k))

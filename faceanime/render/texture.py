@@ -245,8 +245,9 @@ def render_texture(texture: torch.Tensor, screen: torch.Tensor, triangles: torch
     """Render a textured face.
 
     Args:
-        texture: ``(B, 3, S, S)`` or ``(1, 3, S, S)`` shared by the batch (in
-            ``torch.channels_last`` memory format it is looked up faster, with the same result).
+        texture: ``(B, C, S, S)`` or ``(1, C, S, S)`` shared by the batch (in
+            ``torch.channels_last`` memory format it is looked up faster, with the same result):
+            colours, or colours and masks looked up at once.
         screen: ``(B, N, 3)`` projected vertices.
         triangles: ``(F, 3)``; texcoords: ``(N, 2)``.
         image_size: ``(H, W)``.
@@ -254,7 +255,7 @@ def render_texture(texture: torch.Tensor, screen: torch.Tensor, triangles: torch
         fragments: the rasterized ``screen`` if already at hand.
 
     Returns:
-        ``image (B, 3, H, W)`` (zeros off the face), ``mask (B, 1, H, W)`` and the fragments.
+        ``image (B, C, H, W)`` (zeros off the face), ``mask (B, 1, H, W)`` and the fragments.
     """
     h, w = image_size
     triangles = triangles.to(screen.device)
@@ -274,8 +275,8 @@ def render_texture(texture: torch.Tensor, screen: torch.Tensor, triangles: torch
 
 def _sample_covered(texture: torch.Tensor, fragments: Fragments, pos: torch.Tensor,
                     triangles: torch.Tensor) -> torch.Tensor:
-    """:func:`render_texture`'s image for one shared ``(1, 3, S, S)`` texture, looked up at the
-    covered pixels only: ``(B, 3, H, W)``, zeros elsewhere.
+    """:func:`render_texture`'s image for one shared ``(1, C, S, S)`` texture, looked up at the
+    covered pixels only: ``(B, C, H, W)``, zeros elsewhere.
 
     The same values as interpolating the texel positions over the whole image and sampling
     there (the same arithmetic per pixel), without the background's share of the work or
@@ -285,15 +286,16 @@ def _sample_covered(texture: torch.Tensor, fragments: Fragments, pos: torch.Tens
     s = texture.shape[-1]
     grid = pixel_grid(uv, s, s).to(texture.dtype)[None, None]           # (1, 1, P, 2)
     colour = F.grid_sample(texture, grid, mode="bilinear", padding_mode="border",
-                           align_corners=True)[0, :, 0]                 # (3, P)
-    # Flat index of channel 0 of each covered pixel in the (B, 3, H, W) image.
+                           align_corners=True)[0, :, 0]                 # (C, P)
+    # Flat index of channel 0 of each covered pixel in the (B, C, H, W) image.
+    channels = texture.shape[1]
     n_pix = h * w
     image_of = pixel.div(n_pix, rounding_mode="floor")
-    at = pixel + image_of * (2 * n_pix)
-    image = torch.zeros(b * 3 * n_pix, dtype=texture.dtype, device=texture.device)
-    for c in range(texture.shape[1]):
+    at = pixel + image_of * ((channels - 1) * n_pix)
+    image = torch.zeros(b * channels * n_pix, dtype=texture.dtype, device=texture.device)
+    for c in range(channels):
         image.index_copy_(0, at + c * n_pix, colour[c])
-    return image.view(b, 3, h, w)
+    return image.view(b, channels, h, w)
 
 
 @dataclass
