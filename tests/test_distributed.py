@@ -78,6 +78,30 @@ def torchrun(argv: list[str], processes: int = 2) -> subprocess.CompletedProcess
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
+def torchrun_two_nodes(argv: list[str]) -> list[subprocess.CompletedProcess]:
+    """Two torchrun agents of one process each, as two nodes would start them: the same command,
+    meeting by c10d rendezvous at one address (here 127.0.0.1, the first agent hosting the
+    store: ``is_host``, which a real first node decides by its own name)."""
+    import socket
+
+    env = {k: v for k, v in os.environ.items() if k not in TORCHRUN_ENV}
+    env["OMP_NUM_THREADS"] = "1"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    agents = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node",
+         "1", "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id",
+         "faceanime-test", "--rdzv_conf", f"is_host={int(host)}", "-m", "faceanime", *argv],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for host in (True, False)]
+    done = []
+    for agent in agents:
+        out, err = agent.communicate(timeout=300)
+        done.append(subprocess.CompletedProcess(agent.args, agent.returncode, out, err))
+    return done
+
+
 @pytest.fixture(scope="module")
 def runs(dataset, data_dir, tmp_path_factory):
     """Per trainer, lazily: its one-process run (in this process, no torchrun) and its
@@ -161,6 +185,22 @@ def test_two_processes_train_what_one_does(runs, what, weights, rel):
     if what == "generator":
         assert sorted(p.name for p in (two / "samples").iterdir()) == \
             ["step_0000002.png", "step_0000003.png"]
+
+
+@pytest.mark.slow
+def test_two_nodes_train_what_one_process_does(runs, dataset, data_dir, tmp_path):
+    """Multi-node rendezvous: two torchrun agents (one process each, as on two machines)
+    meet by c10d and train the dynamics model as one process does; rank 0 alone, on the
+    first node, writes the shared output folder and reports."""
+    out = tmp_path / "out"
+    agents = torchrun_two_nodes(_args("dynamics", dataset, out, data_dir))
+    for agent in agents:
+        assert agent.returncode == 0, agent.stderr[-3000:]
+    assert sum(agent.stderr.count(f"{out}/") for agent in agents) == 1
+    one = runs("dynamics", 1)
+    assert_same_weights(one / "dynamics.safetensors", out / "dynamics.safetensors", 1e-5)
+    assert_same_log(one / "log.csv", out / "log.csv")
+    assert json.loads((out / "dynamics.json").read_text())["processes"] == 2
 
 
 @pytest.mark.slow
