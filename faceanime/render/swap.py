@@ -511,7 +511,7 @@ class SwapRenderer(BoxRenderer):
             brows_u = uv[ids[torch.tensor([19, 24])], 0].tolist()
             hair = fringe_mask(self.texture.cpu(), region.cpu(), skin.cpu(), eyes_v,
                                centre=(brows_u[0], brows_u[1]))
-            if c.temples > 0:
+            if c.temples > 0 and int(ids[57]) >= 0:     # down to the lower lip's middle
                 brows_eyes = feature_texels(model, uv.cpu(), c.texture.size, 1.5, _FEATURES[:4])
                 hair |= side_hair_mask(self.texture.cpu(), region.cpu(), skin.cpu(), brows_eyes,
                                        float(uv[ids[57], 1]), c.temples)
