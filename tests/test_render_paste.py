@@ -300,16 +300,21 @@ def test_match_colors_on_real_face(photo, device):
     assert_close(got_std, ref_std, atol=0.01, rtol=0)
 
 
-def test_match_colors_from_every_other_pixel_matches_the_face_alike(photo):
-    """Statistics from every other pixel in each direction (the swap's ``stride=2``: a quarter
-    of the reference converted) give the real face the same colours within a fraction of a
-    level; the default stride is the full computation; a bad stride is one clear error."""
+def tinted_face(photo) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The photo's face box, a greenish darker render of it and a disc mask over the face."""
     image, points = photo
     rows, cols = face_box(points)
     reference = image[..., rows, cols]
     rendered = (reference * torch.tensor([0.75, 0.9, 0.7])[None, :, None, None]).clamp(0, 1)
     h, w = reference.shape[-2:]
-    mask = disc_mask(h, w, h / 2, w / 2, min(h, w) * 0.45)
+    return reference, rendered, disc_mask(h, w, h / 2, w / 2, min(h, w) * 0.45)
+
+
+def test_match_colors_from_every_other_pixel_matches_the_face_alike(photo):
+    """Statistics from every other pixel in each direction (the swap's ``stride=2``: a quarter
+    of the reference converted) give the real face the same colours within a fraction of a
+    level; the default stride is the full computation; a bad stride is one clear error."""
+    reference, rendered, mask = tinted_face(photo)
     full = match_colors(rendered, reference, mask)
     assert torch.equal(full, match_colors(rendered, reference, mask, stride=1))
     half = match_colors(rendered, reference, mask, stride=2)
@@ -325,12 +330,7 @@ def test_match_lab_is_match_colors_for_a_render_already_in_lab(photo):
     """The swap draws its face from a texture kept in L*a*b* and converts back once: the
     result equals matching the sRGB render (to float rounding), and outside the mask it is
     the render itself."""
-    image, points = photo
-    rows, cols = face_box(points)
-    reference = image[..., rows, cols]
-    rendered = (reference * torch.tensor([0.75, 0.9, 0.7])[None, :, None, None]).clamp(0, 1)
-    h, w = reference.shape[-2:]
-    mask = disc_mask(h, w, h / 2, w / 2, min(h, w) * 0.45)
+    reference, rendered, mask = tinted_face(photo)
     want = match_colors(rendered, reference, mask, max_gain=1.5, stride=2)
     got = match_lab(rgb_to_lab(rendered), reference, mask, max_gain=1.5, stride=2)
     assert float((got - want).abs().max()) < 1e-4
