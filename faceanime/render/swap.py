@@ -8,7 +8,8 @@ on the difference between a target frame and the model's reconstruction of it fr
 1. **The swapped face.** The target frame's fit with the source's identity: the source's shape
    coefficients at the target's expression, jaw, eyelids and pose
    (:func:`swap_coefficients`), from the brows down (:func:`inner_face_weights`: the hair
-   line and a fringe stay the target's), textured with the photo's own face
+   line, a fringe and hair hanging by the temples stay the target's, :func:`fringe_mask`,
+   :func:`side_hair_mask`), textured with the photo's own face
    (:func:`~faceanime.render.texture.extract_texture`: seen texels from the photo, hidden ones
    from the mirror side) and rendered in the target frame. Its colours are matched to the
    target's face region frame by frame (mean and spread in CIE L*a*b*: the target's lighting
@@ -22,9 +23,10 @@ on the difference between a target frame and the model's reconstruction of it fr
    self-reconstruction and the frame disagree strongly (colour distance in L*a*b*, after
    matching the two's colours) — hair across the face, a hand, glasses frames, a microphone —
    the target's pixels are kept. The brows, eyes and mouth change their look with every frown,
-   blink and word, so there the distance must be larger to count. The mask is opened (specks
-   dropped), grown a little, softened, and carried over time (each frame's mask is at least a
-   share of the last one's), so an occluder does not flicker.
+   blink and word, so there the distance must be larger to count; so it must along the
+   face's outline, where the fit is a few pixels off and the cheek turns into shadow. The
+   mask is opened (specks dropped), grown a little, softened, and carried over time (each
+   frame's mask is at least a share of the last one's), so an occluder does not flicker.
 """
 
 from __future__ import annotations
