@@ -148,6 +148,34 @@ def test_closing_fills_pinholes_without_growing():
     assert float(alpha[0, 0, 20, 20]) == 1 and float(alpha[0, 0, 30, 31]) == 1
 
 
+def _pooled_closing(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """The closing by max-pooling, as ``close_holes`` computes it for any mask."""
+    k = 2 * radius + 1
+    dilated = torch.nn.functional.max_pool2d(mask, k, stride=1, padding=radius)
+    return -torch.nn.functional.max_pool2d(-dilated, k, stride=1, padding=radius)
+
+
+@pytest.mark.parametrize("radius", [1, 2, 3])
+@pytest.mark.parametrize("seed", range(4))
+def test_closing_a_binary_mask_equals_the_pooled_closing(seed, radius):
+    """Binary masks take a faster path (logical or/and over shifted slices): the same pixels
+    as max-pooling, holes and mask at the image's edges included; soft masks and bool masks
+    too."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = (int(v) for v in torch.randint(3, 90, (2,), generator=g))
+    mask = (torch.rand(3, 1, h, w, generator=g) > 0.25).float()
+    mask[..., 0, :] = 0
+    mask[..., :, -1] = 1
+    expected = _pooled_closing(mask, radius)
+    closed = close_holes(mask, radius)
+    assert closed.dtype == mask.dtype and torch.equal(closed, expected)
+    assert torch.equal(close_holes(mask.double(), radius), expected.double())
+    as_bool = close_holes(mask > 0.5, radius)
+    assert as_bool.dtype == torch.bool and torch.equal(as_bool, expected > 0.5)
+    soft = mask * torch.rand(3, 1, h, w, generator=g)
+    assert torch.equal(close_holes(soft, radius), _pooled_closing(soft, radius))
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_filling_closed_pinholes_averages_the_covered_pixels_around_them(seed):
     """Each pixel closing added takes the mean of the covered pixels in its (2r+1)² window
