@@ -424,3 +424,34 @@ def test_several_photos_share_one_tracking_of_the_driver(sfm_dir, tmp_path, caps
     assert shared.shape == single.shape == (78, 256, 256, 3)
     assert np.abs(shared - single).max() <= 1
     assert (out / "s1.mp4").is_file()
+
+
+@pytest.mark.slow
+def test_a_group_photos_second_face_is_driven_by_a_one_person_video(sfm_dir, tmp_path, capsys):
+    """The photo's face and the video's are chosen apart: ``--face-index 1`` picks the photo's
+    smaller face (s1 beside a larger s42) while the driver's only face is tracked; the other
+    face stays as it is. With one index for both, the driver's second face was required."""
+    from PIL import Image
+
+    s1 = Image.fromarray(read_image(sfm_dir / "faces" / "s1.jpg")).resize((320, 320))
+    s42 = Image.fromarray(read_image(sfm_dir / "faces" / "s42.jpg")).resize((480, 480))
+    canvas = Image.new("RGB", (800, 480), (200, 200, 200))
+    canvas.paste(s1, (0, 80))
+    canvas.paste(s42, (320, 0))
+    photo = tmp_path / "two.png"
+    write_image(photo, np.asarray(canvas))
+    out = tmp_path / "out.mp4"
+    status, _, err = run_cli(capsys, "retarget", "--source", str(photo), "--driving",
+                             str(sfm_dir / "videos" / "d0.mp4"), "-o", str(out), "--face-index",
+                             "1", "--no-progress")
+    assert status == 0, err
+    image = np.asarray(canvas).astype(float)
+    moved = np.stack([np.abs(f.astype(float)[:480, :800] - image).mean(-1)
+                      for f in iter_video_frames(out)]).max(0)                    # (H, W)
+    assert moved[80:400, 40:280].mean() > 3 * max(moved[:, 400:].mean(), 0.3)
+    # Asking for a face the video does not hold names the video and the option to change.
+    status, _, err = run_cli(capsys, "retarget", "--source", str(photo), "--driving",
+                             str(sfm_dir / "videos" / "d0.mp4"), "-o", str(tmp_path / "x.mp4"),
+                             "--video-face-index", "1", "--no-progress")
+    assert_one_line_error(status, err, "d0.mp4")
+    assert "--video-face-index" in err and not (tmp_path / "x.mp4").exists()

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from faceanime.cli.retarget import add_job_options, job_face_hint, output_config, run_sources
+from faceanime.cli.retarget import (
+    add_job_options,
+    add_video_face_option,
+    job_face_hint,
+    output_config,
+    run_sources,
+)
 from faceanime.fitting import FitConfig
 
 
@@ -29,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="how many of its last frames are observed (default: as trained)")
     p.add_argument("--include-observed", action="store_true",
                    help="start the video with the observed frames")
+    add_video_face_option(p, "--observe video")
     p.add_argument("--seed", type=int, default=0, help="motion seed (default: %(default)s)")
     p.add_argument("--temperature", type=float, default=1.0,
                    help="noise multiplier; 0 = the expected, calmer path (default: 1)")
@@ -44,7 +51,8 @@ def run(args: argparse.Namespace) -> None:
                            include_observed=args.include_observed, output=output_config(args),
                            fit=FitConfig(device=args.device), model=args.model,
                            face_index=args.face_index, backend=args.backend,
-                           source_landmarks=args.source_landmarks)
+                           source_landmarks=args.source_landmarks,
+                           video_face_index=args.video_face_index)
     run_sources(args, lambda source, output: predict(
         source, output, dynamics=args.dynamics, frames=args.frames, observe=args.observe,
         seed=args.seed, config=config, save_coefficients=args.save_coeffs))

@@ -71,7 +71,8 @@ def add_job_options(p: argparse.ArgumentParser) -> None:
                         "one per torch CPU thread, at most 4)")
     p.add_argument("--model", default="sfm", help="morphable model (default: %(default)s)")
     p.add_argument("--face-index", type=int, default=0,
-                   help="which face when there are several, by size (default: 0 = largest)")
+                   help="which face of the photo when it holds several, by size (default: 0 "
+                        "= largest)")
     p.add_argument("--backend", choices=list(BACKENDS), default="dlib",
                    help="landmark backend for the photos and videos (default: %(default)s; "
                         "dlib looks again with its CNN detector when HOG finds no face)")
@@ -196,7 +197,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-truncated", action="store_true",
                    help="use a driving video that ends before its header says (cut off or "
                         "damaged) with a warning, instead of stopping with an error")
+    add_video_face_option(p, "driving video")
     p.set_defaults(func=run, face_hint=job_face_hint)
+
+
+def add_video_face_option(p: argparse.ArgumentParser, video: str) -> None:
+    """``--video-face-index``: the video's face, chosen apart from the photo's."""
+    p.add_argument("--video-face-index", type=int, default=0, metavar="N",
+                   help=f"which face of the {video} when it holds several, by size (default: "
+                        "0 = largest; the photo's is --face-index)")
 
 
 def job_face_hint(args: argparse.Namespace, message: str) -> str:
@@ -204,6 +213,9 @@ def job_face_hint(args: argparse.Namespace, message: str) -> str:
     photo, its landmarks given by hand or another backend; for a video, another backend."""
     other = "try --backend mediapipe" if args.backend == "dlib" else "try --backend dlib"
     photo = any(message.startswith(str(source)) for source in args.source)
+    if "face index" in message:
+        index = "--face-index" if photo else "--video-face-index"
+        return f"choose another with {index} (0 = the largest face), or {other}"
     if photo and not args.source_landmarks:
         return f"give the photo's 68 points with --source-landmarks FILE (.pts or .npz), or {other}"
     return other
@@ -221,7 +233,7 @@ def run(args: argparse.Namespace) -> None:
         face_index=args.face_index, backend=args.backend,
         source_landmarks=args.source_landmarks, smooth=args.smooth, audio=args.audio, fps=args.fps,
         side_by_side=args.side_by_side, track_parts=args.track_parts,
-        allow_truncated=args.allow_truncated)
+        allow_truncated=args.allow_truncated, video_face_index=args.video_face_index)
     landmarks = shared_tracking(args, args.driving, config)
     run_sources(args, lambda source, output: retarget(source, args.driving, output, config,
                                                       args.save_coeffs, landmarks))

@@ -6,7 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from faceanime.cli.retarget import job_face_hint, run_sources, shared_tracking
+from faceanime.cli.retarget import (
+    add_video_face_option,
+    job_face_hint,
+    run_sources,
+    shared_tracking,
+)
 from faceanime.devices import DEVICE_HELP, device_arg
 from faceanime.errors import InputError
 from faceanime.fitting import FitConfig
@@ -78,7 +83,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="keep the target's audio (default: on)")
     p.add_argument("--model", default="sfm", help="morphable model (default: %(default)s)")
     p.add_argument("--face-index", type=int, default=0,
-                   help="which face when there are several, by size (default: 0 = largest)")
+                   help="which face of the photo when it holds several, by size (default: 0 "
+                        "= largest)")
+    add_video_face_option(p, "target video")
     p.add_argument("--backend", choices=list(BACKENDS), default="dlib",
                    help="landmark backend for the photos and the video (default: %(default)s)")
     p.add_argument("--source-landmarks", metavar="FILE", default=None,
@@ -114,7 +121,8 @@ def run(args: argparse.Namespace) -> None:
                             progress=not (args.no_progress or args.quiet)),
         fit=FitConfig(device=args.device), model=args.model, face_index=args.face_index,
         backend=args.backend, source_landmarks=args.source_landmarks,
-        track_parts=args.track_parts, allow_truncated=args.allow_truncated, audio=args.audio)
+        track_parts=args.track_parts, allow_truncated=args.allow_truncated, audio=args.audio,
+        video_face_index=args.video_face_index)
     targets = expand_files(args.target, VIDEO_EXTENSIONS, "video")
     if len(targets) == 1:
         landmarks = shared_tracking(args, targets[0], config)

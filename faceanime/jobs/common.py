@@ -549,7 +549,7 @@ class PhotoInputs:
     model: str = "sfm"
     """Morphable model name or path."""
     face_index: int = 0
-    """Which face of a photo (and of a video) when there are several (0 = largest)."""
+    """Which face of a photo when it holds several, by size (0 = largest)."""
     backend: str = "dlib"
     """Landmark backend for the photos and videos: dlib, mediapipe or fan."""
     source_landmarks: str | os.PathLike | None = None
@@ -568,11 +568,15 @@ class JobInputs(PhotoInputs):
     allow_truncated: bool = False
     """Use a video that ends before its header says (cut off, damaged) with a warning,
     instead of stopping."""
+    video_face_index: int = 0
+    """Which face of the video (the driver, the swap's target) when it holds several, by size
+    (0 = largest): chosen apart from the photo's (``face_index``), so a group photo's second
+    face can be driven by a video of one person."""
 
 
 def driver_tracker(config: JobInputs) -> TrackerConfig:
     """How a driving video is tracked in a job."""
-    return TrackerConfig(backend=config.backend, face_index=config.face_index,
+    return TrackerConfig(backend=config.backend, face_index=config.video_face_index,
                          progress=config.output.progress,
                          parts=(default_track_parts() if config.track_parts is None
                                 else config.track_parts),
