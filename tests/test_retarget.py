@@ -25,7 +25,7 @@ def test_retarget_photo_by_video(sfm_dir, tmp_path, capsys):
                              str(sfm_dir / "videos" / "d0.mp4"), "-o", str(out),
                              "--save-coeffs", str(coeffs), "--no-progress")
     assert status == 0, err
-    assert "78 frames at 25 fps" in err
+    assert "78 frames at 25 fps" in err and "faces in the photo" not in err
     info = read_video_info(out)
     image = read_image(photo)
     h, w = image.shape[:2]
@@ -445,6 +445,8 @@ def test_a_group_photos_second_face_is_driven_by_a_one_person_video(sfm_dir, tmp
                              str(sfm_dir / "videos" / "d0.mp4"), "-o", str(out), "--face-index",
                              "1", "--no-progress")
     assert status == 0, err
+    # The summary says which of the photo's faces moved.
+    assert "2 faces in the photo, number 2 by size used (--face-index to choose)" in err
     image = np.asarray(canvas).astype(float)
     moved = np.stack([np.abs(f.astype(float)[:480, :800] - image).mean(-1)
                       for f in iter_video_frames(out)]).max(0)                    # (H, W)

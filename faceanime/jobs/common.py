@@ -456,7 +456,11 @@ def source_landmarks(source: str | os.PathLike, photo: np.ndarray, scale: float 
         with create_detector(detector) as det:
             return source_landmarks(source, photo, scale, det, face_index)
     face = detect_landmarks(photo, detector, face_index, name=str(source))
-    return face.points, [f"face found by {face.method}"] if face.method else []
+    notes = [f"face found by {face.method}"] if face.method else []
+    if face.faces > 1:
+        which = "the largest" if face_index == 0 else f"number {face_index + 1} by size"
+        notes.append(f"{face.faces} faces in the photo, {which} used (--face-index to choose)")
+    return face.points, notes
 
 
 def load_source(source: str | os.PathLike, model: FaceModel, config: OutputConfig,

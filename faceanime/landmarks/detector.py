@@ -17,7 +17,7 @@ import importlib
 import importlib.util
 import os
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import ClassVar
@@ -61,12 +61,15 @@ class Face:
             mediapipe and fan).
         method: how it was found, when not by the backend's own first detector (e.g. "CNN
             detector, face tilted 45°" by dlib's fallback); "" otherwise.
+        faces: how many faces the search that found it found in the image (a job's summary
+            says which of a group photo's faces moved).
     """
 
     points: np.ndarray
     box: np.ndarray
     score: float
     method: str = ""
+    faces: int = 1
 
     @property
     def area(self) -> float:
@@ -320,7 +323,7 @@ def detect_landmarks(image: np.ndarray | str | os.PathLike,
     if len(boxes) == 0 and backend.config.fallback:
         faces = backend.fallback_faces(image)
         _check_index(len(faces), face_index, name, backend)
-        return faces[face_index]
+        return replace(faces[face_index], faces=len(faces))
     _check_index(len(boxes), face_index, name, backend)
     points = backend.landmarks_in_box(image, boxes[face_index])
     if points is None:
@@ -328,7 +331,7 @@ def detect_landmarks(image: np.ndarray | str | os.PathLike,
                                 f"detected box {np.round(boxes[face_index]).astype(int).tolist()}")
     return backend.upright_face(image, Face(points=np.asarray(points, np.float32),
                                             box=boxes[face_index],
-                                            score=float(scores[face_index])))
+                                            score=float(scores[face_index]), faces=len(boxes)))
 
 
 __all__ = [
