@@ -457,3 +457,25 @@ def test_a_group_photos_second_face_is_driven_by_a_one_person_video(sfm_dir, tmp
                              "--video-face-index", "1", "--no-progress")
     assert_one_line_error(status, err, "d0.mp4")
     assert "--video-face-index" in err and not (tmp_path / "x.mp4").exists()
+
+
+def test_the_videos_face_is_chosen_apart_from_the_photos():
+    """``--face-index`` picks the photo's face only; ``--video-face-index`` the tracked video's
+    (the driver, the observed video, the swap's target), in the CLI and the Python configs."""
+    from faceanime.cli import build_parser
+    from faceanime.jobs.common import driver_tracker
+    from faceanime.jobs.predict import PredictConfig
+    from faceanime.jobs.retarget import RetargetConfig
+    from faceanime.jobs.swap import SwapConfig
+
+    for config in (RetargetConfig, PredictConfig, SwapConfig):
+        assert driver_tracker(config(face_index=2)).face_index == 0
+        assert driver_tracker(config(face_index=2, video_face_index=1)).face_index == 1
+    parser = build_parser()
+    for command, video in (("retarget", "--driving"), ("predict", "--observe"),
+                           ("swap", "--target")):
+        args = parser.parse_args([command, "--source", "p.jpg", video, "v.mp4", "-o", "o.mp4",
+                                  "--face-index", "2", "--video-face-index", "1"])
+        assert (args.face_index, args.video_face_index) == (2, 1)
+        assert parser.parse_args([command, "--source", "p.jpg", video, "v.mp4", "-o",
+                                  "o.mp4"]).video_face_index == 0
