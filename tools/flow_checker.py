@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from render_strips import DATA, cached_driver
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,24 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--output", type=Path, required=True)
     args = parser.parse_args(argv)
 
-    from faceanime.coefficients import Coefficients
-    from faceanime.fitting import fit_video
-    from faceanime.jobs.common import OutputConfig, capture_driver, load_source, make_renderer
-    from faceanime.landmarks import TrackerConfig, track_video
+    from faceanime.jobs.common import OutputConfig, load_source, make_renderer
     from faceanime.morphable import load_model
     from faceanime.motion import transfer_motion
     from faceanime.render.texture import pixel_grid
 
     torch.set_num_threads(2)
     model = load_model(DATA / "sfm" / "sfm_shape_3448.bin")
-    video = DATA / "videos" / f"{args.driver}.mp4"
-    args.cache.mkdir(parents=True, exist_ok=True)
-    fit_path = args.cache / f"{args.driver}.npz"
-    driving = Coefficients.load(fit_path) if fit_path.exists() else None
-    if driving is None or driving.gaze is None:
-        track = track_video(video, TrackerConfig(progress=False))
-        driving = capture_driver(video, fit_video(video, model, track))
-        driving.save(fit_path)
+    driving = cached_driver(model, args.driver, args.cache)
     image, source = load_source(next((DATA / "faces").glob(f"{args.photo}.*")), model,
                                 OutputConfig(size=512))
     target = transfer_motion(source, driving, model=model).frames(args.frames)

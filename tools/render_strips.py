@@ -85,6 +85,25 @@ def output_config(name: str):
     return OutputConfig(renderer=kind, warp=WarpConfig(**settings))
 
 
+def cached_driver(model, name: str, cache: Path):
+    """The fit of the shared video ``name`` with where its eyes look (as retarget measures
+    them), read from ``cache`` when there, else made and stored there."""
+    from faceanime.coefficients import Coefficients
+    from faceanime.fitting import fit_video
+    from faceanime.jobs.common import capture_driver
+    from faceanime.landmarks import TrackerConfig, track_video
+
+    video = DATA / "videos" / f"{name}.mp4"
+    cache.mkdir(parents=True, exist_ok=True)
+    fit_path = cache / f"{name}.npz"
+    driving = Coefficients.load(fit_path) if fit_path.exists() else None
+    if driving is None or driving.gaze is None:
+        track = track_video(video, TrackerConfig(progress=False))
+        driving = capture_driver(video, fit_video(video, model, track))
+        driving.save(fit_path)
+    return driving
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", nargs="+", default=["s1", "s12", "s42", "d19"])
@@ -101,11 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--output", type=Path, required=True)
     args = parser.parse_args(argv)
 
-    from faceanime.coefficients import Coefficients
-    from faceanime.fitting import fit_video
     from faceanime.io import iter_video_frames
-    from faceanime.jobs.common import OutputConfig, capture_driver, load_source, make_renderer
-    from faceanime.landmarks import TrackerConfig, track_video
+    from faceanime.jobs.common import OutputConfig, load_source, make_renderer
     from faceanime.morphable import load_model
     from faceanime.motion import transfer_motion
     from faceanime.render.mouth_interior import TEXTURE_SIZE, InteriorCapture
@@ -117,13 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     args.output.mkdir(parents=True, exist_ok=True)
     for drv_name in args.drivers:
         video = DATA / "videos" / f"{drv_name}.mp4"
-        fit_path = args.cache / f"{drv_name}.npz"
-        driving = Coefficients.load(fit_path) if fit_path.exists() else None
-        if driving is None or driving.gaze is None:
-            track = track_video(video, TrackerConfig(progress=False))
-            # Where the driver's eyes look, as retarget measures it.
-            driving = capture_driver(video, fit_video(video, model, track))
-            driving.save(fit_path)
+        driving = cached_driver(model, drv_name, args.cache)
         points = driving.landmarks.numpy()
         picks = pick_frames(driving, points)
         chosen = [(name, picks[name]) if name in picks else (f"f{name}", int(name))
