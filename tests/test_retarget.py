@@ -479,3 +479,11 @@ def test_the_videos_face_is_chosen_apart_from_the_photos():
         assert (args.face_index, args.video_face_index) == (2, 1)
         assert parser.parse_args([command, "--source", "p.jpg", video, "v.mp4", "-o",
                                   "o.mp4"]).video_face_index == 0
+    # A face index out of range: the hint names the option of the command that has it.
+    message = "{}: face index 1 requested but at most 1 face found in any frame"
+    args = parser.parse_args(["retarget", "--source", "p.jpg", "--driving", "v.mp4", "-o", "o"])
+    assert "--video-face-index" in args.face_hint(args, message.format("v.mp4"))
+    assert "--face-index" in args.face_hint(args, message.format("p.jpg"))
+    args = parser.parse_args(["animate", "--source", "p.jpg", "--target", "b.jpg", "-o", "o"])
+    assert "--video-face-index" not in args.face_hint(args, message.format("b.jpg"))
+    assert "--face-index" in args.face_hint(args, message.format("b.jpg"))

@@ -214,7 +214,9 @@ def job_face_hint(args: argparse.Namespace, message: str) -> str:
     other = "try --backend mediapipe" if args.backend == "dlib" else "try --backend dlib"
     photo = any(message.startswith(str(source)) for source in args.source)
     if "face index" in message:
-        index = "--face-index" if photo else "--video-face-index"
+        # animate's two photos both take --face-index; it has no video.
+        video = not photo and hasattr(args, "video_face_index")
+        index = "--video-face-index" if video else "--face-index"
         return f"choose another with {index} (0 = the largest face), or {other}"
     if photo and not args.source_landmarks:
         return f"give the photo's 68 points with --source-landmarks FILE (.pts or .npz), or {other}"
