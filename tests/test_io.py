@@ -6,6 +6,7 @@ import itertools
 import os
 import re
 import stat
+import subprocess
 
 import numpy as np
 import pytest
@@ -219,3 +220,28 @@ def test_a_sixteen_bit_photo_is_fitted(data_dir, tmp_path, sfm_model):
     Image.fromarray(grey.astype(np.uint16) * 257).save(path)
     coeffs = fit_image(read_image(path), sfm_model)
     assert bool(torch.isfinite(coeffs.landmarks).all())
+
+
+def test_a_phone_video_stored_sideways_reads_upright_and_quietly(data_dir, tmp_path, caplog):
+    """A phone stores a portrait video as landscape frames with a rotation tag; ffmpeg applies
+    it, as players do. imageio-ffmpeg then logs a size mismatch for every open: expected, so
+    the user's terminal must not fill with it."""
+    import imageio_ffmpeg
+
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    source = data_dir / "videos" / "d0.mp4"
+    upright = np.stack([f[40:440] for f in itertools.islice(iter_video_frames(source), 3)])
+    sideways, tagged = tmp_path / "sideways.mp4", tmp_path / "phone.mp4"
+    # Landscape pixels (the face lying on its side), then a tag saying "turn it back".
+    subprocess.run([ffmpeg, "-y", "-loglevel", "error", "-i", str(source), "-frames:v", "3",
+                    "-vf", "crop=512:400:0:40,transpose=2", "-c:v", "libx264", "-qp", "0",
+                    "-pix_fmt", "yuv444p", str(sideways)], check=True)
+    subprocess.run([ffmpeg, "-y", "-loglevel", "error", "-display_rotation", "-90", "-i",
+                    str(sideways), "-c", "copy", str(tagged)], check=True)
+    caplog.set_level("DEBUG")
+    assert read_video_info(tagged).size == (512, 400)
+    frames = np.stack(list(iter_video_frames(tagged)))
+    assert frames.shape == (3, 400, 512, 3)
+    # Lossless but for the RGB → YUV round trip.
+    assert np.abs(frames.astype(int) - upright).mean() < 3.0
+    assert not [r for r in caplog.records if "frame size" in r.getMessage()]

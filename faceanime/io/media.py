@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import math
 import os
 import re
@@ -204,6 +205,15 @@ class VideoInfo:
     has_audio: bool
 
 
+class _RotationNote(logging.Filter):
+    """Drops imageio-ffmpeg's note that ffmpeg's frames differ in size from the stream's. A
+    phone stores a portrait video as landscape frames with a rotation tag, which ffmpeg applies
+    as players do: the frames come upright and the note, logged at every open, is expected."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "different from the source frame size" not in record.getMessage()
+
+
 def _open_reader(path: Path, start: int = 0) -> tuple[Iterator[bytes], dict]:
     _require_file(path)
     # Frames before ``start`` are dropped inside ffmpeg by their index (exact, unlike a seek by
@@ -211,7 +221,12 @@ def _open_reader(path: Path, start: int = 0) -> tuple[Iterator[bytes], dict]:
     output = ["-vf", f"trim=start_frame={start},setpts=PTS-STARTPTS"] if start else None
     try:
         gen = _ffmpeg().read_frames(str(path), pix_fmt="rgb24", output_params=output)
-        meta = next(gen)
+        note, logger = _RotationNote(), logging.getLogger("imageio_ffmpeg")
+        logger.addFilter(note)
+        try:
+            meta = next(gen)  # ffmpeg's header is parsed (and the note logged) here
+        finally:
+            logger.removeFilter(note)
     except (OSError, RuntimeError, StopIteration) as exc:
         raise MediaError(f"{path}: not a readable video ({str(exc).splitlines()[0][:120]}); "
                          "check that the file is complete and a video ffmpeg can decode") from exc
