@@ -399,3 +399,27 @@ def _ab_distance(colours: torch.Tensor, split: int) -> float:
                                        cv2.COLOR_RGB2Lab)[0, :, 1:])
     centre = ab[:split].median(0).values
     return float(torch.quantile((ab[split:] - centre).norm(dim=-1), 0.9))
+
+
+def test_the_drivers_own_lips_at_the_mouths_corners_are_left_out(sfm_model, data_dir, d0_grin):
+    """The fit's mouth corners reach past where a driver's lips meet, so the capture's ends
+    held the driver's own lips: pasted into another face's mouth, pale wedges inside its lips
+    (s1 by d18's frame 92, an "O" with pale lips; docs/img/mouth_corners.png). Texels towards
+    the corners that look like the driver's lips now let the synthesised interior through (a
+    darker corner); the middle of the mouth, and a grin's ends, keep the driver's."""
+    frames = np.stack([f for i, f in enumerate(itertools.islice(
+        iter_video_frames(data_dir / "videos" / "d18.mp4"), 93)) if i in (0, 92)])
+    with create_detector("dlib") as detector:
+        points = np.stack([detector.detect(f)[0].points for f in frames]).astype(np.float32)
+    capture = InteriorCapture(sfm_model)
+    o_mouth = capture(frames, fit_landmarks(sfm_model, points, frames.shape[1:3]))[1, 3]
+    grin_frames, _, grin_coeffs = d0_grin
+    grin = capture(grin_frames, grin_coeffs)[1, 3]
+    h, w = TEXTURE_SIZE
+    across = ((torch.arange(w) - (w - 1) / 2) / ((w - 1) / 2)).abs()[None].expand(h, w)
+    inside = capture.layout.inside
+    ends, middle = inside & (across > 0.85), inside & (across < 0.5)
+    for alpha in (o_mouth, grin):
+        assert float(alpha[middle].float().mean()) == 255.0      # both mouths wide open
+    assert float(o_mouth[ends].float().mean()) < 0.3 * 255
+    assert float(grin[ends].float().mean()) > 0.75 * 255

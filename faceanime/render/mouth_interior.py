@@ -20,7 +20,8 @@ vivid video's pink tongue is toned down in a sepia portrait, and a monochrome ph
 (:func:`colour_spread`) shows it in its own tone (:func:`tone_interior`). (Lips would be a
 worse reference: pale and red lips differ more than the light does.) Alpha says how far the
 driver's own mouth is open in that frame: closed, the texture holds only lips, and a renderer
-falls back to the synthesised interior.
+falls back to the synthesised interior; towards the corners it also leaves out texels that show
+the driver's lips (:func:`lip_texels`).
 
 **Synthesis** (:func:`synthetic_interior`, :func:`upper_teeth`): an upper row of teeth under
 the upper lip, a tongue at the bottom, a darker cavity between, shaded from the photo's lip
@@ -44,6 +45,7 @@ from faceanime.morphable.lips import lip_rig
 from faceanime.morphable.model import FaceModel
 from faceanime.morphable.mouth import MouthCap, add_mouth_cap
 from faceanime.reconstruction import face_vertices, project_vertices
+from faceanime.render.paste import rgb_to_lab
 from faceanime.render.rasterize import rasterize, signed_areas
 from faceanime.render.texture import pixel_grid
 
@@ -73,6 +75,13 @@ OPEN_RANGE = (0.3, 0.45)
 """The driver's opening (cap area over the outer lips' area) over which its own interior fades
 in: below the first, its mouth shows lips only; above the second, a full interior. (On d3 a
 closed mouth measures 0.18-0.29, the widest 0.61: SFM's mouth hole is open at rest.)"""
+
+LIP_GUARD = (0.55, 0.85)
+"""Across the mouth (0 at its middle, 1 at a corner of the canonical layout), where a captured
+texel that looks like the driver's lips rather than its mouth's inside starts to be left out,
+and from where in full. The fit's mouth corners reach past where a driver's lips meet, so the
+capture's ends hold the driver's own lips: pasted into another face's mouth, pale wedges inside
+its lips (s1 by d18's frames 92 and 123, whose lips are paler than s1's)."""
 
 MONOCHROME_SPREAD = (8.0, 14.0)
 """How far a face's colours spread in hue and saturation (the 99th percentile of their CIELAB
@@ -266,7 +275,8 @@ def capture_interior(frames: torch.Tensor, screen: torch.Tensor, cap: MouthCap,
 
     Returns:
         ``(T, 4, h, w)`` uint8 RGBA: colours normalised to the reference skin colour, alpha
-        how far each frame's mouth is open (:data:`OPEN_RANGE`).
+        how far each frame's mouth is open (:data:`OPEN_RANGE`), less where a texel towards the
+        corners shows the driver's lips (:func:`lip_texels`).
     """
     layout = layout.to(screen.device)
     corners = screen[:, cap_corners(cap), :2]                               # (T, Fc, 3, 2)
@@ -279,10 +289,42 @@ def capture_interior(frames: torch.Tensor, screen: torch.Tensor, cap: MouthCap,
     low, high = OPEN_RANGE
     alpha = ((opening - low) / (high - low)).clamp(0, 1)
     alpha = alpha * alpha * (3 - 2 * alpha)
-    rgba = torch.cat([colours * gain[:, :, None, None],
-                      alpha[:, None, None, None].expand(-1, 1, *layout.size).to(colours.dtype)],
-                     1)
+    alpha = alpha[:, None, None, None] * (1 - lip_texels(frames, colours, screen, cap, layout,
+                                                         lips))
+    rgba = torch.cat([colours * gain[:, :, None, None], alpha.to(colours.dtype)], 1)
     return rgba.mul(255).round().clamp(0, 255).byte()
+
+
+def lip_texels(frames: torch.Tensor, colours: torch.Tensor, screen: torch.Tensor,
+               cap: MouthCap, layout: MouthLayout, lips: torch.Tensor) -> torch.Tensor:
+    """``(T, 1, h, w)`` in [0, 1]: how much each captured texel towards the mouth's corners
+    (:data:`LIP_GUARD`) shows the driver's lips rather than its mouth's inside, judged by its
+    colour (CIE L*a*b*): nearer the lips' (the median a fifth of the way in from the outer lip
+    points) than the inside's (the median over the layout's middle half), in full from a third
+    nearer.
+
+    Args:
+        frames: ``(T, 3, H, W)`` driving frames in [0, 1].
+        colours: ``(T, 3, h, w)`` their captured interiors.
+        screen: ``(T, N, 3)`` the capped mesh posed by each frame's fit.
+        cap: its cap; ``layout`` the canonical layout; ``lips`` its outer-lip vertices.
+    """
+    w = layout.size[1]
+    outline = screen[:, lips, :2]                                              # (T, L, 2)
+    middle = screen[:, cap.loop, :2].mean(1, keepdim=True)                     # (T, 1, 2)
+    lip = rgb_to_lab(median_colours(frames, outline + 0.2 * (middle - outline))[..., None, None])
+    lab = rgb_to_lab(colours)                                                  # (T, 3, h, w)
+    xs = torch.arange(w, dtype=colours.dtype, device=colours.device)
+    across = ((xs - (w - 1) / 2) / ((w - 1) / 2)).abs()                        # (w,)
+    inner = layout.inside.to(colours.device) & (across < 0.5)[None, :]
+    inside = lab[..., inner].median(-1).values[..., None, None]                # (T, 3, 1, 1)
+    to_lip = (lab - lip).square().sum(1, keepdim=True).sqrt()
+    to_inside = (lab - inside).square().sum(1, keepdim=True).sqrt()
+    nearer = (to_inside - to_lip) / (to_inside + to_lip).clamp_min(1e-6)       # -1 .. 1
+    low, high = LIP_GUARD
+    ends = ((across - low) / (high - low)).clamp(0, 1)
+    share = (nearer / 0.33).clamp(0, 1)
+    return share * share * (3 - 2 * share) * (ends * ends * (3 - 2 * ends))
 
 
 class InteriorCapture:
