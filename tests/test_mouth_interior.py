@@ -423,3 +423,15 @@ def test_the_drivers_own_lips_at_the_mouths_corners_are_left_out(sfm_model, data
         assert float(alpha[middle].float().mean()) == 255.0      # both mouths wide open
     assert float(o_mouth[ends].float().mean()) < 0.3 * 255
     assert float(grin[ends].float().mean()) > 0.75 * 255
+
+
+def test_capture_takes_decoded_frames_as_they_come(sfm_model, d0_grin, recwarn):
+    """Frames straight from the decoder are read-only numpy views: captured without torch's
+    warning about non-writable arrays, and the same as a writable copy."""
+    frames, _, coeffs = d0_grin
+    readonly = frames.copy()
+    readonly.flags.writeable = False
+    capture = InteriorCapture(sfm_model)
+    got = capture(readonly, coeffs)
+    assert not [w for w in recwarn if "not writable" in str(w.message)]
+    assert torch.equal(got, capture(frames.copy(), coeffs))

@@ -352,7 +352,11 @@ class InteriorCapture:
         screen = project_vertices(coeffs, face_vertices(self.cap.model, coeffs, jaw=self.cap.jaw,
                                                         eyelids=self.eyelids,
                                                         lips=self.lip_rig))
-        tensor = torch.as_tensor(np.ascontiguousarray(frames)).to(screen.device)
+        if isinstance(frames, np.ndarray):
+            # Decoded frames are read-only views, which torch warns about sharing.
+            frames = (np.ascontiguousarray(frames) if frames.flags.writeable
+                      else np.array(frames, order="C"))
+        tensor = torch.as_tensor(frames).to(screen.device)
         tensor = tensor.permute(0, 3, 1, 2).to(screen.dtype) / 255
         return capture_interior(tensor, screen, self.cap, self.layout, self.lips,
                                 self.skin).cpu()
