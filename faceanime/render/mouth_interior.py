@@ -45,6 +45,7 @@ from faceanime.morphable.lips import lip_rig
 from faceanime.morphable.model import FaceModel
 from faceanime.morphable.mouth import MouthCap, add_mouth_cap
 from faceanime.reconstruction import face_vertices, project_vertices
+from faceanime.render.frames import frames_tensor
 from faceanime.render.paste import rgb_to_lab
 from faceanime.render.rasterize import rasterize, signed_areas
 from faceanime.render.texture import pixel_grid
@@ -352,12 +353,10 @@ class InteriorCapture:
         screen = project_vertices(coeffs, face_vertices(self.cap.model, coeffs, jaw=self.cap.jaw,
                                                         eyelids=self.eyelids,
                                                         lips=self.lip_rig))
-        if isinstance(frames, np.ndarray):
-            # Decoded frames are read-only views, which torch warns about sharing.
-            frames = (np.ascontiguousarray(frames) if frames.flags.writeable
-                      else np.array(frames, order="C"))
-        tensor = torch.as_tensor(frames).to(screen.device)
-        tensor = tensor.permute(0, 3, 1, 2).to(screen.dtype) / 255
+        if isinstance(frames, torch.Tensor):
+            tensor = frames.to(screen.device).permute(0, 3, 1, 2).to(screen.dtype) / 255
+        else:
+            tensor = frames_tensor(frames, screen.device).to(screen.dtype)
         return capture_interior(tensor, screen, self.cap, self.layout, self.lips,
                                 self.skin).cpu()
 
