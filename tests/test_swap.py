@@ -267,6 +267,40 @@ def test_an_occluder_over_the_face_keeps_its_pixels(sfm_model, s12, d3_clip):
     assert kept(SwapRenderConfig(occlusion=False)) < 0.2
 
 
+def test_a_larger_frame_is_swapped_as_the_same_frame_enlarged(sfm_model, s12, d3_clip):
+    """The blend follows the face's size, not the pixel: d3's frames enlarged twice (as a 1080p
+    video is to a 512² one), fitted there, give the same swapped share, enlarged. With the
+    widths in pixels, the feather along the outline was half as wide against the face: its band
+    0.66 times the share of the face it is at 512² (now 0.99), the partial share 0.19 from the
+    512² one (now 0.03), and a 1080p swap's jaw showed as a cut-out's edge."""
+    import torch.nn.functional as F
+
+    from faceanime.fitting import fit_landmarks
+
+    frames, target = d3_clip
+    picks, index = [0, 8, 16], [4, 5, 6, 7]
+    small = frames_tensor(frames)
+    large = F.interpolate(small, scale_factor=2, mode="bilinear", align_corners=False)
+    # Pixel centres at integers: x' = 2x + 0.5.
+    large_fit = fit_landmarks(sfm_model, target.landmarks * 2 + 0.5, (1024, 1024), fps=30)
+    image, coeffs = s12
+
+    def share(pixels, fit):
+        r = SwapRenderer(sfm_model, image, coeffs, pixels[picks], fit.frames(picks))
+        return r.render_frames(pixels[index], fit.frames(index))[1]
+
+    one, two = share(small, target), share(large, large_fit)
+
+    def band(alpha):  # the feather's pixels against the face's
+        return float(((alpha > 0.02) & (alpha < 0.98)).sum() / (alpha > 0.5).sum())
+
+    assert 0.8 < band(two) / band(one) < 1.25
+    # The same share where it is partial, to a few hundredths (two fits of the same faces).
+    shrunk = F.avg_pool2d(two, 2)
+    edge = (one > 0.02) & (one < 0.98)
+    assert float((shrunk - one).abs()[edge].mean()) < 0.06
+
+
 def test_batches_prepared_out_of_order_finish_as_one_sequential_swap(sfm_model, s12, d3_clip):
     """The job prepares batches on worker threads and finishes them in order: whatever order
     they were prepared in, the frames equal a sequential render, the occlusion carried from

@@ -69,6 +69,12 @@ from faceanime.render.texture import (
 )
 
 # 0-based iBUG points around the parts whose look changes with motion: brows, eyes, inner mouth.
+# The face size (the mesh's projected extent, mean of width and height, pixels) the blend's
+# pixel widths were tuned at: d3's in its 512² frames (d6's 300 in 480²). A larger face in the
+# target scales them in proportion (a 1080p video's, 650, about twice): fixed in pixels, the
+# feather drew a hard line across the brows there. A smaller face keeps them as they are.
+TUNED_FACE = 340.0
+
 _FEATURES = (tuple(range(17, 22)), tuple(range(22, 27)), tuple(range(36, 42)),
              tuple(range(42, 48)), tuple(range(60, 68)))
 
@@ -81,7 +87,9 @@ class SwapRenderConfig:
     """How the source's and the target's face textures are taken (512² texels: a face in a
     512² frame covers fewer pixels than that)."""
     feather: float = 8.0
-    """Pixels inside the face outline over which the swapped face fades into the frame."""
+    """Pixels inside the face outline over which the swapped face fades into the frame, for a
+    face of up to ``TUNED_FACE`` (340) pixels across; a target's larger face scales this and the
+    blend's other widths in proportion (:attr:`SwapRenderer.pixel_scale`)."""
     colour: str = "mean_std"
     """Colour matching of the swapped face to each target frame: ``mean_std`` (L*a*b*),
     ``rgb_mean_std`` or ``none`` (see :func:`~faceanime.render.paste.match_colors`)."""
@@ -150,9 +158,10 @@ class SwapRenderConfig:
     face's size."""
     occlusion_grow: int = 4
     """Pixels the occlusion mask grows by after its specks are dropped (its edges stay the
-    target's)."""
+    target's), scaled with a face larger than ``TUNED_FACE`` as ``feather`` is."""
     occlusion_scale: float = 0.5
-    """The resolution the occlusion mask is found at, relative to the frame's."""
+    """The resolution the occlusion mask is found at, relative to the frame's (divided by
+    :attr:`SwapRenderer.pixel_scale` for a face larger than ``TUNED_FACE``)."""
     occlusion_memory: float = 0.6
     """Each frame's occlusion mask is at least this share of the previous frame's (0: none)."""
     reference_frames: int = 8
@@ -488,6 +497,15 @@ class SwapRenderer(BoxRenderer):
             raise InputError(f"swap: {reference_coeffs.n_frames} reference coefficients for "
                              f"reference frames of shape {tuple(reference.shape)}")
         self.target_texture = self._merged_texture(reference.to(self.image), reference_coeffs)
+        # One scale for the whole video (a per-batch one would make the blend jump between
+        # batches as the head comes nearer): the reference frames' median face size.
+        own = self._screen(reference_coeffs)[..., :2]
+        extent = (own.amax(1) - own.amin(1)).mean(-1)
+        extent = extent[torch.isfinite(extent)]
+        self.pixel_scale = max(1.0, float(extent.median()) / TUNED_FACE) if len(extent) else 1.0
+        """How many times the target's face is larger than ``TUNED_FACE``: the feather, the
+        seam membrane's smoothing, the holes closed and the occlusion mask's resolution follow
+        it (at least 1)."""
         # The target's eyes at rest (the median of its reference frames' gaze) and open (their
         # 90th percentile opening): its glances are changes from the one, measured where the
         # eyes are open enough against the other.
@@ -617,7 +635,9 @@ class SwapRenderer(BoxRenderer):
         both = both[torch.isfinite(both).all(-1)]
         if both.numel() == 0:
             return SwapBatch(full, None)
-        margin = math.ceil(c.feather) + 8
+        scale = self.pixel_scale
+        feather = c.feather * scale
+        margin = math.ceil(feather) + round(8 * scale)
         x0, y0, x1, y1 = clip_box(both.amin(0), both.amax(0), tuple(full.shape[-2:]), margin)
         shift = torch.tensor([x0, y0, 0], dtype=screen.dtype, device=screen.device)
         screen, own_screen = screen - shift, own_screen - shift
@@ -635,8 +655,9 @@ class SwapRenderer(BoxRenderer):
             face = face * interpolate(fragments, gain, self.mesh.triangles)
         # Pinholes where the nostrils' inner triangles turn away: filled from around them,
         # not left showing the target's skin as a dotted ring.
-        closed = close_holes(mask, 2)
-        face = fill_from_neighbours(face, mask, closed, 2)
+        holes = round(2 * scale)
+        closed = close_holes(mask, holes)
+        face = fill_from_neighbours(face, mask, closed, holes)
         mask = closed * self._facing_weight(screen, fragments)
         if c.keep_mouth and self.first_cap is not None:
             mask = mask * (fragments.face_index < self.first_cap)[:, None].to(mask.dtype)
@@ -651,7 +672,7 @@ class SwapRenderer(BoxRenderer):
         if c.gaze:
             # After the colour statistics: only the eyes change.
             face = self._look_as_target(face, full, target, screen)
-        alpha = feather_mask(mask, c.feather)
+        alpha = feather_mask(mask, feather)
         if c.shut_eyes < 1 and swapped.eyes is not None:
             alpha = alpha * (1 - self._shut_eyes(swapped, shift, size))
         covered = self._occlusion(frames, own_screen, size) if c.occlusion else None
@@ -668,7 +689,8 @@ class SwapRenderer(BoxRenderer):
             # in order on one thread.
             # From the face before its eyes were slid: the glance changes the eyes alone.
             share = alpha if covered is None else alpha * (1 - covered)
-            face = (face + seam_membrane(plain, behind, share)).clamp(0, 1)
+            face = (face + seam_membrane(plain, behind, share, smooth=3.0 * scale,
+                                         scale=round(4 * scale))).clamp(0, 1)
         return SwapBatch(full, (x0, y0, x1, y1), face, alpha, covered, background, grown)
 
     def _reshaped(self, full: torch.Tensor, fragments, own: torch.Tensor, screen: torch.Tensor,
@@ -837,9 +859,10 @@ class SwapRenderer(BoxRenderer):
         target frame's face is covered, on its own. ``screen`` is the target's own mesh, in
         the box's pixels."""
         c = self.config
-        # At half the resolution: occluders are far larger than a pixel, and this is most of
-        # the swap's work.
-        k = c.occlusion_scale
+        # At half the resolution of a face of the tuned size (a larger face's frames shrunk
+        # further): occluders are far larger than a pixel, this is most of the swap's work, and
+        # the blur, opening and growth below are in these pixels.
+        k = c.occlusion_scale / self.pixel_scale
         small = (max(1, round(size[0] * k)), max(1, round(size[1] * k)))
         frames = F.interpolate(frames, size=small, mode="bilinear", align_corners=False,
                                antialias=True)
@@ -875,7 +898,7 @@ class SwapRenderer(BoxRenderer):
         distance = difference.square().sum(1, keepdim=True).sqrt() / tolerance
         covered = ((distance - c.occlusion_low) / (c.occlusion_high - c.occlusion_low))
         covered = covered.clamp(0, 1) * (inner >= 0.5)
-        grow = max(1, round(c.occlusion_grow * k))
+        grow = max(1, round(c.occlusion_grow * c.occlusion_scale))
         covered = gaussian_blur(grow_mask(open_mask(covered, 1), grow), 1.0)
         return F.interpolate(covered, size=size, mode="bilinear", align_corners=False)
 
