@@ -425,6 +425,38 @@ def test_the_drivers_own_lips_at_the_mouths_corners_are_left_out(sfm_model, data
     assert float(grin[ends].float().mean()) > 0.75 * 255
 
 
+def test_the_lips_shade_the_mouths_inside_where_they_meet(sfm_model, data_dir):
+    """s42 (1024², lips apart by a hair) opened to d18's wide mouth (frame 136, its interior
+    captured): the driver's own lit lip edges and cheek walls at the rim of its opening ended in
+    a pale band along the outline, brighter than the mouth's inside (1.17 times, measured on the
+    pixels 1-3 px in against those 10 px in or more): a cut-out's edge. The lips' shadow makes
+    the rim darker than the inside (0.91 times); ``mouth_shadow=0`` restores the pale rim."""
+    from faceanime.render.paste import inside_distance
+
+    frames = np.stack([f for i, f in enumerate(itertools.islice(
+        iter_video_frames(data_dir / "videos" / "d18.mp4"), 137)) if i in (0, 136)])
+    with create_detector("dlib") as detector:
+        points = np.stack([detector.detect(f)[0].points for f in frames]).astype(np.float32)
+    driving = fit_landmarks(sfm_model, points, frames.shape[1:3])
+    driving.mouth = InteriorCapture(sfm_model)(frames, driving)
+    image, source = load_source(data_dir / "faces" / "s42.jpg", sfm_model,
+                                OutputConfig(size=1024))
+    target = transfer_motion(source, driving, model=sfm_model).frames([1])
+
+    def rim_over_inside(config: WarpConfig) -> float:
+        renderer = WarpRenderer(sfm_model, image, source, config)
+        (x0, y0, x1, y1), _, interior = renderer.flow(target)
+        out = renderer.render(target)[:, :, y0:y1, x0:x1]
+        brightness = luma(out[0].permute(1, 2, 0))
+        depth = inside_distance(interior > 0.5, 12)[0, 0]
+        rim, inside = brightness[(depth >= 1) & (depth <= 3)], brightness[depth >= 10]
+        assert len(rim) > 300 and len(inside) > 1000
+        return float(rim.mean() / inside.mean())
+
+    assert rim_over_inside(WarpConfig()) < 0.97
+    assert rim_over_inside(WarpConfig(mouth_shadow=0.0)) > 1.05
+
+
 def test_capture_takes_decoded_frames_as_they_come(sfm_model, d0_grin, recwarn):
     """Frames straight from the decoder are read-only numpy views: captured without torch's
     warning about non-writable arrays, and the same as a writable copy."""

@@ -71,7 +71,7 @@ from faceanime.render.mouth_interior import (
     warm_tint,
 )
 from faceanime.render.mouth_interior import mouth_uv as mouth_uv_of
-from faceanime.render.paste import feather_mask, gaussian_blur
+from faceanime.render.paste import feather_mask, gaussian_blur, inside_distance
 from faceanime.render.rasterize import interpolate_covered, rasterize, signed_areas
 from faceanime.render.texture import pixel_grid
 
@@ -173,6 +173,13 @@ class WarpConfig:
     mouth_feather: float = 1.5
     """Pixels inside the mouth's outline over which the interior fades in from the lips (0:
     a hard, aliased edge)."""
+    mouth_shadow: float = 0.45
+    """The lips shade the mouth's inside where they meet it: the interior (the driver's or the
+    synthesised) darkens towards the outline by up to this share (0: off). Without it the
+    driver's own lit lip edges and the teeth's tops ended in a pale rim along the cap's
+    outline, a cut-out's edge at 1024² and more."""
+    mouth_shadow_width: float = 0.06
+    """How far in from the outline the lips' shadow reaches, in the photo's mouth widths."""
     mouth_blend: float = 0.0125
     """Inside the mouth, where the photo's own (stretched) mouth meets the new interior, the
     two are blended over a Gaussian of this many mouth widths (0: per pixel). The photo's cap
@@ -1093,6 +1100,7 @@ class WarpRenderer(BoxRenderer):
 
         mouth_pixels = pixel[:0]
         mouth_share = depth[:0]
+        mouth_edge = depth.new_zeros(0, 2)
         mouth_uv = xy[:0]
         corners = screen.new_zeros(t, 2, 2)
         if self.cap is not None:
@@ -1111,11 +1119,20 @@ class WarpRenderer(BoxRenderer):
             if len(mouth_share):
                 # Scaled by the photo's mouth, not the batch's: a frame renders the same in any
                 # batch.
-                mouth_share = self._cap_share(fragments, pixel[on_cap], mouth_share,
-                                              c.mouth_feather, c.mouth_blend * self.mouth_width)
-            keep = mouth_share > 0
-            mouth_pixels = at[on_cap][keep]
-            mouth_share = mouth_share[keep]
+                whole, mouth_share, deep = self._cap_share(
+                    fragments, pixel[on_cap], mouth_share, c.mouth_feather,
+                    c.mouth_blend * self.mouth_width, c.mouth_shadow_width * self.mouth_width)
+                # The interior darkened by the lips' shadow, and at the outline what the
+                # feather gives back taken as the lips' colour: the photo's own cap there is
+                # its lip line (a hair of teeth for s1 and s42) stretched into a pale rim.
+                mouth_edge = torch.stack([1 - c.mouth_shadow * (1 - deep).square(),
+                                          whole - mouth_share], 1)
+                keep = mouth_share > 0
+                mouth_pixels = at[on_cap][keep]
+                mouth_share = mouth_share[keep]
+                mouth_edge = mouth_edge[keep]
+            else:
+                keep = mouth_share > 0
             # Where on the cap each pixel lies, in the interior textures' layout.
             cap_triangle = tri[on_cap][keep] - self.n_face_triangles
             bary = fragments.bary.reshape(-1, 3)[pixel[on_cap][keep]]
@@ -1124,7 +1141,8 @@ class WarpRenderer(BoxRenderer):
             # mouth between them, however the head is tilted.
             ends = self.mesh.landmark_indices[[48, 54]].to(device)
             corners = screen[:, ends, :2] - torch.tensor([x0, y0], dtype=dtype, device=device)
-        return box, positions, (mouth_pixels, mouth_share, mouth_uv, corners, lid, lash)
+        return box, positions, (mouth_pixels, mouth_share, mouth_uv, corners, mouth_edge, lid,
+                                lash)
 
     def _lash(self, target: Coefficients, position: torch.Tensor, valid: torch.Tensor,
               frame: torch.Tensor, at: torch.Tensor
@@ -1177,18 +1195,22 @@ class WarpRenderer(BoxRenderer):
         return gaussian_blur(grid, sigma, border="zero")[frame, 0, ys - y0, xs - x0]
 
     def _cap_share(self, fragments, pixels: torch.Tensor, share: torch.Tensor, feather: float,
-                   sigma: float) -> torch.Tensor:
-        """``(M,)`` the interior's share ``(M,)`` at the mouth cap's pixels ``(M,)`` (flat over
-        the fragments' ``(T, h, w)``), smoothed over the cap by a Gaussian of ``sigma`` pixels
-        (normalised within the cap, so its outline does not dim it) and faded to 0 at the
-        outline over ``feather`` pixels. The cap is rasterized without antialiasing; a
-        hard-edged interior, its teeth white against the lips, showed as a jagged white rim."""
+                   sigma: float, reach: float
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The interior's share ``(M,)`` at the mouth cap's pixels ``(M,)`` (flat over the
+        fragments' ``(T, h, w)``), smoothed over the cap by a Gaussian of ``sigma`` pixels
+        (normalised within the cap, so its outline does not dim it): ``(M,)`` so, and ``(M,)``
+        also faded to 0 at the outline over ``feather`` pixels. The cap is rasterized without
+        antialiasing; a hard-edged interior, its teeth white against the lips, showed as a
+        jagged white rim. Last, ``(M,)`` how deep each pixel lies in the cap: its distance to
+        the outline over ``reach`` pixels, at most 1 (1 everywhere for ``reach`` under half a
+        pixel)."""
         h, w = fragments.face_index.shape[1:]
         frame = pixels.div(h * w, rounding_mode="floor")
         rest = pixels - frame * (h * w)
         row, col = rest.div(w, rounding_mode="floor"), rest % w
         # Only the box around the cap, with room for the outline beyond it.
-        pad = math.ceil(feather) + 1
+        pad = math.ceil(max(feather, reach)) + 1
         r0, c0 = max(int(row.min()) - pad, 0), max(int(col.min()) - pad, 0)
         r1, c1 = min(int(row.max()) + pad + 1, h), min(int(col.max()) + pad + 1, w)
         cap = (fragments.face_index[:, r0:r1, c0:c1] >= self.n_face_triangles)[:, None]
@@ -1199,9 +1221,16 @@ class WarpRenderer(BoxRenderer):
             # Blurring a one-channel map is cheap; the cap's own weights go alongside.
             both = gaussian_blur(torch.cat([values, cap], 1), sigma, border="zero")
             share = (both[:, 0] / both[:, 1].clamp_min(1e-6))[frame, row - r0, col - c0]
+        whole = share
         if feather > 0:
             share = share * feather_mask(cap, feather)[frame, 0, row - r0, col - c0]
-        return share
+        deep = torch.ones_like(share)
+        if reach >= 0.5:
+            # Half a pixel in at the outermost pixels, as the feather measures.
+            distance = inside_distance(cap >= 0.5, math.ceil(reach))[frame, 0, row - r0,
+                                                                      col - c0]
+            deep = ((distance - 0.5) / reach).clamp(0, 1)
+        return whole, share, deep
 
     def _interior(self, target: Coefficients, pixels: torch.Tensor, uv: torch.Tensor,
                   corners: torch.Tensor, box: tuple[int, int]) -> torch.Tensor:
@@ -1225,7 +1254,7 @@ class WarpRenderer(BoxRenderer):
         return torch.lerp(synthetic, colour, driver[:, 3:])
 
     def _render_box(self, target: Coefficients) -> tuple[Box, torch.Tensor]:
-        box, positions, (pixels, share, uv, corners, lid, lash) = self._flow(target)
+        box, positions, (pixels, share, uv, corners, edge, lid, lash) = self._flow(target)
         h, w = self.image_size
         grid = pixel_grid(positions, h, w, inplace=True)  # the positions are not needed after
         photo = self.image[None].expand(positions.shape[0], -1, -1, -1)
@@ -1235,10 +1264,12 @@ class WarpRenderer(BoxRenderer):
         if len(pixels):
             t, _, bh, bw = out.shape
             mouth = self._interior(target, pixels, uv, corners, (bh, bw)).clamp(0, 1)  # (M, 3)
+            mouth = mouth * edge[:, :1]
             frame = pixels.div(bh * bw, rounding_mode="floor")
             flat = out.view(t, 3, bh * bw)
             at = (frame, slice(None), pixels - frame * (bh * bw))
-            flat[at] = torch.lerp(flat[at], mouth, share[:, None])
+            photo = torch.lerp(flat[at], self.lip_colour.to(out.dtype), edge[:, 1:])
+            flat[at] = torch.lerp(photo, mouth, share[:, None])
         if lid is not None:
             t, _, bh, bw = out.shape
             lid_pixels, lid_share, fetch = lid
