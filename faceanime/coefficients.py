@@ -57,6 +57,10 @@ class Coefficients:
             (:mod:`faceanime.morphable.lips`): positive rounds the lips ("o"), negative widens
             the mouth; fitted from the mouth's landmark widths; zeros when not given (files
             written before the pucker).
+        brows: ``(T, 2)`` how far each brow (iBUG's 18-22 brow first) is raised
+            (:mod:`faceanime.morphable.brows`): 0 as in the model, negative lowered; fitted
+            from the brows' landmarks; zeros when not given (files written before the brow
+            rig).
         mouth: ``(T, 4, h, w)`` uint8 RGBA, the mouth interior each frame shows, in the
             canonical layout of :mod:`faceanime.render.mouth_interior` (captured from a
             driving video; alpha: how open that frame's mouth was), or None.
@@ -80,6 +84,7 @@ class Coefficients:
     gaze: torch.Tensor | None = None
     lips: torch.Tensor | None = None
     pucker: torch.Tensor | None = None
+    brows: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         t = self.expression.shape[0]
@@ -91,6 +96,8 @@ class Coefficients:
             self.lips = self.expression.new_zeros(t)
         if self.pucker is None:
             self.pucker = self.expression.new_zeros(t)
+        if self.brows is None:
+            self.brows = self.expression.new_zeros(t, 2)
         if self.gaze is not None and tuple(self.gaze.shape) != (t, 2, 2):
             raise InputError(f"coefficients: gaze must be ({t}, 2, 2), "
                              f"got {tuple(self.gaze.shape)}")
@@ -98,8 +105,8 @@ class Coefficients:
                                        or self.mouth.dtype != torch.uint8):
             raise InputError(f"coefficients: mouth must be ({t}, 4, h, w) uint8, got "
                              f"{tuple(self.mouth.shape)} {self.mouth.dtype}")
-        expect = {"jaw": (t,), "lips": (t,), "pucker": (t,), "rotation": (t, 3, 3),
-                  "translation": (t, 3), "scale": (t,)}
+        expect = {"jaw": (t,), "lips": (t,), "pucker": (t,), "brows": (t, 2),
+                  "rotation": (t, 3, 3), "translation": (t, 3), "scale": (t,)}
         for name, shape in expect.items():
             got = tuple(getattr(self, name).shape)
             if got != shape:
@@ -147,9 +154,9 @@ class Coefficients:
     def with_tensor(self, vector: torch.Tensor) -> Coefficients:
         """Inverse of :meth:`to_tensor`: new per-frame values from a ``(T', D)`` vector, keeping
         the identity, model, camera and image size (landmarks are dropped). The eyelid and lip
-        closures, the pucker, gaze and mouth interiors are not in the vector: kept per frame
-        when ``T' = T``; else the last frame's closures, pucker and gaze are held and the
-        interiors dropped."""
+        closures, the pucker, the brows, gaze and mouth interiors are not in the vector: kept
+        per frame when ``T' = T``; else the last frame's closures, pucker, brows and gaze are
+        held and the interiors dropped."""
         from faceanime.geometry.rotation import so3_exp
 
         ke = self.expression.shape[1]
@@ -165,6 +172,8 @@ class Coefficients:
                   else self.lips[-1:].expand(vector.shape[0]).clone()),
             pucker=(self.pucker.clone() if vector.shape[0] == self.n_frames
                     else self.pucker[-1:].expand(vector.shape[0]).clone()),
+            brows=(self.brows.clone() if vector.shape[0] == self.n_frames
+                   else self.brows[-1:].expand(vector.shape[0], -1).clone()),
             mouth=self.mouth if vector.shape[0] == self.n_frames else None,
             gaze=(None if self.gaze is None else self.gaze.clone()
                   if vector.shape[0] == self.n_frames
@@ -219,7 +228,7 @@ class Coefficients:
                 fitted_landmarks=tensor("fitted_landmarks"),
                 valid=tensor("valid", torch.bool), fps=float(arrays.get("fps", 0.0)),
                 eyes=tensor("eyes"), mouth=tensor("mouth", torch.uint8), gaze=tensor("gaze"),
-                lips=tensor("lips"), pucker=tensor("pucker"))
+                lips=tensor("lips"), pucker=tensor("pucker"), brows=tensor("brows"))
         except InputError as exc:
             raise InputError(f"{path}: {exc}") from exc
 

@@ -18,6 +18,7 @@ import torch
 from faceanime.coefficients import Coefficients, check_same_fit
 from faceanime.errors import InputError
 from faceanime.geometry.rotation import rotation_angle_between
+from faceanime.morphable.brows import BROWS_RANGE
 from faceanime.morphable.eyelid import CLOSURE_RANGE
 from faceanime.morphable.lips import LIPS_RANGE, PUCKER_RANGE, Lips, lip_rig
 from faceanime.morphable.model import FaceModel
@@ -314,6 +315,8 @@ def transfer_motion(source: Coefficients, driving: Coefficients,
         src_lips = rest_lips(model, replace(src, jaw=src_jaw), drv.frames([ref]))
     lips = _part(src_lips, drv.lips, ref, mouth_mode, config.lip_gain).clamp(*LIPS_RANGE)
     pucker = _part(src.pucker, drv.pucker, ref, mouth_mode, config.lip_gain).clamp(*PUCKER_RANGE)
+    # The brows go with the expression (relative: the photo's own raised by the driver's change).
+    brows = _part(src.brows, drv.brows, ref, default, 1.0).clamp(*BROWS_RANGE)
     eyes = _part(src.eyes, drv.eyes, ref, config.eyes or default, config.blink_gain,
                  room=CLOSURE_RANGE)
     eyes = eyes.clamp(*CLOSURE_RANGE)
@@ -342,7 +345,8 @@ def transfer_motion(source: Coefficients, driving: Coefficients,
     # The driver's mouth interior goes with its mouth motion.
     mouth = drv.mouth if mouth_mode != "off" else None
     return Coefficients(model=src.model, shape=src.shape.clone(), expression=expression,
-                        jaw=jaw, eyes=eyes, lips=lips, pucker=pucker, rotation=rotation,
+                        jaw=jaw, eyes=eyes, lips=lips, pucker=pucker, brows=brows,
+                        rotation=rotation,
                         translation=translation, scale=scale,
                         camera=src.camera, image_size=src.image_size, fps=drv.fps, mouth=mouth,
                         gaze=gaze)

@@ -11,6 +11,7 @@ import torch
 from faceanime.coefficients import Coefficients
 from faceanime.errors import InputError
 from faceanime.geometry.camera import project_orthographic, project_perspective
+from faceanime.morphable.brows import Brows, apply_brows, build_brows
 from faceanime.morphable.eyelid import Eyelids, apply_eyelids, build_eyelids
 from faceanime.morphable.jaw import Jaw, apply_jaw, build_jaw
 from faceanime.morphable.lips import Lips, apply_lips, build_lips
@@ -18,9 +19,10 @@ from faceanime.morphable.model import FaceModel
 
 
 def face_vertices(model: FaceModel, coeffs: Coefficients, jaw: Jaw | None = None,
-                  eyelids: Eyelids | None = None, lips: Lips | None = None) -> torch.Tensor:
-    """Model-space vertices of every frame, eyelids and lips closed, lips puckered and jaw
-    opened as the coefficients say.
+                  eyelids: Eyelids | None = None, lips: Lips | None = None,
+                  brows: Brows | None = None) -> torch.Tensor:
+    """Model-space vertices of every frame, eyelids and lips closed, lips puckered, brows
+    raised and jaw opened as the coefficients say.
 
     Args:
         model: the model the coefficients were fitted with.
@@ -28,6 +30,7 @@ def face_vertices(model: FaceModel, coeffs: Coefficients, jaw: Jaw | None = None
         jaw: the model's jaw rig (built from the model when None).
         eyelids: the model's eyelid rig (built from the model when None and needed).
         lips: the model's lip rig (built from the model and ``jaw`` when None and needed).
+        brows: the model's brow rig (built from the model when None and needed).
 
     Returns:
         ``(T, N, 3)``.
@@ -50,6 +53,10 @@ def face_vertices(model: FaceModel, coeffs: Coefficients, jaw: Jaw | None = None
             lips = lips if lips is not None else build_lips(model, jaw)
             verts = apply_lips(verts, closure.to(device, dtype),
                                getattr(lips, part).to(device, dtype))
+    if coeffs.brows is not None and bool((coeffs.brows != 0).any()):
+        brows = brows if brows is not None else build_brows(model)
+        verts = apply_brows(verts, coeffs.brows.to(device, dtype),
+                            brows.offsets.to(device, dtype))
     if bool((coeffs.jaw != 0).any()):
         jaw = jaw if jaw is not None else build_jaw(model)
         verts = apply_jaw(verts, coeffs.jaw.to(device, dtype), jaw.pivot.to(device, dtype),

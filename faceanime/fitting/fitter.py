@@ -28,12 +28,14 @@ import torch
 
 from faceanime.coefficients import Coefficients
 from faceanime.errors import FaceNotFoundError, InputError
+from faceanime.fitting.brows import brow_landmarks, fit_brows
 from faceanime.fitting.contour import LEFT_JAW, RIGHT_JAW, contour_correspondences
 from faceanime.fitting.eyelid import fit_eyelids
 from faceanime.fitting.init import init_orthographic_pose
 from faceanime.fitting.linalg import solve_block_tridiagonal
 from faceanime.fitting.pucker import fit_pucker, mouth_landmarks
 from faceanime.geometry.rotation import matrix_to_euler, so3_exp, so3_log
+from faceanime.morphable.brows import brow_rig
 from faceanime.morphable.eyelid import eyelid_rig
 from faceanime.morphable.jaw import build_jaw, rotation_x
 from faceanime.morphable.lips import lip_rig
@@ -94,6 +96,11 @@ class FitConfig:
     pucker_temporal_weight: float = 0.1
     """Smoothness of the pucker between frames (as ``eyelid_temporal_weight``: a vowel lasts a
     few frames)."""
+    brows: bool = True
+    """Fit how far each brow is raised (:mod:`faceanime.fitting.brows`) after the expression:
+    the six emotions explain about half of a talking face's brow motion."""
+    brows_temporal_weight: float = 0.1
+    """Smoothness of the brows' raise between frames (as ``eyelid_temporal_weight``)."""
     max_jaw_deg: float = 35.0
     """Largest jaw opening angle."""
     nonnegative_blendshapes: bool = True
@@ -780,7 +787,8 @@ def fit_landmarks(model: FaceModel, landmarks: torch.Tensor,
         image_size=torch.tensor([height, width]), landmarks=landmarks.float(),
         fitted_landmarks=fitted.float(), valid=valid, fps=fps)
     lips = lip_rig(model) if config.pucker else None  # None: the mouth is not mapped
-    if eyelids is not None or lips is not None:
+    brows = brow_rig(model) if config.brows else None
+    if eyelids is not None or lips is not None or brows is not None:
         on_model = coeffs.to(model.device)
         if eyelids is not None:
             on_model.eyes = fit_eyelids(model, on_model, config.eyelid_temporal_weight,
@@ -790,6 +798,10 @@ def fit_landmarks(model: FaceModel, landmarks: torch.Tensor,
             on_model.pucker = fit_pucker(model, on_model, config.pucker_temporal_weight, lips)
             mouth, points = mouth_landmarks(model, on_model, lips)
             on_model.fitted_landmarks[:, mouth] = points.to(on_model.fitted_landmarks.dtype)
+        if brows is not None:
+            on_model.brows = fit_brows(model, on_model, config.brows_temporal_weight, brows)
+            ids, points = brow_landmarks(model, on_model, brows)
+            on_model.fitted_landmarks[:, ids] = points.to(on_model.fitted_landmarks.dtype)
         coeffs = on_model.to(device)
     return coeffs
 

@@ -17,6 +17,7 @@ import torch
 
 from faceanime.coefficients import Coefficients
 from faceanime.errors import InputError
+from faceanime.morphable.brows import Brows, brow_rig
 from faceanime.morphable.eyelid import Eyelids, eyelid_rig
 from faceanime.morphable.jaw import Jaw, build_jaw
 from faceanime.morphable.lips import Lips, lip_rig
@@ -90,7 +91,7 @@ class BoxRenderer:
 
     Subclasses set ``self.image`` (``(3, H, W)`` float photo), ``self.config`` (with
     ``batch_size`` and ``workers``), the mesh they pose (``mesh``, ``jaw``, ``eyelids``,
-    ``lips``), and implement :meth:`_render_box`.
+    ``lips``, ``brows``), and implement :meth:`_render_box`.
     """
 
     image: torch.Tensor
@@ -99,6 +100,7 @@ class BoxRenderer:
     jaw: Jaw
     eyelids: Eyelids | None
     lips: Lips | None
+    brows: Brows | None
     cap: MouthCap | None
 
     def _set_up(self, model: FaceModel, source_image, source: Coefficients,
@@ -121,6 +123,7 @@ class BoxRenderer:
                 pass  # no hole at the mouth: nothing to close
         self.eyelids = eyelid_rig(self.mesh)
         self.lips = lip_rig(self.mesh, self.jaw)
+        self.brows = brow_rig(self.mesh)
 
     def _screen(self, coeffs: Coefficients) -> torch.Tensor:
         """``(T, N, 3)`` the renderer's mesh posed at ``T`` frames' coefficients, projected
@@ -130,8 +133,10 @@ class BoxRenderer:
         if self.lips is None and bool((coeffs.lips != 0).any() or (coeffs.pucker != 0).any()):
             coeffs = replace(coeffs, lips=torch.zeros_like(coeffs.lips),
                              pucker=torch.zeros_like(coeffs.pucker))
+        if self.brows is None and bool((coeffs.brows != 0).any()):
+            coeffs = replace(coeffs, brows=torch.zeros_like(coeffs.brows))
         verts = face_vertices(self.mesh, coeffs, jaw=self.jaw, eyelids=self.eyelids,
-                              lips=self.lips)
+                              lips=self.lips, brows=self.brows)
         return project_vertices(coeffs, verts).to(self.image.dtype)
 
     @property

@@ -350,6 +350,8 @@ class InteriorCapture:
         if self.lip_rig is None:
             coeffs = replace(coeffs, lips=torch.zeros_like(coeffs.lips),
                              pucker=torch.zeros_like(coeffs.pucker))
+        # The brows do not reach the mouth: not rigged here.
+        coeffs = replace(coeffs, brows=torch.zeros_like(coeffs.brows))
         screen = project_vertices(coeffs, face_vertices(self.cap.model, coeffs, jaw=self.cap.jaw,
                                                         eyelids=self.eyelids,
                                                         lips=self.lip_rig))

@@ -1,0 +1,131 @@
+"""Brow rig: each brow raised or lowered on its own, the skin between it and the eye and the
+forehead above stretching, the eyes and the hair line staying where they are.
+
+The Surrey Face Model's six emotions move the brows only with the rest of an expression
+(surprise raises them and drops the jaw, anger lowers them and presses the lips), so a fit
+explains about half of a talking driver's brow motion: over d3 and d6 the fitted brows' height
+above the eyes varies 0.5-0.6 times as much as dlib's brow points' (standard deviations, in
+inter-ocular distances), and a raised brow or a frown reached the photo at half strength. The
+rig carries the rest, like the eyelid rig (:mod:`faceanime.morphable.eyelid`) carries blinks:
+
+- **Along a brow** the motion is full between its end landmarks (iBUG 18-22 and 23-27,
+  1-based) and fades out beyond them over ``beyond`` inter-ocular distances (at the nose's
+  bridge the two brows' shares meet at about nothing, so the glabella stays).
+- **Above it** the brow and the skin up to ``hold`` above its line move in full, then fade
+  out over ``above`` (the forehead stretches, the hair line stays); **below it** the motion
+  fades out towards the upper lid's line (the skin between stretches, the lids stay).
+- **Which way**: up, the model's y axis (it points from the chin to the brows); at raise 1
+  the brow moves :data:`BROW_UNIT` inter-ocular distances, negative lowers it.
+
+Offsets are linear in the raise, applied with the lids and lips, before the jaw turns (which
+does not reach the brows). Fitted per frame from the brows' landmarks after the main fit
+(:mod:`faceanime.fitting.brows`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from faceanime.errors import InputError
+from faceanime.morphable.model import FaceModel
+
+BROW_UNIT = 0.05
+"""How far a brow moves at raise 1, in inter-ocular distances (the outer eye corners'): about a
+third of the mean face's brow-to-lid distance, a clearly raised brow."""
+
+BROWS_RANGE = (-1.5, 3.0)
+"""Bounds of a raise: lowered by up to 0.075 inter-ocular distances (a frown), raised by up to
+0.15."""
+
+# 0-based iBUG indices: each brow's five points (iBUG's 18-22 brow first), the upper lids'
+# two points under each, the outer eye corners.
+BROWS = ((17, 18, 19, 20, 21), (22, 23, 24, 25, 26))
+_LIDS = ((37, 38), (43, 44))
+_EYES = (36, 45)
+
+
+@dataclass
+class Brows:
+    """Brow rig of a model.
+
+    Attributes:
+        offsets: ``(2, N, 3)`` vertex displacements of each brow at raise 1 (model units).
+    """
+
+    offsets: torch.Tensor
+
+    def to(self, device: torch.device | str | None = None,
+           dtype: torch.dtype | None = None) -> Brows:
+        return Brows(self.offsets.to(device, dtype))
+
+
+def brow_rig(model: FaceModel) -> Brows | None:
+    """:func:`build_brows`, or None for a model whose brows are not mapped (they then move
+    with its expressions alone)."""
+    try:
+        return build_brows(model)
+    except InputError:
+        return None
+
+
+def apply_brows(vertices: torch.Tensor, raises: torch.Tensor, offsets: torch.Tensor
+                ) -> torch.Tensor:
+    """Raise (or lower) the brows: ``(B, N, 3)`` vertices, ``(B, 2)`` raises, ``(2, N, 3)``
+    offsets (:attr:`Brows.offsets`) -> ``(B, N, 3)`` (per frame, so a frame's vertices do not
+    depend on its batch)."""
+    dtype = vertices.dtype
+    return vertices + torch.einsum("be,end->bnd", raises.to(dtype), offsets.to(dtype))
+
+
+def _smoothstep(x: torch.Tensor) -> torch.Tensor:
+    x = x.clamp(0.0, 1.0)
+    return x * x * (3 - 2 * x)
+
+
+def build_brows(model: FaceModel, beyond: float = 0.12, hold: float = 0.08,
+                above: float = 0.35) -> Brows:
+    """Rig the brows of ``model`` from its mean shape and landmark mapping.
+
+    Args:
+        model: a model whose brows, upper lids and outer eye corners are mapped.
+        beyond: over how far beyond a brow's ends its motion fades out (inter-ocular
+            distances).
+        hold: how far above a brow's line the skin moves in full (the brow's hair).
+        above: over how much further up the motion fades out (the forehead).
+
+    Returns:
+        :class:`Brows`.
+
+    Raises:
+        InputError: a landmark the rig needs has no vertex.
+    """
+    ids = model.landmark_indices
+    needed = [i for brow in BROWS for i in brow] + [i for lid in _LIDS for i in lid] + [*_EYES]
+    if any(int(ids[i]) < 0 for i in needed):
+        raise InputError(f"model {model.name}: the brows, upper lids and eye corners are not "
+                         "all mapped to vertices; the brow rig needs them")
+    mean = model.mean.detach().double()
+    iod = float((mean[ids[_EYES[0]]] - mean[ids[_EYES[1]]]).norm())
+    x, y = mean[:, 0], mean[:, 1]
+    offsets = torch.zeros(2, *mean.shape, dtype=mean.dtype, device=mean.device)
+    for e, (brow, lid) in enumerate(zip(BROWS, _LIDS, strict=True)):
+        points = mean[ids[list(brow)]]
+        order = torch.argsort(points[:, 0])
+        xs, ys = points[order, 0], points[order, 1]
+        # The brow's line at each vertex's x (held level beyond its ends).
+        k = torch.searchsorted(xs, x.clamp(float(xs[0]), float(xs[-1])).contiguous()
+                               ).clamp(1, len(xs) - 1)
+        t = ((x.clamp(float(xs[0]), float(xs[-1])) - xs[k - 1])
+             / (xs[k] - xs[k - 1]).clamp_min(1e-9))
+        line = torch.lerp(ys[k - 1], ys[k], t)
+        outside = torch.maximum(xs[0] - x, x - xs[-1]).clamp_min(0)
+        along = 1 - _smoothstep(outside / (beyond * iod))
+        lid_line = float(mean[ids[list(lid)], 1].mean())
+        up = y - line
+        over = 1 - _smoothstep((up - hold * iod) / (above * iod))
+        under = _smoothstep((y - lid_line) / (line - lid_line).clamp_min(1e-9))
+        share = along * torch.where(up >= 0, over, under)
+        offsets[e, :, 1] = share * (BROW_UNIT * iod)
+    return Brows(offsets.to(model.dtype))
