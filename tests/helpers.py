@@ -67,3 +67,31 @@ def prepare_d0(data_dir, root, copies=(), crop_size: int = 128):
         manifest["videos"][stem] = manifest["videos"]["d0"]
     (root / "manifest.json").write_text(json.dumps(manifest))
     return root
+
+
+def posed_mean_face(model, t: int, jaw: torch.Tensor | None = None):
+    """The mean face at ``t`` frames, turned 20° and tilted 10°, as a 512² photo's fit
+    (``jaw``: each frame's opening, closed when None): ground truth for the rigs' fits."""
+    import math
+
+    from faceanime.coefficients import Coefficients
+    from faceanime.geometry.rotation import euler_to_matrix
+
+    rotation = euler_to_matrix(torch.full((t,), math.radians(20.0)),
+                               torch.full((t,), math.radians(10.0)), torch.zeros(t))
+    return Coefficients(model=model.name, shape=torch.zeros(model.n_shape),
+                        expression=torch.zeros(t, model.n_expression),
+                        jaw=torch.zeros(t) if jaw is None else jaw, rotation=rotation,
+                        translation=torch.tensor([[256.0, 256.0, 0.0]]).expand(t, 3).clone(),
+                        scale=torch.full((t,), 1.5), image_size=torch.tensor([512, 512]))
+
+
+def projected_landmarks(model, coeffs) -> torch.Tensor:
+    """``(T, 68, 2)`` the model's projected landmarks at ``coeffs``, NaN where a point has no
+    vertex."""
+    from faceanime.reconstruction import face_vertices, project_vertices
+
+    ids = model.landmark_indices
+    points = project_vertices(coeffs, face_vertices(model, coeffs))[:, ids.clamp_min(0), :2]
+    return torch.where((ids >= 0)[None, :, None], points, torch.nan)
+

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
 import numpy as np
@@ -11,33 +10,13 @@ import torch
 
 from faceanime.coefficients import Coefficients
 from faceanime.fitting.brows import fit_brows
-from faceanime.geometry.rotation import euler_to_matrix
 from faceanime.morphable.brows import BROW_UNIT, BROWS_RANGE, apply_brows, build_brows
-from faceanime.reconstruction import face_vertices, project_vertices
-from tests.helpers import assert_close
+from tests.helpers import assert_close, posed_mean_face, projected_landmarks
 
 
 @pytest.fixture(scope="module")
 def brows(sfm_model):
     return build_brows(sfm_model)
-
-
-def _posed(model, t: int) -> Coefficients:
-    """The mean face at ``t`` frames, turned 20° and tilted 10°, as a 512² photo's fit."""
-    rotation = euler_to_matrix(torch.full((t,), math.radians(20.0)),
-                               torch.full((t,), math.radians(10.0)), torch.zeros(t))
-    return Coefficients(model=model.name, shape=torch.zeros(model.n_shape),
-                        expression=torch.zeros(t, model.n_expression), jaw=torch.zeros(t),
-                        rotation=rotation,
-                        translation=torch.tensor([[256.0, 256.0, 0.0]]).expand(t, 3).clone(),
-                        scale=torch.full((t,), 1.5), image_size=torch.tensor([512, 512]))
-
-
-def _landmarks(model, coeffs: Coefficients) -> torch.Tensor:
-    """``(T, 68, 2)`` the model's projected landmarks, NaN where a point has no vertex."""
-    ids = model.landmark_indices
-    points = project_vertices(coeffs, face_vertices(model, coeffs))[:, ids.clamp_min(0), :2]
-    return torch.where((ids >= 0)[None, :, None], points, torch.nan)
 
 
 def _brow_heights(points: torch.Tensor) -> torch.Tensor:
@@ -78,20 +57,20 @@ def test_known_raises_are_fitted_back(sfm_model):
     from faceanime.fitting.fitter import FitConfig
 
     truth = torch.tensor([[-1.0, 0.5], [0.0, 0.0], [0.8, -0.4], [2.0, 1.0]])
-    coeffs = _posed(sfm_model, 4)
-    coeffs.landmarks = _landmarks(sfm_model, replace(coeffs, brows=truth))
+    coeffs = posed_mean_face(sfm_model, 4)
+    coeffs.landmarks = projected_landmarks(sfm_model, replace(coeffs, brows=truth))
     assert_close(fit_brows(sfm_model, coeffs, temporal_weight=0.0), truth, atol=1e-3)
-    steady = replace(coeffs, landmarks=_landmarks(sfm_model, replace(
+    steady = replace(coeffs, landmarks=projected_landmarks(sfm_model, replace(
         coeffs, brows=torch.tensor([[1.2, -0.6]]).expand(4, 2).clone())))
     assert_close(fit_brows(sfm_model, steady, temporal_weight=5.0),
                  torch.tensor([[1.2, -0.6]]).expand(4, 2), atol=1e-3)
-    high = replace(coeffs, landmarks=_landmarks(sfm_model, replace(
+    high = replace(coeffs, landmarks=projected_landmarks(sfm_model, replace(
         coeffs, brows=torch.full((4, 2), 6.0))))
     assert float(fit_brows(sfm_model, high).max()) == BROWS_RANGE[1]
     assert torch.equal(fit_brows(sfm_model, replace(coeffs, landmarks=None)), torch.zeros(4, 2))
     fitted = fit_landmarks(sfm_model, coeffs.landmarks, (512, 512))
-    assert_close(fitted.fitted_landmarks[:, 17:27], _landmarks(sfm_model, fitted)[:, 17:27],
-                 atol=0.05)
+    assert_close(fitted.fitted_landmarks[:, 17:27],
+                 projected_landmarks(sfm_model, fitted)[:, 17:27], atol=0.05)
     plain = fit_landmarks(sfm_model, coeffs.landmarks, (512, 512), FitConfig(brows=False))
     assert float(plain.brows.abs().max()) == 0.0
 
@@ -128,7 +107,7 @@ def test_the_photo_takes_the_drivers_change_of_brows(sfm_model, s1_photo):
 
     _, source = s1_photo
     source = replace(source, brows=torch.tensor([[0.2, -0.3]]))
-    driving = _posed(sfm_model, 3)
+    driving = posed_mean_face(sfm_model, 3)
     driving.shape = source.shape.clone()
     driving.image_size = source.image_size
     driving.brows = torch.tensor([[0.1, 0.1], [1.1, -0.4], [0.1, 9.0]])
@@ -167,7 +146,7 @@ def test_a_raised_brow_is_drawn_raised(sfm_model, data_dir):
 def test_brows_round_trip_through_a_coefficient_file(sfm_model, tmp_path):
     """Saved and read back; a file written before the brow rig reads as zeros; the dynamics'
     vector view keeps them (the last frame's held when the length changes)."""
-    coeffs = _posed(sfm_model, 3)
+    coeffs = posed_mean_face(sfm_model, 3)
     coeffs.brows = torch.tensor([[0.0, 0.1], [0.5, -0.2], [-0.2, 0.3]])
     path = coeffs.save(tmp_path / "c.npz")
     assert torch.equal(Coefficients.load(path).brows, coeffs.brows)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
 import numpy as np
@@ -11,10 +10,8 @@ import torch
 
 from faceanime.coefficients import Coefficients
 from faceanime.fitting.pucker import fit_pucker
-from faceanime.geometry.rotation import euler_to_matrix
 from faceanime.morphable.lips import PUCKER_RANGE, PUCKER_UNIT, apply_lips, build_lips
-from faceanime.reconstruction import face_vertices, project_vertices
-from tests.helpers import assert_close
+from tests.helpers import assert_close, posed_mean_face, projected_landmarks
 
 # d6's pursed "o" (looked at: frames 771-781, the mouth half its width), its first frame's wide
 # mouth the reference.
@@ -24,25 +21,6 @@ PURSED = (772, 774, 776)
 @pytest.fixture(scope="module")
 def lips(sfm_model):
     return build_lips(sfm_model)
-
-
-def _posed(model, t: int) -> Coefficients:
-    """The mean face at ``t`` frames, turned 20° and tilted 10°, jaws opening, as a 512²
-    photo's fit."""
-    rotation = euler_to_matrix(torch.full((t,), math.radians(20.0)),
-                               torch.full((t,), math.radians(10.0)), torch.zeros(t))
-    return Coefficients(model=model.name, shape=torch.zeros(model.n_shape),
-                        expression=torch.zeros(t, model.n_expression),
-                        jaw=torch.linspace(0.0, 0.2, t), rotation=rotation,
-                        translation=torch.tensor([[256.0, 256.0, 0.0]]).expand(t, 3).clone(),
-                        scale=torch.full((t,), 1.5), image_size=torch.tensor([512, 512]))
-
-
-def _landmarks(model, coeffs: Coefficients) -> torch.Tensor:
-    """``(T, 68, 2)`` the model's projected landmarks, NaN where a point has no vertex."""
-    ids = model.landmark_indices
-    points = project_vertices(coeffs, face_vertices(model, coeffs))[:, ids.clamp_min(0), :2]
-    return torch.where((ids >= 0)[None, :, None], points, torch.nan)
 
 
 def test_pucker_draws_the_corners_together_and_leaves_the_rest(sfm_model, lips):
@@ -81,14 +59,14 @@ def test_a_known_pucker_is_fitted_back(sfm_model):
     from faceanime.fitting.fitter import FitConfig
 
     truth = torch.tensor([-1.0, 0.0, 0.8, 2.0])
-    coeffs = _posed(sfm_model, 4)
-    coeffs.landmarks = _landmarks(sfm_model, replace(coeffs, pucker=truth))
+    coeffs = posed_mean_face(sfm_model, 4, jaw=torch.linspace(0.0, 0.2, 4))
+    coeffs.landmarks = projected_landmarks(sfm_model, replace(coeffs, pucker=truth))
     assert_close(fit_pucker(sfm_model, coeffs, temporal_weight=0.0), truth, atol=1e-3)
-    steady = replace(coeffs, landmarks=_landmarks(sfm_model, replace(
+    steady = replace(coeffs, landmarks=projected_landmarks(sfm_model, replace(
         coeffs, pucker=torch.full((4,), 1.2))))
     assert_close(fit_pucker(sfm_model, steady, temporal_weight=5.0), torch.full((4,), 1.2),
                  atol=1e-3)
-    wide = replace(coeffs, landmarks=_landmarks(sfm_model, replace(
+    wide = replace(coeffs, landmarks=projected_landmarks(sfm_model, replace(
         coeffs, pucker=torch.full((4,), -5.0))))
     assert float(fit_pucker(sfm_model, wide).min()) == PUCKER_RANGE[0]
     assert torch.equal(fit_pucker(sfm_model, replace(coeffs, landmarks=None)), torch.zeros(4))
@@ -139,14 +117,15 @@ def test_d6s_pursed_mouth_is_fitted_narrow(sfm_model, d6_pursed):
     detected = _width(coeffs.landmarks)
     change = float((detected[index] - detected[0]).mean())
     assert change < -0.15
-    fitted = _width(_landmarks(sfm_model, coeffs))
+    fitted = _width(projected_landmarks(sfm_model, coeffs))
     assert float((fitted[index] - fitted[0]).mean()) < 0.5 * change
     mouth = [i for i in range(48, 68) if int(sfm_model.landmark_indices[i]) >= 0]
-    assert_close(coeffs.fitted_landmarks[:, mouth], _landmarks(sfm_model, coeffs)[:, mouth],
-                 atol=0.05)  # the reported fit is what a renderer draws
+    # The reported fit is what a renderer draws.
+    assert_close(coeffs.fitted_landmarks[:, mouth],
+                 projected_landmarks(sfm_model, coeffs)[:, mouth], atol=0.05)
     plain = fit_landmarks(sfm_model, torch.from_numpy(points), (480, 480),
                           replace(config, pucker=False))
-    without = _width(_landmarks(sfm_model, plain))
+    without = _width(projected_landmarks(sfm_model, plain))
     assert float((without[index] - without[0]).mean()) > 0.1 * change
 
 
@@ -157,7 +136,7 @@ def test_the_photo_takes_the_drivers_change_of_pucker(sfm_model, s1_photo):
 
     _, source = s1_photo
     source = replace(source, pucker=torch.tensor([-0.4]))
-    driving = _posed(sfm_model, 4)
+    driving = posed_mean_face(sfm_model, 4, jaw=torch.linspace(0.0, 0.2, 4))
     driving.shape = source.shape.clone()
     driving.image_size = source.image_size
     driving.pucker = torch.tensor([0.3, 1.3, 0.3, 5.0])
@@ -192,7 +171,7 @@ def test_a_puckered_target_draws_a_narrower_mouth(sfm_model, s1_photo):
 def test_pucker_round_trips_through_a_coefficient_file(sfm_model, tmp_path):
     """Saved and read back; a file written before the pucker reads as zeros; the dynamics'
     vector view keeps it (the last frame's held when the length changes)."""
-    coeffs = _posed(sfm_model, 3)
+    coeffs = posed_mean_face(sfm_model, 3, jaw=torch.linspace(0.0, 0.2, 3))
     coeffs.pucker = torch.tensor([0.0, 0.5, -0.2])
     path = coeffs.save(tmp_path / "c.npz")
     assert torch.equal(Coefficients.load(path).pucker, coeffs.pucker)
