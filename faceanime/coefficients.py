@@ -57,10 +57,10 @@ class Coefficients:
             (:mod:`faceanime.morphable.lips`): positive rounds the lips ("o"), negative widens
             the mouth; fitted from the mouth's landmark widths; zeros when not given (files
             written before the pucker).
-        brows: ``(T, 2)`` how far each brow (iBUG's 18-22 brow first) is raised
-            (:mod:`faceanime.morphable.brows`): 0 as in the model, negative lowered; fitted
-            from the brows' landmarks; zeros when not given (files written before the brow
-            rig).
+        brows: ``(T, 4)`` how far each brow's inner and outer half is raised (iBUG's 18-22
+            brow first, inner half first: :data:`faceanime.morphable.brows.PARTS`): 0 as in
+            the model, negative lowered; fitted from the brows' landmarks; zeros when not given
+            (files written before the brow rig).
         mouth: ``(T, 4, h, w)`` uint8 RGBA, the mouth interior each frame shows, in the
             canonical layout of :mod:`faceanime.render.mouth_interior` (captured from a
             driving video; alpha: how open that frame's mouth was), or None.
@@ -97,7 +97,7 @@ class Coefficients:
         if self.pucker is None:
             self.pucker = self.expression.new_zeros(t)
         if self.brows is None:
-            self.brows = self.expression.new_zeros(t, 2)
+            self.brows = self.expression.new_zeros(t, 4)
         if self.gaze is not None and tuple(self.gaze.shape) != (t, 2, 2):
             raise InputError(f"coefficients: gaze must be ({t}, 2, 2), "
                              f"got {tuple(self.gaze.shape)}")
@@ -105,7 +105,7 @@ class Coefficients:
                                        or self.mouth.dtype != torch.uint8):
             raise InputError(f"coefficients: mouth must be ({t}, 4, h, w) uint8, got "
                              f"{tuple(self.mouth.shape)} {self.mouth.dtype}")
-        expect = {"jaw": (t,), "lips": (t,), "pucker": (t,), "brows": (t, 2),
+        expect = {"jaw": (t,), "lips": (t,), "pucker": (t,), "brows": (t, 4),
                   "rotation": (t, 3, 3), "translation": (t, 3), "scale": (t,)}
         for name, shape in expect.items():
             got = tuple(getattr(self, name).shape)
@@ -228,9 +228,17 @@ class Coefficients:
                 fitted_landmarks=tensor("fitted_landmarks"),
                 valid=tensor("valid", torch.bool), fps=float(arrays.get("fps", 0.0)),
                 eyes=tensor("eyes"), mouth=tensor("mouth", torch.uint8), gaze=tensor("gaze"),
-                lips=tensor("lips"), pucker=tensor("pucker"), brows=tensor("brows"))
+                lips=tensor("lips"), pucker=tensor("pucker"), brows=_brow_parts(tensor("brows")))
         except InputError as exc:
             raise InputError(f"{path}: {exc}") from exc
+
+
+def _brow_parts(brows: torch.Tensor | None) -> torch.Tensor | None:
+    """A file's brows as ``(T, 4)``: files written with one raise per brow (``(T, 2)``, before
+    each brow's halves moved apart) give both halves that raise, the same geometry."""
+    if brows is not None and brows.ndim == 2 and brows.shape[1] == 2:
+        return brows.repeat_interleave(2, dim=1)
+    return brows
 
 
 def check_same_fit(source: Coefficients, other: Coefficients, role: str = "driver") -> None:

@@ -1,12 +1,14 @@
-"""Fit how far each brow is raised in every frame, from the brows' landmarks.
+"""Fit how far each brow's inner and outer half is raised in every frame, from the brows'
+landmarks.
 
-After the main fit (identity, expression, jaw, pose), the raise ``k`` of each brow
-(:mod:`faceanime.morphable.brows`) is the one whose projected brow landmarks (iBUG 18-22 and
+After the main fit (identity, expression, jaw, pose), the raises ``k`` of the brows' parts
+(:mod:`faceanime.morphable.brows`) are those whose projected brow landmarks (iBUG 18-22 and
 23-27, 1-based) best match the detected ones. With ``p0`` a point of the fit at raise 0 and
-``J`` its projected motion at raise 1, the point is ``p0 + k J``: linear in ``k`` (exactly for
-the orthographic camera). Per frame and brow the least-squares raise is
-``Σ J·(p - p0) / Σ |J|²`` over its five points; over a video consecutive frames are tied as the
-eyelids' are (:func:`~faceanime.fitting.linalg.smooth_fit`), then bounded to ``BROWS_RANGE``.
+``J_j`` its projected motion at raise 1 of part ``j``, the point is ``p0 + Σ_j k_j J_j``:
+linear in the raises (exactly for the orthographic camera). Per frame that is a 4 × 4 least
+squares (two per brow: its halves share its middle points); over a video consecutive frames
+are tied as the eyelids' are, one block-tridiagonal solve
+(:func:`~faceanime.fitting.linalg.solve_block_tridiagonal`), then bounded to ``BROWS_RANGE``.
 
 After the emotions, as the pucker is (:mod:`faceanime.fitting.pucker`): it takes the part of
 the brows' motion the emotions leave, and changes nothing they already fit. A constant part of
@@ -20,8 +22,8 @@ import torch
 
 from faceanime.coefficients import Coefficients
 from faceanime.fitting.eyelid import lid_vertices
-from faceanime.fitting.linalg import smooth_fit
-from faceanime.morphable.brows import BROWS, BROWS_RANGE, Brows, build_brows
+from faceanime.fitting.linalg import solve_block_tridiagonal
+from faceanime.morphable.brows import BROWS, BROWS_RANGE, PARTS, Brows, build_brows
 from faceanime.morphable.model import FaceModel
 from faceanime.reconstruction import project_vertices
 
@@ -34,43 +36,61 @@ def _brow_points(model: FaceModel) -> list[list[int]]:
 
 def fit_brows(model: FaceModel, coeffs: Coefficients, temporal_weight: float = 0.1,
               brows: Brows | None = None) -> torch.Tensor:
-    """Raise of each brow in every frame of a fit.
+    """Raises of the brows' parts in every frame of a fit.
 
     Args:
         model: the model the coefficients were fitted with.
         coeffs: ``T`` fitted frames (brows at 0) with their detected ``landmarks``.
         temporal_weight: smoothness between consecutive frames, as in
-            :class:`~faceanime.fitting.FitConfig` (0: each frame alone).
+            :class:`~faceanime.fitting.FitConfig` (0: each frame alone), relative to the mean
+            precision of one frame's points.
         brows: the model's brow rig (built when None).
 
     Returns:
-        ``(T, 2)`` raises within ``BROWS_RANGE``; zeros when the coefficients hold no landmarks.
+        ``(T, 4)`` raises (:data:`~faceanime.morphable.brows.PARTS`) within ``BROWS_RANGE``;
+        zeros when the coefficients hold no landmarks.
     """
-    t = coeffs.n_frames
+    t, k = coeffs.n_frames, len(PARTS)
     device = coeffs.expression.device
     if coeffs.landmarks is None:
-        return torch.zeros(t, 2, device=device)
+        return torch.zeros(t, k, device=device)
     brows = brows if brows is not None else build_brows(model)
     ids = model.landmark_indices
     dtype = torch.float64
     c = coeffs.to(dtype=dtype)
     points = c.landmarks.to(dtype)
-    precision = torch.zeros(t, 2, dtype=dtype, device=device)
-    rhs = torch.zeros(t, 2, dtype=dtype, device=device)
+    normal = torch.zeros(t, k, k, dtype=dtype, device=device)
+    rhs = torch.zeros(t, k, 1, dtype=dtype, device=device)
     for e, brow in enumerate(_brow_points(model)):
         if not brow:
             continue
         index = ids[brow]
         rest = project_vertices(c, lid_vertices(model, c, index))[..., :2]      # (T, n, 2)
-        raised = brows.offsets[e, index].to(device, dtype)[None]
-        motion = project_vertices(c, lid_vertices(model, c, index, raised))[..., :2] - rest
-        observed = points[:, brow]
-        seen = torch.isfinite(observed).all(-1)                                 # (T, n)
-        diff = torch.nan_to_num(observed - rest)
-        precision[:, e] = torch.where(seen, (motion * motion).sum(-1), 0.0).sum(1)
-        rhs[:, e] = torch.where(seen, (motion * diff).sum(-1), 0.0).sum(1)
-    known = precision > 0
-    raises = smooth_fit(precision, rhs, known, temporal_weight)
+        parts = [2 * e, 2 * e + 1]
+        motion = torch.stack([project_vertices(c, lid_vertices(
+            model, c, index, brows.offsets[j, index].to(device, dtype)[None]))[..., :2] - rest
+            for j in parts], -1)                                                # (T, n, 2, 2)
+        seen = torch.isfinite(points[:, brow]).all(-1)                          # (T, n)
+        motion = motion * seen[..., None, None]
+        diff = torch.nan_to_num(points[:, brow] - rest)
+        block = torch.einsum("tnci,tncj->tij", motion, motion)
+        normal[:, parts[0]:parts[1] + 1, parts[0]:parts[1] + 1] = block
+        rhs[:, parts[0]:parts[1] + 1, 0] = torch.einsum("tnci,tnc->ti", motion, diff)
+    scale = torch.diagonal(normal, dim1=1, dim2=2)                              # (T, k)
+    known = scale > 0
+    if not bool(known.any()):
+        return torch.zeros(t, k, device=device)
+    eye = torch.eye(k, dtype=dtype, device=device)
+    # A part no frame sees (an unmapped brow) stays at 0; a frame that sees none takes its
+    # neighbours' (tied) or 0 (alone).
+    weight = temporal_weight * float(scale[known].mean()) if t > 1 else 0.0
+    neighbours = torch.zeros(t, dtype=dtype, device=device)
+    neighbours[1:] += 1
+    neighbours[:-1] += 1
+    diag = normal + (weight * neighbours + 1e-9 * float(scale[known].mean()))[:, None, None] \
+        * eye
+    lower = (-weight * eye).expand(t, k, k)
+    raises = solve_block_tridiagonal(diag, lower, rhs)[..., 0]
     return torch.where(known.any(0, keepdim=True), raises, 0.0).clamp(*BROWS_RANGE).float()
 
 
@@ -81,12 +101,10 @@ def brow_landmarks(model: FaceModel, coeffs: Coefficients, brows: Brows | None =
     draws)."""
     ids = model.landmark_indices
     mapped = [i for brow in _brow_points(model) for i in brow]
-    which = torch.tensor([e for e, brow in enumerate(_brow_points(model)) for _ in brow],
-                         dtype=torch.long)
     brows = brows if brows is not None else build_brows(model)
     index = ids[mapped]
     dtype = coeffs.expression.dtype
-    offsets = (coeffs.brows.to(dtype)[:, which, None]
-               * brows.offsets[which, index].to(coeffs.expression.device, dtype)[None])
+    offsets = torch.einsum("tj,jnd->tnd", coeffs.brows.to(dtype),
+                           brows.offsets[:, index].to(coeffs.expression.device, dtype))
     verts = lid_vertices(model, coeffs, index, offsets)
     return torch.tensor(mapped, dtype=torch.long), project_vertices(coeffs, verts)[..., :2]
