@@ -97,8 +97,9 @@ class FitConfig:
     """Smoothness of the pucker between frames (as ``eyelid_temporal_weight``: a vowel lasts a
     few frames)."""
     brows: bool = True
-    """Fit how far each brow is raised (:mod:`faceanime.fitting.brows`) after the expression:
-    the six emotions explain about half of a talking face's brow motion."""
+    """Fit how far each brow's inner and outer half is raised (:mod:`faceanime.fitting.brows`)
+    after the expression: the six emotions explain about half of a talking face's brow
+    motion."""
     brows_temporal_weight: float = 0.1
     """Smoothness of the brows' raise between frames (as ``eyelid_temporal_weight``)."""
     max_jaw_deg: float = 35.0
