@@ -61,14 +61,23 @@ def fit_brows(model: FaceModel, coeffs: Coefficients, temporal_weight: float = 0
     points = c.landmarks.to(dtype)
     normal = torch.zeros(t, k, k, dtype=dtype, device=device)
     rhs = torch.zeros(t, k, 1, dtype=dtype, device=device)
-    for e, brow in enumerate(_brow_points(model)):
+    groups = _brow_points(model)
+    mapped = [i for brow in groups for i in brow]
+    if not mapped:
+        return torch.zeros(t, k, device=device)
+    # The jaw's skin weights are 0 wherever the rig moves the brows: the raises are added to
+    # the posed points, which are found once.
+    verts = lid_vertices(model, c, ids[mapped])                                 # (T, M, 3)
+    start = 0
+    for e, brow in enumerate(groups):
         if not brow:
             continue
-        index = ids[brow]
-        rest = project_vertices(c, lid_vertices(model, c, index))[..., :2]      # (T, n, 2)
+        index, at = ids[brow], slice(start, start + len(brow))
+        start += len(brow)
+        rest = project_vertices(c, verts[:, at])[..., :2]                        # (T, n, 2)
         parts = [2 * e, 2 * e + 1]
-        motion = torch.stack([project_vertices(c, lid_vertices(
-            model, c, index, brows.offsets[j, index].to(device, dtype)[None]))[..., :2] - rest
+        motion = torch.stack([project_vertices(
+            c, verts[:, at] + brows.offsets[j, index].to(device, dtype))[..., :2] - rest
             for j in parts], -1)                                                # (T, n, 2, 2)
         seen = torch.isfinite(points[:, brow]).all(-1)                          # (T, n)
         motion = motion * seen[..., None, None]
