@@ -23,6 +23,7 @@ import torch
 from faceanime.coefficients import Coefficients
 from faceanime.errors import InputError
 from faceanime.fitting import fit_image
+from faceanime.geometry.ramp import smoothstep
 from faceanime.geometry.rotation import so3_exp, so3_log
 from faceanime.io import read_image
 from faceanime.jobs.common import (
@@ -51,12 +52,6 @@ class AnimateConfig(PhotoInputs):
     """Noise multiplier of the learned path (0: its expected, smoothest path)."""
     fps: float = 25.0
     """Frame rate of the non-learned path (the learned one uses its training videos')."""
-
-
-def smoothstep(t: torch.Tensor) -> torch.Tensor:
-    """``3t² - 2t³``: 0 at 0, 1 at 1, zero slope at both ends."""
-    t = t.clamp(0, 1)
-    return t * t * (3 - 2 * t)
 
 
 def interpolate_coefficients(start: Coefficients, end: Coefficients, steps: int,

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from faceanime.geometry.ramp import smoothstep
+
 # iBUG indices of each eye's six points, from the image-left corner round the upper lid.
 EYES = ((36, 37, 38, 39, 40, 41), (42, 43, 44, 45, 46, 47))
 # The largest gaze change a render applies, (u, v) in eye widths: beyond it the photo has
@@ -329,11 +331,6 @@ def fill_gaze(gaze: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
     return out.T.reshape(gaze.shape)
 
 
-def _smoothstep(x: torch.Tensor) -> torch.Tensor:
-    x = x.clamp(0.0, 1.0)
-    return x * x * (3 - 2 * x)
-
-
 def eye_slide(points: torch.Tensor, hexagon: torch.Tensor, iris: torch.Tensor,
               change: torch.Tensor) -> torch.Tensor:
     """How far to fetch an eye's content from, for its iris to move by ``change``.
@@ -377,8 +374,8 @@ def eye_slide(points: torch.Tensor, hexagon: torch.Tensor, iris: torch.Tensor,
     along = width * (then - now)
     across = width * change[..., 1]
     depth = _convex_depth(points, hexagon) + grow
-    inside = _smoothstep(depth / grow)
-    across = across * _smoothstep(depth / (2 * grow + across.abs()))
+    inside = smoothstep(depth / grow)
+    across = across * smoothstep(depth / (2 * grow + across.abs()))
     return slide[..., None] * ((along * inside)[..., None] * along_axis
                                + across[..., None] * across_axis)
 

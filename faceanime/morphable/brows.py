@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import torch
 
 from faceanime.errors import InputError
+from faceanime.geometry.ramp import piecewise_linear, smoothstep
 from faceanime.morphable.model import FaceModel
 
 BROW_UNIT = 0.05
@@ -90,11 +91,6 @@ def apply_brows(vertices: torch.Tensor, raises: torch.Tensor, offsets: torch.Ten
     return vertices + torch.einsum("be,end->bnd", raises.to(dtype), offsets.to(dtype))
 
 
-def _smoothstep(x: torch.Tensor) -> torch.Tensor:
-    x = x.clamp(0.0, 1.0)
-    return x * x * (3 - 2 * x)
-
-
 def build_brows(model: FaceModel, beyond: float = 0.12, hold: float = 0.08,
                 above: float = 0.35) -> Brows:
     """Rig the brows of ``model`` from its mean shape and landmark mapping.
@@ -128,17 +124,13 @@ def build_brows(model: FaceModel, beyond: float = 0.12, hold: float = 0.08,
         order = torch.argsort(points[:, 0])
         xs, ys = points[order, 0], points[order, 1]
         # The brow's line at each vertex's x (held level beyond its ends).
-        k = torch.searchsorted(xs, x.clamp(float(xs[0]), float(xs[-1])).contiguous()
-                               ).clamp(1, len(xs) - 1)
-        t = ((x.clamp(float(xs[0]), float(xs[-1])) - xs[k - 1])
-             / (xs[k] - xs[k - 1]).clamp_min(1e-9))
-        line = torch.lerp(ys[k - 1], ys[k], t)
+        line = piecewise_linear(xs, ys, x.clamp(float(xs[0]), float(xs[-1])))
         outside = torch.maximum(xs[0] - x, x - xs[-1]).clamp_min(0)
-        along = 1 - _smoothstep(outside / (beyond * iod))
+        along = 1 - smoothstep(outside / (beyond * iod))
         lid_line = float(mean[ids[list(lid)], 1].mean())
         up = y - line
-        over = 1 - _smoothstep((up - hold * iod) / (above * iod))
-        under = _smoothstep((y - lid_line) / (line - lid_line).clamp_min(1e-9))
+        over = 1 - smoothstep((up - hold * iod) / (above * iod))
+        under = smoothstep((y - lid_line) / (line - lid_line).clamp_min(1e-9))
         share = along * torch.where(up >= 0, over, under)
         inner, outer = (xs[0], xs[-1]) if abs(float(xs[0]) - middle) < abs(
             float(xs[-1]) - middle) else (xs[-1], xs[0])

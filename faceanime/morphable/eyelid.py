@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from faceanime.errors import InputError
+from faceanime.geometry.ramp import smoothstep
 from faceanime.morphable.model import FaceModel
 
 CLOSURE_RANGE = (-0.5, 1.0)
@@ -84,11 +85,6 @@ def apply_eyelids(vertices: torch.Tensor, closure: torch.Tensor, offsets: torch.
     c = closure.to(vertices.dtype)[:, :, None, None]
     offsets = offsets.to(vertices.dtype)
     return vertices + c[:, 0] * offsets[0] + c[:, 1] * offsets[1]
-
-
-def _smoothstep(x: torch.Tensor) -> torch.Tensor:
-    x = x.clamp(0.0, 1.0)
-    return x * x * (3 - 2 * x)
 
 
 def build_eyelids(model: FaceModel, lift: float = 1.5, depth: float = 0.6,
@@ -155,7 +151,7 @@ def build_eyelids(model: FaceModel, lift: float = 1.5, depth: float = 0.6,
         low_h = torch.lerp(lower_h[k - 1], lower_h[k], t[:, 0])
         opening = float((upper_h - lower_h).max())
         between = ((height - low_h) / (up_h - low_h).clamp_min(1e-6)).clamp(0, 1)
-        above = 1 - _smoothstep((height - up_h) / (lift * opening))
+        above = 1 - smoothstep((height - up_h) / (lift * opening))
         weight = torch.where(height <= up_h, between, above)
         eye_depth = torch.stack([*ups, *lows])[:, 2].mean()
         near = (mean[:, 2] - eye_depth).abs() < depth * width
@@ -164,8 +160,8 @@ def build_eyelids(model: FaceModel, lift: float = 1.5, depth: float = 0.6,
         # The lid skin: from the lash line up to about the crease, and a little beyond the
         # corners (where the crease's shadow would otherwise stay as a dark notch).
         rise = (height - up_h) / opening
-        along = _smoothstep((s + corners) / corners) * _smoothstep((1 + corners - s) / corners)
-        lid = _smoothstep(rise / lashes) * (1 - _smoothstep(rise / lift)) * along
+        along = smoothstep((s + corners) / corners) * smoothstep((1 + corners - s) / corners)
+        lid = smoothstep(rise / lashes) * (1 - smoothstep(rise / lift)) * along
         skin[e] = torch.where(near & (height > up_h), lid, torch.zeros_like(lid))
     upper = torch.tensor([eye["upper"] for eye in EYES])
     lower = torch.tensor([eye["lower"] for eye in EYES])

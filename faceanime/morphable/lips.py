@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import torch
 
 from faceanime.errors import InputError
+from faceanime.geometry.ramp import piecewise_linear, smoothstep
 from faceanime.morphable.jaw import Jaw, apply_jaw, build_jaw
 from faceanime.morphable.model import FaceModel
 
@@ -101,20 +102,6 @@ def apply_lips(vertices: torch.Tensor, closure: torch.Tensor, offsets: torch.Ten
     return vertices + closure.to(vertices.dtype)[:, None, None] * offsets.to(vertices.dtype)
 
 
-def _smoothstep(x: torch.Tensor) -> torch.Tensor:
-    x = x.clamp(0.0, 1.0)
-    return x * x * (3 - 2 * x)
-
-
-def _interpolate(knots: torch.Tensor, values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Piecewise linear through ``(knots, values)`` (knots increasing), 0 outside them."""
-    k = torch.searchsorted(knots, x.contiguous()).clamp(1, len(knots) - 1)
-    x0, x1 = knots[k - 1], knots[k]
-    t = ((x - x0) / (x1 - x0).clamp_min(1e-9)).clamp(0, 1)
-    out = torch.lerp(values[k - 1], values[k], t)
-    return torch.where((x < knots[0]) | (x > knots[-1]), torch.zeros_like(out), out)
-
-
 def build_lips(model: FaceModel, jaw: Jaw | None = None, reach: float = 0.2,
                depth: float = 0.3, lip_height: float = 0.1, pucker_reach: float = 0.15,
                corner_hold: float = 0.05, protrusion: float = 0.3) -> Lips:
@@ -166,10 +153,10 @@ def build_lips(model: FaceModel, jaw: Jaw | None = None, reach: float = 0.2,
     order = torch.argsort(xs)
     xs, profile, line = xs[order], profile[order], line[order]
     x, y = mean[:, 0], mean[:, 1]
-    along = _interpolate(xs, profile, x)                                     # (N,)
+    along = piecewise_linear(xs, profile, x)                                     # (N,)
     # The inner lip line's height at each vertex's x (clamped to the corners' beyond them).
-    height = _interpolate(xs, line, x.clamp(float(xs[0]), float(xs[-1])))
-    across = 1 - _smoothstep((y - height).abs() / (reach * iod))
+    height = piecewise_linear(xs, line, x.clamp(float(xs[0]), float(xs[-1])))
+    across = 1 - smoothstep((y - height).abs() / (reach * iod))
     lip_depth = mean[torch.cat([upper, lower]), 2].mean()
     near = ((mean[:, 2] - lip_depth).abs() < depth * iod).to(mean.dtype)
     share = along * across * near * (2 * weights - 1)
@@ -181,17 +168,17 @@ def build_lips(model: FaceModel, jaw: Jaw | None = None, reach: float = 0.2,
     middle = corners[:, 0].mean()
     half = (corners[1, 0] - corners[0, 0]).abs() / 2
     offset = (x - middle) / half.clamp_min(1e-9)
-    beyond = 1 - _smoothstep(((offset.abs() - 1) * half - corner_hold * iod)
-                             / (pucker_reach * iod))
+    beyond = 1 - smoothstep(((offset.abs() - 1) * half - corner_hold * iod)
+                            / (pucker_reach * iod))
     along = torch.where(offset.abs() <= 1, offset, offset.sign() * beyond)
     off_line = (y - height).abs()
-    across = 1 - _smoothstep((off_line - lip_height * iod) / (pucker_reach * iod))
+    across = 1 - smoothstep((off_line - lip_height * iod) / (pucker_reach * iod))
     inward = PUCKER_UNIT * iod / 2
     pucker = torch.zeros_like(mean)
     pucker[:, 0] = -along * across * near * inward
     # Forward: the lips' middle most, nothing at the corners, over the lips alone (the nose
     # base and the chin's crease stay).
     bulge = (1 - offset ** 2).clamp_min(0)
-    lift = 1 - _smoothstep(off_line / ((lip_height + pucker_reach / 2) * iod))
+    lift = 1 - smoothstep(off_line / ((lip_height + pucker_reach / 2) * iod))
     pucker[:, 2] = bulge * lift * near * (protrusion * inward)
     return Lips(offsets.to(model.dtype), pucker.to(model.dtype))

@@ -48,6 +48,7 @@ from scipy import ndimage
 
 from faceanime.coefficients import Coefficients
 from faceanime.errors import InputError
+from faceanime.geometry.ramp import smoothstep
 from faceanime.geometry.rotation import so3_exp, so3_log
 from faceanime.landmarks.gaze import eye_frames, eye_slide
 from faceanime.morphable.model import FaceModel
@@ -354,12 +355,6 @@ def in_box(points: torch.Tensor, low: torch.Tensor, high: torch.Tensor,
     x, y = points[:, 0], points[:, 1]
     lo, hi = low.tolist(), high.tolist()
     return (keep & (x >= lo[0]) & (x <= hi[0]) & (y >= lo[1]) & (y <= hi[1])).nonzero()[:, 0]
-
-
-def smoothstep(x: torch.Tensor) -> torch.Tensor:
-    """0 below 0, 1 above 1, the cubic ``3x² - 2x³`` between."""
-    x = x.clamp(0.0, 1.0)
-    return x * x * (3 - 2 * x)
 
 
 def ellipsoid_depth(points: torch.Tensor, model_to_screen: torch.Tensor, centre: torch.Tensor,
