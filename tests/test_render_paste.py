@@ -328,6 +328,27 @@ def test_match_colors_on_real_face(photo, device):
     assert_close(got_std, ref_std, atol=0.01, rtol=0)
 
 
+def test_a_channel_bounded_at_gain_one_keeps_its_spread(photo):
+    """Per-channel bounds (the swap keeps the photo's lightness contrast): with L* bounded at
+    1, the render's L* spread stays its own while its mean and the colour's statistics are
+    the reference's; a single bound of 1 keeps every spread; both in match_lab too."""
+    reference, rendered, mask = tinted_face(photo)
+    # Flatter than the reference: a low-contrast render whose spread a full match would grow.
+    rendered = (0.5 + 0.6 * (rendered - 0.5)).clamp(0, 1)
+    _, own_std = masked_stats(rgb_to_lab(rendered), mask)
+    ref_mean, ref_std = masked_stats(rgb_to_lab(reference), mask)
+    assert float(ref_std[0] / own_std[0]) > 1.3  # a full match would change the L* spread
+    for out in (match_colors(rendered, reference, mask, max_gain=(1.0, 4.0, 4.0)),
+                match_lab(rgb_to_lab(rendered), reference, mask, max_gain=(1.0, 4.0, 4.0))):
+        got_mean, got_std = masked_stats(rgb_to_lab(out), mask)
+        assert_close(got_mean, ref_mean, atol=0.5, rtol=0)
+        assert_close(got_std[0], own_std[0], atol=0, rtol=0.05)
+        assert_close(got_std[1:], ref_std[1:], atol=0, rtol=0.05)
+    _, kept = masked_stats(rgb_to_lab(match_colors(rendered, reference, mask, max_gain=1.0)),
+                           mask)
+    assert_close(kept, own_std, atol=0, rtol=0.05)
+
+
 def tinted_face(photo) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The photo's face box, a greenish darker render of it and a disc mask over the face."""
     image, points = photo

@@ -48,6 +48,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--colour", choices=["mean_std", "rgb_mean_std", "none"],
                    default=_SWAP.colour,
                    help="colour matching to each frame (default: %(default)s, in L*a*b*)")
+    p.add_argument("--contrast-gain", type=float, default=_SWAP.max_contrast_gain,
+                   metavar="GAIN",
+                   help="with --colour mean_std, the most the face's lightness spread is "
+                        "scaled towards the frame's; 1 keeps the photo's contrast, which "
+                        "carries its features (1.5: the target's flatter or harsher look, at "
+                        "a cost in identity: docs/swap.md) (default: %(default)s)")
     p.add_argument("--occlusion", action=argparse.BooleanOptionalAction,
                    default=_SWAP.occlusion,
                    help="keep the target's pixels where something covers its face "
@@ -112,6 +118,7 @@ def run(args: argparse.Namespace) -> None:
 
     config = SwapConfig(
         swap=SwapRenderConfig(feather=args.feather, colour=args.colour,
+                              max_contrast_gain=args.contrast_gain,
                               occlusion=args.occlusion, fringe=args.fringe,
                               temples=args.temples,
                               keep_mouth=args.keep_mouth, gaze=args.gaze,

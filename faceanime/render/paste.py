@@ -17,6 +17,7 @@ pixel the renderer did not draw can leak into the result.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -246,7 +247,7 @@ def _masked_mean_std(x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tenso
 
 
 def match_statistics(source: torch.Tensor, reference: torch.Tensor, weight: torch.Tensor,
-                     max_gain: float | None = None, stride: int = 1
+                     max_gain: float | Sequence[float] | None = None, stride: int = 1
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """Each channel of ``source`` shifted and scaled so its ``weight``-weighted mean and standard
     deviation equal ``reference``'s (Reinhard et al., 2001), in whatever space they are given.
@@ -255,7 +256,8 @@ def match_statistics(source: torch.Tensor, reference: torch.Tensor, weight: torc
         source: ``(B, C, H, W)``.
         reference: ``(B, C, H', W')``: the same size, or already subsampled by ``stride``.
         weight: ``(B, 1, H, W)`` weights of the pixels whose statistics count.
-        max_gain: the most a channel's spread is scaled up or down (None: no bound).
+        max_gain: the most a channel's spread is scaled up or down (None: no bound); one
+            number for all channels or one per channel (1: that channel keeps its spread).
         stride: statistics from every ``stride``-th pixel in each direction.
 
     Returns:
@@ -270,12 +272,16 @@ def match_statistics(source: torch.Tensor, reference: torch.Tensor, weight: torc
     # A flat channel (std ~ 0) keeps its spread rather than being blown up by a huge gain.
     gain = torch.where(src_std > 1e-6, ref_std / src_std.clamp_min(1e-6), torch.ones_like(src_std))
     if max_gain is not None:
-        gain = gain.clamp(1 / max_gain, max_gain)
+        bound = torch.as_tensor(max_gain, dtype=gain.dtype, device=gain.device)
+        if bound.ndim:
+            bound = bound.reshape(1, -1, 1, 1)
+        gain = torch.minimum(torch.maximum(gain, 1 / bound), bound)
     return (source - src_mean) * gain + ref_mean, total
 
 
 def _transfer(rendered: torch.Tensor, reference: torch.Tensor, stats_mask: torch.Tensor,
-              apply_mask: torch.Tensor, mode: str, max_gain: float | None = None,
+              apply_mask: torch.Tensor, mode: str,
+              max_gain: float | Sequence[float] | None = None,
               stride: int = 1) -> torch.Tensor:
     if mode not in COLOR_MODES:
         raise InputError(f"unknown colour-matching mode {mode!r}; choose one of "
@@ -295,8 +301,8 @@ def _transfer(rendered: torch.Tensor, reference: torch.Tensor, stats_mask: torch
 
 
 def match_colors(rendered: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor,
-                 mode: str = "mean_std", max_gain: float | None = None, stride: int = 1
-                 ) -> torch.Tensor:
+                 mode: str = "mean_std", max_gain: float | Sequence[float] | None = None,
+                 stride: int = 1) -> torch.Tensor:
     """Colour transfer: give the render, inside the mask, the reference's colour statistics there.
 
     Each channel is shifted and scaled so its mask-weighted mean and standard deviation equal the
@@ -311,7 +317,8 @@ def match_colors(rendered: torch.Tensor, reference: torch.Tensor, mask: torch.Te
         mode: one of ``"mean_std"``, ``"rgb_mean_std"``, ``"none"``.
         max_gain: the most a channel's spread is scaled up or down (None: as far as the
             statistics say; a grey photo matched to a colourful frame would have its grain
-            blown up into coloured noise).
+            blown up into coloured noise); one bound, or one per channel of the space matched
+            in.
         stride: the statistics from every ``stride``-th pixel in each direction (at 2 the
             reference is converted at a quarter of its pixels; a face's means and spreads
             barely change).
@@ -331,13 +338,15 @@ def match_colors(rendered: torch.Tensor, reference: torch.Tensor, mask: torch.Te
 
 
 def match_lab(rendered: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor,
-              max_gain: float | None = None, stride: int = 1) -> torch.Tensor:
+              max_gain: float | Sequence[float] | None = None, stride: int = 1
+              ) -> torch.Tensor:
     """:func:`match_colors` (``"mean_std"``) for a render already in L*a*b*: a face drawn
     from a texture kept in L*a*b* is converted back once, not there and back.
 
     Args:
         rendered: ``(B, 3, H, W)`` in L*a*b* (:func:`rgb_to_lab`).
-        reference, mask, max_gain, stride: as :func:`match_colors`.
+        reference, mask, stride: as :func:`match_colors`.
+        max_gain: as :func:`match_statistics` (one bound, or one per L*, a*, b*).
 
     Returns:
         ``(B, 3, H, W)`` sRGB in ``[0, 1]``: the matched render inside the mask, the render

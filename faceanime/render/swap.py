@@ -116,6 +116,13 @@ class SwapRenderConfig:
     max_colour_gain: float = 1.5
     """The most colour matching scales a channel's spread by (a grey or grainy photo's noise
     is not blown up into colour)."""
+    max_contrast_gain: float = 1.1
+    """With ``mean_std``, the most colour matching scales the face's lightness spread (L*) by;
+    its mean lightness and its colour are the frame's whatever this is. Near 1 the photo's
+    own contrast, the shading that draws its eyes, brows and lips, stays. Matched to the
+    frame's (as the colour's spread is, up to 1.5 times), a contrasty photo on a flat-lit
+    target took the target's flat look, and dlib read s1 on d3 as d3's own person in 21 of
+    45 frames (ID retrieval over the shared pairs 94.2 %; 99.4 % at 1.1 and at 1)."""
     reshape: bool = True
     """Bend the target frame around the face to the swapped face's shape
     (:mod:`~faceanime.render.reshape`): its jaw and cheeks become the photo's outline, and
@@ -178,6 +185,11 @@ class SwapRenderConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise InputError(f"swap setting {name} must be a number ≥ 0, got {value!r}")
+        for name, flag in (("max_colour_gain", ""), ("max_contrast_gain", " (--contrast-gain)")):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 1):
+                raise InputError(f"swap setting {name}{flag} must be a number ≥ 1 (1: the "
+                                 f"photo's own spread), got {value!r}")
         if not (math.isfinite(self.rim_tolerance) and self.rim_tolerance >= 1):
             raise InputError(f"swap setting rim_tolerance must be a number ≥ 1, got "
                              f"{self.rim_tolerance!r}")
@@ -664,10 +676,12 @@ class SwapRenderer(BoxRenderer):
         mask = mask * inner
         # Statistics from every other pixel: the face box's reference colours are converted at a
         # quarter of its pixels.
+        gains = (c.max_contrast_gain, c.max_colour_gain, c.max_colour_gain) \
+            if c.colour == "mean_std" else c.max_colour_gain
         if self._lab:
-            face = match_lab(face, frames, mask, c.max_colour_gain, stride=2)
+            face = match_lab(face, frames, mask, gains, stride=2)
         else:
-            face = match_colors(face, frames, mask, c.colour, c.max_colour_gain, stride=2)
+            face = match_colors(face, frames, mask, c.colour, gains, stride=2)
         plain = face
         if c.gaze:
             # After the colour statistics: only the eyes change.
