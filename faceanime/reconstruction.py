@@ -46,7 +46,7 @@ def face_vertices(model: FaceModel, coeffs: Coefficients, jaw: Jaw | None = None
     if coeffs.eyes is not None and bool((coeffs.eyes != 0).any()):
         eyelids = eyelids if eyelids is not None else build_eyelids(model)
         verts = apply_eyelids(verts, coeffs.eyes.to(device, dtype),
-                              eyelids.offsets.to(device, dtype))
+                              eyelids.offsets.to(device, dtype), eyelids.raised.to(device, dtype))
     for closure, part in ((coeffs.lips, "offsets"), (coeffs.pucker, "pucker")):
         if closure is not None and bool((closure != 0).any()):
             jaw = jaw if jaw is not None else build_jaw(model)

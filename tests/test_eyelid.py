@@ -62,6 +62,56 @@ def test_rig_closes_the_upper_lid_onto_the_lower(sfm_model):
     assert torch.equal(right_only[ids[rig.upper[1]]], mean[0, ids[rig.upper[1]]])
 
 
+def lash_line_hidden(model, vertices: torch.Tensor) -> int:
+    """How many of the four upper-lid landmarks' vertices lie behind another triangle of
+    ``vertices (N, 3)`` seen along z (orthographic, +z towards the viewer)."""
+    tri = model.triangles
+    a, b, c = (vertices[tri[:, k]] for k in range(3))
+
+    def cross(o, p, q):
+        return (p[:, 0] - o[:, 0]) * (q[:, 1] - o[:, 1]) - (p[:, 1] - o[:, 1]) * (q[:, 0] - o[:, 0])
+
+    hidden = 0
+    for i in model.landmark_indices[[37, 38, 43, 44]].tolist():
+        point = vertices[i][None].expand(len(tri), 3)
+        d1, d2, d3 = cross(a, b, point), cross(b, c, point), cross(c, a, point)
+        inside = ((d1 > 0) & (d2 > 0) & (d3 > 0)) | ((d1 < 0) & (d2 < 0) & (d3 < 0))
+        area = cross(a, b, c)
+        depth = (d2 * a[:, 2] + d3 * b[:, 2] + d1 * c[:, 2]) / area
+        nearer = inside & ~(tri == i).any(1) & (depth > vertices[i, 2] + 1e-3)
+        hidden += int(nearer.any())
+    return hidden
+
+
+def test_a_raised_lid_under_a_frown_keeps_its_lash_line_in_view(sfm_model):
+    """d6's frame 736: wide eyes under lowered brows (anger 0.48, disgust 0.94, happiness 0.49,
+    the lids raised), the head tilted down. Raised from its lash line alone, the lid pushed its
+    lash line in under the skin the expression brings down: on the mean face tilted down 20°,
+    two of the four upper-lid landmarks lay behind that skin (s1 by d6 at 736 showed slits);
+    with the lid's own skin raised along, none. Closing is as it was, and the landmarks'
+    vertices move alike either way (the fitter's closed form holds)."""
+    zero = torch.zeros(1, sfm_model.n_shape, dtype=sfm_model.dtype)
+    frown = sfm_model.vertices(zero, torch.tensor([[0.48, 0.94, 0, 0.49, 0, 0]],
+                                                  dtype=sfm_model.dtype)).double()
+    angle = torch.tensor(0.0, dtype=torch.float64)
+    down = euler_to_matrix(angle, torch.tensor(np.radians(20.0)), angle)
+    raised = torch.full((1, 2), -0.45, dtype=torch.float64)
+
+    def hidden(rig) -> int:
+        lids = apply_eyelids(frown, raised, rig.offsets.double(), rig.raised.double())[0]
+        return lash_line_hidden(sfm_model, lids @ down.T)
+
+    rig, before = build_eyelids(sfm_model), build_eyelids(sfm_model, plateau=0.0)
+    assert hidden(before) == 2
+    assert hidden(rig) == 0
+    assert torch.equal(rig.offsets, before.offsets)
+    eyes = sfm_model.landmark_indices[36:48]
+    assert torch.equal(rig.raised[:, eyes], rig.offsets[:, eyes])
+    # Only the skin above the lash line moves further, up to where closing's motion reaches.
+    moved = (rig.raised - rig.offsets).norm(dim=-1).amax(0) > 1e-6
+    assert moved.any() and not (moved & (before.offsets.norm(dim=-1).amax(0) == 0)).any()
+
+
 def test_known_closure_is_recovered_from_landmarks(sfm_model):
     """Synthetic ground truth: the model's face with its lids closed by known amounts, turned
     and tilted, projected to 68 landmarks; the fit recovers every closure within 0.05.

@@ -16,8 +16,13 @@ blendshapes are emotions), so a blink cannot be fitted or transferred. Like the 
 
 At closure 1 the upper-lid landmarks lie on the lower-lid ones; at 0 the mesh is the model's.
 Negative closures raise the lid above the model's (eyes opened wider than the mean face's, as in
-many photos and in surprise), down to ``CLOSURE_RANGE[0]``. Offsets are linear in the closure, so
-the fitter finds it in closed form per frame.
+many photos and in surprise), down to ``CLOSURE_RANGE[0]``. A raised lid takes a band of skin
+above it along in full (``plateau`` eye openings, the lid's own skin up to about its crease)
+before the motion fades: fading from the lash line itself, a lid raised under skin that an
+expression brings down (anger, disgust: d6's wide eyes under lowered brows) pushed its lash
+line in under that skin, a fold that hid the eye's upper half. The landmarks' vertices move
+alike either way, and offsets are linear in the closure on each side of 0, so the fitter
+finds it in closed form per frame.
 """
 
 from __future__ import annotations
@@ -32,6 +37,13 @@ from faceanime.morphable.model import FaceModel
 
 CLOSURE_RANGE = (-0.5, 1.0)
 """Bounds of a closure: raised by up to half the model's opening, down to shut."""
+
+PLATEAU = 0.5
+"""How far above the upper lid a raised lid's skin moves with it in full, in eye openings
+(then fading over the rest of ``lift``): s1 and s42 by d6, blink follow 0.690 → 0.708 and
+0.754 → 0.777. The fade's steepest slope is 1.5 / (lift - plateau) per eye opening, so at the
+widest raise (``CLOSURE_RANGE[0]``) the rig alone never folds its skin for a plateau up to
+lift - 0.75."""
 
 # 0-based iBUG indices per eye: corners (outer/inner in the image's left-to-right order), the
 # two upper-lid points and the lower-lid points below them.
@@ -53,17 +65,22 @@ class Eyelids:
             lid unfolds over the eye: 0 on the lash line and from ``lift`` eye openings above
             it, up to about 0.7 between (a renderer fetches that skin from further up, where the
             photo shows skin rather than the crease's shadow).
+        raised: ``(2, N, 3)`` the displacements a negative closure scales (``closure *
+            raised``): as ``offsets`` below the lash line and on it, the skin above taken along
+            further (the module's docstring).
     """
 
     offsets: torch.Tensor
     upper: torch.Tensor
     lower: torch.Tensor
     skin: torch.Tensor
+    raised: torch.Tensor
 
     def to(self, device: torch.device | str | None = None,
            dtype: torch.dtype | None = None) -> Eyelids:
         return Eyelids(self.offsets.to(device, dtype), self.upper.to(device),
-                       self.lower.to(device), self.skin.to(device, dtype))
+                       self.lower.to(device), self.skin.to(device, dtype),
+                       self.raised.to(device, dtype))
 
 
 def eyelid_rig(model: FaceModel) -> Eyelids | None:
@@ -75,20 +92,27 @@ def eyelid_rig(model: FaceModel) -> Eyelids | None:
         return None
 
 
-def apply_eyelids(vertices: torch.Tensor, closure: torch.Tensor, offsets: torch.Tensor
-                  ) -> torch.Tensor:
-    """Close the lids: ``(B, N, 3)`` vertices, ``(B, 2)`` closures, ``(2, N, 3)`` offsets ->
+def apply_eyelids(vertices: torch.Tensor, closure: torch.Tensor, offsets: torch.Tensor,
+                  raised: torch.Tensor | None = None) -> torch.Tensor:
+    """Close the lids: ``(B, N, 3)`` vertices, ``(B, 2)`` closures, ``(2, N, 3)`` offsets (and
+    ``(2, N, 3)`` ``raised``, for negative closures; None: ``offsets`` both ways) ->
     ``(B, N, 3)``.
 
     Elementwise, not a matrix product: a frame's vertices do not depend on the batch it is in
     (a batched product may round differently for another batch size)."""
     c = closure.to(vertices.dtype)[:, :, None, None]
     offsets = offsets.to(vertices.dtype)
-    return vertices + c[:, 0] * offsets[0] + c[:, 1] * offsets[1]
+    if raised is None:
+        return vertices + c[:, 0] * offsets[0] + c[:, 1] * offsets[1]
+    raised = raised.to(vertices.dtype)
+    down, up = c.clamp_min(0), c.clamp_max(0)
+    return (vertices + down[:, 0] * offsets[0] + down[:, 1] * offsets[1]
+            + up[:, 0] * raised[0] + up[:, 1] * raised[1])
 
 
 def build_eyelids(model: FaceModel, lift: float = 1.5, depth: float = 0.6,
-                  lashes: float = 0.6, corners: float = 0.2) -> Eyelids:
+                  lashes: float = 0.6, corners: float = 0.2, plateau: float = PLATEAU
+                  ) -> Eyelids:
     """Rig the eyelids of ``model`` from its mean shape and landmark mapping.
 
     Args:
@@ -99,6 +123,8 @@ def build_eyelids(model: FaceModel, lift: float = 1.5, depth: float = 0.6,
         lashes: the lash line's height above the upper lid, in eye openings: its vertices are
             not lid skin (``Eyelids.skin`` rises from 0 over this height).
         corners: and reaches this share of the eye's width beyond its corners.
+        plateau: how far above the upper lid a raised lid's skin moves with it in full before
+            fading out by ``lift``, in eye openings (below ``lift``).
 
     Returns:
         :class:`Eyelids`.
@@ -106,9 +132,12 @@ def build_eyelids(model: FaceModel, lift: float = 1.5, depth: float = 0.6,
     Raises:
         InputError: an eye landmark has no vertex.
     """
+    if not 0 <= plateau < lift:
+        raise InputError(f"eyelid plateau {plateau} must be from 0 to below lift ({lift})")
     mean = model.mean.detach().double()
     ids = model.landmark_indices
     offsets = torch.zeros(2, *mean.shape, dtype=torch.float64, device=mean.device)
+    raised = torch.zeros_like(offsets)
     skin = torch.zeros(2, mean.shape[0], dtype=torch.float64, device=mean.device)
     for e, eye in enumerate(EYES):
         needed = [*eye["corners"], *eye["upper"], *eye["lower"]]
@@ -157,6 +186,12 @@ def build_eyelids(model: FaceModel, lift: float = 1.5, depth: float = 0.6,
         near = (mean[:, 2] - eye_depth).abs() < depth * width
         offsets[e] = torch.where((inside & near)[:, None], weight[:, None] * gap,
                                  torch.zeros_like(gap))
+        # As far up as a closing lid's motion reaches, not further (the brows stay).
+        band = 1 - smoothstep((height - up_h - plateau * opening)
+                              / ((lift - plateau) * opening))
+        weight = torch.where(height <= up_h, between, band)
+        raised[e] = torch.where((inside & near)[:, None], weight[:, None] * gap,
+                                torch.zeros_like(gap))
         # The lid skin: from the lash line up to about the crease, and a little beyond the
         # corners (where the crease's shadow would otherwise stay as a dark notch).
         rise = (height - up_h) / opening
@@ -166,4 +201,4 @@ def build_eyelids(model: FaceModel, lift: float = 1.5, depth: float = 0.6,
     upper = torch.tensor([eye["upper"] for eye in EYES])
     lower = torch.tensor([eye["lower"] for eye in EYES])
     return Eyelids(offsets.to(model.dtype), upper.to(mean.device), lower.to(mean.device),
-                   skin.to(model.dtype))
+                   skin.to(model.dtype), raised.to(model.dtype))
