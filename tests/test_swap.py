@@ -327,15 +327,27 @@ def test_batches_prepared_out_of_order_finish_as_one_sequential_swap(sfm_model, 
     assert not torch.equal(alone[1], two[1][1])
 
 
-def test_shut_eyes_show_the_targets_own_lids(sfm_model, s12, d3_clip):
-    """Ground truth from the target: d3's first frames with the fit's lids set shut. The photo
-    has no closed lid to show (its open eye pressed under the lid was a dark smear): at the
-    eyes' centres the swap keeps the frame's own pixels; with ``shut_eyes=1`` (never) it does
-    not, and with the lids as fitted (open) nothing changes. Without reshaping, so the target's
-    eyes stay where its landmarks are (bent, they move to the swapped face's)."""
+def test_the_shut_eyes_ramp_must_rise():
+    SwapRenderConfig(shut_eyes=1.0)                      # never: the end does not matter
+    SwapRenderConfig(shut_eyes=0.5, shut_eyes_full=1.0)
+    for start, full in ((0.6, 0.6), (0.7, 0.5), (0.3, 1.2)):
+        with pytest.raises(InputError, match="shut_eyes_full"):
+            SwapRenderConfig(shut_eyes=start, shut_eyes_full=full)
+
+
+@pytest.mark.parametrize("closure", [1.0, 0.6])
+def test_shut_eyes_show_the_targets_own_lids(sfm_model, s12, d3_clip, closure):
+    """Ground truth from the target: d3's first frames with the fit's lids set shut, or
+    lowered as d3's are when it looks down (0.6: frames 216-232 fit 0.6-0.65). The photo has
+    no closed lid to show (its open eye pressed under the lid was a dark smear, a black eye
+    under s1's make-up): at the eyes' centres the swap keeps the frame's own pixels; with
+    ``shut_eyes=1`` (never) it does not, and with the lids as fitted (open) nothing changes.
+    At 0.6 the old ramp (from 0.5, in full only at 1) kept a fifth of the target's. Without
+    reshaping, so the target's eyes stay where its landmarks are (bent, they move to the
+    swapped face's)."""
     frames, target = d3_clip
     pick = [0, 1, 2]
-    shut = replace(target.frames(pick), eyes=torch.ones_like(target.frames(pick).eyes))
+    shut = replace(target.frames(pick), eyes=torch.full_like(target.frames(pick).eyes, closure))
     pixels = frames_tensor(frames[pick])
     centres = target.landmarks[pick][:, 36:48].view(3, 2, 6, 2).mean(2).round().long()
 

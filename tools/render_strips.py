@@ -106,7 +106,8 @@ def cached_driver(model, name: str, cache: Path):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--photos", nargs="+", default=["s1", "s12", "s42", "d19"])
+    parser.add_argument("--photos", nargs="+", default=["s1", "s12", "s42", "d19"],
+                        help="portraits in the shared data by name (s1), or image files")
     parser.add_argument("--drivers", nargs="+", default=["d3", "d6"])
     parser.add_argument("--renderers", nargs="+", default=["warp", "mask"],
                         help="warp, mask, or a warp variant as warp:name=value,name=value "
@@ -151,7 +152,12 @@ def main(argv: list[str] | None = None) -> int:
             driving.mouth[frames] = capture(np.stack([driver_frames[i] for i in frames]),
                                             driving.frames(frames))
         for photo_name in args.photos:
-            photo_path = next((DATA / "faces").glob(f"{photo_name}.*"))
+            # A shared portrait by name (s1), or any image file (a video's frame 0 for self-
+            # reenactment).
+            photo_path = Path(photo_name)
+            if not photo_path.is_file():
+                photo_path = next((DATA / "faces").glob(f"{photo_name}.*"))
+            photo_name = photo_path.stem
             image, source = load_source(photo_path, model, OutputConfig(size=512))
             # Relative to the driver's own first frame, as the job does, with the driver's
             # mouth interior captured from the chosen frames (the others hold none).

@@ -133,10 +133,16 @@ class SwapRenderConfig:
     """How far beyond the face outline the bending fades out, relative to the face's size."""
     keep_mouth: bool = True
     """Keep the target's own mouth interior (teeth, tongue) where the swapped face opens."""
-    shut_eyes: float = 0.5
+    shut_eyes: float = 0.3
     """From this eyelid closure on (0 open, 1 shut), the eyes show the target's own lids,
-    fully at shut: the photo's texture has no closed lid, and its open eye pressed under the
-    closing lid showed as a dark smear (1: never)."""
+    fully from ``shut_eyes_full``: the photo's texture has no closed lid, and its open eye
+    pressed under the closing lid showed as a dark smear (1: never)."""
+    shut_eyes_full: float = 0.6
+    """The closure from which the eyes are the target's own in full. At 1 (from 0.5), lids
+    lowered to look down (d3's frames 56-104 and 216-232, closures 0.5-0.65) stayed mostly the
+    photo's eye pressed flat: a black eye under s1's make-up, a wide stare on s42; the photo's
+    lid skin unfolded from higher up instead (as the warp renderer does) drew s12's brows down
+    over his lids."""
     gaze: bool = False
     """The swapped eyes glance as the target's do: the photo's irises slid
     (:func:`~faceanime.landmarks.gaze.eye_slide`) by the target frame's gaze change from its
@@ -202,6 +208,9 @@ class SwapRenderConfig:
         if not 0 <= self.shut_eyes <= 1:
             raise InputError(f"swap setting shut_eyes must be from 0 to 1, got "
                              f"{self.shut_eyes!r}")
+        if not (self.shut_eyes < self.shut_eyes_full <= 1 or self.shut_eyes == 1):
+            raise InputError(f"swap setting shut_eyes_full must be above shut_eyes "
+                             f"({self.shut_eyes}) and at most 1, got {self.shut_eyes_full!r}")
         if not 0 <= self.occlusion_memory < 1:
             raise InputError(f"swap setting occlusion_memory must be from 0 to below 1, got "
                              f"{self.occlusion_memory!r}")
@@ -819,10 +828,11 @@ class SwapRenderer(BoxRenderer):
         """``(T, 1, h, w)`` in [0, 1] over the box: where the target's own eyelids show. Each
         eye's region is a soft ellipse around where its open eye lies (the swapped face's
         eye landmarks with the lids open), widened upwards over the lid, weighted by how far
-        the target's lid is shut beyond ``shut_eyes``."""
+        the target's lid is shut from ``shut_eyes`` to ``shut_eyes_full``."""
         c = self.config
         closure = swapped.eyes.to(shift)                                       # (T, 2)
-        weight = ((closure - c.shut_eyes) / max(1 - c.shut_eyes, 1e-6)).clamp(0, 1)
+        ramp = max(c.shut_eyes_full - c.shut_eyes, 1e-6)
+        weight = ((closure - c.shut_eyes) / ramp).clamp(0, 1)
         h, w = size
         out = shift.new_zeros(closure.shape[0], 1, h, w)
         if not bool((weight > 0).any()):
