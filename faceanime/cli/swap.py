@@ -64,6 +64,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --fringe, leave out hair hanging by the photo's temples and "
                         "cheeks too, this far in from its face outline (a share of the face "
                         "texture; 0: keep it) (default: %(default)s)")
+    p.add_argument("--strands", type=float, default=_SWAP.strands, metavar="L",
+                   help="with --fringe, leave out thin dark strands of hair on the photo's "
+                        "cheeks and temples: texels this much darker (L*) than their "
+                        "surroundings (0: keep them) (default: %(default)s)")
     p.add_argument("--reshape", action=argparse.BooleanOptionalAction, default=_SWAP.reshape,
                    help="bend the target's head around the face to the photo's face shape "
                         "(its jaw and cheeks become the photo's outline) (default: on)")
@@ -120,7 +124,7 @@ def run(args: argparse.Namespace) -> None:
         swap=SwapRenderConfig(feather=args.feather, colour=args.colour,
                               max_contrast_gain=args.contrast_gain,
                               occlusion=args.occlusion, fringe=args.fringe,
-                              temples=args.temples,
+                              temples=args.temples, strands=args.strands,
                               keep_mouth=args.keep_mouth, gaze=args.gaze,
                               reshape=args.reshape, seam=args.seam, relight=args.relight,
                               batch_size=args.batch_size),

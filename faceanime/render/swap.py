@@ -8,16 +8,16 @@ on the difference between a target frame and the model's reconstruction of it fr
 1. **The swapped face.** The target frame's fit with the source's identity: the source's shape
    coefficients at the target's expression, jaw, eyelids and pose
    (:func:`swap_coefficients`), from the brows down (:func:`inner_face_weights`: the hair
-   line, a fringe and hair hanging by the temples stay the target's, :func:`fringe_mask`,
-   :func:`side_hair_mask`), textured with the photo's own face
-   (:func:`~faceanime.render.texture.extract_texture`: seen texels from the photo, hidden ones
-   from the mirror side) and rendered in the target frame. Its colours are matched to the
-   target's face region frame by frame (mean and spread in CIE L*a*b*: the target's lighting
-   and white balance; with ``relight``, its shading too, :mod:`~faceanime.render.relight`),
-   its tone along the blend brought to the frame's (:func:`seam_membrane`), and it is blended
-   in with a feather inside the face outline. The mouth
-   interior (the cap closing the model's mouth) stays the target's: its teeth and tongue move
-   with its speech.
+   line, a fringe, hair hanging by the temples and strands on the cheeks stay the target's,
+   :func:`fringe_mask`, :func:`side_hair_mask`, :func:`strand_mask`), textured with the
+   photo's own face (:func:`~faceanime.render.texture.extract_texture`: seen texels from the
+   photo, hidden ones from the mirror side) and rendered in the target frame. Its colours
+   are matched to the target's face region frame by frame (mean and spread in CIE L*a*b*:
+   the target's lighting and white balance; with ``relight``, its shading too,
+   :mod:`~faceanime.render.relight`), its tone along the blend brought to the frame's
+   (:func:`seam_membrane`), and it is blended in with a feather inside the face outline. The
+   mouth interior (the cap closing the model's mouth) stays the target's: its teeth and
+   tongue move with its speech.
 2. **What covers the face.** The target's own face is rendered the same way from its own
    texture (taken from a few of its frames) at its own fit: its self-reconstruction. Where the
    self-reconstruction and the frame disagree strongly (colour distance in L*a*b*, after
@@ -75,6 +75,11 @@ from faceanime.render.texture import (
 # feather drew a hard line across the brows there. A smaller face keeps them as they are.
 TUNED_FACE = 340.0
 
+# The fewest texels (in a 512² texture) a dark line takes to be a strand of hair rather than
+# stubble or grain: s1's and s42's strands on their cheeks are 110-470, s12's grainy stubble
+# mostly under 95.
+_STRAND_TEXELS = 100
+
 _FEATURES = (tuple(range(17, 22)), tuple(range(22, 27)), tuple(range(36, 42)),
              tuple(range(42, 48)), tuple(range(60, 68)))
 
@@ -99,6 +104,15 @@ class SwapRenderConfig:
     """With ``fringe``, leave out hair that hangs by the photo's temples and cheeks too, this
     far in from the face's outline (a share of the face texture's side; 0: none). The
     target's own temples and face edge show there."""
+    strands: float = 12.0
+    """With ``fringe``, also leave out thin dark strands of hair lying on the photo's cheeks
+    and temples (:func:`strand_mask`): texels this much darker (L*) than their surroundings'
+    closing (0: none). Not connected to the hair beyond the outline, or further in than
+    ``temples``, they drew dark streaks down the swapped cheeks (s1's and s42's, most in a
+    turned head's far cheek)."""
+    strand_band: float = 0.16
+    """How far in from the face's outline strands are looked for (a share of the texture's
+    side)."""
     seam: bool = True
     """Give the face the frame's tone where they meet (:func:`seam_membrane`): the difference
     along the blend, filled smoothly over the face."""
@@ -187,7 +201,7 @@ class SwapRenderConfig:
 
     def __post_init__(self) -> None:
         for name in ("feather", "occlusion_low", "feature_tolerance", "min_facing",
-                     "reshape_reach", "temples", "rim_width"):
+                     "reshape_reach", "temples", "rim_width", "strands", "strand_band"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise InputError(f"swap setting {name} must be a number ≥ 0, got {value!r}")
@@ -469,6 +483,48 @@ def side_hair_mask(texture: torch.Tensor, region: torch.Tensor, skin_uv: torch.T
     return torch.from_numpy(ndimage.binary_dilation(hair, iterations=r)) & region
 
 
+def strand_mask(texture: torch.Tensor, region: torch.Tensor, protected: torch.Tensor,
+                below_v: float, band: float, contrast: float) -> torch.Tensor:
+    """``(S, S)`` bool: thin dark strands of hair on a face texture's cheeks and temples, which
+    a swap must not carry onto another face.
+
+    A strand is darker than the grey-scale closing of its surroundings (a disc of a 64th of
+    the texture's side, wider than a strand, narrower than the face's shading) by ``contrast``
+    (L*) or more — a black top-hat, which smooth shading, however dark, does not pass. Only
+    within ``band`` (a share of the side) of the swapped ``region``'s outline, above
+    ``below_v``, never on the ``protected`` texels (the brows and eyes, grown): there the
+    face's own dark lines are; and only lines of 100 texels or more (in a 512² texture), not
+    the specks of stubble and grain.
+
+    Args:
+        texture: ``(1, 3, S, S)`` in [0, 1].
+        region: ``(S, S)`` bool, the swapped part of the layout.
+        protected: ``(S, S)`` bool.
+        below_v: the texture coordinate ``v`` (growing downwards) strands may reach down to.
+        band: how far in from the outline.
+        contrast: the L* a strand lies below its surroundings' closing by.
+    """
+    from scipy import ndimage
+
+    size = texture.shape[-1]
+    r = max(1, size // 128)
+    reach = max(2, size // 64)
+    lightness = rgb_to_lab(texture.double())[0, 0].numpy()
+    ys, xs = np.mgrid[-reach:reach + 1, -reach:reach + 1]
+    closed = ndimage.grey_closing(lightness, footprint=np.hypot(ys, xs) <= reach)
+    inside = region.numpy()
+    depth = ndimage.distance_transform_edt(np.pad(inside, 1))[1:-1, 1:-1]
+    keep = ndimage.binary_dilation(protected.numpy(), iterations=2 * r)
+    rows = np.arange(size)[:, None] < below_v * (size - 1)
+    strands = (closed - lightness > contrast) & inside & ~keep & rows & (depth <= band * size)
+    # Strands are long: specks (stubble, film grain, pores) are not taken.
+    labels, count = ndimage.label(strands)
+    sizes = ndimage.sum(strands, labels, np.arange(1, count + 1))
+    long = np.flatnonzero(sizes >= _STRAND_TEXELS * (size / 512) ** 2) + 1
+    strands = np.isin(labels, long)
+    return torch.from_numpy(ndimage.binary_dilation(strands, iterations=2 * r)) & region
+
+
 @dataclass
 class SwapBatch:
     """:meth:`SwapRenderer.prepare`'s result for ``T`` frames, for
@@ -552,10 +608,15 @@ class SwapRenderer(BoxRenderer):
             brows_u = uv[ids[torch.tensor([19, 24])], 0].tolist()
             hair = fringe_mask(self.texture.cpu(), region.cpu(), skin.cpu(), eyes_v,
                                centre=(brows_u[0], brows_u[1]))
-            if c.temples > 0 and int(ids[57]) >= 0:     # down to the lower lip's middle
+            if (c.temples > 0 or c.strands > 0) and int(ids[57]) >= 0:  # to the lower lip
                 brows_eyes = feature_texels(model, uv.cpu(), c.texture.size, 1.5, _FEATURES[:4])
-                hair |= side_hair_mask(self.texture.cpu(), region.cpu(), skin.cpu(), brows_eyes,
-                                       float(uv[ids[57], 1]), c.temples)
+                lip_v = float(uv[ids[57], 1])
+                if c.temples > 0:
+                    hair |= side_hair_mask(self.texture.cpu(), region.cpu(), skin.cpu(),
+                                           brows_eyes, lip_v, c.temples)
+                if c.strands > 0:
+                    hair |= strand_mask(self.texture.cpu(), region.cpu(), brows_eyes, lip_v,
+                                        c.strand_band, c.strands)
             self.source_masks = self.masks.clone()
             self.source_masks[0, 1] *= (~hair).to(self.masks)
         else:
