@@ -470,17 +470,28 @@ def side_hair_mask(texture: torch.Tensor, region: torch.Tensor, skin_uv: torch.T
     """
     from scipy import ndimage
 
-    size = texture.shape[-1]
-    r = max(1, size // 128)
-    inside = region.numpy()
-    # To the nearest texel outside the region, the layout's edge counting as outside.
-    depth = ndimage.distance_transform_edt(np.pad(inside, 1))[1:-1, 1:-1]
-    keep = ndimage.binary_dilation(protected.numpy(), iterations=2 * r)
-    rows = np.arange(size)[:, None] < below_v * (size - 1)
-    candidate = (_not_skin(texture, skin_uv, threshold).numpy() & inside & ~keep & rows
-                 & (depth <= band * size))
+    r = max(1, texture.shape[-1] // 128)
+    within, depth = _side_band(region, protected, below_v, band)
+    candidate = _not_skin(texture, skin_uv, threshold).numpy() & within
     hair = _reaching(candidate, depth < 2)
     return torch.from_numpy(ndimage.binary_dilation(hair, iterations=r)) & region
+
+
+def _side_band(region: torch.Tensor, protected: torch.Tensor, below_v: float, band: float
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Where side hair may lie on an ``(S, S)`` layout: ``(S, S)`` bool, the texels of
+    ``region`` within ``band`` (a share of the side) of its outline, above ``below_v``, off
+    the ``protected`` texels grown by a 64th of the side; and ``(S, S)`` each texel's distance
+    to the outline (to the nearest texel outside the region, the layout's edge counting as
+    outside)."""
+    from scipy import ndimage
+
+    size = region.shape[-1]
+    inside = region.numpy()
+    depth = ndimage.distance_transform_edt(np.pad(inside, 1))[1:-1, 1:-1]
+    keep = ndimage.binary_dilation(protected.numpy(), iterations=2 * max(1, size // 128))
+    rows = np.arange(size)[:, None] < below_v * (size - 1)
+    return inside & ~keep & rows & (depth <= band * size), depth
 
 
 def strand_mask(texture: torch.Tensor, region: torch.Tensor, protected: torch.Tensor,
@@ -512,11 +523,8 @@ def strand_mask(texture: torch.Tensor, region: torch.Tensor, protected: torch.Te
     lightness = rgb_to_lab(texture.double())[0, 0].numpy()
     ys, xs = np.mgrid[-reach:reach + 1, -reach:reach + 1]
     closed = ndimage.grey_closing(lightness, footprint=np.hypot(ys, xs) <= reach)
-    inside = region.numpy()
-    depth = ndimage.distance_transform_edt(np.pad(inside, 1))[1:-1, 1:-1]
-    keep = ndimage.binary_dilation(protected.numpy(), iterations=2 * r)
-    rows = np.arange(size)[:, None] < below_v * (size - 1)
-    strands = (closed - lightness > contrast) & inside & ~keep & rows & (depth <= band * size)
+    within, _ = _side_band(region, protected, below_v, band)
+    strands = (closed - lightness > contrast) & within
     # Strands are long: specks (stubble, film grain, pores) are not taken.
     labels, count = ndimage.label(strands)
     sizes = ndimage.sum(strands, labels, np.arange(1, count + 1))
