@@ -332,7 +332,8 @@ def test_strand_mask_takes_thin_dark_strands_not_shading_or_features():
     """Exact ground truth: a skin-coloured texture whose left half darkens smoothly (shading,
     30 % darker at its edge) with thin dark lines: one near the outline (a strand: taken),
     one further in than the band (the face's own: kept), one on a protected feature (kept),
-    and a grid of dark specks near the outline (stubble: kept)."""
+    one near the outline but below ``below_v`` (kept), and a grid of dark specks near the
+    outline (stubble: kept)."""
     size = 256
     rows, cols = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
     shade = 1 - 0.3 * ((80 - cols).clamp(0, 80) / 80)                              # (S, S)
@@ -342,7 +343,8 @@ def test_strand_mask_takes_thin_dark_strands_not_shading_or_features():
     feature = (cols >= 20) & (cols < 23) & (rows > 60) & (rows < 100)
     specks = ((cols - 12) % 10 < 2) & (cols >= 12) & (cols < 40) & ((rows - 130) % 10 < 2) \
         & (rows >= 130) & (rows < 180)
-    for line in (strand, inner, feature, specks):
+    low = (cols >= 232) & (cols < 235) & (rows > 215) & (rows < 245)   # below the lower lip
+    for line in (strand, inner, feature, specks, low):
         texture[:, line] *= 0.5
     region = (cols >= 8) & (cols < 248) & (rows >= 8) & (rows < 248)
     protected = (cols >= 14) & (cols < 30) & (rows > 50) & (rows < 110)
@@ -352,11 +354,11 @@ def test_strand_mask_takes_thin_dark_strands_not_shading_or_features():
     assert not bool(mask[feature].any())
     assert not bool(mask[specks].any())                  # stubble and grain are no strands
     # The shading alone (away from the lines and their grown margins) is never taken.
-    lines = strand | inner | feature | specks
+    lines = strand | inner | feature | specks | low
     near_lines = torch.nn.functional.max_pool2d(lines[None, None].float(), 13, 1, 6)[0, 0] > 0
     assert not bool(mask[~near_lines].any())
-    # Nothing below below_v.
-    assert not bool(mask[int(0.8 * (size - 1)) + 5:].any())
+    # A strand below below_v (the lower lip's level) is not taken.
+    assert not bool(mask[low].any())
 
 
 def test_hair_strands_on_the_photos_cheeks_leave_no_dark_streaks(data_dir, sfm_model, d3_track):
