@@ -288,3 +288,39 @@ def test_generator_method_is_scored(tmp_path, data_dir):
     generator = report["videos"][0]["methods"]["generator"]
     assert generator["error"] is None, generator["error"]
     assert len(generator["per_frame"]["l1"]) == 2 and 0 < generator["summary"]["l1"] < 0.5
+
+
+@pytest.mark.slow
+def test_results_padded_to_even_sizes_are_scored(tmp_path, data_dir):
+    """An H.264 writer (ours, ffmpeg's) pads an odd-sized photo by one row or column: such a
+    result is scored on the photo's own pixels, not refused. Here the result is s12.jpg
+    (375 wide) written as a still video by faceanime's writer, as retarget writes its output."""
+    from faceanime.io import write_video
+    from faceanime.io.media import read_image
+
+    photo = data_dir / "faces" / "s12.jpg"
+    driver = data_dir / "videos" / "d0.mp4"
+    image = read_image(photo)
+    assert image.shape[1] % 2 == 1
+    other = tmp_path / "other"
+    other.mkdir()
+    write_video(other / "s12_d0.mp4", [image] * 78, fps=25)
+    out = tmp_path / "cross"
+    code = main(["evaluate", "cross", str(photo), "--driving", str(driver), "--frames", "4",
+                 "--methods", "static", "--model", str(data_dir / "sfm" / "sfm_shape_3448.bin"),
+                 "--results", str(other), "-o", str(out), "--no-progress", "--no-plots"])
+    assert code == 0
+    pair = json.loads((out / "report.json").read_text())["videos"][0]
+    result = pair["methods"][f"results:{other}"]
+    assert result["error"] is None
+    # The still photo, through the codec: the same person, in the same place.
+    assert result["summary"]["id"] == 100.0 and result["summary"]["id_dist"] < 0.1
+    assert result["summary"]["double_face"] == 0.0
+    # Two columns more is another size: refused, with the file named.
+    write_video(other / "s12_d0.mp4", [np.pad(image, ((0, 0), (0, 2), (0, 0)))] * 78, fps=25)
+    assert main(["evaluate", "cross", str(photo), "--driving", str(driver), "--frames", "4",
+                 "--methods", "static", "--model", str(data_dir / "sfm" / "sfm_shape_3448.bin"),
+                 "--results", str(other), "-o", str(out), "--no-progress", "--no-plots"]) == 0
+    pair = json.loads((out / "report.json").read_text())["videos"][0]
+    error = pair["methods"][f"results:{other}"]["error"]
+    assert "s12_d0.mp4: frames are 378×500" in error and "photo's size" in error

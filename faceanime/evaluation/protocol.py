@@ -453,10 +453,19 @@ def _results_stream(folder: str, video: Path, total: int, size: tuple[int, int]
     if count != total:
         raise MediaError(f"{path}: {count} frames, but {video.name} has {total}; results must "
                          "hold one frame per input frame")
-    if got != size:
-        raise MediaError(f"{path}: frames are {got[1]}×{got[0]}, but {video.name} is "
-                         f"{size[1]}×{size[0]}; results must be at the input's size")
-    return iter_video_frames(path)
+    check_results_size(path, got, size, video.name, "input")
+    return (frame[:size[0], :size[1]] for frame in iter_video_frames(path))
+
+
+def check_results_size(path: Path, got: tuple[int, int], size: tuple[int, int], name: str,
+                       what: str) -> None:
+    """Refuse results frames of ``got`` (H, W) unless they are ``size``, or ``size`` with an
+    odd side padded by one (an H.264 writer in yuv420p does that: faceanime's own, or ffmpeg
+    with a pad filter); the caller crops such frames back to ``size``."""
+    even = tuple(s + s % 2 for s in size)
+    if got not in (size, even):
+        raise MediaError(f"{path}: frames are {got[1]}×{got[0]}, but {name} is "
+                         f"{size[1]}×{size[0]}; results must be at the {what}'s size")
 
 
 def evaluate_self_video(video: str | os.PathLike, config: EvalConfig, model: FaceModel,
@@ -818,13 +827,12 @@ def _cross_outputs(name: str, photo: Path, driving: Path, image: np.ndarray, mod
     if count != total:
         raise MediaError(f"{path}: {count} frames, but {driving.name} has {total}; results must "
                          "hold one frame per driving frame")
-    if size != image.shape[:2]:
-        raise MediaError(f"{path}: frames are {size[1]}×{size[0]}, but {photo.name} is "
-                         f"{image.shape[1]}×{image.shape[0]}; results must be at the photo's size")
+    h, w = image.shape[:2]
+    check_results_size(path, size, (h, w), photo.name, "photo")
     wanted, batch = set(indices), []
     for i, frame in enumerate(iter_video_frames(path)):
         if i in wanted:
-            batch.append(frame)
+            batch.append(frame[:h, :w])
             if len(batch) == b:
                 yield np.stack(batch)
                 batch = []
