@@ -81,8 +81,8 @@ def test_d3s_lowered_look_is_not_a_blink(data_dir, d3_track):
 def test_the_drivers_blinks_shut_the_lids(sfm_model, d18):
     """retarget's driver capture: d18's shut frames get shut lids (fitted 0.27-0.84 from the
     landmarks); its open frames keep their fitted closures."""
+    from faceanime.capture import capture_driver
     from faceanime.fitting import fit_video
-    from faceanime.jobs.common import capture_driver
 
     video, _, track = d18
     coeffs = fit_video(video, sfm_model, track)

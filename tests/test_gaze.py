@@ -238,8 +238,8 @@ def test_a_change_beyond_what_the_photo_can_show_is_capped(s42_eyes):
 def test_the_drivers_frames_give_mouth_and_gaze_in_one_pass(data_dir, sfm_model):
     """capture_driver over d0 (78 frames): an interior and a gaze per frame; frames the video
     lacks (a coefficient track two frames longer) get no interior and the last gaze held."""
+    from faceanime.capture import capture_driver
     from faceanime.fitting import fit_video
-    from faceanime.jobs.common import capture_driver
     from faceanime.landmarks import TrackerConfig, track_video
     from faceanime.render.mouth_interior import InteriorCapture
 

@@ -91,9 +91,10 @@ def main() -> None:
     parser.add_argument("-o", "--output", type=Path, required=True)
     args = parser.parse_args()
 
+    from faceanime.capture import capture_driver
     from faceanime.fitting import FitConfig, fit_landmarks
     from faceanime.io.media import iter_video_frames
-    from faceanime.jobs.common import OutputConfig, capture_driver, load_source, make_renderer
+    from faceanime.jobs.common import OutputConfig, load_source, make_renderer
     from faceanime.landmarks import TrackerConfig, track_video
     from faceanime.morphable import load_model
     from faceanime.motion import transfer_motion

@@ -58,8 +58,8 @@ def fitted_driver(name: str, model, fits: dict, fit=None):
     the default), its mouth interiors and gaze captured as retarget does (without the interiors
     a strip would show the synthesised mouth where the job shows the driver's); kept in
     ``fits`` for the next pair (its track too, for another fit of the same video)."""
+    from faceanime.capture import capture_driver
     from faceanime.fitting import fit_video
-    from faceanime.jobs.common import capture_driver
     from faceanime.landmarks import TrackerConfig, track_video
     from faceanime.render.mouth_interior import InteriorCapture
 

@@ -88,9 +88,9 @@ def output_config(name: str):
 def cached_driver(model, name: str, cache: Path):
     """The fit of the shared video ``name`` with where its eyes look (as retarget measures
     them), read from ``cache`` when there, else made and stored there."""
+    from faceanime.capture import capture_driver
     from faceanime.coefficients import Coefficients
     from faceanime.fitting import fit_video
-    from faceanime.jobs.common import capture_driver
     from faceanime.landmarks import TrackerConfig, track_video
 
     video = DATA / "videos" / f"{name}.mp4"

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
+from faceanime.capture import capture_driver
 from faceanime.devices import DEVICE_HELP, device_arg
 from faceanime.errors import InputError
 from faceanime.fitting import FitConfig, draw_mesh, fit_file
 from faceanime.io import is_video_path, iter_video_frames, read_image, write_image, write_video
-from faceanime.jobs.common import capture_driver
 from faceanime.landmarks import TrackerConfig, measure_gaze
 from faceanime.morphable import load_model
 from faceanime.reconstruction import face_vertices, project_vertices

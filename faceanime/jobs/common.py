@@ -12,7 +12,6 @@ mark in a corner (:func:`watermark_frame`).
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import sys
 import time
@@ -39,7 +38,6 @@ from faceanime.io import (
     file_digest,
     image_size,
     is_video_path,
-    iter_video_frames,
     read_image,
     read_video_info,
     video_encoder,
@@ -52,18 +50,13 @@ from faceanime.landmarks import (
     VideoLandmarks,
     create_detector,
     detect_landmarks,
-    fill_gaze,
-    measure_frames,
     measure_gaze,
-    narrowed,
-    shut_frames,
     track_video,
 )
 from faceanime.morphable import FaceModel, load_model
 from faceanime.parallel import Background, default_track_parts
 from faceanime.render.classic import ClassicConfig, ClassicRenderer
 from faceanime.render.frames import image_tensor
-from faceanime.render.mouth_interior import InteriorCapture
 from faceanime.render.paste import crop_affine, warp_to_crop
 from faceanime.render.warp import WarpConfig, WarpRenderer
 from faceanime.samples import resolve_driving, template_names
@@ -621,63 +614,6 @@ def load_driving(driving: str | os.PathLike, model: FaceModel, config: JobInputs
         read_video_info(path)  # a missing or undecodable video fails here, before any fitting
     return fit_video(path, model, landmarks, config=config.fit,
                      tracker=driver_tracker(config)), path
-
-
-def capture_driver(video: str | os.PathLike, coeffs: Coefficients,
-                   interiors: InteriorCapture | None = None, gaze: bool = True,
-                   batch_size: int = 32, progress: bool = False,
-                   blinks: bool = True) -> Coefficients:
-    """What a driving video's frames show beyond its landmarks, in one more decode of it:
-    each frame's mouth interior (``coeffs.mouth``, by ``interiors``; None: not captured), where
-    its eyes look (``coeffs.gaze``, from its tracked landmarks; frames whose eyes are
-    :func:`~faceanime.landmarks.gaze.narrowed` and gaps filled from their neighbours,
-    :func:`~faceanime.landmarks.gaze.fill_gaze`) and, with the gaze and ``blinks``, the blinks
-    its landmarks read half open: frames whose eyes show no eye (:func:`~faceanime.landmarks.
-    gaze.shut_frames`) get their lids shut (``coeffs.eyes`` 1). Frames the video lacks get an
-    empty interior (the synthesised one shows) and the gaze held. Returns ``coeffs`` with these
-    set.
-
-    Raises:
-        MediaError: the video cannot be read.
-    """
-    gaze = gaze and coeffs.landmarks is not None
-    if interiors is None and not gaze:
-        return coeffs
-    t = coeffs.n_frames
-    mouths, gazes, contrasts = [], [], []
-    frames = iter_video_frames(video)
-    with tqdm(total=t, desc="driver's mouth and eyes", unit="frame", disable=not progress,
-              leave=False) as bar:
-        for start in range(0, t, batch_size):
-            images = list(itertools.islice(frames, min(batch_size, t - start)))
-            if not images:
-                break
-            batch = np.stack(images)
-            part = coeffs.frames(slice(start, start + len(images)))
-            if interiors is not None:
-                mouths.append(interiors(batch, part))
-            if gaze:
-                seen, shown = measure_frames(torch.from_numpy(batch), part.landmarks.float())
-                gazes.append(seen)
-                contrasts.append(shown)
-            bar.update(len(images))
-    done = sum(len(m) for m in gazes) if gaze else sum(len(m) for m in mouths)
-    missing = t - done
-    if interiors is not None:
-        h, w = interiors.layout.size
-        captured = torch.cat(mouths) if mouths else torch.zeros(0, 4, h, w, dtype=torch.uint8)
-        coeffs.mouth = torch.cat([captured, captured.new_zeros(missing, 4, h, w)])
-    if gaze:
-        measured = torch.cat(gazes) if gazes else torch.zeros(0, 2, 2)
-        measured = torch.cat([measured, measured.new_full((missing, 2, 2), float("nan"))])
-        measured[narrowed(coeffs.landmarks.float())] = float("nan")
-        coeffs.gaze = fill_gaze(measured).to(coeffs.expression)
-        if blinks:
-            shown = torch.cat(contrasts) if contrasts else torch.zeros(0, 2)
-            shut = shut_frames(torch.cat([shown, shown.new_full((missing, 2), float("nan"))]))
-            coeffs.eyes = torch.where(shut[:, None].to(coeffs.eyes.device),
-                                      torch.ones_like(coeffs.eyes), coeffs.eyes)
-    return coeffs
 
 
 def check_driving(driving: str | os.PathLike) -> Path:

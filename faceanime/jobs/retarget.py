@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from faceanime.capture import capture_driver
 from faceanime.coefficients import Coefficients
 from faceanime.errors import InputError
 from faceanime.io import is_video_path, iter_video_frames
@@ -26,7 +27,6 @@ from faceanime.jobs.common import (
     JobInputs,
     TaskResult,
     callable_module,
-    capture_driver,
     check_driving,
     check_outputs,
     finish_job,
