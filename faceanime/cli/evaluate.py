@@ -76,7 +76,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "cross", help="cross-reenactment: photos driven by videos",
         description="Cross-reenactment: every photo driven by every video; no ground truth, so "
                     "identity is scored against the photo, head pose against the driver's "
-                    "(relative motion) and expression by correlation with the driver's. "
+                    "(relative motion) and expression by correlation with the driver's. The "
+                    "renderers are driven as retarget drives them (the whole video tracked "
+                    "and fitted); the scored frames are measured frame by frame. "
                     "--results DIR must hold <photo stem>_<video stem>.mp4 per pair, at the "
                     "photo's size with the driver's frame count.")
     c.add_argument("photos", nargs="+", metavar="PHOTO", help="source photos")
@@ -85,8 +87,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--motion", choices=["relative", "absolute"], default="relative",
                    help="how the driver's motion is applied (default: %(default)s)")
     c.add_argument("--reference-frame", choices=["first", "best"], default="first",
-                   help="the driver's reference for relative motion: its first scored frame, "
-                        "or the scored frame nearest the photo's face (default: %(default)s)")
+                   help="the driver's reference for relative motion, as retarget takes it: its "
+                        "first frame, or its frame nearest the photo's face (default: %(default)s)")
     c.add_argument("--close-mouth", action=argparse.BooleanOptionalAction, default=True,
                    help="relative mouth: a photo open wider than the driver's reference is "
                         "closed to it first, as retarget does (default: on)")
