@@ -7,7 +7,12 @@ import pytest
 from helpers import assert_close
 
 from faceanime.errors import InputError
-from faceanime.landmarks import OneEuroConfig, face_scale, one_euro_filter
+from faceanime.landmarks import (
+    OneEuroConfig,
+    face_scale,
+    one_euro_filter,
+    one_euro_zero_phase,
+)
 
 FPS = 30.0
 
@@ -89,3 +94,32 @@ def test_config_is_used_and_arguments_checked():
         one_euro_filter(x, FPS, strength=-1)
     with pytest.raises(InputError, match="fps"):
         one_euro_filter(x, 0.0)
+
+
+def test_zero_phase_has_no_lag_on_a_ramp():
+    """Forward and back: mid-ramp the output lies on the true line (the causal pass lags)."""
+    rng = np.random.default_rng(2)
+    speed = 0.5 * 200.0 / FPS
+    truth = np.r_[np.zeros(20), np.arange(1, 61) * speed, np.full(20, 60 * speed)]
+    x = _track(truth) + rng.normal(0, 0.3, (100, 68, 2))
+    mid = slice(35, 65)
+    causal = one_euro_filter(x, FPS, 200.0)[mid].mean(axis=(1, 2)) - truth[mid]
+    both = one_euro_zero_phase(x, FPS, 200.0)[mid].mean(axis=(1, 2)) - truth[mid]
+    assert causal.mean() < -0.3 * speed  # behind the motion
+    assert abs(both.mean()) < 0.05 * speed
+
+
+def test_zero_phase_smooths_as_much_and_keeps_what_it_should():
+    rng = np.random.default_rng(3)
+    x = 100.0 + rng.normal(0, 1.0, (200, 68, 2))
+    jitter = {name: np.abs(np.diff(f(x, FPS, 200.0), axis=0)).mean()
+              for name, f in (("causal", one_euro_filter), ("zero", one_euro_zero_phase))}
+    assert jitter["zero"] <= jitter["causal"]
+    assert_close(one_euro_zero_phase(x, FPS, 200.0, strength=0), x)
+    still = np.full((40, 68, 2), 7.5)
+    assert_close(one_euro_zero_phase(still, FPS, 200.0), still)
+    gappy = x[:60].copy()
+    gappy[20:25] = np.nan
+    out = one_euro_zero_phase(gappy, FPS, np.full(60, 200.0))
+    assert np.isnan(out[20:25]).all()
+    assert np.isfinite(out[:20]).all() and np.isfinite(out[25:]).all()

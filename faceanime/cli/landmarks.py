@@ -62,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="which face: 0 = the largest (default), 1 = the next, ...")
     parser.add_argument("--smooth", type=float, default=tracker.smooth, metavar="S",
                         help="video smoothing strength (One-Euro filter): 0 = off, 1 = default, "
-                             "2 = smoother with more lag")
+                             "2 = smoother (forward and back over the video: no lag)")
     parser.add_argument("--device", type=device_arg, default=detector.device,
                         help=f"torch device for the fan backend: {DEVICE_HELP} (dlib and "
                              "mediapipe run on the CPU whatever this says)")

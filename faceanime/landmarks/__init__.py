@@ -41,7 +41,12 @@ from faceanime.landmarks.gaze import (
 from faceanime.landmarks.metrics import nme
 from faceanime.landmarks.pts import read_pts, write_pts
 from faceanime.landmarks.result import VideoLandmarks
-from faceanime.landmarks.smoothing import OneEuroConfig, face_scale, one_euro_filter
+from faceanime.landmarks.smoothing import (
+    OneEuroConfig,
+    face_scale,
+    one_euro_filter,
+    one_euro_zero_phase,
+)
 from faceanime.landmarks.tracking import TrackerConfig, track_video
 
 __all__ = [
@@ -68,6 +73,7 @@ __all__ = [
     "narrowed",
     "nme",
     "one_euro_filter",
+    "one_euro_zero_phase",
     "points_box",
     "read_pts",
     "shut_frames",

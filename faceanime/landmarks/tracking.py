@@ -52,7 +52,12 @@ from faceanime.landmarks.detector import (
     create_detector,
 )
 from faceanime.landmarks.result import VideoLandmarks
-from faceanime.landmarks.smoothing import OneEuroConfig, face_scale, one_euro_filter
+from faceanime.landmarks.smoothing import (
+    OneEuroConfig,
+    face_scale,
+    one_euro_filter,
+    one_euro_zero_phase,
+)
 from faceanime.parallel import Background
 
 DEFAULT_FPS = 30.0
@@ -68,7 +73,8 @@ class TrackerConfig:
 
     backend: str = "dlib"  # landmark backend: dlib, mediapipe or fan
     face_index: int = 0  # which face to track: 0 = the largest at the first detection
-    smooth: float = 1.0  # One-Euro smoothing strength; 0 = off, 2 = smoother but more lag
+    smooth: float = 1.0  # One-Euro smoothing strength; 0 = off, 2 = smoother
+    causal: bool = False  # smooth as a live stream must (lags); default: forward and back
     check_every: int = 1  # run the convergence test every this many tracked frames
     convergence_shift: float = 0.07  # box shift of the convergence test, in box sizes
     convergence_threshold: float = 0.4  # median response at or above which the track is lost
@@ -436,7 +442,9 @@ def track_video(source: str | os.PathLike | Iterable[np.ndarray] | np.ndarray,
         raise FaceNotFoundError(f"{name}: no face found in any of the {len(raw)} frames; the "
                                 f"{first.backend} detector needs a roughly frontal face")
     raw = np.stack(raw).astype(np.float32)
-    points = one_euro_filter(raw, fps, face_scale(raw), config.smoothing, config.smooth)
+    # The whole track is at hand: smoothed forward and back, it does not trail the motion.
+    smooth = one_euro_filter if config.causal else one_euro_zero_phase
+    points = smooth(raw, fps, face_scale(raw), config.smoothing, config.smooth)
     return VideoLandmarks(points=points, raw=raw, boxes=np.stack(boxes).astype(np.float32),
                           valid=valid, fps=fps, image_size=(int(size[0]), int(size[1])),
                           backend=first.backend, source=name,
