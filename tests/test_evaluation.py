@@ -351,3 +351,23 @@ def test_cross_scores_what_retarget_makes(tmp_path, data_dir):
         a, b = np.array(ours[key], float), np.array(job[key], float)
         gap = np.nanmedian(np.abs(a - b))
         assert gap < 0.015, f"{key}: the protocol's warp and the job's file differ by {gap:.3f}"
+
+
+def test_cross_driver_without_a_face_fails_each_of_its_pairs(tmp_path, data_dir):
+    """A driving video without a face: each photo's pair carries one line naming it, the other
+    video's pairs go on (videos are evaluated one after the other), and the report's order
+    stays photo by photo."""
+    from faceanime.evaluation import EvalConfig, evaluate_cross
+    from faceanime.io import write_video
+
+    blank = tmp_path / "blank.mp4"
+    write_video(blank, [np.full((128, 128, 3), 90, np.uint8)] * 6, fps=25)
+    photos = [data_dir / "faces" / "s12.jpg", data_dir / "faces" / "d19.jpg"]
+    results = evaluate_cross(photos, [blank, data_dir / "videos" / "d0.mp4"],
+                             EvalConfig(methods=("warp",), frames=2, progress=False))
+    assert [r.name for r in results] == ["s12_blank", "s12_d0", "d19_blank", "d19_d0"]
+    for r in results:
+        if r.name.endswith("blank"):
+            assert r.error and "blank.mp4" in r.error
+        else:
+            assert r.error is None and r.methods["warp"].error is None

@@ -514,7 +514,7 @@ def evaluate_self_video(video: str | os.PathLike, config: EvalConfig, model: Fac
                              "re-encode the video (e.g. ffmpeg -i in.mp4 out.mp4)")
         source_coeffs = coeffs.frames([config.source_frame])
 
-    # Pass 3: render and score, batch by batch.
+    # Pass 4: render and score, batch by batch.
     renderers, streams = {}, {}
     tracks: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {n: [] for n in names}
     for name in names:
@@ -675,10 +675,11 @@ def capture_driving(driving: Path, model: FaceModel, config: EvalConfig) -> Coef
 
 def evaluate_cross_pair(photo: str | os.PathLike, driving: str | os.PathLike,
                         config: EvalConfig, model: FaceModel, scorer: Scorer,
-                        drivers: dict[Path, Coefficients] | None = None) -> VideoResult:
+                        drivers: dict[Path, Coefficients | FaceAnimeError] | None = None
+                        ) -> VideoResult:
     """One photo driven by one video, by every method (see the module docstring).
-    ``drivers``: the driving videos' captures (:func:`capture_driving`) by path, filled as they
-    are made, so that several photos share one."""
+    ``drivers``: the driving videos' captures (:func:`capture_driving`, or the error that
+    stopped one) by path, filled as they are made, so that several photos share one."""
     drivers = {} if drivers is None else drivers
     photo, driving = Path(photo), Path(driving)
     names = method_names(config)
@@ -709,6 +710,9 @@ def evaluate_cross_pair(photo: str | os.PathLike, driving: str | os.PathLike,
     result.frames_total, result.frame_indices = total, indices
     drv_face = torch.isfinite(drv_points).flatten(1).all(1)
     result.gt_no_face = int((~drv_face).sum())
+    if not bool(drv_face.any()):
+        raise FaceNotFoundError(f"{driving}: no face in any of its {len(indices)} scored "
+                                "frames; the driver must show a roughly frontal face")
     consecutive = config.stride == 1 and config.frames is None
     fit_config = FitConfig(device=config.device,
                            temporal_weight=FitConfig.temporal_weight if consecutive else 0.0)
@@ -716,8 +720,13 @@ def evaluate_cross_pair(photo: str | os.PathLike, driving: str | os.PathLike,
     # The driver, as retarget captures it (every frame tracked and fitted, its mouth interior,
     # gaze and blinks), drives the renderers: what they draw is what the job draws.
     if driving not in drivers:
-        drivers[driving] = capture_driving(driving, model, config)
+        try:
+            drivers[driving] = capture_driving(driving, model, config)
+        except FaceAnimeError as exc:
+            drivers[driving] = exc  # each of its photos fails the same way, without a retry
     driven = drivers[driving]
+    if isinstance(driven, FaceAnimeError):
+        raise driven
     if driven.n_frames != total:
         raise MediaError(f"{driving}: {driven.n_frames} frames tracked, {total} decoded; "
                          "re-encode the video (e.g. ffmpeg -i in.mp4 out.mp4)")
@@ -827,19 +836,21 @@ def evaluate_cross(photos: Sequence[str | os.PathLike], driving: Sequence[str | 
             raise InputError(f"{v}: --driving takes videos (mp4, mov, ...)")
     model = load_model(config.model, device=config.device)
     scorer = Scorer(config.device, config.count_upsample_side)
-    results = []
-    drivers: dict[Path, Coefficients] = {}
+    results: dict[tuple[int, int], VideoResult] = {}
     try:
-        for p in photos:
-            for v in driving:
+        # Video by video, so that one driver's capture is held at a time; reported photo by
+        # photo.
+        for j, v in enumerate(driving):
+            drivers: dict[Path, Coefficients | FaceAnimeError] = {}
+            for i, p in enumerate(photos):
                 started = time.perf_counter()
                 try:
-                    results.append(evaluate_cross_pair(p, v, config, model, scorer, drivers))
+                    result = evaluate_cross_pair(p, v, config, model, scorer, drivers)
                 except FaceAnimeError as exc:
-                    results.append(VideoResult(name=f"{Path(p).stem}_{Path(v).stem}",
-                                               path=str(p), driver=str(v),
-                                               error=_error_text(exc)))
-                results[-1].seconds = time.perf_counter() - started
+                    result = VideoResult(name=f"{Path(p).stem}_{Path(v).stem}", path=str(p),
+                                         driver=str(v), error=_error_text(exc))
+                result.seconds = time.perf_counter() - started
+                results[i, j] = result
     finally:
         scorer.close()
-    return results
+    return [results[i, j] for i in range(len(photos)) for j in range(len(driving))]
