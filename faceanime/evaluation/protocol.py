@@ -673,13 +673,77 @@ def capture_driving(driving: Path, model: FaceModel, config: EvalConfig) -> Coef
                           progress=config.progress)
 
 
+@dataclass
+class DrivingVideo:
+    """A driving video as the cross protocol uses it, made once for all of its photos.
+
+    Attributes:
+        total: its frame count.
+        indices: the scored frames.
+        points: ``(S, 68, 2)`` dlib's landmarks of the scored frames, detected frame by frame
+            as on the outputs (NaN without a face): what the outputs are measured against.
+        fit: their fit (the expression the outputs' is correlated with); ``fit_config`` made it
+            and fits the outputs.
+        reference: the driver's own per-frame viewer series, ``reference_summary`` its
+            closed-eye ratio (:func:`driver_reference`).
+        captured: ``T`` coefficients of every frame as retarget makes them
+            (:func:`capture_driving`): what drives the renderers.
+    """
+
+    total: int
+    indices: list[int]
+    points: torch.Tensor
+    fit: Coefficients
+    fit_config: FitConfig
+    reference: dict[str, list[float]]
+    reference_summary: dict[str, float]
+    captured: Coefficients
+
+
+def measure_driving(driving: Path, model: FaceModel, scorer: Scorer, config: EvalConfig
+                    ) -> DrivingVideo:
+    """Measure a driving video's scored frames and capture all of its frames
+    (:class:`DrivingVideo`).
+
+    Raises:
+        FaceNotFoundError: no scored frame shows a face.
+        MediaError: the video cannot be read, or tracking saw another frame count.
+    """
+    total, size = count_frames(driving)
+    indices = select_frames(total, config.stride, config.frames)
+    wanted = set(indices)
+    points = torch.full((len(indices), 68, 2), float("nan"))
+    k = 0
+    for i, frame in enumerate(iter_video_frames(driving)):
+        if i in wanted:
+            points[k] = scorer.landmarks(frame[None])[0]
+            k += 1
+    if not bool(torch.isfinite(points).flatten(1).all(1).any()):
+        raise FaceNotFoundError(f"{driving}: no face in any of its {len(indices)} scored "
+                                "frames; the driver must show a roughly frontal face")
+    consecutive = config.stride == 1 and config.frames is None
+    fit_config = FitConfig(device=config.device,
+                           temporal_weight=FitConfig.temporal_weight if consecutive else 0.0)
+    fit = fit_landmarks(model, points, size, fit_config)
+    reference, reference_summary = driver_reference(points, config)
+    # The driver as retarget captures it (every frame tracked and fitted, its mouth interior,
+    # gaze and blinks) drives the renderers: what they draw is what the job draws.
+    captured = capture_driving(driving, model, config)
+    if captured.n_frames != total:
+        raise MediaError(f"{driving}: {captured.n_frames} frames tracked, {total} decoded; "
+                         "re-encode the video (e.g. ffmpeg -i in.mp4 out.mp4)")
+    return DrivingVideo(total, indices, points, fit, fit_config, reference, reference_summary,
+                        captured)
+
+
 def evaluate_cross_pair(photo: str | os.PathLike, driving: str | os.PathLike,
                         config: EvalConfig, model: FaceModel, scorer: Scorer,
-                        drivers: dict[Path, Coefficients | FaceAnimeError] | None = None
+                        drivers: dict[Path, DrivingVideo | FaceAnimeError] | None = None
                         ) -> VideoResult:
     """One photo driven by one video, by every method (see the module docstring).
-    ``drivers``: the driving videos' captures (:func:`capture_driving`, or the error that
-    stopped one) by path, filled as they are made, so that several photos share one."""
+    ``drivers``: the driving videos measured and captured (:func:`measure_driving`, or the
+    error that stopped one) by path, filled as they are made, so that several photos share
+    one."""
     drivers = {} if drivers is None else drivers
     photo, driving = Path(photo), Path(driving)
     names = method_names(config)
@@ -696,43 +760,22 @@ def evaluate_cross_pair(photo: str | os.PathLike, driving: str | os.PathLike,
     source.gaze = measure_gaze(frames_tensor(image[None], device), photo_points.to(device)).to(
         source.expression)
 
-    # The driver, measured: dlib landmarks of the evaluated frames, detected frame by frame as
-    # on the outputs, and their fit (the expression the outputs' is correlated with).
-    total, size = count_frames(driving)
-    indices = select_frames(total, config.stride, config.frames)
-    wanted = set(indices)
-    drv_points = torch.full((len(indices), 68, 2), float("nan"))
-    k = 0
-    for i, frame in enumerate(iter_video_frames(driving)):
-        if i in wanted:
-            drv_points[k] = scorer.landmarks(frame[None])[0]
-            k += 1
-    result.frames_total, result.frame_indices = total, indices
-    drv_face = torch.isfinite(drv_points).flatten(1).all(1)
-    result.gt_no_face = int((~drv_face).sum())
-    if not bool(drv_face.any()):
-        raise FaceNotFoundError(f"{driving}: no face in any of its {len(indices)} scored "
-                                "frames; the driver must show a roughly frontal face")
-    consecutive = config.stride == 1 and config.frames is None
-    fit_config = FitConfig(device=config.device,
-                           temporal_weight=FitConfig.temporal_weight if consecutive else 0.0)
-    drv = fit_landmarks(model, drv_points, size, fit_config)
-    # The driver, as retarget captures it (every frame tracked and fitted, its mouth interior,
-    # gaze and blinks), drives the renderers: what they draw is what the job draws.
     if driving not in drivers:
         try:
-            drivers[driving] = capture_driving(driving, model, config)
+            drivers[driving] = measure_driving(driving, model, scorer, config)
         except FaceAnimeError as exc:
             drivers[driving] = exc  # each of its photos fails the same way, without a retry
-    driven = drivers[driving]
-    if isinstance(driven, FaceAnimeError):
-        raise driven
-    if driven.n_frames != total:
-        raise MediaError(f"{driving}: {driven.n_frames} frames tracked, {total} decoded; "
-                         "re-encode the video (e.g. ffmpeg -i in.mp4 out.mp4)")
-    target = transfer_motion(source, driven, config.motion, model).frames(indices)
-    drv_expr = torch.cat([drv.expression, drv.jaw[:, None]], 1).cpu()
-    result.reference, result.reference_summary = driver_reference(drv_points, config)
+    drv = drivers[driving]
+    if isinstance(drv, FaceAnimeError):
+        raise drv
+    total, indices, drv_points = drv.total, drv.indices, drv.points
+    drv_face = torch.isfinite(drv_points).flatten(1).all(1)
+    result.frames_total, result.frame_indices = total, indices
+    result.gt_no_face = int((~drv_face).sum())
+    target = transfer_motion(source, drv.captured, config.motion, model).frames(indices)
+    drv_expr = torch.cat([drv.fit.expression, drv.fit.jaw[:, None]], 1).cpu()
+    result.reference, result.reference_summary = drv.reference, drv.reference_summary
+    fit_config = drv.fit_config
 
     for name in names:
         method = MethodResult(name)
@@ -841,7 +884,7 @@ def evaluate_cross(photos: Sequence[str | os.PathLike], driving: Sequence[str | 
         # Video by video, so that one driver's capture is held at a time; reported photo by
         # photo.
         for j, v in enumerate(driving):
-            drivers: dict[Path, Coefficients | FaceAnimeError] = {}
+            drivers: dict[Path, DrivingVideo | FaceAnimeError] = {}
             for i, p in enumerate(photos):
                 started = time.perf_counter()
                 try:
