@@ -79,6 +79,8 @@ def test_report_files_and_structure(self_report):
     assert "## Mean over videos" in md and all(f"## {v}" in md for v in VIDEOS)
     assert md.count("| method | double face % ↓ | head follow ↑ | blink follow ↑ | "
                     "closed-eye ratio ↓ | mouth follow ↑ |") == 1 + len(VIDEOS)
+    # Each viewer table ends with the driver's own frames read mirrored, as a reference.
+    assert md.count("| *driver, read mirrored* | – |") == 1 + len(VIDEOS)
     assert report["methods"][:3] == list(BASELINES)  # warp2d is a default baseline
 
 
@@ -124,6 +126,13 @@ def test_viewer_metrics_for_every_method(self_report, results_dir):
     assert copy["reference"]["summary"]["closed_eye"] < 0.9  # d3's eyes do close
     mean = report["mean"]
     assert all(k in mean[m] for k in VIEWER for m in BASELINES)
+    # The driver read again, mirrored: a second reading of the same frames, which follows the
+    # first closely but not exactly (dlib's errors drawn afresh).
+    for v in VIDEOS:
+        retest = _video(report, v)["reference"]["summary"]["retest"]
+        assert set(VIEWER) <= set(retest) and retest["double_face"] is None
+        assert retest["mouth_corr"] > 0.8, v
+    assert set(VIEWER) <= set(report["retest_mean"])
 
 
 @pytest.mark.slow

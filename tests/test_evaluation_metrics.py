@@ -333,3 +333,34 @@ def test_pasted_second_face_is_counted(data_dir, scorer, size):
     assert M.double_face_rate(torch.cat([faces, faces2]), int(faces[0])) == 50.0
     # landmarks() is detect() without the count: the same points.
     assert torch.equal(scorer.landmarks(double[None]), points2)
+
+
+def test_mirror_index_pairs_each_point_with_its_counterpart():
+    mirror = torch.tensor(M.MIRROR_68)
+    assert sorted(M.MIRROR_68) == list(range(68))
+    assert torch.equal(mirror[mirror], torch.arange(68))  # an involution
+    # Outer eye corners, mouth corners and jaw ends swap; the nose ridge and chin stay.
+    assert M.MIRROR_68[36] == 45 and M.MIRROR_68[48] == 54 and M.MIRROR_68[0] == 16
+    assert M.MIRROR_68[60] == 64 and M.MIRROR_68[61] == 63 and M.MIRROR_68[67] == 65
+    assert all(M.MIRROR_68[i] == i for i in (8, 27, 28, 29, 30, 33, 51, 57, 62, 66))
+    # Mirroring the landmarks of a face and reading them through the index gives a face whose
+    # left eye is on the left again: the eye aspect ratio and mouth opening are unchanged.
+    points = torch.rand(3, 68, 2) * 100
+    flipped = points[:, mirror]
+    flipped[..., 0] = 200 - flipped[..., 0]
+    assert torch.allclose(M.eye_aspect_ratio(flipped), M.eye_aspect_ratio(points), atol=1e-5)
+    assert torch.allclose(mouth_opening(flipped), mouth_opening(points), atol=1e-5)
+
+
+def test_mirrored_reading_lands_on_the_ground_truth(data_dir, scorer):
+    """image_0010 read mirrored: the points are mapped back onto the photo, each on its own
+    landmark (near the ground truth as the direct reading is), not on its counterpart."""
+    from faceanime.io import read_image
+    from faceanime.landmarks import nme, read_pts
+
+    image = read_image(data_dir / "faces" / "image_0010.png")
+    truth = read_pts(data_dir / "faces" / "image_0010.pts")
+    direct = scorer.landmarks(image[None])[0].numpy()
+    mirrored = scorer.mirrored_landmarks(image[None])[0].numpy()
+    assert nme(direct, truth) < 0.05 and nme(mirrored, truth) < 0.05
+    assert np.abs(mirrored - direct).mean() > 0.1  # a second reading, not the first again

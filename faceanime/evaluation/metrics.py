@@ -42,6 +42,11 @@ SSIM_K1, SSIM_K2 = 0.01, 0.03
 OUTER_EYE_CORNERS = (36, 45)
 EYES = ((36, 37, 38, 39, 40, 41), (42, 43, 44, 45, 46, 47))
 MIN_HEAD_MOTION = 0.02
+MIRROR_68 = (*range(16, -1, -1), *range(26, 16, -1), 27, 28, 29, 30, *range(35, 30, -1),
+             45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40,
+             *range(54, 47, -1), *range(59, 54, -1), *range(64, 59, -1), *range(67, 64, -1))
+"""iBUG 68-point index (0-based) of each point's counterpart in the mirror image: the
+points of a horizontally flipped face, read in this order, are the face's own."""
 CLOSED_EYE_SHARE = 0.05
 
 

@@ -154,9 +154,10 @@ class VideoResult:
     reference: dict[str, list[float]] = field(default_factory=dict)
     """The driver's per-frame ``ear``, ``mouth``, ``head_dx``, ``head_dy`` (self: the real
     frames), beside the methods' in the plots."""
-    reference_summary: dict[str, float] = field(default_factory=dict)
-    """The driver's own ``closed_eye`` ratio: what a method that blinks exactly as it does
-    gets."""
+    reference_summary: dict = field(default_factory=dict)
+    """The driver's own ``closed_eye`` ratio (what a method that blinks exactly as it does
+    gets) and ``retest``, its frames read again mirrored and scored as an output
+    (:func:`driver_reference`)."""
     error: str | None = None
     methods: dict[str, MethodResult] = field(default_factory=dict)
     seconds: float = 0.0
@@ -244,6 +245,16 @@ class Scorer:
         none is found (:meth:`detect` without the counts)."""
         return self.detect(frames, count=False)[0]
 
+    def mirrored_landmarks(self, frames: np.ndarray) -> torch.Tensor:
+        """:meth:`landmarks` of the frames flipped left to right, mapped back onto the frames
+        (x mirrored, each point its counterpart, :data:`~faceanime.evaluation.metrics.
+        MIRROR_68`): the same faces read a second time, with the detector's and the
+        predictor's errors drawn afresh."""
+        flipped = np.ascontiguousarray(np.asarray(frames)[:, :, ::-1])
+        points = self.landmarks(flipped)[:, list(M.MIRROR_68)]
+        points[..., 0] = flipped.shape[2] - 1 - points[..., 0]
+        return points
+
     @torch.no_grad()
     def embed(self, images: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` and ``(B, 68, 2)`` -> ``(B, 128)`` descriptors, NaN rows where the
@@ -311,13 +322,30 @@ def viewer_summary(points: torch.Tensor, faces: torch.Tensor, driver: torch.Tens
     return summary, series
 
 
-def driver_reference(driver: torch.Tensor, config: EvalConfig
-                     ) -> tuple[dict[str, list[float]], dict[str, float]]:
-    """The driver's own per-frame series (:func:`viewer_series`) and its closed-eye ratio
-    against itself: ``(T, 68, 2)`` -> (series, ``{"closed_eye": ...}``)."""
+def driver_reference(driver: torch.Tensor, config: EvalConfig,
+                     mirrored: torch.Tensor | None = None
+                     ) -> tuple[dict[str, list[float]], dict]:
+    """The driver's own per-frame series (:func:`viewer_series`) and summary: its closed-eye
+    ratio against itself (``closed_eye``) and, given ``mirrored``, the driver's frames read
+    again, mirrored (:meth:`Scorer.mirrored_landmarks`), scored against the driver as an
+    output is (``retest``: ``head_follow``, ``blink_follow``, ``closed_eye``, ``mouth_corr``,
+    ``width_corr``): how far the measure agrees with itself on this video, which no output's
+    reading, noisy in its own way, can be expected to beat.
+
+    Args:
+        driver: ``(T, 68, 2)`` the driver's landmarks (NaN without a face).
+        config: the thresholds.
+        mirrored: ``(T, 68, 2)`` the same frames read mirrored, or None.
+    """
     series = viewer_series(driver)
-    ratio = M.closed_eye_ratio(series["ear"], series["ear"], config.closed_eye_share)
-    return {k: [float(x) for x in v.tolist()] for k, v in series.items()}, {"closed_eye": ratio}
+    summary: dict = {"closed_eye": M.closed_eye_ratio(series["ear"], series["ear"],
+                                                      config.closed_eye_share)}
+    if mirrored is not None:
+        faces = torch.isfinite(mirrored).flatten(1).all(1).long()
+        retest, _ = viewer_summary(mirrored, faces, driver, 1, config)
+        retest["double_face"] = float("nan")  # the driver's face counts are not the question
+        summary["retest"] = retest
+    return {k: [float(x) for x in v.tolist()] for k, v in series.items()}, summary
 
 
 class Warp2D:
@@ -482,12 +510,15 @@ def evaluate_self_video(video: str | os.PathLike, config: EvalConfig, model: Fac
 
     # Pass 2: ground-truth landmarks of the evaluated frames, detected frame by frame as on the
     # outputs (what the outputs are scored against).
+    # Each is read mirrored too: how far the measure agrees with itself (driver_reference).
     gt_points = torch.full((total, 68, 2), float("nan"))
+    gt_mirrored = torch.full((total, 68, 2), float("nan"))
     bar = tqdm(total=len(indices), desc=f"landmarks {video.name}", unit="frame",
                disable=not config.progress, leave=False)
     for i, frame in enumerate(iter_video_frames(video)):
         if i in wanted:
             gt_points[i] = scorer.landmarks(frame[None])[0]
+            gt_mirrored[i] = scorer.mirrored_landmarks(frame[None])[0]
             bar.update(1)
     bar.close()
     src_points, src_faces = scorer.detect(source_image[None])
@@ -498,7 +529,8 @@ def evaluate_self_video(video: str | os.PathLike, config: EvalConfig, model: Fac
     gt_points[config.source_frame] = src_points[0]
     gt_face = torch.isfinite(gt_points[indices]).flatten(1).all(1)
     result.gt_no_face = int((~gt_face).sum())
-    result.reference, result.reference_summary = driver_reference(gt_points[indices], config)
+    result.reference, result.reference_summary = driver_reference(
+        gt_points[indices], config, gt_mirrored[indices])
     src_tensor = frames_tensor(source_image[None], device)
     src_desc = scorer.embed(src_tensor, src_points.to(device))
 
@@ -713,10 +745,12 @@ def measure_driving(driving: Path, model: FaceModel, scorer: Scorer, config: Eva
     indices = select_frames(total, config.stride, config.frames)
     wanted = set(indices)
     points = torch.full((len(indices), 68, 2), float("nan"))
+    mirrored = torch.full_like(points, float("nan"))
     k = 0
     for i, frame in enumerate(iter_video_frames(driving)):
         if i in wanted:
             points[k] = scorer.landmarks(frame[None])[0]
+            mirrored[k] = scorer.mirrored_landmarks(frame[None])[0]
             k += 1
     if not bool(torch.isfinite(points).flatten(1).all(1).any()):
         raise FaceNotFoundError(f"{driving}: no face in any of its {len(indices)} scored "
@@ -725,7 +759,7 @@ def measure_driving(driving: Path, model: FaceModel, scorer: Scorer, config: Eva
     fit_config = FitConfig(device=config.device,
                            temporal_weight=FitConfig.temporal_weight if consecutive else 0.0)
     fit = fit_landmarks(model, points, size, fit_config)
-    reference, reference_summary = driver_reference(points, config)
+    reference, reference_summary = driver_reference(points, config, mirrored)
     # The driver as retarget captures it (every frame tracked and fitted, its mouth interior,
     # gaze and blinks) drives the renderers: what they draw is what the job draws.
     captured = capture_driving(driving, model, config)

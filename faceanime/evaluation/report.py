@@ -56,6 +56,9 @@ CURVES = {
 }
 DRIVER = "driver"
 """The name of the driver's series in the plots (self-reenactment: the real frames)."""
+RETEST = "driver, read mirrored"
+"""The viewer tables' reference row: the driver's frames read again, mirrored, scored as an
+output against the driver (:func:`~faceanime.evaluation.protocol.driver_reference`)."""
 
 
 def json_number(value: float) -> float | str | None:
@@ -125,6 +128,21 @@ def mean_over_videos(results: Sequence[VideoResult], methods: Sequence[str]) -> 
     return out
 
 
+def retest_mean(results: Sequence[VideoResult]) -> dict[str, float] | None:
+    """The mean over videos of the driver's mirrored re-reading (``reference_summary
+    ["retest"]``), each value over the videos where it is defined; None when no video has
+    one."""
+    rows = [v.reference_summary["retest"] for v in results
+            if v.error is None and "retest" in v.reference_summary]
+    if not rows:
+        return None
+    out = {}
+    for key in rows[0]:
+        values = [r[key] for r in rows if not math.isnan(r[key])]
+        out[key] = sum(values) / len(values) if values else float("nan")
+    return out
+
+
 def build_report(protocol: str, results: Sequence[VideoResult], config: EvalConfig,
                  command: str | None = None) -> dict:
     """The report as a JSON-ready dict (non-finite numbers encoded, see the module docstring)."""
@@ -143,6 +161,7 @@ def build_report(protocol: str, results: Sequence[VideoResult], config: EvalConf
         "methods": methods,
         "seconds": round(sum(v.seconds for v in results), 1),
         "mean": mean_over_videos(results, methods),
+        "retest_mean": retest_mean(results),
         "videos": [],
     }
     for v in results:
@@ -169,13 +188,19 @@ def _cell(value, fmt: str) -> str:
     return fmt.format(value)
 
 
-def _table(rows: dict[str, dict], columns, first: str = "method", extra=()) -> list[str]:
+def _table(rows: dict[str, dict], columns, first: str = "method", extra=(),
+           reference: dict | None = None) -> list[str]:
+    """A markdown table, a row per method (and a last, italic :data:`RETEST` row when
+    ``reference`` is given)."""
     head = [first, *[c[1] for c in columns], *[e[1] for e in extra]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, summary in rows.items():
+    named = [(f"`{name}`", summary) for name, summary in rows.items()]
+    if reference is not None:
+        named.append((f"*{RETEST}*", reference))
+    for name, summary in named:
         cells = [_cell(summary.get(k), fmt) for k, _, fmt in columns]
         cells += [str(summary.get(k, "")) for k, _ in extra]
-        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -217,11 +242,12 @@ def render_markdown(report: dict, plots: dict[str, str] | None = None) -> str:
               "counts output frames where dlib found no face (left out of landmark and identity "
               "distances, failures for ID %); the second table is what a viewer sees, measured "
               "on the output's landmarks against the driver's (`–`: undefined, e.g. an output "
-              "that does not move)", ""]
+              f"that does not move); its last row, *{RETEST}*, scores the driver's own frames "
+              "read again mirrored: how far the measure agrees with itself", ""]
     lines += ["## Mean over videos", ""]
     lines += _table(report["mean"], cols, extra=[("no_face", "no face"),
                                                  ("videos", "videos")])
-    lines += ["", *_table(report["mean"], VIEWER_COLUMNS)]
+    lines += ["", *_table(report["mean"], VIEWER_COLUMNS, reference=report.get("retest_mean"))]
     lines.append("")
     for v in report["videos"]:
         head = f"## {v['name']}"
@@ -243,7 +269,8 @@ def render_markdown(report: dict, plots: dict[str, str] | None = None) -> str:
         lines += [what, ""]
         ok = {n: r["summary"] for n, r in v["methods"].items() if not r["error"]}
         lines += _table(ok, cols, extra=[("no_face", "no face")])
-        lines += ["", *_table(ok, VIEWER_COLUMNS)]
+        lines += ["", *_table(ok, VIEWER_COLUMNS,
+                              reference=v["reference"]["summary"].get("retest"))]
         for n, r in v["methods"].items():
             if r["error"]:
                 lines.append(f"\n`{n}` **failed**: {r['error']}")
