@@ -30,6 +30,12 @@ frame, ~100 ms on a 1280-px one) while the landmark model in a known box costs ~
    the box they are predicted in, and a calibration from one detection drifts from the
    detector's boxes as the face moves and talks (d6, tracked in two parts: mouth opening
    correlation with per-frame detections 0.886 without, 0.897 with; see docs/landmarks.md).
+6. **Unfold**: a tracked face whose mouth lies nearer its eyes than ``min_face_height`` (0.8)
+   of the detections' (:func:`face_height`, in eye widths) has its lower face folded up: on a
+   wide-open mouth the predictor, started from the previous frame's box, can settle with the
+   mouth on the nose, and converges there. The detector then runs on that frame, and its
+   points, when they are not folded too, replace the tracked ones (d6: ten frames, 599-608,
+   45-66 px off, and five more at 865-869, when tracked in two parts).
 
 A backend whose landmark model rejects boxes without a face itself (mediapipe) skips the
 convergence test. Smoothing (:mod:`faceanime.landmarks.smoothing`) runs after tracking.
@@ -84,6 +90,8 @@ class TrackerConfig:
     check_every: int = 1  # run the convergence test every this many tracked frames
     redetect_every: int = 15  # refine the box calibration by a detection every this many
     # tracked frames; 0 = never
+    min_face_height: float = 0.8  # a tracked face whose mouth lies nearer its eyes than this
+    # share of the detections' is checked by the detector (a lower face folded up); 0 = never
     convergence_shift: float = 0.07  # box shift of the convergence test, in box sizes
     convergence_threshold: float = 0.4  # median response at or above which the track is lost
     min_iou: float = 0.5  # landmark box vs predicted box IoU below which the track is lost
@@ -99,6 +107,9 @@ class TrackerConfig:
         # Checked here, when the settings are made: before any process is forked or file read.
         if self.check_every < 1:
             raise InputError(f"check_every {self.check_every}: must be at least 1")
+        if not 0 <= self.min_face_height < 1:
+            raise InputError(f"min_face_height {self.min_face_height}: must be at least 0 and "
+                             "below 1")
         if self.redetect_every < 0:
             raise InputError(f"redetect_every {self.redetect_every}: must be 0 (never) or more")
         if self.parts < 1:
@@ -197,6 +208,7 @@ class _Tracker:
         self.detections = 0  # frames on which the detector ran
         self.since_fallback: int | None = None  # frames since the fallback detector last ran
         self.since_detect = 0  # frames tracked since the detector last drew the box
+        self.face_height: float | None = None  # eyes-to-mouth over eye width, at detections
 
     def step(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """``(points (68, 2), box (4,))`` for one frame, or None where no face is found."""
@@ -206,6 +218,8 @@ class _Tracker:
             if self.cfg.redetect_every and self.since_detect >= self.cfg.redetect_every:
                 self._refresh(frame)
             result = self._track(frame)
+            if result is not None and self._folded(result[0]):
+                result = self._unfold(frame, result)
         if result is None:
             result = self._acquire(frame)
         if result is None:
@@ -238,6 +252,47 @@ class _Tracker:
                 return None
         return points, box
 
+    def _learn_height(self, points: np.ndarray) -> None:
+        """Add a detection's :func:`face_height` to the video's (an exponential average)."""
+        height = face_height(points)
+        if np.isfinite(height) and height > 0:
+            self.face_height = height if self.face_height is None else (
+                0.7 * self.face_height + 0.3 * height)
+
+    def _folded(self, points: np.ndarray) -> bool:
+        """The tracked points put the mouth much nearer the eyes than the detections do."""
+        if not self.cfg.min_face_height or self.face_height is None:
+            return False
+        return bool(face_height(points) < self.cfg.min_face_height * self.face_height)
+
+    def _unfold(self, frame: np.ndarray, tracked: tuple[np.ndarray, np.ndarray]
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """A folded track checked by the detector: its face's points when it finds the
+        tracked face (overlapping by ``min_iou``) and they are not folded, else the tracked
+        ones. dlib's predictor, started from the previous frame's box on a wide-open mouth,
+        can settle on a face whose mouth sits on the nose (d6's frames 599-608 and 865-869:
+        the mouth 45-66 px from where per-frame detection puts it); the convergence test
+        passes such a face, since it converges there."""
+        self.detections += 1
+        self.since_detect = 0
+        boxes, _ = self.det.find_boxes(frame, allow_retry=False)
+        if len(boxes) == 0:
+            return tracked
+        overlap = box_iou(boxes, tracked[1][None])
+        if overlap.max() < self.cfg.min_iou:
+            return tracked
+        box = boxes[int(overlap.argmax())]
+        points = self.det.landmarks_in_box(frame, box)
+        if points is None:
+            return tracked
+        points = np.asarray(points, np.float32)
+        if self._folded(points):
+            return tracked
+        self.calib.update(box, points)
+        self._learn_height(points)
+        self.since_check = 0
+        return points, box
+
     def _refresh(self, frame: np.ndarray) -> None:
         """Refine the box calibration with a detection of the tracked face, if the detector
         finds it (a box overlapping the expected one by ``min_iou``: never another face).
@@ -259,8 +314,10 @@ class _Tracker:
             return
         box = boxes[int(overlap.argmax())]
         points = self.det.landmarks_in_box(frame, box)
-        if points is not None:
+        if points is not None and not self._folded(np.asarray(points, np.float32)):
+            # (A detection can fold the face too: d6's "o" mouths at 528-536 and 968.)
             self.calib.update(box, np.asarray(points, np.float32))
+            self._learn_height(np.asarray(points, np.float32))
 
     def _acquire(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         self.detections += 1
@@ -292,6 +349,7 @@ class _Tracker:
             return None
         points = np.asarray(points, np.float32)
         self.calib.update(box, points)
+        self._learn_height(points)
         self.acquired = True
         self.since_check = 0
         return points, box
@@ -304,9 +362,23 @@ class _Tracker:
             return None
         face = faces[self.cfg.face_index]
         self.calib.update(face.box, face.points)
+        self._learn_height(np.asarray(face.points, np.float32))
         self.acquired = True
         self.since_check = 0
         return face.points, face.box
+
+
+def face_height(points: np.ndarray) -> float:
+    """How far below the eyes the mouth lies, in eye widths: the mouth points' mean minus the
+    eye points' mean, along the perpendicular of the line between the outer eye corners, over
+    their distance (``(68, 2)`` iBUG points; about 0.85-1 on a face seen from the front)."""
+    points = np.asarray(points, np.float64)
+    across = points[45] - points[36]
+    width = float(np.hypot(*across))
+    if not width > 0:
+        return float("nan")
+    down = np.array([-across[1], across[0]]) / width
+    return float((points[48:68].mean(0) - points[36:48].mean(0)) @ down / width)
 
 
 def _centre(points: np.ndarray) -> np.ndarray:
