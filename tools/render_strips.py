@@ -92,13 +92,16 @@ def cached_driver(model, name: str, cache: Path):
     from faceanime.coefficients import Coefficients
     from faceanime.fitting import fit_video
     from faceanime.landmarks import TrackerConfig, track_video
+    from faceanime.parallel import default_track_parts
 
     video = DATA / "videos" / f"{name}.mp4"
     cache.mkdir(parents=True, exist_ok=True)
     fit_path = cache / f"{name}.npz"
     driving = Coefficients.load(fit_path) if fit_path.exists() else None
     if driving is None or driving.gaze is None:
-        track = track_video(video, TrackerConfig(progress=False))
+        # Tracked as the jobs track a driver (in parts, one per core): the strips show what
+        # retarget makes.
+        track = track_video(video, TrackerConfig(progress=False, parts=default_track_parts()))
         driving = capture_driver(video, fit_video(video, model, track))
         driving.save(fit_path)
     return driving
