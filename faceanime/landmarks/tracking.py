@@ -252,12 +252,30 @@ class _Tracker:
                 return None
         return points, box
 
-    def _learn_height(self, points: np.ndarray) -> None:
-        """Add a detection's :func:`face_height` to the video's (an exponential average)."""
+    def _learn(self, box: np.ndarray, points: np.ndarray) -> None:
+        """Learn from a detection: the box calibration and the face's :func:`face_height`
+        (each an exponential average over the video's detections)."""
+        self.calib.update(box, points)
         height = face_height(points)
         if np.isfinite(height) and height > 0:
             self.face_height = height if self.face_height is None else (
                 0.7 * self.face_height + 0.3 * height)
+
+    def _detect_near(self, frame: np.ndarray, box: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(points, box)`` of the detection overlapping ``box`` most, by ``min_iou`` at
+        least (never another face), or None."""
+        self.detections += 1
+        self.since_detect = 0
+        boxes, _ = self.det.find_boxes(frame, allow_retry=False)
+        if len(boxes) == 0:
+            return None
+        overlap = box_iou(boxes, box[None])
+        if overlap.max() < self.cfg.min_iou:
+            return None
+        found = boxes[int(overlap.argmax())]
+        points = self.det.landmarks_in_box(frame, found)
+        return None if points is None else (np.asarray(points, np.float32), found)
 
     def _folded(self, points: np.ndarray) -> bool:
         """The tracked points put the mouth much nearer the eyes than the detections do."""
@@ -273,25 +291,12 @@ class _Tracker:
         can settle on a face whose mouth sits on the nose (d6's frames 599-608 and 865-869:
         the mouth 45-66 px from where per-frame detection puts it); the convergence test
         passes such a face, since it converges there."""
-        self.detections += 1
-        self.since_detect = 0
-        boxes, _ = self.det.find_boxes(frame, allow_retry=False)
-        if len(boxes) == 0:
+        found = self._detect_near(frame, tracked[1])
+        if found is None or self._folded(found[0]):
             return tracked
-        overlap = box_iou(boxes, tracked[1][None])
-        if overlap.max() < self.cfg.min_iou:
-            return tracked
-        box = boxes[int(overlap.argmax())]
-        points = self.det.landmarks_in_box(frame, box)
-        if points is None:
-            return tracked
-        points = np.asarray(points, np.float32)
-        if self._folded(points):
-            return tracked
-        self.calib.update(box, points)
-        self._learn_height(points)
+        self._learn(found[1], found[0])
         self.since_check = 0
-        return points, box
+        return found
 
     def _refresh(self, frame: np.ndarray) -> None:
         """Refine the box calibration with a detection of the tracked face, if the detector
@@ -302,22 +307,12 @@ class _Tracker:
         (an exponential average): taking the detection's points on that frame made the
         track jump there (d18: the face centre's frame-to-frame acceleration 1.5 px at the
         refreshed frames against 0.3 px elsewhere, after smoothing); refined, it does not."""
-        self.detections += 1
-        self.since_detect = 0
-        boxes, _ = self.det.find_boxes(frame, allow_retry=False)
-        if len(boxes) == 0:
-            return
         expected = self.calib.box_from_points(self.prev) + np.tile(self.motion, 2).astype(
             np.float32)
-        overlap = box_iou(boxes, expected[None])
-        if overlap.max() < self.cfg.min_iou:
-            return
-        box = boxes[int(overlap.argmax())]
-        points = self.det.landmarks_in_box(frame, box)
-        if points is not None and not self._folded(np.asarray(points, np.float32)):
-            # (A detection can fold the face too: d6's "o" mouths at 528-536 and 968.)
-            self.calib.update(box, np.asarray(points, np.float32))
-            self._learn_height(np.asarray(points, np.float32))
+        found = self._detect_near(frame, expected)
+        # (A detection can fold the face too: d6's "o" mouths at 528-536 and 968.)
+        if found is not None and not self._folded(found[0]):
+            self._learn(found[1], found[0])
 
     def _acquire(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         self.detections += 1
@@ -348,8 +343,7 @@ class _Tracker:
         if points is None:
             return None
         points = np.asarray(points, np.float32)
-        self.calib.update(box, points)
-        self._learn_height(points)
+        self._learn(box, points)
         self.acquired = True
         self.since_check = 0
         return points, box
@@ -361,8 +355,7 @@ class _Tracker:
         if self.cfg.face_index >= len(faces):
             return None
         face = faces[self.cfg.face_index]
-        self.calib.update(face.box, face.points)
-        self._learn_height(np.asarray(face.points, np.float32))
+        self._learn(face.box, np.asarray(face.points, np.float32))
         self.acquired = True
         self.since_check = 0
         return face.points, face.box
