@@ -41,7 +41,7 @@ from faceanime.io import iter_video_frames, read_image
 from faceanime.landmarks import TrackerConfig
 from faceanime.landmarks.gaze import measure_gaze
 from faceanime.morphable import load_model
-from faceanime.parallel import default_batch
+from faceanime.parallel import default_batch, default_track_parts
 from faceanime.render.frames import frames_tensor, to_uint8
 from faceanime.render.swap import SwapRenderConfig, SwapRenderer
 
@@ -144,8 +144,11 @@ def evaluate_swap(photos: Sequence[str | os.PathLike], targets: Sequence[str | o
         pairs: dict[str, dict[str, dict[str, float]]] = {}
         for target in targets:
             target = Path(target)
+            # Tracked as the swap job tracks its target (in parts, one per core): the scores
+            # are of what the job makes.
             coeffs = fit_video(target, model,
-                               tracker=TrackerConfig(progress=config.progress))
+                               tracker=TrackerConfig(progress=config.progress,
+                                                     parts=default_track_parts()))
             valid = coeffs.valid if coeffs.valid is not None else torch.ones(
                 coeffs.n_frames, dtype=torch.bool)
             index = [i for i in range(0, coeffs.n_frames, config.stride) if bool(valid[i])]
