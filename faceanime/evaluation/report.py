@@ -119,10 +119,8 @@ def mean_over_videos(results: Sequence[VideoResult], methods: Sequence[str]) -> 
         done = [v.methods[name] for v in results
                 if v.error is None and name in v.methods and v.methods[name].error is None]
         summary: dict[str, float] = {"videos": len(done)}
-        keys = [k for k in (done[0].summary if done else {}) if k != "no_face"]
-        for key in keys:
-            values = [m.summary[key] for m in done if not math.isnan(m.summary[key])]
-            summary[key] = sum(values) / len(values) if values else float("nan")
+        summary.update(_mean_of([{k: v for k, v in m.summary.items() if k != "no_face"}
+                                 for m in done]))
         summary["no_face"] = sum(m.no_face for m in done)
         out[name] = summary
     return out
@@ -134,10 +132,14 @@ def retest_mean(results: Sequence[VideoResult]) -> dict[str, float] | None:
     one."""
     rows = [v.reference_summary["retest"] for v in results
             if v.error is None and "retest" in v.reference_summary]
-    if not rows:
-        return None
+    return _mean_of(rows) if rows else None
+
+
+def _mean_of(rows: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Per key of the first row, the mean over the rows where it is not NaN (NaN where it is
+    NaN in all of them)."""
     out = {}
-    for key in rows[0]:
+    for key in rows[0] if rows else {}:
         values = [r[key] for r in rows if not math.isnan(r[key])]
         out[key] = sum(values) / len(values) if values else float("nan")
     return out
