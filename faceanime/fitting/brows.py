@@ -10,7 +10,7 @@ squares (two per brow: its halves share its middle points); over a video consecu
 are tied as the eyelids' are, one block-tridiagonal solve
 (:func:`~faceanime.fitting.linalg.solve_block_tridiagonal`), then bounded to ``BROWS_RANGE``.
 
-After the emotions, as the pucker is (:mod:`faceanime.fitting.pucker`): it takes the part of
+After the emotions, as the pucker is (:mod:`faceanime.fitting.lips`): it takes the part of
 the brows' motion the emotions leave, and changes nothing they already fit. A constant part of
 that residual (dlib's points on the brows' upper edge, the model's along their middle) is in
 every frame's raise, the photo's too; relative transfer takes the driver's changes only.

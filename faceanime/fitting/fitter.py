@@ -33,7 +33,7 @@ from faceanime.fitting.contour import LEFT_JAW, RIGHT_JAW, contour_correspondenc
 from faceanime.fitting.eyelid import fit_eyelids
 from faceanime.fitting.init import init_orthographic_pose
 from faceanime.fitting.linalg import solve_block_tridiagonal
-from faceanime.fitting.pucker import fit_pucker, mouth_landmarks
+from faceanime.fitting.lips import fit_lip_closure, fit_pucker, mouth_landmarks
 from faceanime.geometry.rotation import matrix_to_euler, so3_exp, so3_log
 from faceanime.morphable.brows import brow_rig
 from faceanime.morphable.eyelid import eyelid_rig
@@ -89,9 +89,15 @@ class FitConfig:
     """The eye aspect ratio (lid gap over eye width) detected landmarks still show on a shut
     eye, read as shut (:func:`~faceanime.fitting.eyelid.fit_eyelids`): dlib's, measured on the
     shut eyes of d3 and d6; 0 for exact landmarks."""
+    lip_closure: bool = True
+    """Fit each frame's lip closure (:mod:`faceanime.fitting.lips`) after the expression and the
+    jaw, so the fitted inner lips part as far as the detected ones (the jaw also answers to the
+    chin's outline, and the emotions cannot part the lips without moving the chin)."""
+    lip_closure_temporal_weight: float = 0.1
+    """Smoothness of the lip closure between frames (as ``eyelid_temporal_weight``)."""
     pucker: bool = True
     """Fit each frame's pucker (how much narrower the mouth is than the model's,
-    :mod:`faceanime.fitting.pucker`) after the expression, so rounded lips ("o", "oo") transfer:
+    :mod:`faceanime.fitting.lips`) after the expression, so rounded lips ("o", "oo") transfer:
     the six emotions fit a narrowed mouth as wide as ever."""
     pucker_temporal_weight: float = 0.1
     """Smoothness of the pucker between frames (as ``eyelid_temporal_weight``: a vowel lasts a
@@ -787,7 +793,8 @@ def fit_landmarks(model: FaceModel, landmarks: torch.Tensor,
         scale=scale_out.float(), camera=config.camera,
         image_size=torch.tensor([height, width]), landmarks=landmarks.float(),
         fitted_landmarks=fitted.float(), valid=valid, fps=fps)
-    lips = lip_rig(model) if config.pucker else None  # None: the mouth is not mapped
+    # None: the mouth is not mapped
+    lips = lip_rig(model) if config.pucker or config.lip_closure else None
     brows = brow_rig(model) if config.brows else None
     if eyelids is not None or lips is not None or brows is not None:
         on_model = coeffs.to(model.device)
@@ -796,7 +803,12 @@ def fit_landmarks(model: FaceModel, landmarks: torch.Tensor,
                                         eyelids, config.eyelid_floor)
             _close_fitted_lids(on_model, eyelids, model)
         if lips is not None:
-            on_model.pucker = fit_pucker(model, on_model, config.pucker_temporal_weight, lips)
+            if config.lip_closure:
+                on_model.lips = fit_lip_closure(model, on_model,
+                                                config.lip_closure_temporal_weight, lips)
+            if config.pucker:
+                on_model.pucker = fit_pucker(model, on_model, config.pucker_temporal_weight,
+                                             lips)
             mouth, points = mouth_landmarks(model, on_model, lips)
             on_model.fitted_landmarks[:, mouth] = points.to(on_model.fitted_landmarks.dtype)
         if brows is not None:

@@ -30,7 +30,7 @@ lips and the skin beside them move towards the mouth's middle in proportion to t
 from it (the corners by :data:`PUCKER_UNIT` / 2 inter-ocular distances each at pucker 1), fading
 out beyond the corners and above and below the lips; the lips' middle pushes forward a little
 (a rounded mouth protrudes). Negative values widen the mouth. It is fitted per frame from the
-mouth's landmark widths (:mod:`faceanime.fitting.pucker`), and applied with the closure.
+mouth's landmark widths (:mod:`faceanime.fitting.lips`), and applied with the closure.
 """
 
 from __future__ import annotations
