@@ -68,6 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --fringe, leave out thin dark strands of hair on the photo's "
                         "cheeks and temples: texels this much darker (L*) than their "
                         "surroundings (0: keep them) (default: %(default)s)")
+    p.add_argument("--hair-cut", action=argparse.BooleanOptionalAction, default=_SWAP.hair_cut,
+                   help="with --fringe, grow the hair found by its colour (a lock over the "
+                        "temple that lets the skin through) (default: on)")
     p.add_argument("--reshape", action=argparse.BooleanOptionalAction, default=_SWAP.reshape,
                    help="bend the target's head around the face to the photo's face shape "
                         "(its jaw and cheeks become the photo's outline) (default: on)")
@@ -125,6 +128,7 @@ def run(args: argparse.Namespace) -> None:
                               max_contrast_gain=args.contrast_gain,
                               occlusion=args.occlusion, fringe=args.fringe,
                               temples=args.temples, strands=args.strands,
+                              hair_cut=args.hair_cut,
                               keep_mouth=args.keep_mouth, gaze=args.gaze,
                               reshape=args.reshape, seam=args.seam, relight=args.relight,
                               batch_size=args.batch_size),

@@ -113,6 +113,10 @@ class SwapRenderConfig:
     strand_band: float = 0.16
     """How far in from the face's outline strands are looked for (a share of the texture's
     side)."""
+    hair_cut: bool = True
+    """With ``fringe``, grow the hair found so far by its colour (:func:`grown_hair`, OpenCV's
+    GrabCut on the face texture): a lock of hair lying further in than ``temples``, or thin
+    enough to let the skin through (s42's by her right eye), goes too."""
     seam: bool = True
     """Give the face the frame's tone where they meet (:func:`seam_membrane`): the difference
     along the blend, filled smoothly over the face."""
@@ -447,6 +451,57 @@ def fringe_mask(texture: torch.Tensor, region: torch.Tensor, skin_uv: torch.Tens
     return torch.from_numpy(ndimage.binary_dilation(hair, iterations=r)) & region
 
 
+def grown_hair(texture: torch.Tensor, region: torch.Tensor, hair: torch.Tensor,
+               skin: torch.Tensor, iterations: int = 5) -> torch.Tensor:
+    """``(S, S)`` bool: ``hair`` and the texels of ``region`` that look like it, connected to
+    it, by colour (OpenCV's GrabCut: a Gaussian mixture of the hair's colours against the
+    skin's, and a graph cut that keeps the boundary where the colour changes).
+
+    A lock of hair over the temple is often lighter than the hair beyond the outline and lets
+    the skin through (s42's, by her right eye): too close to the skin's colour for a fixed
+    threshold, and wider than a top-hat. The hair already found seeds the hair model; the
+    ``skin`` texels (the inner face, the brows and eyes, below the lips) seed the skin model
+    and never become hair; what lies between is decided by GrabCut.
+
+    Args:
+        texture: ``(1, 3, S, S)`` in [0, 1].
+        region: ``(S, S)`` bool, the swapped part of the layout.
+        hair: ``(S, S)`` bool, the hair found so far.
+        skin: ``(S, S)`` bool, texels that are the face's own.
+        iterations: GrabCut's.
+    """
+    import cv2  # OpenCV: a dependency; only a swap's set-up needs it
+
+    known = (hair & region).numpy()
+    inside = region.numpy()
+    if not known.any() or not (inside & ~known).any():
+        return hair.clone()
+    rgb = (texture[0].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    # Outside the region the texture holds a filler, skin-coloured: painted as hair, it does
+    # not teach the hair model the skin's colour.
+    image = rgb.copy()
+    image[~inside] = np.median(rgb[known], 0).astype(np.uint8)
+    labels = np.full(inside.shape, cv2.GC_PR_FGD, np.uint8)  # the foreground is the skin
+    labels[~inside | known] = cv2.GC_BGD
+    labels[inside & ~known & skin.numpy()] = cv2.GC_FGD
+    # Seeded: the same photo gives the same mask in every run (as head_mask's).
+    cv2.setRNGSeed(0)
+    try:
+        cv2.grabCut(np.ascontiguousarray(image[..., ::-1]), labels, None, np.zeros((1, 65)),
+                    np.zeros((1, 65)), iterations, cv2.GC_INIT_WITH_MASK)
+    except cv2.error:
+        return hair.clone()
+    from scipy import ndimage
+
+    found = inside & ((labels == cv2.GC_BGD) | (labels == cv2.GC_PR_BGD))
+    grown = _reaching(found, known) & ~known
+    # The cut runs where the colour changes most, inside a lock's thinning edge (hair over
+    # skin, a few texels wide): that edge goes with it.
+    r = max(1, texture.shape[-1] // 128)
+    grown = ndimage.binary_dilation(grown, iterations=2 * r) & inside & ~skin.numpy()
+    return torch.from_numpy(grown | known) | hair
+
+
 def side_hair_mask(texture: torch.Tensor, region: torch.Tensor, skin_uv: torch.Tensor,
                    protected: torch.Tensor, below_v: float, band: float,
                    threshold: float = 22.0) -> torch.Tensor:
@@ -625,6 +680,9 @@ class SwapRenderer(BoxRenderer):
                 if c.strands > 0:
                     hair |= strand_mask(self.texture.cpu(), region.cpu(), brows_eyes, lip_v,
                                         c.strand_band, c.strands)
+                if c.hair_cut:
+                    hair = grown_hair(self.texture.cpu(), region.cpu(), hair,
+                                      self._own_skin(region.cpu(), model, uv.cpu(), lip_v))
             self.source_masks = self.masks.clone()
             self.source_masks[0, 1] *= (~hair).to(self.masks)
         else:
@@ -644,6 +702,22 @@ class SwapRenderer(BoxRenderer):
         self._target_lookup = torch.cat([rgb_to_lab(self.target_texture), self.masks[:, :1]],
                                         1).contiguous(memory_format=last)
         self._last: torch.Tensor | None = None
+
+    def _own_skin(self, region: torch.Tensor, model: FaceModel, uv: torch.Tensor,
+                  lip_v: float) -> torch.Tensor:
+        """``(S, S)`` bool: texels of ``region`` that are the photo's face whatever its hair:
+        all between the eyes' outer corners (hair over the forehead is the fringe's to find:
+        grown by colour, s1's took the shadows of her eye sockets), the brows and what lies
+        below the lower lip (``lip_v``). Beside the eyes only the brows themselves: a lock of
+        hair touching a brow's outer end (s42's) is decided by its colour."""
+        size = region.shape[-1]
+        rows = torch.arange(size)[:, None].expand(size, size)
+        cols = torch.arange(size)[None, :].expand(size, size)
+        ids = model.landmark_indices
+        left, right = sorted(float(uv[ids[i], 0]) * (size - 1) for i in (36, 45))
+        brows = feature_texels(model, uv, size, 1.0, _FEATURES[:2])
+        return region & (((cols >= left) & (cols <= right)) | brows
+                         | (rows > lip_v * (size - 1)))
 
     def _skin_weight(self, masks: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
         """``(B, N)`` per vertex of ``B`` posed meshes (``normals (B, N, 3)``): 1 where it is
