@@ -365,6 +365,22 @@ def feature_texels(model: FaceModel, texcoords: torch.Tensor, size: int, grow: f
     return inside.reshape(size, size)
 
 
+def own_skin_texels(model: FaceModel, texcoords: torch.Tensor, region: torch.Tensor,
+                    lip_v: float) -> torch.Tensor:
+    """``(S, S)`` bool: texels of ``region`` that are the photo's face whatever its hair: all
+    between the eyes' outer corners (hair over the forehead is the fringe's to find: grown by
+    colour, s1's took the shadows of her eye sockets), the brows and what lies below the lower
+    lip (``lip_v``). Beside the eyes only the brows themselves: a lock of hair touching a
+    brow's outer end (s42's) is decided by its colour (:func:`grown_hair`)."""
+    size = region.shape[-1]
+    rows = torch.arange(size)[:, None].expand(size, size)
+    cols = torch.arange(size)[None, :].expand(size, size)
+    ids = model.landmark_indices
+    left, right = sorted(float(texcoords[ids[i], 0]) * (size - 1) for i in (36, 45))
+    brows = feature_texels(model, texcoords, size, 1.0, _FEATURES[:2])
+    return region & (((cols >= left) & (cols <= right)) | brows | (rows > lip_v * (size - 1)))
+
+
 def _mask_texture(model: FaceModel, mesh_triangles: torch.Tensor, texcoords: torch.Tensor,
                   size: int, tolerance: float, backend: str) -> torch.Tensor:
     """``(1, 3, S, S)`` per texel: the occlusion tolerance (``tolerance`` over the brows, the
@@ -682,7 +698,7 @@ class SwapRenderer(BoxRenderer):
                                         c.strand_band, c.strands)
                 if c.hair_cut:
                     hair = grown_hair(self.texture.cpu(), region.cpu(), hair,
-                                      self._own_skin(region.cpu(), model, uv.cpu(), lip_v))
+                                      own_skin_texels(model, uv.cpu(), region.cpu(), lip_v))
             self.source_masks = self.masks.clone()
             self.source_masks[0, 1] *= (~hair).to(self.masks)
         else:
@@ -702,22 +718,6 @@ class SwapRenderer(BoxRenderer):
         self._target_lookup = torch.cat([rgb_to_lab(self.target_texture), self.masks[:, :1]],
                                         1).contiguous(memory_format=last)
         self._last: torch.Tensor | None = None
-
-    def _own_skin(self, region: torch.Tensor, model: FaceModel, uv: torch.Tensor,
-                  lip_v: float) -> torch.Tensor:
-        """``(S, S)`` bool: texels of ``region`` that are the photo's face whatever its hair:
-        all between the eyes' outer corners (hair over the forehead is the fringe's to find:
-        grown by colour, s1's took the shadows of her eye sockets), the brows and what lies
-        below the lower lip (``lip_v``). Beside the eyes only the brows themselves: a lock of
-        hair touching a brow's outer end (s42's) is decided by its colour."""
-        size = region.shape[-1]
-        rows = torch.arange(size)[:, None].expand(size, size)
-        cols = torch.arange(size)[None, :].expand(size, size)
-        ids = model.landmark_indices
-        left, right = sorted(float(uv[ids[i], 0]) * (size - 1) for i in (36, 45))
-        brows = feature_texels(model, uv, size, 1.0, _FEATURES[:2])
-        return region & (((cols >= left) & (cols <= right)) | brows
-                         | (rows > lip_v * (size - 1)))
 
     def _skin_weight(self, masks: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
         """``(B, N)`` per vertex of ``B`` posed meshes (``normals (B, N, 3)``): 1 where it is
