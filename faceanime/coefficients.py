@@ -51,8 +51,10 @@ class Coefficients:
             irises stay where the photo has them).
         lips: ``(T,)`` lip closure (:mod:`faceanime.morphable.lips`): 0 as in the model,
             positive brings the lips together (the chin stays); zeros when not given (files
-            written before the lip rig). The fitter leaves it at 0; motion transfer closes an
-            open-mouthed photo's lips with it (:attr:`~faceanime.motion.MotionConfig.close_mouth`).
+            written before the lip rig). Fitted from the inner lips' gaps after the jaw and
+            the emotions (:func:`~faceanime.fitting.lips.fit_lip_closure`); motion transfer
+            also closes an open-mouthed photo's lips with it
+            (:attr:`~faceanime.motion.MotionConfig.close_mouth`).
         pucker: ``(T,)`` how much narrower the mouth is than the model's
             (:mod:`faceanime.morphable.lips`): positive rounds the lips ("o"), negative widens
             the mouth; fitted from the mouth's landmark widths; zeros when not given (files

@@ -21,7 +21,11 @@ neck. The lip rig closes the lips themselves, like the eyelid rig
 
 At closure 1 the middle of the lips move together by :data:`LIP_UNIT` inter-ocular distances
 (half each); 0 is the model's. Offsets are linear in the closure, applied before the jaw turns
-(so the lower lip's share turns with the chin).
+(so the lower lip's share turns with the chin). The fitter finds each frame's closure from the
+inner lips' gaps (:mod:`faceanime.fitting.lips`): a talking face parts its lips more than its
+chin drops. Along the mouth the profile is the model's own opening, a lens: a photo's mouth
+open round to its corners (d19's "O") closes in the middle and stays open in two lobes by the
+corners (``docs/render.md``, Limits).
 
 **Pucker.** The Surrey Face Model's six emotions cannot round the lips: a driver saying "o"
 was fitted with a mouth as wide as ever, so the photo's stayed wide, and the driver's captured
