@@ -22,6 +22,26 @@ from __future__ import annotations
 import numpy as np
 
 
+def seeded_grabcut(image: np.ndarray, labels: np.ndarray, iterations: int) -> bool:
+    """OpenCV's GrabCut on an ``(H, W, 3)`` uint8 RGB image from the seed ``labels`` (``(H, W)``
+    uint8, ``cv2.GC_*``), which it refines in place; False where OpenCV refuses (e.g. a seed
+    with no foreground or no background), the labels then as they were.
+
+    GrabCut seeds its colour models by k-means on OpenCV's global random generator: seeded
+    here, the same image gives the same mask in every run and every renderer."""
+    import cv2  # OpenCV: a dependency; only a renderer's set-up needs it
+
+    before = labels.copy()
+    cv2.setRNGSeed(0)
+    try:
+        cv2.grabCut(np.ascontiguousarray(image[..., ::-1]), labels, None, np.zeros((1, 65)),
+                    np.zeros((1, 65)), iterations, cv2.GC_INIT_WITH_MASK)
+    except cv2.error:
+        labels[...] = before
+        return False
+    return True
+
+
 def _ellipse(shape: tuple[int, int], centre: np.ndarray, axes: np.ndarray) -> np.ndarray:
     ys, xs = np.mgrid[:shape[0], :shape[1]]
     return ((xs - centre[0]) / axes[0]) ** 2 + ((ys - centre[1]) / axes[1]) ** 2 < 1
@@ -76,14 +96,7 @@ def head_mask(image: np.ndarray, face: np.ndarray, work_size: int = 256,
     erode = max(1, round(0.04 * float(size.mean())))
     sure = cv2.erode(face_area, np.ones((2 * erode + 1, 2 * erode + 1), np.uint8))
     mask[sure > 0] = cv2.GC_FGD
-    background, foreground = np.zeros((1, 65)), np.zeros((1, 65))
-    # GrabCut seeds its colour models by k-means on OpenCV's global random generator: seeded
-    # here, the same photo gives the same mask in every run and every renderer.
-    cv2.setRNGSeed(0)
-    try:
-        cv2.grabCut(cv2.cvtColor(small, cv2.COLOR_RGB2BGR), mask, None, background, foreground,
-                    iterations, cv2.GC_INIT_WITH_MASK)
-    except cv2.error:
+    if not seeded_grabcut(small, mask, iterations):
         return seed_ellipse(face, (h, w))
     head = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
     if head.sum() < face_area.sum():

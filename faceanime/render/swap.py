@@ -488,6 +488,8 @@ def grown_hair(texture: torch.Tensor, region: torch.Tensor, hair: torch.Tensor,
     """
     import cv2  # OpenCV: a dependency; only a swap's set-up needs it
 
+    from faceanime.render.head_mask import seeded_grabcut
+
     known = (hair & region).numpy()
     inside = region.numpy()
     if not known.any() or not (inside & ~known).any():
@@ -500,12 +502,7 @@ def grown_hair(texture: torch.Tensor, region: torch.Tensor, hair: torch.Tensor,
     labels = np.full(inside.shape, cv2.GC_PR_FGD, np.uint8)  # the foreground is the skin
     labels[~inside | known] = cv2.GC_BGD
     labels[inside & ~known & skin.numpy()] = cv2.GC_FGD
-    # Seeded: the same photo gives the same mask in every run (as head_mask's).
-    cv2.setRNGSeed(0)
-    try:
-        cv2.grabCut(np.ascontiguousarray(image[..., ::-1]), labels, None, np.zeros((1, 65)),
-                    np.zeros((1, 65)), iterations, cv2.GC_INIT_WITH_MASK)
-    except cv2.error:
+    if not seeded_grabcut(image, labels, iterations):
         return hair.clone()
     from scipy import ndimage
 
