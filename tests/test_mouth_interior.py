@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -467,3 +468,41 @@ def test_capture_takes_decoded_frames_as_they_come(sfm_model, d0_grin, recwarn):
     got = capture(readonly, coeffs)
     assert not [w for w in recwarn if "not writable" in str(w.message)]
     assert torch.equal(got, capture(frames.copy(), coeffs))
+
+
+@pytest.mark.parametrize("cut", [None, "left", "right"])
+def test_capture_reads_the_mouths_box_as_it_would_the_whole_frame(sfm_model, d0_grin, cut):
+    """The capture converts only the box its samples read: the same interiors as capturing
+    from the whole frames, also where the frame ends inside the mouth (its border read)."""
+    from faceanime.render.frames import frames_tensor
+
+    frames, _, coeffs = d0_grin
+    middle = int(coeffs.landmarks[:, 48:68, 0].mean())
+    if cut == "left":       # the frame starts in the mouth's middle
+        frames = frames[:, :, middle:]
+        coeffs = replace(coeffs, translation=coeffs.translation
+                         - torch.tensor([middle, 0.0, 0.0], dtype=coeffs.translation.dtype))
+    elif cut == "right":    # ... or ends there
+        frames = frames[:, :, :middle]
+    capture = InteriorCapture(sfm_model)
+    got = capture(frames, coeffs)
+    posed = replace(coeffs, brows=torch.zeros_like(coeffs.brows))
+    screen = project_vertices(posed, face_vertices(capture.cap.model, posed, jaw=capture.cap.jaw,
+                                                   eyelids=capture.eyelids,
+                                                   lips=capture.lip_rig))
+    whole = capture_interior(frames_tensor(frames), screen, capture.cap, capture.layout,
+                             capture.lips, capture.skin)
+    x = screen[:, capture.sampled, 0]
+    assert bool(x.min() < 0 or x.max() > frames.shape[2]) == (cut is not None)
+    assert (got.int() - whole.int()).abs().max() <= 1
+    assert (got[:, 3] > 0).any()
+
+
+def test_sampled_box_is_clipped_to_the_image_and_never_empty():
+    from faceanime.render.mouth_interior import sampled_box
+
+    points = torch.tensor([[[10.2, 20.7], [30.5, 25.1]]])
+    assert sampled_box(points, (100, 200)) == (8, 18, 34, 29)
+    assert sampled_box(points - 500, (100, 200)) == (0, 0, 2, 2)
+    assert sampled_box(points + 500, (100, 200)) == (198, 98, 200, 100)
+    assert sampled_box(torch.full((1, 2, 2), float("nan")), (100, 200)) == (0, 0, 200, 100)

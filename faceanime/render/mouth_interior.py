@@ -262,6 +262,23 @@ def mouth_opening(screen: torch.Tensor, cap: MouthCap, lips: torch.Tensor) -> to
     return cap_area / polygon.clamp_min(1e-6)
 
 
+def sampled_box(points: torch.Tensor, size: tuple[int, int], pad: int = 2
+                ) -> tuple[int, int, int, int]:
+    """``(x0, y0, x1, y1)``: the pixels of an image of ``size = (H, W)`` that bilinear samples at
+    ``points (T, P, 2)`` (all frames) read, padded by ``pad``, clipped to the image. A point off
+    the image reads its border, which the box then reaches: sampling the box, its points shifted
+    by ``(x0, y0)``, reads what sampling the image does."""
+    h, w = size
+    finite = points[torch.isfinite(points).all(-1)]
+    if finite.numel() == 0:
+        return 0, 0, w, h
+    low = finite.amin(0).floor().long().tolist()
+    high = finite.amax(0).ceil().long().tolist()
+    x0, y0 = min(max(low[0] - pad, 0), w - 2), min(max(low[1] - pad, 0), h - 2)
+    x1, y1 = max(min(high[0] + pad + 1, w), x0 + 2), max(min(high[1] + pad + 1, h), y0 + 2)
+    return x0, y0, x1, y1
+
+
 def capture_interior(frames: torch.Tensor, screen: torch.Tensor, cap: MouthCap,
                      layout: MouthLayout, lips: torch.Tensor, skin: torch.Tensor
                      ) -> torch.Tensor:
@@ -343,6 +360,10 @@ class InteriorCapture:
         # Rigged once, not per batch (the lip rig takes ~40 ms to build).
         self.eyelids = eyelid_rig(self.cap.model)
         self.lip_rig = lip_rig(self.cap.model, self.cap.jaw)
+        # Every point the capture samples lies in these vertices' hull: the cap's texels
+        # between its corners, the lips' points between the outline and the loop's middle.
+        self.sampled = torch.cat([cap_corners(self.cap).reshape(-1), self.lips, self.skin,
+                                  self.cap.loop]).unique()
 
     def __call__(self, frames: np.ndarray | torch.Tensor, coeffs: Coefficients) -> torch.Tensor:
         """``(T, 4, h, w)`` uint8 on the CPU (:func:`capture_interior`) of ``frames``
@@ -355,11 +376,16 @@ class InteriorCapture:
         screen = project_vertices(coeffs, face_vertices(self.cap.model, coeffs, jaw=self.cap.jaw,
                                                         eyelids=self.eyelids,
                                                         lips=self.lip_rig))
-        if isinstance(frames, torch.Tensor):
-            tensor = frames.to(screen.device).permute(0, 3, 1, 2).to(screen.dtype) / 255
+        # Only the box the capture samples from is converted to floats: the whole frame's
+        # conversion was most of the capture's time (a tenth of a 512² retarget's).
+        x0, y0, x1, y1 = sampled_box(screen[:, self.sampled, :2], frames.shape[1:3])
+        crop = frames[:, y0:y1, x0:x1]
+        if isinstance(crop, torch.Tensor):
+            tensor = crop.to(screen.device).permute(0, 3, 1, 2).to(screen.dtype) / 255
         else:
-            tensor = frames_tensor(frames, screen.device).to(screen.dtype)
-        return capture_interior(tensor, screen, self.cap, self.layout, self.lips,
+            tensor = frames_tensor(crop, screen.device).to(screen.dtype)
+        shifted = screen - screen.new_tensor([x0, y0, 0])
+        return capture_interior(tensor, shifted, self.cap, self.layout, self.lips,
                                 self.skin).cpu()
 
 
