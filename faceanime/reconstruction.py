@@ -47,6 +47,8 @@ def face_vertices(model: FaceModel, coeffs: Coefficients, jaw: Jaw | None = None
         eyelids = eyelids if eyelids is not None else build_eyelids(model)
         verts = apply_eyelids(verts, coeffs.eyes.to(device, dtype),
                               eyelids.offsets.to(device, dtype), eyelids.raised.to(device, dtype))
+    if lips is not None and lips.rest is not None:
+        verts = verts + lips.rest.to(device, dtype)
     for closure, part in ((coeffs.lips, "offsets"), (coeffs.pucker, "pucker")):
         if closure is not None and bool((closure != 0).any()):
             jaw = jaw if jaw is not None else build_jaw(model)

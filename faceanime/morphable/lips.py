@@ -23,9 +23,15 @@ At closure 1 the middle of the lips move together by :data:`LIP_UNIT` inter-ocul
 (half each); 0 is the model's. Offsets are linear in the closure, applied before the jaw turns
 (so the lower lip's share turns with the chin). The fitter finds each frame's closure from the
 inner lips' gaps (:mod:`faceanime.fitting.lips`): a talking face parts its lips more than its
-chin drops. Along the mouth the profile is the model's own opening, a lens: a photo's mouth
-open round to its corners (d19's "O") closes in the middle and stays open in two lobes by the
-corners (``docs/render.md``, Limits).
+chin drops. Along the mouth the profile is the model's own opening, a lens, shut at the corners.
+
+**A photo's own opening.** A photo's mouth open round to its corners (d19's "O") closed by that
+lens met in the middle and stayed open in two lobes by the corners, which showed the photo's
+dark interior. A renderer poses the photo with :func:`photo_lips` instead: the profile is the
+photo's own gap along the mouth (:func:`opening_profile`), raised where the rims close slower
+(:func:`closing_rate`: towards the corners the jaw's weights blend, and ``2 w - 1`` moves the
+rims less), so the whole gap shuts at the closure that shuts its middle; a ``rest`` offset keeps
+the photo's fitted closure where it was.
 
 **Pucker.** The Surrey Face Model's six emotions cannot round the lips: a driver saying "o"
 was fitted with a mouth as wide as ever, so the photo's stayed wide, and the driver's captured
@@ -83,10 +89,14 @@ class Lips:
 
     offsets: torch.Tensor
     pucker: torch.Tensor
+    rest: torch.Tensor | None = None
+    """``(N, 3)`` displacements applied at every closure, or None: a photo's rig
+    (:func:`photo_lips`) keeps the photo's own lips where its fit put them with it."""
 
     def to(self, device: torch.device | str | None = None,
            dtype: torch.dtype | None = None) -> Lips:
-        return Lips(self.offsets.to(device, dtype), self.pucker.to(device, dtype))
+        rest = None if self.rest is None else self.rest.to(device, dtype)
+        return Lips(self.offsets.to(device, dtype), self.pucker.to(device, dtype), rest)
 
 
 def lip_rig(model: FaceModel, jaw: Jaw | None = None) -> Lips | None:
@@ -108,8 +118,10 @@ def apply_lips(vertices: torch.Tensor, closure: torch.Tensor, offsets: torch.Ten
 
 def build_lips(model: FaceModel, jaw: Jaw | None = None, reach: float = 0.2,
                depth: float = 0.3, lip_height: float = 0.1, pucker_reach: float = 0.15,
-               corner_hold: float = 0.05, protrusion: float = 0.3) -> Lips:
-    """Rig the lips of ``model`` from its mean shape, landmark mapping and jaw rig.
+               corner_hold: float = 0.05, protrusion: float = 0.3,
+               profile: tuple[torch.Tensor, torch.Tensor] | None = None) -> Lips:
+    """Rig the lips of ``model`` from its mean shape, landmark mapping and jaw rig (along the
+    mouth, the mean's own opening, or ``profile``).
 
     Args:
         model: a model whose mouth corners, inner lips and outer eye corners are mapped.
@@ -129,6 +141,9 @@ def build_lips(model: FaceModel, jaw: Jaw | None = None, reach: float = 0.2,
             times as far as the rig's corners.
         protrusion: how far the lips' middle comes forward at pucker 1, relative to each
             corner's inward motion.
+        profile: how far the closure moves the lips along the mouth, relative to the middle
+            inner-lip pair: ``(K,)`` knots (the mean's x, increasing) and ``(K,)`` values
+            (:func:`opening_profile`); None: the mean's opening measured at the inner-lip pairs.
 
     Returns:
         :class:`Lips`.
@@ -152,12 +167,16 @@ def build_lips(model: FaceModel, jaw: Jaw | None = None, reach: float = 0.2,
     gaps = (opened[upper, 1] - opened[lower, 1]).clamp_min(0)               # (3,)
     corners = mean[ids[list(_CORNERS)]]
     xs = torch.cat([corners[:1, 0], mean[upper, 0], corners[1:, 0]])
-    profile = torch.cat([gaps.new_zeros(1), gaps / gaps[1].clamp_min(1e-9), gaps.new_zeros(1)])
+    lens = torch.cat([gaps.new_zeros(1), gaps / gaps[1].clamp_min(1e-9), gaps.new_zeros(1)])
     line = torch.cat([corners[:1, 1], (mean[upper, 1] + mean[lower, 1]) / 2, corners[1:, 1]])
     order = torch.argsort(xs)
-    xs, profile, line = xs[order], profile[order], line[order]
+    xs, lens, line = xs[order], lens[order], line[order]
     x, y = mean[:, 0], mean[:, 1]
-    along = piecewise_linear(xs, profile, x)                                     # (N,)
+    if profile is None:
+        along = piecewise_linear(xs, lens, x)                                    # (N,)
+    else:
+        knots, values = (p.to(mean.device, mean.dtype) for p in profile)
+        along = piecewise_linear(knots, values, x)
     # The inner lip line's height at each vertex's x (clamped to the corners' beyond them).
     height = piecewise_linear(xs, line, x.clamp(float(xs[0]), float(xs[-1])))
     across = 1 - smoothstep((y - height).abs() / (reach * iod))
@@ -186,3 +205,111 @@ def build_lips(model: FaceModel, jaw: Jaw | None = None, reach: float = 0.2,
     lift = 1 - smoothstep(off_line / ((lip_height + pucker_reach / 2) * iod))
     pucker[:, 2] = bulge * lift * near * (protrusion * inward)
     return Lips(offsets.to(model.dtype), pucker.to(model.dtype))
+
+
+def _across_rims(model: FaceModel, jaw: Jaw, loop: torch.Tensor, vertices: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The mouth hole's upper rim (loop vertices whose jaw weight is under one half), ordered
+    by the mean's x, and at each of its vertices the lower rim straight below in ``vertices
+    (N, 3)`` (posed, model space): ``upper (U,)``, the gap's height ``(U,)`` (clamped at 0)
+    and the lower rim's jaw weight there less the upper's ``(U,)``."""
+    mean = model.mean.detach().double()
+    posed = vertices.detach().to(mean.device, mean.dtype)
+    weights = jaw.weights.to(mean.device, mean.dtype)
+    upper, lower = loop[weights[loop] < 0.5], loop[weights[loop] >= 0.5]
+    upper = upper[torch.argsort(mean[upper, 0])]
+    lower = lower[torch.argsort(posed[lower, 0])]
+    knots = posed[lower, 0].contiguous()
+    at = posed[upper, 0].clamp(float(knots[0]), float(knots[-1])).contiguous()
+    gap = (posed[upper, 1] - piecewise_linear(knots, posed[lower, 1].contiguous(), at))
+    spread = piecewise_linear(knots, weights[lower].contiguous(), at) - weights[upper]
+    return upper, gap.clamp_min(0), spread
+
+
+def opening_profile(model: FaceModel, jaw: Jaw, loop: torch.Tensor, vertices: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """How open a posed mouth is along its length, as :func:`build_lips`'s ``profile``.
+
+    Args:
+        model: the model (its mean's x places the profile, as the rig's).
+        jaw: its jaw rig: a weight under one half marks the hole's upper rim.
+        loop: ``(M,)`` the mouth hole's boundary vertices (:class:`~faceanime.morphable.mouth.
+            MouthCap`'s ``loop``).
+        vertices: ``(N, 3)`` the posed face (model space, y up).
+
+    Returns:
+        ``knots (K,)`` (the corners' and the upper rim's x in the mean, increasing), ``values
+        (K,)`` (each upper rim vertex's height above the lower rim at its x, over that height
+        at the middle inner-lip pair; 0 at the corners; NaN when the middle is shut) and the
+        middle's height in inter-ocular distances.
+    """
+    ids = model.landmark_indices
+    mean = model.mean.detach().double()
+    upper, gap, _ = _across_rims(model, jaw, loop, vertices)
+    xs = mean[upper, 0].contiguous()
+    middle = float(piecewise_linear(xs, gap, mean[ids[_UPPER[1]], 0].reshape(1)))
+    iod = float((mean[ids[_EYES[0]]] - mean[ids[_EYES[1]]]).norm())
+    corners = mean[ids[list(_CORNERS)], 0].sort().values
+    knots = torch.cat([corners[:1], xs, corners[1:]])
+    values = torch.cat([gap.new_zeros(1), gap / middle if middle > 0 else gap * float("nan"),
+                        gap.new_zeros(1)])
+    return knots, values, middle / iod
+
+
+def closing_rate(model: FaceModel, jaw: Jaw, loop: torch.Tensor, vertices: torch.Tensor
+                 ) -> torch.Tensor:
+    """``(K,)`` on :func:`opening_profile`'s knots: how fast the rig's closure brings the rims
+    together there for a profile of 1, relative to the middle (the lower rim's ``2 w - 1``
+    less the upper's, over two): 1 over the middle, where the jaw's weights are 0 above and 1
+    below, falling towards the corners, where they blend (0 at the corners themselves)."""
+    ids = model.landmark_indices
+    mean = model.mean.detach().double()
+    upper, _, spread = _across_rims(model, jaw, loop, vertices)
+    xs = mean[upper, 0].contiguous()
+    middle = float(piecewise_linear(xs, spread, mean[ids[_UPPER[1]], 0].reshape(1)))
+    rate = spread / max(middle, 1e-6)
+    return torch.cat([rate.new_zeros(1), rate, rate.new_zeros(1)])
+
+MIN_RATE = 0.25
+"""The slowest closing rate (:func:`closing_rate`) a photo's profile is raised for: at the
+corners themselves the rims do not close at all, and the photo's gap is 0 there too."""
+
+PHOTO_PROFILE_GAP = (0.03, 0.08)
+"""From what middle opening (inter-ocular distances) a photo's own opening along the mouth
+starts to replace the mean's as the closure's profile (:func:`photo_lips`), and from what
+opening it does so in full. Below, the lips nearly meet and their gaps are the fit's noise (s1:
+0.022, its profile 0.7-1.5 at random); d19's "O" is 0.33 open, s42's parted lips 0.07."""
+
+
+def photo_lips(model: FaceModel, jaw: Jaw, loop: torch.Tensor, vertices: torch.Tensor,
+               closure: float, lips: Lips | None = None) -> Lips | None:
+    """The lip rig a photo's renderer poses with: the closure moves the lips along the mouth as
+    far as the photo's own mouth is open there (:func:`opening_profile`), so a mouth open round
+    to its corners (d19's "O") closes along its whole length instead of in the middle alone,
+    where the mean's opening (a lens, shut at the corners) left two open lobes. Blended with
+    ``lips`` (the model's rig, :func:`build_lips`) as the photo's mouth is open
+    (:data:`PHOTO_PROFILE_GAP`); None without a rig.
+
+    Its ``rest`` keeps the photo's fitted closure where it was: posed at ``closure`` (the
+    photo's, ``Coefficients.lips``) the rig gives the vertices the model's rig does, and a
+    target's closure moves them from there by the photo's profile.
+
+    Args:
+        vertices: ``(N, 3)`` the photo's posed face (model space), ``loop`` its mouth hole's
+            boundary and ``jaw`` its jaw rig, as in :func:`opening_profile`.
+    """
+    lips = lips if lips is not None else lip_rig(model, jaw)
+    if lips is None:
+        return None
+    knots, values, middle = opening_profile(model, jaw, loop, vertices)
+    low, high = PHOTO_PROFILE_GAP
+    share = float(smoothstep(torch.tensor((middle - low) / (high - low))))
+    if share == 0 or not bool(torch.isfinite(values).all()):
+        return lips
+    # Towards the corners the rims close slower for the same profile (their jaw weights
+    # blend): the profile is raised there by as much, or the lips met in the middle and two
+    # lobes by the corners stayed open.
+    rate = closing_rate(model, jaw, loop, vertices).clamp_min(MIN_RATE)
+    own = build_lips(model, jaw, profile=(knots, (values / rate).clamp(0, 1.5)))
+    change = share * (own.offsets - lips.offsets)
+    return Lips(lips.offsets + change, lips.pucker, -closure * change)

@@ -64,7 +64,7 @@ class ClassicRenderer(BoxRenderer):
     def __init__(self, model: FaceModel, source_image, source: Coefficients,
                  config: ClassicConfig | None = None) -> None:
         self.config = config or ClassicConfig()
-        self._set_up(model, source_image, source, self.config.mouth_interior)
+        self._set_up(model, source_image, source, self.config.mouth_interior, own_lips=True)
         if model.texcoords is None:
             raise InputError(f"model {model.name} has no texture coordinates; the classic "
                              "render needs them")

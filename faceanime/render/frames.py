@@ -20,7 +20,7 @@ from faceanime.errors import InputError
 from faceanime.morphable.brows import Brows, brow_rig
 from faceanime.morphable.eyelid import Eyelids, eyelid_rig
 from faceanime.morphable.jaw import Jaw, build_jaw
-from faceanime.morphable.lips import Lips, lip_rig
+from faceanime.morphable.lips import Lips, lip_rig, photo_lips
 from faceanime.morphable.model import FaceModel
 from faceanime.morphable.mouth import MouthCap, add_mouth_cap
 from faceanime.parallel import default_batch, default_workers, ordered_map
@@ -104,12 +104,14 @@ class BoxRenderer:
     cap: MouthCap | None
 
     def _set_up(self, model: FaceModel, source_image, source: Coefficients,
-                mouth_interior: bool) -> None:
+                mouth_interior: bool, own_lips: bool = False) -> None:
         """What every photo renderer starts with: the photo as ``(3, H, W)`` floats (refused
         when the coefficients were fitted on another size), and the mesh it poses — the model
         with its mouth hole closed by a recessed cap when asked (a model without a hole needs
         none), the jaw rig, the eyelid rig (None without mapped eye landmarks) and the lip rig
-        (None without mapped lips)."""
+        (None without mapped lips). With ``own_lips`` (and a cap), the lips close along the
+        photo's own opening (:func:`~faceanime.morphable.lips.photo_lips`): for renderers whose
+        targets move the photo's mouth from where it is."""
         self.image = image_tensor(source_image, model.device).to(model.dtype)
         check_source_size(source, self.image)
         self.model = model
@@ -124,10 +126,14 @@ class BoxRenderer:
         self.eyelids = eyelid_rig(self.mesh)
         self.lips = lip_rig(self.mesh, self.jaw)
         self.brows = brow_rig(self.mesh)
+        if own_lips and self.cap is not None and self.lips is not None:
+            posed = self._posed(source.frames(slice(0, 1)))[0]
+            self.lips = photo_lips(self.mesh, self.jaw, self.cap.loop, posed,
+                                   float(source.lips[0]), self.lips)
 
-    def _screen(self, coeffs: Coefficients) -> torch.Tensor:
-        """``(T, N, 3)`` the renderer's mesh posed at ``T`` frames' coefficients, projected
-        (pixels and depth). Lid closures are ignored by a mesh without an eyelid rig."""
+    def _posed(self, coeffs: Coefficients) -> torch.Tensor:
+        """``(T, N, 3)`` the renderer's mesh posed at ``T`` frames' coefficients, in model
+        space. Lid closures are ignored by a mesh without an eyelid rig."""
         if self.eyelids is None and bool((coeffs.eyes != 0).any()):
             coeffs = replace(coeffs, eyes=torch.zeros_like(coeffs.eyes))
         if self.lips is None and bool((coeffs.lips != 0).any() or (coeffs.pucker != 0).any()):
@@ -135,9 +141,13 @@ class BoxRenderer:
                              pucker=torch.zeros_like(coeffs.pucker))
         if self.brows is None and bool((coeffs.brows != 0).any()):
             coeffs = replace(coeffs, brows=torch.zeros_like(coeffs.brows))
-        verts = face_vertices(self.mesh, coeffs, jaw=self.jaw, eyelids=self.eyelids,
-                              lips=self.lips, brows=self.brows)
-        return project_vertices(coeffs, verts).to(self.image.dtype)
+        return face_vertices(self.mesh, coeffs, jaw=self.jaw, eyelids=self.eyelids,
+                             lips=self.lips, brows=self.brows)
+
+    def _screen(self, coeffs: Coefficients) -> torch.Tensor:
+        """``(T, N, 3)`` the renderer's mesh posed at ``T`` frames' coefficients
+        (:meth:`_posed`), projected (pixels and depth)."""
+        return project_vertices(coeffs, self._posed(coeffs)).to(self.image.dtype)
 
     @property
     def image_size(self) -> tuple[int, int]:

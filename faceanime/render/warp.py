@@ -584,7 +584,7 @@ class WarpRenderer(BoxRenderer):
     def __init__(self, model: FaceModel, source_image, source: Coefficients,
                  config: WarpConfig | None = None) -> None:
         self.config = c = config or WarpConfig()
-        self._set_up(model, source_image, source, c.mouth_interior)
+        self._set_up(model, source_image, source, c.mouth_interior, own_lips=True)
         self.n_face_vertices = model.n_vertices
         self.n_face_triangles = model.n_triangles
         self.triangles = self.mesh.triangles.to(model.device)
