@@ -189,6 +189,9 @@ def test_a_photos_lip_rig_leaves_the_photo_where_it_was_fitted(sfm_model, d19_ph
 
     for image, source in (d19_photo, s1_photo):
         renderer = WarpRenderer(sfm_model, image, source)
+        # The lower lip's edge found by colour (faceanime.render.lip_edge) moves the photo's
+        # lower lip down, on purpose: left out here.
+        renderer.lip_edge = None
         plain = face_vertices(renderer.mesh, source, jaw=renderer.jaw,
                               eyelids=renderer.eyelids, lips=lip_rig(renderer.mesh, renderer.jaw),
                               brows=renderer.brows)

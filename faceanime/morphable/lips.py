@@ -31,7 +31,8 @@ dark interior. A renderer poses the photo with :func:`photo_lips` instead: the p
 photo's own gap along the mouth (:func:`opening_profile`), raised where the rims close slower
 (:func:`closing_rate`: towards the corners the jaw's weights blend, and ``2 w - 1`` moves the
 rims less), so the whole gap shuts at the closure that shuts its middle; a ``rest`` offset keeps
-the photo's fitted closure where it was.
+the photo's fitted closure where it was. (Where dlib put the photo's lower inner lip above the
+lip itself, on its teeth, :mod:`faceanime.render.lip_edge` moves the rim down to it.)
 
 **Pucker.** The Surrey Face Model's six emotions cannot round the lips: a driver saying "o"
 was fitted with a mouth as wide as ever, so the photo's stayed wide, and the driver's captured
@@ -281,6 +282,13 @@ opening it does so in full. Below, the lips nearly meet and their gaps are the f
 0.022, its profile 0.7-1.5 at random); d19's "O" is 0.33 open, s42's parted lips 0.07."""
 
 
+def open_share(middle: float) -> float:
+    """How far a photo whose mouth is ``middle`` inter-ocular distances open in the middle
+    counts as open (:data:`PHOTO_PROFILE_GAP`): 0 to 1."""
+    low, high = PHOTO_PROFILE_GAP
+    return float(smoothstep(torch.tensor((middle - low) / (high - low))))
+
+
 def photo_lips(model: FaceModel, jaw: Jaw, loop: torch.Tensor, vertices: torch.Tensor,
                closure: float, lips: Lips | None = None) -> Lips | None:
     """The lip rig a photo's renderer poses with: the closure moves the lips along the mouth as
@@ -302,8 +310,7 @@ def photo_lips(model: FaceModel, jaw: Jaw, loop: torch.Tensor, vertices: torch.T
     if lips is None:
         return None
     knots, values, middle = opening_profile(model, jaw, loop, vertices)
-    low, high = PHOTO_PROFILE_GAP
-    share = float(smoothstep(torch.tensor((middle - low) / (high - low))))
+    share = open_share(middle)
     if share == 0 or not bool(torch.isfinite(values).all()):
         return lips
     # Towards the corners the rims close slower for the same profile (their jaw weights

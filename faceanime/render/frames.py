@@ -20,11 +20,12 @@ from faceanime.errors import InputError
 from faceanime.morphable.brows import Brows, brow_rig
 from faceanime.morphable.eyelid import Eyelids, eyelid_rig
 from faceanime.morphable.jaw import Jaw, build_jaw
-from faceanime.morphable.lips import Lips, lip_rig, photo_lips
+from faceanime.morphable.lips import Lips, lip_rig, open_share, opening_profile, photo_lips
 from faceanime.morphable.model import FaceModel
 from faceanime.morphable.mouth import MouthCap, add_mouth_cap
 from faceanime.parallel import default_batch, default_workers, ordered_map
 from faceanime.reconstruction import face_vertices, project_vertices
+from faceanime.render.lip_edge import LipEdge, photo_lip_edge
 
 Box = tuple[int, int, int, int]
 """A pixel box ``(x0, y0, x1, y1)``, end-exclusive."""
@@ -102,6 +103,7 @@ class BoxRenderer:
     lips: Lips | None
     brows: Brows | None
     cap: MouthCap | None
+    lip_edge: LipEdge | None = None
 
     def _set_up(self, model: FaceModel, source_image, source: Coefficients,
                 mouth_interior: bool, own_lips: bool = False) -> None:
@@ -126,10 +128,19 @@ class BoxRenderer:
         self.eyelids = eyelid_rig(self.mesh)
         self.lips = lip_rig(self.mesh, self.jaw)
         self.brows = brow_rig(self.mesh)
+        self.lip_edge = None
         if own_lips and self.cap is not None and self.lips is not None:
-            posed = self._posed(source.frames(slice(0, 1)))[0]
+            photo = source.frames(slice(0, 1))
+            posed = self._posed(photo)[0]
             self.lips = photo_lips(self.mesh, self.jaw, self.cap.loop, posed,
                                    float(source.lips[0]), self.lips)
+            if photo.landmarks is not None:
+                _, _, middle = opening_profile(self.mesh, self.jaw, self.cap.loop, posed)
+                self.lip_edge = photo_lip_edge(
+                    self.image, self.mesh, self.jaw, self.cap.loop, posed,
+                    project_vertices(photo, posed[None])[0].to(self.image.dtype),
+                    photo.landmarks[0].to(self.image), photo.rotation[0],
+                    float(photo.scale[0]), open_share(middle))
 
     def _posed(self, coeffs: Coefficients) -> torch.Tensor:
         """``(T, N, 3)`` the renderer's mesh posed at ``T`` frames' coefficients, in model
@@ -141,8 +152,9 @@ class BoxRenderer:
                              pucker=torch.zeros_like(coeffs.pucker))
         if self.brows is None and bool((coeffs.brows != 0).any()):
             coeffs = replace(coeffs, brows=torch.zeros_like(coeffs.brows))
-        return face_vertices(self.mesh, coeffs, jaw=self.jaw, eyelids=self.eyelids,
-                             lips=self.lips, brows=self.brows)
+        verts = face_vertices(self.mesh, coeffs, jaw=self.jaw, eyelids=self.eyelids,
+                              lips=self.lips, brows=self.brows)
+        return self.lip_edge.apply(verts) if self.lip_edge is not None else verts
 
     def _screen(self, coeffs: Coefficients) -> torch.Tensor:
         """``(T, N, 3)`` the renderer's mesh posed at ``T`` frames' coefficients

@@ -1,0 +1,165 @@
+"""The photo's lower lip found by its colour below the fitted inner lip.
+
+dlib puts the lower inner-lip points of an open mouth on whatever edge is sharpest there: on
+d19's "O" the top of the lower teeth, 9–14 px (0.05–0.07 inter-ocular distances) above where
+her lip begins. The fitted mesh's lower lip then holds a band of the cavity's floor and the
+teeth, and a target that closes the mouth showed it as a dark crescent under the lips' line.
+
+:func:`lip_edge_depth` walks down from each vertex of the mouth hole's lower rim (along the
+face's own down) until the photo's pixels take the lower lip's colour (CIE L*a*b*, within
+:data:`EDGE_TOLERANCE` of its median between the inner and the outer lip points, two pixels in
+a row). :func:`lip_edge_offsets` turns those depths into a displacement of the lower lip's
+vertices (the rim by all of it, fading to nothing at the outer lip line), and
+:class:`LipEdge` applies it as far as a frame's mouth is open relative to the photo's: in full
+at the photo's own opening (the zero-motion identity holds, and the photo's band lies inside
+the hole, with its interior), not at all when the lips meet, where the rim's neighbours then
+fetch the lip itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from faceanime.geometry.ramp import piecewise_linear, smoothstep
+from faceanime.morphable.jaw import Jaw
+from faceanime.morphable.model import FaceModel
+from faceanime.render.paste import rgb_to_lab
+from faceanime.render.texture import sample_image
+
+EDGE_TOLERANCE = 10.0
+"""How near (CIE76 ΔE) a pixel's colour must be to the lower lip's to count as lip: the lips'
+own samples spread by about 6 on d19, the teeth and the cavity lie 20–30 away."""
+
+EDGE_REACH = 0.12
+"""How far below the fitted rim the lip's edge is looked for, in inter-ocular distances."""
+
+# 0-based iBUG: the lower inner-lip points and the outer ones below them; the outer lower lip's
+# middle; the outer eye corners.
+_INNER_LOWER = (65, 66, 67)
+_OUTER_LOWER = (56, 57, 58)
+_INNER_MIDDLE = (62, 66)
+_EYES = (36, 45)
+
+
+def lip_edge_depth(image: torch.Tensor, rim: torch.Tensor, down: torch.Tensor,
+                   lip: torch.Tensor, reach: int, tolerance: float = EDGE_TOLERANCE
+                   ) -> torch.Tensor:
+    """How many pixels below each rim point the lower lip begins.
+
+    Args:
+        image: ``(3, H, W)`` the photo in [0, 1].
+        rim: ``(V, 2)`` pixel positions of the mouth hole's lower rim.
+        down: ``(2,)`` unit image direction of the face's down.
+        lip: ``(3,)`` the lower lip's colour, L*a*b*.
+        reach: how many pixels to look down.
+        tolerance: :data:`EDGE_TOLERANCE`.
+
+    Returns:
+        ``(V,)`` pixels (0 where the rim is on the lip already, or where no lip is found within
+        ``reach``: a rim point beside the mouth's corner, on skin).
+    """
+    steps = torch.arange(reach + 1, dtype=rim.dtype, device=rim.device)
+    points = rim[:, None, :] + steps[None, :, None] * down.to(rim)                # (V, K, 2)
+    v, k = points.shape[:2]
+    colours = sample_image(image[None], points.reshape(1, -1, 2))[0]             # (V K, 3)
+    lab = rgb_to_lab(colours.T.reshape(1, 3, v, k))[0].permute(1, 2, 0)          # (V, K, 3)
+    near = (lab - lip.to(lab)).norm(dim=-1) < tolerance
+    run = near[:, :-1] & near[:, 1:]
+    found = run.any(1)
+    first = run.to(torch.uint8).argmax(1).to(rim.dtype)
+    return torch.where(found, first, torch.zeros_like(first))
+
+
+@dataclass
+class LipEdge:
+    """A photo's lower lip moved down to its edge, as far as a frame's mouth is open.
+
+    Attributes:
+        offsets: ``(N, 3)`` the displacement at the photo's own opening (model space, applied
+            after the jaw).
+        top, bottom: the middle inner-lip pair's vertices (iBUG 63 and 67, 1-based).
+        gap: their distance apart in the photo (model units), where ``offsets`` apply in full.
+    """
+
+    offsets: torch.Tensor
+    top: int
+    bottom: int
+    gap: float
+
+    def apply(self, vertices: torch.Tensor) -> torch.Tensor:
+        """``(T, N, 3)`` posed vertices with the edge's share each frame's opening gives (0
+        shut, 1 at the photo's opening and wider)."""
+        opening = vertices[:, self.top, 1] - vertices[:, self.bottom, 1]
+        share = (opening / self.gap).clamp(0, 1).to(vertices.dtype)
+        return vertices + share[:, None, None] * self.offsets.to(vertices)
+
+
+def lip_edge_offsets(model: FaceModel, jaw: Jaw, loop: torch.Tensor, depth: torch.Tensor,
+                     height: float, depth_reach: float = 0.3) -> torch.Tensor:
+    """``(N, 3)``: the lower lip moved down (model -y) by ``depth (V,)`` model units at the
+    hole's lower rim (``loop``'s vertices whose jaw weight is one half or more, in the order of
+    their x in the mean), fading below the rim to nothing at ``height`` model units (the lip's
+    height), and between the rim's points by x. Only the lower lip's vertices (jaw weight one
+    half or more) within ``depth_reach`` inter-ocular distances of the lips in depth move."""
+    mean = model.mean.detach().double()
+    weights = jaw.weights.to(mean.device, mean.dtype)
+    ids = model.landmark_indices
+    iod = float((mean[ids[_EYES[0]]] - mean[ids[_EYES[1]]]).norm())
+    lower = loop[weights[loop] >= 0.5]
+    lower = lower[torch.argsort(mean[lower, 0])]
+    xs = mean[lower, 0].contiguous()
+    x, y = mean[:, 0], mean[:, 1]
+    along = piecewise_linear(xs, depth.to(mean), x)
+    rim_y = piecewise_linear(xs, mean[lower, 1].contiguous(), x.clamp(float(xs[0]), float(xs[-1])))
+    below = (rim_y - y).clamp_min(0)
+    fade = 1 - smoothstep(below / max(height, 1e-9))
+    lips_depth = mean[lower, 2].mean()
+    near = (mean[:, 2] - lips_depth).abs() < depth_reach * iod
+    move = along * fade * near * (weights >= 0.5)
+    offsets = torch.zeros_like(mean)
+    offsets[:, 1] = -move
+    return offsets.to(model.dtype)
+
+
+def photo_lip_edge(image: torch.Tensor, model: FaceModel, jaw: Jaw, loop: torch.Tensor,
+                   posed: torch.Tensor, screen: torch.Tensor, landmarks: torch.Tensor,
+                   rotation: torch.Tensor, scale: float, share: float) -> LipEdge | None:
+    """The :class:`LipEdge` of a photo whose mouth is open (``share`` of it, :func:`~faceanime.
+    morphable.lips.open_share`; None at 0, or where no rim point is off the lip).
+
+    Args:
+        image: ``(3, H, W)`` the photo in [0, 1].
+        model, jaw, loop: the renderer's capped mesh, its jaw rig and its mouth hole.
+        posed: ``(N, 3)`` the photo's posed vertices (model space); ``screen`` the same
+            projected (pixels, depth).
+        landmarks: ``(68, 2)`` the photo's detected points (the lip's colour is read between
+            the inner and outer lower lip).
+        rotation: ``(3, 3)`` and ``scale`` its pose (pixels per model unit).
+    """
+    if share <= 0:
+        return None
+    ids = model.landmark_indices
+    weights = jaw.weights[loop]
+    lower = loop[weights >= 0.5]
+    lower = lower[torch.argsort(model.mean[lower, 0])]
+    # Model -y on the image: u = s (R X)_x, v = -s (R X)_y.
+    step = torch.stack([-rotation[0, 1], rotation[1, 1]]).to(screen.dtype) * scale   # px / unit
+    per_unit = float(step.norm())
+    iod_px = float((landmarks[_EYES[0]] - landmarks[_EYES[1]]).norm())
+    between = (0.4 * landmarks[list(_INNER_LOWER)] + 0.6 * landmarks[list(_OUTER_LOWER)])
+    samples = sample_image(image[None], between.to(image.dtype)[None])[0]            # (3, 3)
+    lip = rgb_to_lab(samples.T.reshape(1, 3, -1, 1))[0, :, :, 0].median(-1).values
+    found = lip_edge_depth(image, screen[lower, :2], step / per_unit, lip,
+                           int(EDGE_REACH * iod_px) + 1)
+    height = float(posed[ids[_INNER_MIDDLE[1]], 1] - posed[ids[57], 1])
+    depth = (found / per_unit).clamp(max=0.6 * height)
+    if not bool((depth > 0).any()):
+        return None
+    # Lone points (a dark fleck on the lip) do not move the rim: the median of three.
+    padded = torch.cat([depth[:1], depth, depth[-1:]])
+    depth = padded.unfold(0, 3, 1).median(-1).values
+    offsets = lip_edge_offsets(model, jaw, loop, share * depth, height)
+    gap = float(posed[ids[_INNER_MIDDLE[0]], 1] - posed[ids[_INNER_MIDDLE[1]], 1])
+    return LipEdge(offsets, int(ids[_INNER_MIDDLE[0]]), int(ids[_INNER_MIDDLE[1]]), gap)
