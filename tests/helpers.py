@@ -95,3 +95,22 @@ def projected_landmarks(model, coeffs) -> torch.Tensor:
     points = project_vertices(coeffs, face_vertices(model, coeffs))[:, ids.clamp_min(0), :2]
     return torch.where((ids >= 0)[None, :, None], points, torch.nan)
 
+
+
+def shut_mouth(renderer, source):
+    """``source`` (a photo's coefficients) with the jaw shut and the lips' closure at which the
+    renderer's mesh closes its middle inner-lip pair (iBUG 63/67; the gap is linear in the
+    closure): how a closed driver's reference closes an open photo."""
+    from dataclasses import replace
+
+    ids = renderer.mesh.landmark_indices
+    top, bottom = ids[62], ids[66]
+
+    def middle(closure: float) -> float:
+        posed = renderer._posed(replace(source, jaw=torch.zeros(1),
+                                        lips=torch.tensor([closure])))[0]
+        return float(posed[top, 1] - posed[bottom, 1])
+
+    c0 = float(source.lips[0])
+    shut = c0 + middle(c0) / (middle(c0) - middle(c0 + 1))
+    return replace(source, jaw=torch.zeros(1), lips=torch.tensor([shut]))

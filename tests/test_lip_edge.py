@@ -3,14 +3,13 @@ a synthetic edge found to the pixel, and d19's "O" closed without its teeth unde
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 import torch
 
 from faceanime.render.lip_edge import EDGE_TOLERANCE, lip_edge_depth
 from faceanime.render.paste import rgb_to_lab
+from tests.helpers import shut_mouth
 
 TEETH = (0.85, 0.82, 0.78)
 CAVITY = (0.25, 0.12, 0.10)
@@ -76,17 +75,7 @@ def test_a_closed_o_mouth_shows_lip_not_teeth_under_its_line(sfm_model, data_dir
     source = fit_image(image, sfm_model)
     renderer = WarpRenderer(sfm_model, image, source)
     assert renderer.lip_edge is not None
-    ids = renderer.mesh.landmark_indices
-    top, bottom = ids[62], ids[66]
-
-    def middle(closure: float) -> float:
-        posed = renderer._posed(replace(source, jaw=torch.zeros(1),
-                                        lips=torch.tensor([closure])))[0]
-        return float(posed[top, 1] - posed[bottom, 1])
-
-    c0 = float(source.lips[0])
-    shut = c0 + middle(c0) / (middle(c0) - middle(c0 + 1))
-    target = replace(source, jaw=torch.zeros(1), lips=torch.tensor([shut]))
+    target = shut_mouth(renderer, source)
     photo = torch.from_numpy(np.asarray(image)).permute(2, 0, 1).float() / 255
     points = source.landmarks[0]
     lip_points = (0.4 * points[[65, 66, 67]] + 0.6 * points[[56, 57, 58]]).round().long()

@@ -9,7 +9,7 @@ import torch
 from faceanime.coefficients import Coefficients
 from faceanime.morphable.lips import LIP_UNIT, apply_lips, build_lips, lip_rig
 from faceanime.reconstruction import face_vertices
-from tests.helpers import assert_close
+from tests.helpers import assert_close, shut_mouth
 
 
 @pytest.fixture(scope="module")
@@ -156,23 +156,12 @@ def test_an_o_mouth_closes_along_its_whole_length(sfm_model, d19_photo):
     raised until the middle meets): the hole shuts along its whole length. With the model's own
     opening (a lens) two lobes by the corners stayed open (0.059 inter-ocular distances; with
     the photo's profile not raised where the rims close slower, 0.040)."""
-    from dataclasses import replace
 
     from faceanime.render.warp import WarpRenderer
 
     image, source = d19_photo
     renderer = WarpRenderer(sfm_model, image, source)
-    ids = renderer.mesh.landmark_indices
-    top, bottom = ids[62], ids[66]
-
-    def middle(closure: float) -> float:
-        posed = renderer._posed(replace(source, jaw=torch.zeros(1),
-                                        lips=torch.tensor([closure])))[0]
-        return float(posed[top, 1] - posed[bottom, 1])
-
-    c0 = float(source.lips[0])
-    shut = c0 + middle(c0) / (middle(c0) - middle(c0 + 1))          # linear in the closure
-    target = replace(source, jaw=torch.zeros(1), lips=torch.tensor([shut]))
+    target = shut_mouth(renderer, source)
     gaps = _hole_gaps(renderer, target)
     assert float(gaps.max()) < 0.02
     own = _hole_gaps(renderer, source)
