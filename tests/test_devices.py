@@ -335,3 +335,18 @@ def test_the_trainers_refuse_a_missing_gpu_before_reading_data(what, tmp_path, c
                              str(tmp_path / "out"), "--device", "cuda", "--no-progress")
     assert_one_line_error(status, err, "--device cuda: CUDA is not available here")
     assert not (tmp_path / "out").exists()
+
+
+def test_frames_tensor_leaves_its_input_alone_and_matches_a_plain_conversion():
+    """frames_tensor scales a copy (a float array passed in is not divided in place) and gives
+    what converting the channels-first view gives, bit for bit."""
+    from faceanime.render.frames import frames_tensor
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (3, 17, 23, 3), dtype=np.uint8)
+    want = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
+    assert torch.equal(frames_tensor(frames), want)
+    floats = frames.astype(np.float32)
+    kept = floats.copy()
+    frames_tensor(floats)
+    assert np.array_equal(floats, kept)

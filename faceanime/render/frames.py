@@ -55,7 +55,9 @@ def frames_tensor(frames, device: torch.device | str | None = None) -> torch.Ten
     # A decoded frame may be read-only: torch warns on wrapping one (and it would be shared).
     array = np.ascontiguousarray(array) if array.flags.writeable else np.array(array)
     tensor = torch.from_numpy(array).to(device)
-    return tensor.permute(0, 3, 1, 2).float() / 255
+    # Converted and scaled in the decoder's (channels-last) order, then viewed channels-first:
+    # the same values and strides as converting the permuted view, in half the time.
+    return tensor.to(torch.float32, copy=True).div_(255).permute(0, 3, 1, 2)
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
