@@ -290,7 +290,8 @@ def open_share(middle: float) -> float:
 
 
 def photo_lips(model: FaceModel, jaw: Jaw, loop: torch.Tensor, vertices: torch.Tensor,
-               closure: float, lips: Lips | None = None) -> Lips | None:
+               closure: float, lips: Lips | None = None,
+               profile: tuple[torch.Tensor, torch.Tensor, float] | None = None) -> Lips | None:
     """The lip rig a photo's renderer poses with: the closure moves the lips along the mouth as
     far as the photo's own mouth is open there (:func:`opening_profile`), so a mouth open round
     to its corners (d19's "O") closes along its whole length instead of in the middle alone,
@@ -305,11 +306,13 @@ def photo_lips(model: FaceModel, jaw: Jaw, loop: torch.Tensor, vertices: torch.T
     Args:
         vertices: ``(N, 3)`` the photo's posed face (model space), ``loop`` its mouth hole's
             boundary and ``jaw`` its jaw rig, as in :func:`opening_profile`.
+        profile: :func:`opening_profile` of these, when the caller has it (measured if None).
     """
     lips = lips if lips is not None else lip_rig(model, jaw)
     if lips is None:
         return None
-    knots, values, middle = opening_profile(model, jaw, loop, vertices)
+    knots, values, middle = (profile if profile is not None
+                             else opening_profile(model, jaw, loop, vertices))
     share = open_share(middle)
     if share == 0 or not bool(torch.isfinite(values).all()):
         return lips

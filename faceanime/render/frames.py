@@ -114,8 +114,9 @@ class BoxRenderer:
         with its mouth hole closed by a recessed cap when asked (a model without a hole needs
         none), the jaw rig, the eyelid rig (None without mapped eye landmarks) and the lip rig
         (None without mapped lips). With ``own_lips`` (and a cap), the lips close along the
-        photo's own opening (:func:`~faceanime.morphable.lips.photo_lips`): for renderers whose
-        targets move the photo's mouth from where it is."""
+        photo's own opening (:func:`~faceanime.morphable.lips.photo_lips`) and an open mouth's
+        lower lip is moved down to its edge found by colour (:mod:`~faceanime.render.lip_edge`):
+        for renderers whose targets move the photo's mouth from where it is."""
         self.image = image_tensor(source_image, model.device).to(model.dtype)
         check_source_size(source, self.image)
         self.model = model
@@ -134,15 +135,15 @@ class BoxRenderer:
         if own_lips and self.cap is not None and self.lips is not None:
             photo = source.frames(slice(0, 1))
             posed = self._posed(photo)[0]
+            profile = opening_profile(self.mesh, self.jaw, self.cap.loop, posed)
             self.lips = photo_lips(self.mesh, self.jaw, self.cap.loop, posed,
-                                   float(source.lips[0]), self.lips)
+                                   float(source.lips[0]), self.lips, profile)
             if photo.landmarks is not None:
-                _, _, middle = opening_profile(self.mesh, self.jaw, self.cap.loop, posed)
                 self.lip_edge = photo_lip_edge(
                     self.image, self.mesh, self.jaw, self.cap.loop, posed,
                     project_vertices(photo, posed[None])[0].to(self.image.dtype),
                     photo.landmarks[0].to(self.image), photo.rotation[0],
-                    float(photo.scale[0]), open_share(middle))
+                    float(photo.scale[0]), open_share(profile[2]))
 
     def _posed(self, coeffs: Coefficients) -> torch.Tensor:
         """``(T, N, 3)`` the renderer's mesh posed at ``T`` frames' coefficients, in model
