@@ -350,3 +350,5 @@ def test_frames_tensor_leaves_its_input_alone_and_matches_a_plain_conversion():
     kept = floats.copy()
     frames_tensor(floats)
     assert np.array_equal(floats, kept)
+    # A uint8 tensor (a crop of decoded frames) converts the same as its array.
+    assert torch.equal(frames_tensor(torch.from_numpy(frames)), want)

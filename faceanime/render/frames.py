@@ -49,12 +49,16 @@ def image_tensor(image, device: torch.device | str | None = None) -> torch.Tenso
 
 
 def frames_tensor(frames, device: torch.device | str | None = None) -> torch.Tensor:
-    """``(T, H, W, 3)`` uint8 frames (an array or a sequence of them) -> ``(T, 3, H, W)``
-    float32 in [0, 1] on ``device``."""
-    array = frames if isinstance(frames, np.ndarray) else np.stack(list(frames))
-    # A decoded frame may be read-only: torch warns on wrapping one (and it would be shared).
-    array = np.ascontiguousarray(array) if array.flags.writeable else np.array(array)
-    tensor = torch.from_numpy(array).to(device)
+    """``(T, H, W, 3)`` uint8 frames (an array, a tensor or a sequence of arrays) ->
+    ``(T, 3, H, W)`` float32 in [0, 1] on ``device``."""
+    if isinstance(frames, torch.Tensor):
+        tensor = frames.to(device)
+    else:
+        array = frames if isinstance(frames, np.ndarray) else np.stack(list(frames))
+        # A decoded frame may be read-only: torch warns on wrapping one (and it would be
+        # shared).
+        array = np.ascontiguousarray(array) if array.flags.writeable else np.array(array)
+        tensor = torch.from_numpy(array).to(device)
     # Converted and scaled in the decoder's (channels-last) order, then viewed channels-first:
     # the same values and strides as converting the permuted view, in half the time.
     return tensor.to(torch.float32, copy=True).div_(255).permute(0, 3, 1, 2)

@@ -96,6 +96,13 @@ class LipEdge:
         return vertices + share[:, None, None] * self.offsets.to(vertices)
 
 
+def lower_rim(model: FaceModel, jaw: Jaw, loop: torch.Tensor) -> torch.Tensor:
+    """``(V,)`` the mouth hole's lower rim: ``loop``'s vertices whose jaw weight is one half or
+    more, in the order of their x in the mean."""
+    lower = loop[jaw.weights.to(loop.device)[loop] >= 0.5]
+    return lower[torch.argsort(model.mean[lower, 0])]
+
+
 def lip_edge_offsets(model: FaceModel, jaw: Jaw, loop: torch.Tensor, depth: torch.Tensor,
                      height: float, depth_reach: float = 0.3) -> torch.Tensor:
     """``(N, 3)``: the lower lip moved down (model -y) by ``depth (V,)`` model units at the
@@ -107,8 +114,7 @@ def lip_edge_offsets(model: FaceModel, jaw: Jaw, loop: torch.Tensor, depth: torc
     weights = jaw.weights.to(mean.device, mean.dtype)
     ids = model.landmark_indices
     iod = float((mean[ids[_EYES[0]]] - mean[ids[_EYES[1]]]).norm())
-    lower = loop[weights[loop] >= 0.5]
-    lower = lower[torch.argsort(mean[lower, 0])]
+    lower = lower_rim(model, jaw, loop)
     xs = mean[lower, 0].contiguous()
     x, y = mean[:, 0], mean[:, 1]
     along = piecewise_linear(xs, depth.to(mean), x)
@@ -141,9 +147,7 @@ def photo_lip_edge(image: torch.Tensor, model: FaceModel, jaw: Jaw, loop: torch.
     if share <= 0:
         return None
     ids = model.landmark_indices
-    weights = jaw.weights[loop]
-    lower = loop[weights >= 0.5]
-    lower = lower[torch.argsort(model.mean[lower, 0])]
+    lower = lower_rim(model, jaw, loop)
     # Model -y on the image: u = s (R X)_x, v = -s (R X)_y.
     step = torch.stack([-rotation[0, 1], rotation[1, 1]]).to(screen.dtype) * scale   # px / unit
     per_unit = float(step.norm())

@@ -379,11 +379,7 @@ class InteriorCapture:
         # Only the box the capture samples from is converted to floats: the whole frame's
         # conversion was most of the capture's time (a tenth of a 512² retarget's).
         x0, y0, x1, y1 = sampled_box(screen[:, self.sampled, :2], frames.shape[1:3])
-        crop = frames[:, y0:y1, x0:x1]
-        if isinstance(crop, torch.Tensor):
-            tensor = crop.to(screen.device).permute(0, 3, 1, 2).to(screen.dtype) / 255
-        else:
-            tensor = frames_tensor(crop, screen.device).to(screen.dtype)
+        tensor = frames_tensor(frames[:, y0:y1, x0:x1], screen.device).to(screen.dtype)
         shifted = screen - screen.new_tensor([x0, y0, 0])
         return capture_interior(tensor, shifted, self.cap, self.layout, self.lips,
                                 self.skin).cpu()
