@@ -124,3 +124,20 @@ def add_mouth_cap(model: FaceModel, jaw: Jaw, depth: float = 0.25) -> MouthCap:
     f = model.triangles.shape[0]
     return MouthCap(model=capped, jaw=Jaw(pivot=jaw.pivot, weights=weights), loop=loop_t,
                     centre=n, triangles=torch.arange(f, f + len(loop), device=loop_t.device))
+
+
+def flatten_cap(screen: torch.Tensor, cap: MouthCap) -> torch.Tensor:
+    """``(..., N, 3)`` screen vertices of ``cap``'s model (pixels, depth) with the cap's centre
+    moved, in the image, to the centroid of its loop; its depth is kept.
+
+    The centre sits behind the lips, so projected it moves against them as the head pitches:
+    s1 by d6's frame 792 put it a quarter of the opening's height below the upper lip, the
+    driver 44 %. A fan from it then maps one face's interior onto another's unevenly (the
+    driver's upper teeth into a sliver under the photo's lip, its lower lip over the rest),
+    and a barely open mouth pitched far enough folds its fan over the lips. A fan from the
+    loop's centroid maps opening onto opening whatever the pose; the kept depth still puts
+    the cap behind the lips."""
+    flat = screen.clone()
+    flat[..., cap.centre, :2] = screen[..., cap.loop, :2].mean(-2)
+    return flat
+

@@ -22,7 +22,7 @@ from faceanime.morphable.eyelid import Eyelids, eyelid_rig
 from faceanime.morphable.jaw import Jaw, build_jaw
 from faceanime.morphable.lips import Lips, lip_rig, open_share, opening_profile, photo_lips
 from faceanime.morphable.model import FaceModel
-from faceanime.morphable.mouth import MouthCap, add_mouth_cap
+from faceanime.morphable.mouth import MouthCap, add_mouth_cap, flatten_cap
 from faceanime.parallel import default_batch, default_workers, ordered_map
 from faceanime.reconstruction import face_vertices, project_vertices
 from faceanime.render.lip_edge import LipEdge, photo_lip_edge
@@ -165,8 +165,10 @@ class BoxRenderer:
 
     def _screen(self, coeffs: Coefficients) -> torch.Tensor:
         """``(T, N, 3)`` the renderer's mesh posed at ``T`` frames' coefficients
-        (:meth:`_posed`), projected (pixels and depth)."""
-        return project_vertices(coeffs, self._posed(coeffs)).to(self.image.dtype)
+        (:meth:`_posed`), projected (pixels and depth), the mouth cap's fan centred on its
+        lips in the image (:func:`~faceanime.morphable.mouth.flatten_cap`)."""
+        screen = project_vertices(coeffs, self._posed(coeffs)).to(self.image.dtype)
+        return flatten_cap(screen, self.cap) if self.cap is not None else screen
 
     @property
     def image_size(self) -> tuple[int, int]:

@@ -43,7 +43,7 @@ from faceanime.morphable.eyelid import eyelid_rig
 from faceanime.morphable.jaw import apply_jaw, build_jaw
 from faceanime.morphable.lips import lip_rig
 from faceanime.morphable.model import FaceModel
-from faceanime.morphable.mouth import MouthCap, add_mouth_cap
+from faceanime.morphable.mouth import MouthCap, add_mouth_cap, flatten_cap
 from faceanime.reconstruction import face_vertices, project_vertices
 from faceanime.render.frames import frames_tensor
 from faceanime.render.paste import rgb_to_lab
@@ -143,6 +143,7 @@ def mouth_layout(cap: MouthCap, size: tuple[int, int] = TEXTURE_SIZE,
     mean = model.mean.detach().double().cpu()[None]
     opened = apply_jaw(mean, torch.tensor([LAYOUT_JAW], dtype=mean.dtype),
                        cap.jaw.pivot.double().cpu(), cap.jaw.weights.double().cpu())[0]
+    opened = flatten_cap(opened, cap)       # as renderers and the capture pose it
     corners = opened[cap_corners(cap).cpu()][..., :2]                       # (Fc, 3, 2)
     corners[..., 1] = -corners[..., 1]                                      # image y is down
     low = corners.reshape(-1, 2).amin(0)
@@ -376,6 +377,7 @@ class InteriorCapture:
         screen = project_vertices(coeffs, face_vertices(self.cap.model, coeffs, jaw=self.cap.jaw,
                                                         eyelids=self.eyelids,
                                                         lips=self.lip_rig))
+        screen = flatten_cap(screen, self.cap)
         # Only the box the capture samples from is converted to floats: the whole frame's
         # conversion was most of the capture's time (a tenth of a 512² retarget's).
         x0, y0, x1, y1 = sampled_box(screen[:, self.sampled, :2], frames.shape[1:3])
