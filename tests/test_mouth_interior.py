@@ -497,6 +497,29 @@ def test_the_lips_shade_the_mouths_inside_where_they_meet(sfm_model, data_dir):
     assert rim_over_inside(WarpConfig(mouth_shadow=0.0)) > 1.05
 
 
+def test_the_mouths_outline_is_no_paler_than_the_lips_beside_it(sfm_model, data_dir):
+    """s42 (pale skin, red lips, lips apart by a hair) with its jaw opened: where the
+    synthesised interior fades in at the outline, the rest of the pixel took the photo's median
+    lip colour, read on the outer lip line (lip and pale skin): a pale ring round the mouth,
+    115 in luma against 99 for the lips just outside it. It now takes the colour of those
+    lips."""
+    from scipy import ndimage
+
+    image, source = load_source(data_dir / "faces" / "s42.jpg", sfm_model, OutputConfig(size=512))
+    target = source.frames([0, 0])
+    target.jaw = target.jaw + torch.tensor([0.15, 0.25])
+    renderer = WarpRenderer(sfm_model, image, source)
+    (x0, y0, x1, y1), _, interior = renderer.flow(target)
+    out = renderer.render(target)[:, :, y0:y1, x0:x1]
+    for k in range(2):
+        brightness = luma(out[k].permute(1, 2, 0)).numpy()
+        mouth = interior[k, 0].numpy() > 0
+        outline = mouth & ~ndimage.binary_erosion(mouth)
+        beside = ndimage.binary_dilation(mouth) & ~mouth
+        assert outline.sum() > 100
+        assert brightness[outline].mean() < brightness[beside].mean() + 2 / 255
+
+
 def test_capture_takes_decoded_frames_as_they_come(sfm_model, d0_grin, recwarn):
     """Frames straight from the decoder are read-only numpy views: captured without torch's
     warning about non-writable arrays, and the same as a writable copy."""

@@ -33,15 +33,17 @@ def eye_opening(points: np.ndarray) -> np.ndarray:
 
 
 def pick_frames(coeffs, points: np.ndarray) -> dict[str, int]:
-    """Frames of largest yaw change, translation, mouth opening and eye closure."""
+    """Frames of largest yaw change, pitch change, translation, mouth opening and eye
+    closure."""
     from faceanime.geometry.rotation import matrix_to_euler
 
     euler = matrix_to_euler(coeffs.rotation.double()).numpy()          # (T, 3) yaw pitch roll
     yaw = np.abs(euler[:, 0] - euler[0, 0])
     shift = np.linalg.norm((coeffs.translation[:, :2] - coeffs.translation[0, :2]).numpy(), axis=1)
     mouth = np.linalg.norm(points[:, 66] - points[:, 62], axis=-1)
-    return {"yaw": int(yaw.argmax()), "move": int(shift.argmax()), "mouth": int(mouth.argmax()),
-            "blink": int(eye_opening(points).argmin())}
+    pitch = np.abs(euler[:, 1] - euler[0, 1])
+    return {"yaw": int(yaw.argmax()), "pitch": int(pitch.argmax()), "move": int(shift.argmax()),
+            "mouth": int(mouth.argmax()), "blink": int(eye_opening(points).argmin())}
 
 
 def close_up(frame: np.ndarray, centre: np.ndarray, half: int, size: int) -> np.ndarray:
@@ -117,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                         "(WarpConfig fields), e.g. warp:rotation_follow=1,scale_follow=1")
     parser.add_argument("--size", type=int, default=256, help="tile side in pixels")
     parser.add_argument("--frames", nargs="+", default=["yaw", "move", "mouth", "blink"],
-                        help="which driver frames: yaw move mouth blink, or frame numbers")
+                        help="which driver frames: yaw pitch move mouth blink, or frame numbers")
     parser.add_argument("--no-driver-mouth", dest="driver_mouth", action="store_false",
                         help="leave out the driver's mouth interior (the synthesised one shows)")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/faceanime_strips_cache"))
