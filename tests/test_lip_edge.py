@@ -1,5 +1,6 @@
-"""The photo's lower lip found by colour below the fitted inner lip (faceanime.render.lip_edge):
-a synthetic edge found to the pixel, and d19's "O" closed without its teeth under the lips."""
+"""The photo's lips found by colour beyond the fitted inner lip (faceanime.render.lip_edge): a
+synthetic edge found to the pixel, and d19's "O" closed without its teeth under the lips' line
+or the dark inside above it."""
 
 from __future__ import annotations
 
@@ -91,11 +92,12 @@ def test_a_closed_o_mouth_shows_lip_not_teeth_under_its_line(sfm_model, data_dir
     assert without > 3 * with_edge
 
 
-def test_the_edge_moves_the_photos_lower_lip_down_and_nothing_else(sfm_model, data_dir):
+def test_the_edge_moves_the_photos_lips_apart_and_nothing_else(sfm_model, data_dir):
     """d19's lip edge: at the photo's own coefficients the lower rim's middle moves down by
-    0.03–0.08 inter-ocular distances (the 9–14 px of teeth; 0.039), nothing moves sideways or
-    in depth, no vertex of the upper lip or beyond the lower lip moves, and a shut frame gets
-    none of it."""
+    0.03–0.08 inter-ocular distances (the 9–14 px of teeth; 0.039) and, its mouth open wide,
+    the upper rim's up by 0.01-0.05 (the 4-8 px of dark inside under the lip; 0.026); nothing
+    moves sideways or in depth, nothing beyond the lips (chin, nose tip, the outer lips'
+    middles), and a shut frame gets none of it."""
     from faceanime.fitting import fit_image
     from faceanime.io import read_image
     from faceanime.render.warp import WarpRenderer
@@ -108,10 +110,11 @@ def test_the_edge_moves_the_photos_lower_lip_down_and_nothing_else(sfm_model, da
     mesh = renderer.mesh
     ids = mesh.landmark_indices
     iod = float((mesh.mean[ids[36]] - mesh.mean[ids[45]]).norm())
-    assert float(offsets[:, [0, 2]].abs().max()) == 0 and float(offsets[:, 1].max()) <= 0
-    assert 0.03 < -float(offsets[ids[66], 1]) / iod < 0.08
     weights = renderer.jaw.weights
-    assert float(offsets[weights < 0.5].abs().max()) == 0
+    assert float(offsets[:, [0, 2]].abs().max()) == 0
+    assert float(offsets[weights >= 0.5, 1].max()) <= 0 <= float(offsets[weights < 0.5, 1].min())
+    assert 0.03 < -float(offsets[ids[66], 1]) / iod < 0.08
+    assert 0.01 < float(offsets[ids[62], 1]) / iod < 0.05
     for beyond in (8, 33, 57, 51):       # chin, nose tip, outer lower lip's middle, upper lip
         assert float(offsets[ids[beyond]].abs().max()) < 1e-3 * iod
     posed = renderer._posed(source)
@@ -119,3 +122,51 @@ def test_the_edge_moves_the_photos_lower_lip_down_and_nothing_else(sfm_model, da
     shut = posed.clone()
     shut[:, edge.bottom, 1] = shut[:, edge.top, 1]
     assert torch.equal(edge.apply(shut)[:, edge.bottom], shut[:, edge.bottom])
+
+
+def _above_the_line(renderer, target, lip) -> float:
+    """Mean CIE76 distance from the upper lip's colour of the output's pixels just above the
+    closed lips' line, over the middle half of the mouth."""
+    frame = renderer.render(target)[0]
+    screen = renderer._screen(target)[0]
+    ids = renderer.mesh.landmark_indices
+    corners = screen[ids[[48, 54]], :2]
+    line = screen[ids[[65, 66, 67]], :2].mean(0)
+    width = float((corners[1] - corners[0]).norm())
+    xs = torch.linspace(float(line[0]) - width / 4, float(line[0]) + width / 4, 9)
+    ys = float(line[1]) - torch.linspace(0.03, 0.08, 4) * width
+    lab = rgb_to_lab(frame[None])[0]
+    patch = lab[:, ys.round().long()[:, None], xs.round().long()[None, :]].reshape(3, -1)
+    return float((patch - lip[:, None]).norm(dim=0).mean())
+
+
+def test_a_closed_o_mouth_shows_its_upper_lip_above_the_line(sfm_model, data_dir, monkeypatch):
+    """d19 shut: above the lips' line the output is the upper lip's colour (ΔE 3.1); without
+    the upper lip's edge it was a dark band, the inside dlib's upper inner-lip points leave
+    under the lip (8.9). Parted lips (s42, 0.07 inter-ocular distances apart) keep their upper
+    lip where the fit put it: their teeth's edge is no lip's."""
+    from faceanime.fitting import fit_image
+    from faceanime.io import read_image
+    from faceanime.render.warp import WarpRenderer
+
+    image = read_image(data_dir / "faces" / "d19.jpg")
+    source = fit_image(image, sfm_model)
+    photo = torch.from_numpy(np.asarray(image)).permute(2, 0, 1).float() / 255
+    points = source.landmarks[0]
+    lip_points = (0.4 * points[[61, 62, 63]] + 0.6 * points[[50, 51, 52]]).round().long()
+    lip = rgb_to_lab(photo[None])[0][:, lip_points[:, 1], lip_points[:, 0]].median(-1).values
+    renderer = WarpRenderer(sfm_model, image, source)
+    with_edge = _above_the_line(renderer, shut_mouth(renderer, source), lip)
+    monkeypatch.setattr("faceanime.render.lip_edge.UPPER_EDGE_GAP", 10.0)
+    lower_only = WarpRenderer(sfm_model, image, source)
+    without = _above_the_line(lower_only, shut_mouth(lower_only, source), lip)
+    assert with_edge < 5, (with_edge, without)
+    assert without > 2 * with_edge
+    monkeypatch.undo()
+
+    image = read_image(data_dir / "faces" / "s42.jpg")
+    parted = WarpRenderer(sfm_model, image, fit_image(image, sfm_model))
+    assert parted.lip_edge is not None
+    upper = parted.jaw.weights < 0.5
+    assert float(parted.lip_edge.offsets[upper].abs().max()) == 0
+

@@ -35,10 +35,18 @@ own samples spread by about 6 on d19, the teeth and the cavity lie 20–30 away.
 EDGE_REACH = 0.12
 """How far below the fitted rim the lip's edge is looked for, in inter-ocular distances."""
 
+UPPER_EDGE_GAP = 0.15
+"""How wide open (the middle inner-lip pair's gap, inter-ocular distances) a photo's mouth must
+be for its upper lip's edge to be looked for too, above the fitted upper rim: a mouth open
+that far shows a dark inside under the upper lip (d19: 0.37), while parted lips (s42: 0.07)
+show their teeth there, whose edge the search would take for the lip's."""
+
 # 0-based iBUG: the lower inner-lip points and the outer ones below them; the outer lower lip's
 # middle; the outer eye corners.
 _INNER_LOWER = (65, 66, 67)
 _OUTER_LOWER = (56, 57, 58)
+_INNER_UPPER = (61, 62, 63)
+_OUTER_UPPER = (50, 51, 52)
 _INNER_MIDDLE = (62, 66)
 _EYES = (36, 45)
 
@@ -96,37 +104,64 @@ class LipEdge:
         return vertices + share[:, None, None] * self.offsets.to(vertices)
 
 
-def lower_rim(model: FaceModel, jaw: Jaw, loop: torch.Tensor) -> torch.Tensor:
+def lower_rim(model: FaceModel, jaw: Jaw, loop: torch.Tensor, upper: bool = False
+              ) -> torch.Tensor:
     """``(V,)`` the mouth hole's lower rim: ``loop``'s vertices whose jaw weight is one half or
-    more, in the order of their x in the mean."""
-    lower = loop[jaw.weights.to(loop.device)[loop] >= 0.5]
-    return lower[torch.argsort(model.mean[lower, 0])]
+    more (with ``upper``, the upper rim: those under one half), in the order of their x in the
+    mean."""
+    lower = jaw.weights.to(loop.device)[loop] >= 0.5
+    rim = loop[~lower if upper else lower]
+    return rim[torch.argsort(model.mean[rim, 0])]
 
 
 def lip_edge_offsets(model: FaceModel, jaw: Jaw, loop: torch.Tensor, depth: torch.Tensor,
-                     height: float, depth_reach: float = 0.3) -> torch.Tensor:
+                     height: float, depth_reach: float = 0.3, upper: bool = False
+                     ) -> torch.Tensor:
     """``(N, 3)``: the lower lip moved down (model -y) by ``depth (V,)`` model units at the
     hole's lower rim (``loop``'s vertices whose jaw weight is one half or more, in the order of
     their x in the mean), fading below the rim to nothing at ``height`` model units (the lip's
     height), and between the rim's points by x. Only the lower lip's vertices (jaw weight one
-    half or more) within ``depth_reach`` inter-ocular distances of the lips in depth move."""
+    half or more) within ``depth_reach`` inter-ocular distances of the lips in depth move. With
+    ``upper``, the upper lip moved up from the upper rim the same way."""
     mean = model.mean.detach().double()
     weights = jaw.weights.to(mean.device, mean.dtype)
     ids = model.landmark_indices
     iod = float((mean[ids[_EYES[0]]] - mean[ids[_EYES[1]]]).norm())
-    lower = lower_rim(model, jaw, loop)
-    xs = mean[lower, 0].contiguous()
+    rim = lower_rim(model, jaw, loop, upper)
+    xs = mean[rim, 0].contiguous()
     x, y = mean[:, 0], mean[:, 1]
     along = piecewise_linear(xs, depth.to(mean), x)
-    rim_y = piecewise_linear(xs, mean[lower, 1].contiguous(), x.clamp(float(xs[0]), float(xs[-1])))
-    below = (rim_y - y).clamp_min(0)
-    fade = 1 - smoothstep(below / max(height, 1e-9))
-    lips_depth = mean[lower, 2].mean()
+    rim_y = piecewise_linear(xs, mean[rim, 1].contiguous(), x.clamp(float(xs[0]), float(xs[-1])))
+    beyond = ((y - rim_y) if upper else (rim_y - y)).clamp_min(0)
+    fade = 1 - smoothstep(beyond / max(height, 1e-9))
+    lips_depth = mean[rim, 2].mean()
     near = (mean[:, 2] - lips_depth).abs() < depth_reach * iod
-    move = along * fade * near * (weights >= 0.5)
+    side = (weights < 0.5) if upper else (weights >= 0.5)
+    move = along * fade * near * side
     offsets = torch.zeros_like(mean)
-    offsets[:, 1] = -move
+    offsets[:, 1] = move if upper else -move
     return offsets.to(model.dtype)
+
+
+def _edge_depth(image: torch.Tensor, model: FaceModel, jaw: Jaw, loop: torch.Tensor,
+                screen: torch.Tensor, landmarks: torch.Tensor, step: torch.Tensor,
+                height: float, upper: bool) -> torch.Tensor:
+    """``(V,)`` model units from each vertex of a rim (:func:`lower_rim`) to its lip's edge,
+    found by colour along the face's down (up for ``upper``), the lone ones dropped, at most
+    0.6 of the lip's ``height``."""
+    per_unit = float(step.norm())
+    iod_px = float((landmarks[_EYES[0]] - landmarks[_EYES[1]]).norm())
+    inner, outer = (_INNER_UPPER, _OUTER_UPPER) if upper else (_INNER_LOWER, _OUTER_LOWER)
+    between = 0.4 * landmarks[list(inner)] + 0.6 * landmarks[list(outer)]
+    samples = sample_image(image[None], between.to(image.dtype)[None])[0]            # (3, 3)
+    lip = rgb_to_lab(samples.T.reshape(1, 3, -1, 1))[0, :, :, 0].median(-1).values
+    rim = lower_rim(model, jaw, loop, upper)
+    found = lip_edge_depth(image, screen[rim, :2], (-step if upper else step) / per_unit, lip,
+                           int(EDGE_REACH * iod_px) + 1)
+    depth = (found / per_unit).clamp(max=0.6 * height)
+    # Lone points (a dark fleck on the lip) do not move the rim: the median of three.
+    padded = torch.cat([depth[:1], depth, depth[-1:]])
+    return padded.unfold(0, 3, 1).median(-1).values
 
 
 def photo_lip_edge(image: torch.Tensor, model: FaceModel, jaw: Jaw, loop: torch.Tensor,
@@ -147,23 +182,19 @@ def photo_lip_edge(image: torch.Tensor, model: FaceModel, jaw: Jaw, loop: torch.
     if share <= 0:
         return None
     ids = model.landmark_indices
-    lower = lower_rim(model, jaw, loop)
     # Model -y on the image: u = s (R X)_x, v = -s (R X)_y.
     step = torch.stack([-rotation[0, 1], rotation[1, 1]]).to(screen.dtype) * scale   # px / unit
-    per_unit = float(step.norm())
-    iod_px = float((landmarks[_EYES[0]] - landmarks[_EYES[1]]).norm())
-    between = (0.4 * landmarks[list(_INNER_LOWER)] + 0.6 * landmarks[list(_OUTER_LOWER)])
-    samples = sample_image(image[None], between.to(image.dtype)[None])[0]            # (3, 3)
-    lip = rgb_to_lab(samples.T.reshape(1, 3, -1, 1))[0, :, :, 0].median(-1).values
-    found = lip_edge_depth(image, screen[lower, :2], step / per_unit, lip,
-                           int(EDGE_REACH * iod_px) + 1)
     height = float(posed[ids[_INNER_MIDDLE[1]], 1] - posed[ids[57], 1])
-    depth = (found / per_unit).clamp(max=0.6 * height)
-    if not bool((depth > 0).any()):
-        return None
-    # Lone points (a dark fleck on the lip) do not move the rim: the median of three.
-    padded = torch.cat([depth[:1], depth, depth[-1:]])
-    depth = padded.unfold(0, 3, 1).median(-1).values
+    depth = _edge_depth(image, model, jaw, loop, screen, landmarks, step, height, upper=False)
     offsets = lip_edge_offsets(model, jaw, loop, share * depth, height)
     gap = float(posed[ids[_INNER_MIDDLE[0]], 1] - posed[ids[_INNER_MIDDLE[1]], 1])
+    iod = float((posed[ids[_EYES[0]]] - posed[ids[_EYES[1]]]).norm())
+    if gap >= UPPER_EDGE_GAP * iod:
+        # A mouth open wide: dlib's upper inner-lip points, like the lower ones, lie on the
+        # dark inside under the lip (d19: 4-8 px), a dark band under the lip once shut.
+        above = float(posed[ids[51], 1] - posed[ids[_INNER_MIDDLE[0]], 1])
+        up = _edge_depth(image, model, jaw, loop, screen, landmarks, step, above, upper=True)
+        offsets = offsets + lip_edge_offsets(model, jaw, loop, share * up, above, upper=True)
+    if not bool((offsets != 0).any()):
+        return None
     return LipEdge(offsets, int(ids[_INNER_MIDDLE[0]]), int(ids[_INNER_MIDDLE[1]]), gap)
