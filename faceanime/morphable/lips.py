@@ -32,7 +32,8 @@ photo's own gap along the mouth (:func:`opening_profile`), raised where the rims
 (:func:`closing_rate`: towards the corners the jaw's weights blend, and ``2 w - 1`` moves the
 rims less), so the whole gap shuts at the closure that shuts its middle; a ``rest`` offset keeps
 the photo's fitted closure where it was. (Where dlib put the photo's lower inner lip above the
-lip itself, on its teeth, :mod:`faceanime.render.lip_edge` moves the rim down to it.)
+lip itself, on its teeth, :mod:`faceanime.render.lip_edge` moves the rim down to it; and
+the upper rim up to its lip, of a mouth open wide.)
 
 **Pucker.** The Surrey Face Model's six emotions cannot round the lips: a driver saying "o"
 was fitted with a mouth as wide as ever, so the photo's stayed wide, and the driver's captured

@@ -119,7 +119,8 @@ class BoxRenderer:
         none), the jaw rig, the eyelid rig (None without mapped eye landmarks) and the lip rig
         (None without mapped lips). With ``own_lips`` (and a cap), the lips close along the
         photo's own opening (:func:`~faceanime.morphable.lips.photo_lips`) and an open mouth's
-        lower lip is moved down to its edge found by colour (:mod:`~faceanime.render.lip_edge`):
+        lower lip (a wide-open one's upper lip too) is moved to its edge found by colour
+        (:mod:`~faceanime.render.lip_edge`):
         for renderers whose targets move the photo's mouth from where it is."""
         self.image = image_tensor(source_image, model.device).to(model.dtype)
         check_source_size(source, self.image)

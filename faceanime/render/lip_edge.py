@@ -1,4 +1,4 @@
-"""The photo's lower lip found by its colour below the fitted inner lip.
+"""The photo's lips found by their colour beyond the fitted inner lip.
 
 dlib puts the lower inner-lip points of an open mouth on whatever edge is sharpest there: on
 d19's "O" the top of the lower teeth, 9–14 px (0.05–0.07 inter-ocular distances) above where
@@ -14,6 +14,11 @@ vertices (the rim by all of it, fading to nothing at the outer lip line), and
 at the photo's own opening (the zero-motion identity holds, and the photo's band lies inside
 the hole, with its interior), not at all when the lips meet, where the rim's neighbours then
 fetch the lip itself.
+
+A mouth open wide (:data:`UPPER_EDGE_GAP`) has its upper lip found the same way, walking up
+from the upper rim: dlib's upper inner-lip points lie in the dark inside under d19's upper lip
+(4–8 px), shut a dark band under it. Parted lips keep their fitted upper rim: there the search
+walks up their teeth and stops at the teeth's edge.
 """
 
 from __future__ import annotations
@@ -82,7 +87,8 @@ def lip_edge_depth(image: torch.Tensor, rim: torch.Tensor, down: torch.Tensor,
 
 @dataclass
 class LipEdge:
-    """A photo's lower lip moved down to its edge, as far as a frame's mouth is open.
+    """A photo's lower lip moved down to its edge (and a wide-open mouth's upper lip up to its
+    own), as far as a frame's mouth is open.
 
     Attributes:
         offsets: ``(N, 3)`` the displacement at the photo's own opening (model space, applied
@@ -175,8 +181,8 @@ def photo_lip_edge(image: torch.Tensor, model: FaceModel, jaw: Jaw, loop: torch.
         model, jaw, loop: the renderer's capped mesh, its jaw rig and its mouth hole.
         posed: ``(N, 3)`` the photo's posed vertices (model space); ``screen`` the same
             projected (pixels, depth).
-        landmarks: ``(68, 2)`` the photo's detected points (the lip's colour is read between
-            the inner and outer lower lip).
+        landmarks: ``(68, 2)`` the photo's detected points (each lip's colour is read between
+            its inner and outer points).
         rotation: ``(3, 3)`` and ``scale`` its pose (pixels per model unit).
     """
     if share <= 0:
