@@ -46,64 +46,74 @@ def test_the_lip_edge_is_found_below_teeth_and_cavity(down):
     assert float((_lab(TEETH) - _lab(LIP)).norm()) > 2 * EDGE_TOLERANCE
 
 
-def _under_the_line(renderer, target, lip) -> float:
-    """Mean CIE76 distance from the lip's colour of the output's pixels just under the closed
-    lips' line, over the middle half of the mouth (where the crescent was)."""
+def _beside_the_line(renderer, target, lip, above: bool = False) -> float:
+    """Mean CIE76 distance from the lip's colour ``lip`` of the output's pixels just under the
+    closed lips' line (``above``: just above it), over the middle half of the mouth (where the
+    crescent, or the dark band, was)."""
     frame = renderer.render(target)[0]
     screen = renderer._screen(target)[0]
     ids = renderer.mesh.landmark_indices
     corners = screen[ids[[48, 54]], :2]
-    line = screen[ids[[61, 62, 63]], :2].mean(0)
+    # The line's other lip's inner points: the upper ones to look under, the lower above.
+    line = screen[ids[[65, 66, 67] if above else [61, 62, 63]], :2].mean(0)
     width = float((corners[1] - corners[0]).norm())
     xs = torch.linspace(float(line[0]) - width / 4, float(line[0]) + width / 4, 9)
-    ys = float(line[1]) + torch.linspace(0.04, 0.10, 4) * width
+    offsets = torch.linspace(0.03, 0.08, 4) if above else torch.linspace(0.04, 0.10, 4)
+    ys = float(line[1]) + (-1 if above else 1) * offsets * width
     lab = rgb_to_lab(frame[None])[0]
-    cols = xs.round().long()
-    rows = ys.round().long()
-    patch = lab[:, rows[:, None], cols[None, :]].reshape(3, -1)
+    patch = lab[:, ys.round().long()[:, None], xs.round().long()[None, :]].reshape(3, -1)
     return float((patch - lip[:, None]).norm(dim=0).mean())
 
 
-def test_a_closed_o_mouth_shows_lip_not_teeth_under_its_line(sfm_model, data_dir, monkeypatch):
+@pytest.fixture(scope="module")
+def d19(sfm_model, data_dir):
+    """d19.jpg (its mouth open round, an "O") and its fit."""
+    from faceanime.fitting import fit_image
+    from faceanime.io import read_image
+
+    image = read_image(data_dir / "faces" / "d19.jpg")
+    return image, fit_image(image, sfm_model)
+
+
+def _lip_colour(image, points, inner, outer) -> torch.Tensor:
+    """The photo's lip colour (CIE L*a*b*, the median) between its ``inner`` and ``outer``
+    lip points (0-based iBUG) of ``points (68, 2)``."""
+    photo = torch.from_numpy(np.asarray(image)).permute(2, 0, 1).float() / 255
+    at = (0.4 * points[list(inner)] + 0.6 * points[list(outer)]).round().long()
+    return rgb_to_lab(photo[None])[0][:, at[:, 1], at[:, 0]].median(-1).values
+
+
+def test_a_closed_o_mouth_shows_lip_not_teeth_under_its_line(sfm_model, d19, monkeypatch):
     """d19 closed by the rig (jaw shut, the middle's closure met): under the lips' line the
     output is the lower lip's colour; without the edge it showed the photo's teeth and the
     cavity's floor there (a dark crescent: ΔE 13.9 from the lip's colour against 3.1)."""
-    from faceanime.fitting import fit_image
-    from faceanime.io import read_image
     from faceanime.render.warp import WarpRenderer
 
-    image = read_image(data_dir / "faces" / "d19.jpg")
-    source = fit_image(image, sfm_model)
+    image, source = d19
     renderer = WarpRenderer(sfm_model, image, source)
     assert renderer.lip_edge is not None
     target = shut_mouth(renderer, source)
-    photo = torch.from_numpy(np.asarray(image)).permute(2, 0, 1).float() / 255
-    points = source.landmarks[0]
-    lip_points = (0.4 * points[[65, 66, 67]] + 0.6 * points[[56, 57, 58]]).round().long()
-    lip = rgb_to_lab(photo[None])[0][:, lip_points[:, 1], lip_points[:, 0]].median(-1).values
-    with_edge = _under_the_line(renderer, target, lip)
+    lip = _lip_colour(image, source.landmarks[0], (65, 66, 67), (56, 57, 58))
+    with_edge = _beside_the_line(renderer, target, lip)
     # The edge moves the photo's own mesh (a shut target's not at all): a renderer built
     # without it.
     monkeypatch.setattr("faceanime.render.frames.photo_lip_edge", lambda *args: None)
     plain = WarpRenderer(sfm_model, image, source)
     assert plain.lip_edge is None
-    without = _under_the_line(plain, target, lip)
+    without = _beside_the_line(plain, target, lip)
     assert with_edge < 8, (with_edge, without)
     assert without > 3 * with_edge
 
 
-def test_the_edge_moves_the_photos_lips_apart_and_nothing_else(sfm_model, data_dir):
+def test_the_edge_moves_the_photos_lips_apart_and_nothing_else(sfm_model, d19):
     """d19's lip edge: at the photo's own coefficients the lower rim's middle moves down by
     0.03–0.08 inter-ocular distances (the 9–14 px of teeth; 0.039) and, its mouth open wide,
     the upper rim's up by 0.01-0.05 (the 4-8 px of dark inside under the lip; 0.026); nothing
     moves sideways or in depth, nothing beyond the lips (chin, nose tip, the outer lips'
     middles), and a shut frame gets none of it."""
-    from faceanime.fitting import fit_image
-    from faceanime.io import read_image
     from faceanime.render.warp import WarpRenderer
 
-    image = read_image(data_dir / "faces" / "d19.jpg")
-    source = fit_image(image, sfm_model)
+    image, source = d19
     renderer = WarpRenderer(sfm_model, image, source)
     edge = renderer.lip_edge
     offsets = edge.offsets
@@ -124,23 +134,8 @@ def test_the_edge_moves_the_photos_lips_apart_and_nothing_else(sfm_model, data_d
     assert torch.equal(edge.apply(shut)[:, edge.bottom], shut[:, edge.bottom])
 
 
-def _above_the_line(renderer, target, lip) -> float:
-    """Mean CIE76 distance from the upper lip's colour of the output's pixels just above the
-    closed lips' line, over the middle half of the mouth."""
-    frame = renderer.render(target)[0]
-    screen = renderer._screen(target)[0]
-    ids = renderer.mesh.landmark_indices
-    corners = screen[ids[[48, 54]], :2]
-    line = screen[ids[[65, 66, 67]], :2].mean(0)
-    width = float((corners[1] - corners[0]).norm())
-    xs = torch.linspace(float(line[0]) - width / 4, float(line[0]) + width / 4, 9)
-    ys = float(line[1]) - torch.linspace(0.03, 0.08, 4) * width
-    lab = rgb_to_lab(frame[None])[0]
-    patch = lab[:, ys.round().long()[:, None], xs.round().long()[None, :]].reshape(3, -1)
-    return float((patch - lip[:, None]).norm(dim=0).mean())
-
-
-def test_a_closed_o_mouth_shows_its_upper_lip_above_the_line(sfm_model, data_dir, monkeypatch):
+def test_a_closed_o_mouth_shows_its_upper_lip_above_the_line(sfm_model, data_dir, d19,
+                                                            monkeypatch):
     """d19 shut: above the lips' line the output is the upper lip's colour (ΔE 3.1); without
     the upper lip's edge it was a dark band, the inside dlib's upper inner-lip points leave
     under the lip (8.9). Parted lips (s42, 0.07 inter-ocular distances apart) keep their upper
@@ -149,17 +144,13 @@ def test_a_closed_o_mouth_shows_its_upper_lip_above_the_line(sfm_model, data_dir
     from faceanime.io import read_image
     from faceanime.render.warp import WarpRenderer
 
-    image = read_image(data_dir / "faces" / "d19.jpg")
-    source = fit_image(image, sfm_model)
-    photo = torch.from_numpy(np.asarray(image)).permute(2, 0, 1).float() / 255
-    points = source.landmarks[0]
-    lip_points = (0.4 * points[[61, 62, 63]] + 0.6 * points[[50, 51, 52]]).round().long()
-    lip = rgb_to_lab(photo[None])[0][:, lip_points[:, 1], lip_points[:, 0]].median(-1).values
+    image, source = d19
+    lip = _lip_colour(image, source.landmarks[0], (61, 62, 63), (50, 51, 52))
     renderer = WarpRenderer(sfm_model, image, source)
-    with_edge = _above_the_line(renderer, shut_mouth(renderer, source), lip)
+    with_edge = _beside_the_line(renderer, shut_mouth(renderer, source), lip, above=True)
     monkeypatch.setattr("faceanime.render.lip_edge.UPPER_EDGE_GAP", 10.0)
     lower_only = WarpRenderer(sfm_model, image, source)
-    without = _above_the_line(lower_only, shut_mouth(lower_only, source), lip)
+    without = _beside_the_line(lower_only, shut_mouth(lower_only, source), lip, above=True)
     assert with_edge < 5, (with_edge, without)
     assert without > 2 * with_edge
     monkeypatch.undo()
