@@ -110,7 +110,7 @@ class LipEdge:
         return vertices + share[:, None, None] * self.offsets.to(vertices)
 
 
-def lower_rim(model: FaceModel, jaw: Jaw, loop: torch.Tensor, upper: bool = False
+def mouth_rim(model: FaceModel, jaw: Jaw, loop: torch.Tensor, upper: bool = False
               ) -> torch.Tensor:
     """``(V,)`` the mouth hole's lower rim: ``loop``'s vertices whose jaw weight is one half or
     more (with ``upper``, the upper rim: those under one half), in the order of their x in the
@@ -133,7 +133,7 @@ def lip_edge_offsets(model: FaceModel, jaw: Jaw, loop: torch.Tensor, depth: torc
     weights = jaw.weights.to(mean.device, mean.dtype)
     ids = model.landmark_indices
     iod = float((mean[ids[_EYES[0]]] - mean[ids[_EYES[1]]]).norm())
-    rim = lower_rim(model, jaw, loop, upper)
+    rim = mouth_rim(model, jaw, loop, upper)
     xs = mean[rim, 0].contiguous()
     x, y = mean[:, 0], mean[:, 1]
     along = piecewise_linear(xs, depth.to(mean), x)
@@ -152,7 +152,7 @@ def lip_edge_offsets(model: FaceModel, jaw: Jaw, loop: torch.Tensor, depth: torc
 def _edge_depth(image: torch.Tensor, model: FaceModel, jaw: Jaw, loop: torch.Tensor,
                 screen: torch.Tensor, landmarks: torch.Tensor, step: torch.Tensor,
                 height: float, upper: bool) -> torch.Tensor:
-    """``(V,)`` model units from each vertex of a rim (:func:`lower_rim`) to its lip's edge,
+    """``(V,)`` model units from each vertex of a rim (:func:`mouth_rim`) to its lip's edge,
     found by colour along the face's down (up for ``upper``), the lone ones dropped, at most
     0.6 of the lip's ``height``."""
     per_unit = float(step.norm())
@@ -161,7 +161,7 @@ def _edge_depth(image: torch.Tensor, model: FaceModel, jaw: Jaw, loop: torch.Ten
     between = 0.4 * landmarks[list(inner)] + 0.6 * landmarks[list(outer)]
     samples = sample_image(image[None], between.to(image.dtype)[None])[0]            # (3, 3)
     lip = rgb_to_lab(samples.T.reshape(1, 3, -1, 1))[0, :, :, 0].median(-1).values
-    rim = lower_rim(model, jaw, loop, upper)
+    rim = mouth_rim(model, jaw, loop, upper)
     found = lip_edge_depth(image, screen[rim, :2], (-step if upper else step) / per_unit, lip,
                            int(EDGE_REACH * iod_px) + 1)
     depth = (found / per_unit).clamp(max=0.6 * height)

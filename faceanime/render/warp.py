@@ -574,8 +574,8 @@ def sample_field(field: torch.Tensor, points: torch.Tensor, step: int) -> torch.
 def lips_beside(frames: torch.Tensor, pixels: torch.Tensor, sigma: float) -> torch.Tensor:
     """``(M, 3)`` the colour of the pixels around each of ``pixels`` ``(M,)`` (flat over
     ``(T, H, W)`` of ``frames (T, 3, H, W)``) that are not among them: a Gaussian of ``sigma``
-    pixels over the rest, normalised (pixels with none of the rest within reach get what
-    lies furthest in reach, a colour that the caller's weight then ignores).
+    pixels over the rest, normalised (a pixel with none of the rest within three sigmas gets
+    black: deep inside a mouth, where the caller gives this colour no weight).
 
     At a mouth's outline these are the lips where they meet the interior, in their own light:
     the photo's median lip colour (its outer lip line, skin and lip) is paler than the
