@@ -19,6 +19,12 @@ A mouth open wide (:data:`UPPER_EDGE_GAP`) has its upper lip found the same way,
 from the upper rim: dlib's upper inner-lip points lie in the dark inside under d19's upper lip
 (4–8 px), shut a dark band under it. Parted lips keep their fitted upper rim: there the search
 walks up their teeth and stops at the teeth's edge.
+
+The lower lip's outer line is found too (:func:`skin_edge_depth`), walking down from the fitted
+outer points until the pixels' chroma is nearer the chin's skin than the lip's: on d19's "O"
+dlib puts them in the lip's middle, 11–17 px (0.05–0.08 inter-ocular distances) above where
+the skin begins, and the lip's lower half, fetched by the chin's mesh, doubled the height of
+the lower lip when the mouth closed (a tall pink tongue under the lips' line).
 """
 
 from __future__ import annotations
@@ -46,14 +52,20 @@ be for its upper lip's edge to be looked for too, above the fitted upper rim: a 
 that far shows a dark inside under the upper lip (d19: 0.37), while parted lips (s42: 0.07)
 show their teeth there, whose edge the search would take for the lip's."""
 
-# 0-based iBUG: the lower inner-lip points and the outer ones below them; the outer lower lip's
-# middle; the outer eye corners.
+# 0-based iBUG: the lower inner-lip points and the outer ones below them (the upper ones,
+# above); the middle inner-lip pair; the mouth's corners; the chin below the lower lip; the
+# outer eye corners.
 _INNER_LOWER = (65, 66, 67)
 _OUTER_LOWER = (56, 57, 58)
 _INNER_UPPER = (61, 62, 63)
 _OUTER_UPPER = (50, 51, 52)
 _INNER_MIDDLE = (62, 66)
+_OUTER_LINE = (55, 56, 57, 58, 59)
+_CORNERS = (48, 54)
+_CHIN = (7, 8, 9)
 _EYES = (36, 45)
+# How many lips' heights below its outer line the lower lip's move fades out.
+_CHIN_FADE = 3.0
 
 
 def lip_edge_depth(image: torch.Tensor, rim: torch.Tensor, down: torch.Tensor,
@@ -82,6 +94,37 @@ def lip_edge_depth(image: torch.Tensor, rim: torch.Tensor, down: torch.Tensor,
     run = near[:, :-1] & near[:, 1:]
     found = run.any(1)
     first = run.to(torch.uint8).argmax(1).to(rim.dtype)
+    return torch.where(found, first, torch.zeros_like(first))
+
+
+def skin_edge_depth(image: torch.Tensor, points: torch.Tensor, down: torch.Tensor,
+                    lip: torch.Tensor, skin: torch.Tensor, reach: int) -> torch.Tensor:
+    """How many pixels below each of the lower lip's outer points the skin begins.
+
+    The chroma (a*, b*) alone decides, the nearer of the lip's and the skin's: the shadow under
+    a lip is darker than both but no redder than the skin (image_0010: with the lightness
+    counted, the edge was found in that shadow, 3 px further down).
+
+    Args:
+        image: ``(3, H, W)`` the photo in [0, 1].
+        points: ``(V, 2)`` pixel positions on the lower lip's outer line.
+        down: ``(2,)`` unit image direction of the face's down.
+        lip, skin: ``(3,)`` the lower lip's and the skin below it's colours, L*a*b*.
+        reach: how many pixels to look down.
+
+    Returns:
+        ``(V,)`` pixels (0 where the point is on the skin already, or where no skin is found
+        within ``reach``).
+    """
+    steps = torch.arange(reach + 1, dtype=points.dtype, device=points.device)
+    along = points[:, None, :] + steps[None, :, None] * down.to(points)          # (V, K, 2)
+    v, k = along.shape[:2]
+    colours = sample_image(image[None], along.reshape(1, -1, 2))[0]              # (V K, 3)
+    ab = rgb_to_lab(colours.T.reshape(1, 3, v, k))[0, 1:].permute(1, 2, 0)       # (V, K, 2)
+    nearer = ((ab - skin[1:].to(ab)).norm(dim=-1) < (ab - lip[1:].to(ab)).norm(dim=-1))
+    run = nearer[:, :-1] & nearer[:, 1:]
+    found = run.any(1)
+    first = run.to(torch.uint8).argmax(1).to(points.dtype)
     return torch.where(found, first, torch.zeros_like(first))
 
 
@@ -121,14 +164,19 @@ def mouth_rim(model: FaceModel, jaw: Jaw, loop: torch.Tensor, upper: bool = Fals
 
 
 def lip_edge_offsets(model: FaceModel, jaw: Jaw, loop: torch.Tensor, depth: torch.Tensor,
-                     height: float, depth_reach: float = 0.3, upper: bool = False
-                     ) -> torch.Tensor:
+                     height: float, depth_reach: float = 0.3, upper: bool = False,
+                     outer: torch.Tensor | None = None) -> torch.Tensor:
     """``(N, 3)``: the lower lip moved down (model -y) by ``depth (V,)`` model units at the
     hole's lower rim (``loop``'s vertices whose jaw weight is one half or more, in the order of
     their x in the mean), fading below the rim to nothing at ``height`` model units (the lip's
     height), and between the rim's points by x. Only the lower lip's vertices (jaw weight one
     half or more) within ``depth_reach`` inter-ocular distances of the lips in depth move. With
-    ``upper``, the upper lip moved up from the upper rim the same way."""
+    ``upper``, the upper lip moved up from the upper rim the same way.
+
+    ``outer (5,)`` (lower lip only) moves the lip's outer line down too, by that many model
+    units at its points (0-based iBUG 55–59; nothing at the corners): it rises from
+    the rim to the outer line (``height`` below it) and fades to nothing three ``height`` further
+    down, into the chin."""
     mean = model.mean.detach().double()
     weights = jaw.weights.to(mean.device, mean.dtype)
     ids = model.landmark_indices
@@ -143,7 +191,20 @@ def lip_edge_offsets(model: FaceModel, jaw: Jaw, loop: torch.Tensor, depth: torc
     lips_depth = mean[rim, 2].mean()
     near = (mean[:, 2] - lips_depth).abs() < depth_reach * iod
     side = (weights < 0.5) if upper else (weights >= 0.5)
-    move = along * fade * near * side
+    move = along * fade
+    if outer is not None and not upper:
+        ends = ids[list(_CORNERS)]
+        knots = torch.cat([mean[ends, 0], mean[ids[list(_OUTER_LINE)], 0]])
+        values = torch.cat([torch.zeros(2, dtype=mean.dtype, device=mean.device),
+                            outer.to(mean)])
+        order = torch.argsort(knots)
+        line = piecewise_linear(knots[order].contiguous(), values[order], x)
+        # Down into the chin over three lips' heights: over one, the chin's skin there was
+        # squeezed into a few pixels of the photo, a smear when the lip moved up.
+        part = beyond / max(height, 1e-9)
+        rise = torch.where(part <= 1, smoothstep(part), 1 - smoothstep((part - 1) / _CHIN_FADE))
+        move = move + line * rise
+    move = move * near * side
     offsets = torch.zeros_like(mean)
     offsets[:, 1] = move if upper else -move
     return offsets.to(model.dtype)
@@ -158,9 +219,7 @@ def _edge_depth(image: torch.Tensor, model: FaceModel, jaw: Jaw, loop: torch.Ten
     per_unit = float(step.norm())
     iod_px = float((landmarks[_EYES[0]] - landmarks[_EYES[1]]).norm())
     inner, outer = (_INNER_UPPER, _OUTER_UPPER) if upper else (_INNER_LOWER, _OUTER_LOWER)
-    between = 0.4 * landmarks[list(inner)] + 0.6 * landmarks[list(outer)]
-    samples = sample_image(image[None], between.to(image.dtype)[None])[0]            # (3, 3)
-    lip = rgb_to_lab(samples.T.reshape(1, 3, -1, 1))[0, :, :, 0].median(-1).values
+    lip = _colour(image, 0.4 * landmarks[list(inner)] + 0.6 * landmarks[list(outer)])
     rim = mouth_rim(model, jaw, loop, upper)
     found = lip_edge_depth(image, screen[rim, :2], (-step if upper else step) / per_unit, lip,
                            int(EDGE_REACH * iod_px) + 1)
@@ -168,6 +227,28 @@ def _edge_depth(image: torch.Tensor, model: FaceModel, jaw: Jaw, loop: torch.Ten
     # Lone points (a dark fleck on the lip) do not move the rim: the median of three.
     padded = torch.cat([depth[:1], depth, depth[-1:]])
     return padded.unfold(0, 3, 1).median(-1).values
+
+
+def _colour(image: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """``(3,)`` the median L*a*b* colour of ``image (3, H, W)`` at ``points (P, 2)``."""
+    samples = sample_image(image[None], points.to(image.dtype)[None])[0]             # (3, P)
+    return rgb_to_lab(samples.T.reshape(1, 3, -1, 1))[0, :, :, 0].median(-1).values
+
+
+def _skin_depth(image: torch.Tensor, model: FaceModel, screen: torch.Tensor,
+                landmarks: torch.Tensor, step: torch.Tensor, height: float) -> torch.Tensor:
+    """``(5,)`` model units from the lower lip's outer points (0-based iBUG 55–59, as fitted)
+    down to the skin (:func:`skin_edge_depth`), the skin's colour read between those
+    points and the chin, at most the lip's ``height``."""
+    per_unit = float(step.norm())
+    iod_px = float((landmarks[_EYES[0]] - landmarks[_EYES[1]]).norm())
+    outer = landmarks[list(_OUTER_LOWER)]
+    lip = _colour(image, 0.4 * landmarks[list(_INNER_LOWER)] + 0.6 * outer)
+    skin = _colour(image, outer + 0.45 * (landmarks[list(_CHIN)] - outer))
+    points = screen[model.landmark_indices[list(_OUTER_LINE)], :2]
+    found = skin_edge_depth(image, points, step / per_unit, lip, skin,
+                            int(EDGE_REACH * iod_px) + 1)
+    return (found / per_unit).clamp(max=height)
 
 
 def photo_lip_edge(image: torch.Tensor, model: FaceModel, jaw: Jaw, loop: torch.Tensor,
@@ -192,7 +273,8 @@ def photo_lip_edge(image: torch.Tensor, model: FaceModel, jaw: Jaw, loop: torch.
     step = torch.stack([-rotation[0, 1], rotation[1, 1]]).to(screen.dtype) * scale   # px / unit
     height = float(posed[ids[_INNER_MIDDLE[1]], 1] - posed[ids[57], 1])
     depth = _edge_depth(image, model, jaw, loop, screen, landmarks, step, height, upper=False)
-    offsets = lip_edge_offsets(model, jaw, loop, share * depth, height)
+    skin = _skin_depth(image, model, screen, landmarks, step, height)
+    offsets = lip_edge_offsets(model, jaw, loop, share * depth, height, outer=share * skin)
     gap = float(posed[ids[_INNER_MIDDLE[0]], 1] - posed[ids[_INNER_MIDDLE[1]], 1])
     iod = float((posed[ids[_EYES[0]]] - posed[ids[_EYES[1]]]).norm())
     if gap >= UPPER_EDGE_GAP * iod:
