@@ -143,16 +143,36 @@ class BoxRenderer:
             profile = opening_profile(self.mesh, self.jaw, self.cap.loop, posed)
             self.lips = photo_lips(self.mesh, self.jaw, self.cap.loop, posed,
                                    float(source.lips[0]), self.lips, profile)
-            if photo.landmarks is not None:
-                self.lip_edge = photo_lip_edge(
-                    self.image, self.mesh, self.jaw, self.cap.loop, posed,
-                    project_vertices(photo, posed[None])[0].to(self.image.dtype),
-                    photo.landmarks[0].to(self.image), photo.rotation[0],
-                    float(photo.scale[0]), open_share(profile[2]))
+            self.lip_edge = self._photo_lip_edge(photo, posed, profile)
 
-    def _posed(self, coeffs: Coefficients) -> torch.Tensor:
+    def _photo_lip_edge(self, photo: Coefficients, posed: torch.Tensor | None = None,
+                        profile: tuple[torch.Tensor, torch.Tensor, float] | None = None
+                        ) -> LipEdge | None:
+        """The photo's lips moved to their edges found by colour (:func:`~faceanime.render.
+        lip_edge.photo_lip_edge`; None without a cap, a lip rig or the photo's landmarks).
+
+        Args:
+            photo: the photo's coefficients (one frame).
+            posed: ``(N, 3)`` its posed mesh, and ``profile`` its mouth's opening profile
+                (:func:`~faceanime.morphable.lips.opening_profile`); both computed when None.
+        """
+        if self.cap is None or self.lips is None or photo.landmarks is None:
+            return None
+        if posed is None:
+            posed = self._posed(photo, lip_edge=False)[0]
+        if profile is None:
+            profile = opening_profile(self.mesh, self.jaw, self.cap.loop, posed)
+        return photo_lip_edge(self.image, self.mesh, self.jaw, self.cap.loop, posed,
+                              project_vertices(photo, posed[None])[0].to(self.image.dtype),
+                              photo.landmarks[0].to(self.image), photo.rotation[0],
+                              float(photo.scale[0]), open_share(profile[2]))
+
+    def _posed(self, coeffs: Coefficients, lip_edge: LipEdge | bool | None = True
+               ) -> torch.Tensor:
         """``(T, N, 3)`` the renderer's mesh posed at ``T`` frames' coefficients, in model
-        space. Lid closures are ignored by a mesh without an eyelid rig."""
+        space, its lips moved by the renderer's :attr:`lip_edge` (``lip_edge``: by that one
+        instead; None or False: by none). Lid closures are ignored by a mesh without an eyelid
+        rig."""
         if self.eyelids is None and bool((coeffs.eyes != 0).any()):
             coeffs = replace(coeffs, eyes=torch.zeros_like(coeffs.eyes))
         if self.lips is None and bool((coeffs.lips != 0).any() or (coeffs.pucker != 0).any()):
@@ -162,13 +182,15 @@ class BoxRenderer:
             coeffs = replace(coeffs, brows=torch.zeros_like(coeffs.brows))
         verts = face_vertices(self.mesh, coeffs, jaw=self.jaw, eyelids=self.eyelids,
                               lips=self.lips, brows=self.brows)
-        return self.lip_edge.apply(verts) if self.lip_edge is not None else verts
+        edge = self.lip_edge if lip_edge is True else (lip_edge or None)
+        return edge.apply(verts) if edge is not None else verts
 
-    def _screen(self, coeffs: Coefficients) -> torch.Tensor:
+    def _screen(self, coeffs: Coefficients, lip_edge: LipEdge | bool | None = True
+                ) -> torch.Tensor:
         """``(T, N, 3)`` the renderer's mesh posed at ``T`` frames' coefficients
-        (:meth:`_posed`), projected (pixels and depth), the mouth cap's fan centred on its
-        lips in the image (:func:`~faceanime.morphable.mouth.flatten_cap`)."""
-        screen = project_vertices(coeffs, self._posed(coeffs)).to(self.image.dtype)
+        (:meth:`_posed`, with ``lip_edge``), projected (pixels and depth), the mouth cap's fan
+        centred on its lips in the image (:func:`~faceanime.morphable.mouth.flatten_cap`)."""
+        screen = project_vertices(coeffs, self._posed(coeffs, lip_edge)).to(self.image.dtype)
         return flatten_cap(screen, self.cap) if self.cap is not None else screen
 
     @property

@@ -643,9 +643,13 @@ class SwapRenderer(BoxRenderer):
         if model.texcoords is None:
             raise InputError(f"model {model.name} has no texture coordinates; the swap needs them")
         self.source = source.frames(slice(0, 1))
+        # The photo's texture is read with its lips where its pixels show them (an open
+        # mouth's lower lip reaches below dlib's points: d19's lip was read from its teeth and
+        # its chin, a pale band over a tall pink lip on a closed target); the swapped faces
+        # are posed without that move, on the target's own lips.
         self.texture = extract_texture(
-            self.image[None], self._screen(self.source), model.triangles, self.mesh.texcoords,
-            self.mesh.symmetry, c.texture).image
+            self.image[None], self._screen(self.source, self._photo_lip_edge(self.source)),
+            model.triangles, self.mesh.texcoords, self.mesh.symmetry, c.texture).image
         if reference.ndim != 4 or reference.shape[0] != reference_coeffs.n_frames:
             raise InputError(f"swap: {reference_coeffs.n_frames} reference coefficients for "
                              f"reference frames of shape {tuple(reference.shape)}")
