@@ -103,13 +103,13 @@ def skin_edge_depth(image: torch.Tensor, points: torch.Tensor, down: torch.Tenso
 
     The chroma (a*, b*) alone decides, the nearer of the lip's and the skin's: the shadow under
     a lip is darker than both but no redder than the skin (image_0010: with the lightness
-    counted, the edge was found in that shadow, 3 px further down).
+    counted, the edge was found in that shadow, 2–3 px further down).
 
     Args:
         image: ``(3, H, W)`` the photo in [0, 1].
         points: ``(V, 2)`` pixel positions on the lower lip's outer line.
         down: ``(2,)`` unit image direction of the face's down.
-        lip, skin: ``(3,)`` the lower lip's and the skin below it's colours, L*a*b*.
+        lip, skin: ``(3,)`` the colours of the lower lip and of the skin below it, L*a*b*.
         reach: how many pixels to look down.
 
     Returns:
@@ -130,7 +130,7 @@ def skin_edge_depth(image: torch.Tensor, points: torch.Tensor, down: torch.Tenso
 
 @dataclass
 class LipEdge:
-    """A photo's lower lip moved down to its edge (and a wide-open mouth's upper lip up to its
+    """A photo's lower lip moved down to its edges (and a wide-open mouth's upper lip up to its
     own), as far as a frame's mouth is open.
 
     Attributes:
@@ -174,9 +174,9 @@ def lip_edge_offsets(model: FaceModel, jaw: Jaw, loop: torch.Tensor, depth: torc
     ``upper``, the upper lip moved up from the upper rim the same way.
 
     ``outer (5,)`` (lower lip only) moves the lip's outer line down too, by that many model
-    units at its points (0-based iBUG 55–59; nothing at the corners): it rises from
-    the rim to the outer line (``height`` below it) and fades to nothing three ``height`` further
-    down, into the chin."""
+    units at its points (0-based iBUG 55–59; nothing at the corners): it rises from the rim to
+    the outer line (``height`` below it) and fades to nothing three ``height`` further down,
+    into the chin."""
     mean = model.mean.detach().double()
     weights = jaw.weights.to(mean.device, mean.dtype)
     ids = model.landmark_indices
