@@ -1005,7 +1005,10 @@ class WarpRenderer(BoxRenderer):
                 position[on_lid] += share @ self.lid_reach
                 if self.lid_fill is not None:
                     amount = share.sum(1).clamp(0, 1)
-                    keep = (amount > 0) & use[on_lid]
+                    # Every pixel of a closing lid, the ones the photo's depth test calls
+                    # hidden too: theirs kept the outside flow's fetch, the photo's lashes, as
+                    # dark specks among the filled skin (image_0010's far eye).
+                    keep = amount > 0
                     lid = at[on_lid][keep], amount[keep], position[on_lid][keep]
 
         # What the face's pixels fetch, the irises moved: the flow beyond the face continues
