@@ -114,3 +114,13 @@ def shut_mouth(renderer, source):
     c0 = float(source.lips[0])
     shut = c0 + middle(c0) / (middle(c0) - middle(c0 + 1))
     return replace(source, jaw=torch.zeros(1), lips=torch.tensor([shut]))
+
+
+def photo_lab(image, at: torch.Tensor) -> torch.Tensor:
+    """``(3,)`` the median CIE L*a*b* colour of a photo ``(H, W, 3)`` uint8 at pixel positions
+    ``at (P, 2)`` (x, y; rounded)."""
+    from faceanime.render.paste import rgb_to_lab
+
+    photo = torch.from_numpy(np.asarray(image)).permute(2, 0, 1).float() / 255
+    at = at.round().long()
+    return rgb_to_lab(photo[None])[0][:, at[:, 1], at[:, 0]].median(-1).values

@@ -10,7 +10,7 @@ import torch
 
 from faceanime.render.lip_edge import EDGE_TOLERANCE, lip_edge_depth, skin_edge_depth
 from faceanime.render.paste import rgb_to_lab
-from tests.helpers import shut_mouth
+from tests.helpers import photo_lab, shut_mouth
 
 TEETH = (0.85, 0.82, 0.78)
 CAVITY = (0.25, 0.12, 0.10)
@@ -108,9 +108,7 @@ def d19(sfm_model, data_dir):
 def _lip_colour(image, points, inner, outer) -> torch.Tensor:
     """The photo's lip colour (CIE L*a*b*, the median) between its ``inner`` and ``outer``
     lip points (0-based iBUG) of ``points (68, 2)``."""
-    photo = torch.from_numpy(np.asarray(image)).permute(2, 0, 1).float() / 255
-    at = (0.4 * points[list(inner)] + 0.6 * points[list(outer)]).round().long()
-    return rgb_to_lab(photo[None])[0][:, at[:, 1], at[:, 0]].median(-1).values
+    return photo_lab(image, 0.4 * points[list(inner)] + 0.6 * points[list(outer)])
 
 
 def test_a_closed_o_mouth_shows_lip_not_teeth_under_its_line(sfm_model, d19, monkeypatch):
@@ -198,9 +196,7 @@ def test_a_closed_o_mouth_keeps_its_lower_lip_its_own_height(sfm_model, d19):
     image, source = d19
     points = source.landmarks[0]
     lip = _lip_colour(image, points, (65, 66, 67), (56, 57, 58))
-    photo = torch.from_numpy(np.asarray(image)).permute(2, 0, 1).float() / 255
-    below = (0.55 * points[[56, 57, 58]] + 0.45 * points[[7, 8, 9]]).round().long()
-    skin = rgb_to_lab(photo[None])[0][:, below[:, 1], below[:, 0]].median(-1).values
+    skin = photo_lab(image, 0.55 * points[[56, 57, 58]] + 0.45 * points[[7, 8, 9]])
     renderer = WarpRenderer(sfm_model, image, source)
     height = _lower_lip_height(renderer, shut_mouth(renderer, source), lip, skin)
     assert 0.7 < height < 1.35, height

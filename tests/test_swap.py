@@ -28,6 +28,7 @@ from faceanime.render.swap import (
     strand_mask,
     swap_coefficients,
 )
+from tests.helpers import photo_lab
 
 CLIP = 24  # frames of d3 the tests swap
 
@@ -449,9 +450,7 @@ def test_an_open_photos_lower_lip_is_read_from_its_lip(data_dir, sfm_model, d3_c
     rim = mouth_rim(r.mesh, r.jaw, r.cap.loop)
     middle = rim[len(rim) // 2 - 1:len(rim) // 2 + 2]                 # three, by the x order
     points = photo[1].landmarks[0]
-    at = (0.4 * points[[65, 66, 67]] + 0.6 * points[[56, 57, 58]]).round().long()
-    pixels = torch.from_numpy(np.asarray(image)).permute(2, 0, 1).float() / 255
-    lip = rgb_to_lab(pixels[None])[0][:, at[:, 1], at[:, 0]].median(-1).values
+    lip = photo_lab(image, 0.4 * points[[65, 66, 67]] + 0.6 * points[[56, 57, 58]])
     for share in (0.0, 0.3):
         q = torch.lerp(uv[middle], uv[ids[[56, 57, 58]]], share)
         col, row = (q * (size - 1)).round().long().unbind(-1)

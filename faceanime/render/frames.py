@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
@@ -159,7 +159,7 @@ class BoxRenderer:
         if self.cap is None or self.lips is None or photo.landmarks is None:
             return None
         if posed is None:
-            posed = self._posed(photo, lip_edge=False)[0]
+            posed = self._posed(photo, lip_edge=None)[0]
         if profile is None:
             profile = opening_profile(self.mesh, self.jaw, self.cap.loop, posed)
         return photo_lip_edge(self.image, self.mesh, self.jaw, self.cap.loop, posed,
@@ -167,12 +167,11 @@ class BoxRenderer:
                               photo.landmarks[0].to(self.image), photo.rotation[0],
                               float(photo.scale[0]), open_share(profile[2]))
 
-    def _posed(self, coeffs: Coefficients, lip_edge: LipEdge | bool | None = True
+    def _posed(self, coeffs: Coefficients, lip_edge: LipEdge | Literal[True] | None = True
                ) -> torch.Tensor:
         """``(T, N, 3)`` the renderer's mesh posed at ``T`` frames' coefficients, in model
         space, its lips moved by the renderer's :attr:`lip_edge` (``lip_edge``: by that one
-        instead; None or False: by none). Lid closures are ignored by a mesh without an eyelid
-        rig."""
+        instead; None: by none). Lid closures are ignored by a mesh without an eyelid rig."""
         if self.eyelids is None and bool((coeffs.eyes != 0).any()):
             coeffs = replace(coeffs, eyes=torch.zeros_like(coeffs.eyes))
         if self.lips is None and bool((coeffs.lips != 0).any() or (coeffs.pucker != 0).any()):
@@ -182,10 +181,10 @@ class BoxRenderer:
             coeffs = replace(coeffs, brows=torch.zeros_like(coeffs.brows))
         verts = face_vertices(self.mesh, coeffs, jaw=self.jaw, eyelids=self.eyelids,
                               lips=self.lips, brows=self.brows)
-        edge = self.lip_edge if lip_edge is True else (lip_edge or None)
+        edge = self.lip_edge if lip_edge is True else lip_edge
         return edge.apply(verts) if edge is not None else verts
 
-    def _screen(self, coeffs: Coefficients, lip_edge: LipEdge | bool | None = True
+    def _screen(self, coeffs: Coefficients, lip_edge: LipEdge | Literal[True] | None = True
                 ) -> torch.Tensor:
         """``(T, N, 3)`` the renderer's mesh posed at ``T`` frames' coefficients
         (:meth:`_posed`, with ``lip_edge``), projected (pixels and depth), the mouth cap's fan

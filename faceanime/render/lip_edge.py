@@ -211,43 +211,40 @@ def lip_edge_offsets(model: FaceModel, jaw: Jaw, loop: torch.Tensor, depth: torc
 
 
 def _edge_depth(image: torch.Tensor, model: FaceModel, jaw: Jaw, loop: torch.Tensor,
-                screen: torch.Tensor, landmarks: torch.Tensor, step: torch.Tensor,
+                screen: torch.Tensor, lip: torch.Tensor, reach: int, step: torch.Tensor,
                 height: float, upper: bool) -> torch.Tensor:
-    """``(V,)`` model units from each vertex of a rim (:func:`mouth_rim`) to its lip's edge,
-    found by colour along the face's down (up for ``upper``), the lone ones dropped, at most
-    0.6 of the lip's ``height``."""
+    """``(V,)`` model units from each vertex of a rim (:func:`mouth_rim`) to its lip's edge
+    (the lip's colour ``lip``, L*a*b*), found by colour along the face's down (up for
+    ``upper``; ``step`` pixels per model unit) within ``reach`` pixels, the lone ones dropped,
+    at most 0.6 of the lip's ``height``."""
     per_unit = float(step.norm())
-    iod_px = float((landmarks[_EYES[0]] - landmarks[_EYES[1]]).norm())
-    inner, outer = (_INNER_UPPER, _OUTER_UPPER) if upper else (_INNER_LOWER, _OUTER_LOWER)
-    lip = _colour(image, 0.4 * landmarks[list(inner)] + 0.6 * landmarks[list(outer)])
     rim = mouth_rim(model, jaw, loop, upper)
     found = lip_edge_depth(image, screen[rim, :2], (-step if upper else step) / per_unit, lip,
-                           int(EDGE_REACH * iod_px) + 1)
+                           reach)
     depth = (found / per_unit).clamp(max=0.6 * height)
     # Lone points (a dark fleck on the lip) do not move the rim: the median of three.
     padded = torch.cat([depth[:1], depth, depth[-1:]])
     return padded.unfold(0, 3, 1).median(-1).values
 
 
-def _colour(image: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """``(3,)`` the median L*a*b* colour of ``image (3, H, W)`` at ``points (P, 2)``."""
+def _colour(image: torch.Tensor, landmarks: torch.Tensor, inner: tuple[int, ...],
+            outer: tuple[int, ...], share: float = 0.6) -> torch.Tensor:
+    """``(3,)`` the median L*a*b* colour of ``image (3, H, W)`` at the points ``share`` of the
+    way from the ``inner`` landmarks to the ``outer`` ones (``landmarks (68, 2)``)."""
+    points = (1 - share) * landmarks[list(inner)] + share * landmarks[list(outer)]
     samples = sample_image(image[None], points.to(image.dtype)[None])[0]             # (3, P)
     return rgb_to_lab(samples.T.reshape(1, 3, -1, 1))[0, :, :, 0].median(-1).values
 
 
 def _skin_depth(image: torch.Tensor, model: FaceModel, screen: torch.Tensor,
-                landmarks: torch.Tensor, step: torch.Tensor, height: float) -> torch.Tensor:
+                lip: torch.Tensor, skin: torch.Tensor, reach: int, step: torch.Tensor,
+                height: float) -> torch.Tensor:
     """``(5,)`` model units from the lower lip's outer points (0-based iBUG 55–59, as fitted)
-    down to the skin (:func:`skin_edge_depth`), the skin's colour read between those
-    points and the chin, at most the lip's ``height``."""
+    down to the skin (:func:`skin_edge_depth`, within ``reach`` pixels), at most the lip's
+    ``height``."""
     per_unit = float(step.norm())
-    iod_px = float((landmarks[_EYES[0]] - landmarks[_EYES[1]]).norm())
-    outer = landmarks[list(_OUTER_LOWER)]
-    lip = _colour(image, 0.4 * landmarks[list(_INNER_LOWER)] + 0.6 * outer)
-    skin = _colour(image, outer + 0.45 * (landmarks[list(_CHIN)] - outer))
     points = screen[model.landmark_indices[list(_OUTER_LINE)], :2]
-    found = skin_edge_depth(image, points, step / per_unit, lip, skin,
-                            int(EDGE_REACH * iod_px) + 1)
+    found = skin_edge_depth(image, points, step / per_unit, lip, skin, reach)
     return (found / per_unit).clamp(max=height)
 
 
@@ -272,16 +269,22 @@ def photo_lip_edge(image: torch.Tensor, model: FaceModel, jaw: Jaw, loop: torch.
     # Model -y on the image: u = s (R X)_x, v = -s (R X)_y.
     step = torch.stack([-rotation[0, 1], rotation[1, 1]]).to(screen.dtype) * scale   # px / unit
     height = float(posed[ids[_INNER_MIDDLE[1]], 1] - posed[ids[57], 1])
-    depth = _edge_depth(image, model, jaw, loop, screen, landmarks, step, height, upper=False)
-    skin = _skin_depth(image, model, screen, landmarks, step, height)
-    offsets = lip_edge_offsets(model, jaw, loop, share * depth, height, outer=share * skin)
+    reach = int(EDGE_REACH * float((landmarks[_EYES[0]] - landmarks[_EYES[1]]).norm())) + 1
+    lip = _colour(image, landmarks, _INNER_LOWER, _OUTER_LOWER)
+    # The skin between the lower lip's outer points and the chin's.
+    skin = _colour(image, landmarks, _OUTER_LOWER, _CHIN, 0.45)
+    depth = _edge_depth(image, model, jaw, loop, screen, lip, reach, step, height, upper=False)
+    below = _skin_depth(image, model, screen, lip, skin, reach, step, height)
+    offsets = lip_edge_offsets(model, jaw, loop, share * depth, height, outer=share * below)
     gap = float(posed[ids[_INNER_MIDDLE[0]], 1] - posed[ids[_INNER_MIDDLE[1]], 1])
     iod = float((posed[ids[_EYES[0]]] - posed[ids[_EYES[1]]]).norm())
     if gap >= UPPER_EDGE_GAP * iod:
         # A mouth open wide: dlib's upper inner-lip points, like the lower ones, lie on the
         # dark inside under the lip (d19: 4-8 px), a dark band under the lip once shut.
         above = float(posed[ids[51], 1] - posed[ids[_INNER_MIDDLE[0]], 1])
-        up = _edge_depth(image, model, jaw, loop, screen, landmarks, step, above, upper=True)
+        upper_lip = _colour(image, landmarks, _INNER_UPPER, _OUTER_UPPER)
+        up = _edge_depth(image, model, jaw, loop, screen, upper_lip, reach, step, above,
+                         upper=True)
         offsets = offsets + lip_edge_offsets(model, jaw, loop, share * up, above, upper=True)
     if not bool((offsets != 0).any()):
         return None
