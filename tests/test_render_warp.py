@@ -637,3 +637,33 @@ def test_an_open_mouthed_photo_shows_its_lips_closing(sfm_model, data_dir, d3_tr
             openings.append(float(mouth_opening(torch.from_numpy(points)).mean()))
     jaw_only, with_lips = openings
     assert with_lips < 0.7 * jaw_only
+
+
+def test_the_seam_does_not_end_in_a_straight_cut_at_the_faces_box(sfm_model, data_dir, d3_track):
+    """image_0010 by d3's largest turn and move (frame 261): along the face's outline the exact
+    flow differs from the outside flow by up to 65 px, and its continuation beyond the outline
+    (``seam``) was laid out over the face's box grown by 6 px: it ended there in a straight
+    cut, a jump of 19 px between neighbouring pixels of the backward map (a vertical cut
+    through the hand under her chin, looked at). Laid out as far as it fades (three of its
+    Gaussian's sigmas), beyond the face no neighbours' fetches lie more than 6 px apart (5.4,
+    under her chin, where the continuation itself falls off steeply)."""
+    from faceanime.fitting import fit_landmarks
+    from faceanime.motion import transfer_motion
+
+    image = np.array(Image.open(data_dir / "faces" / "image_0010.png").convert("RGB"))
+    coeffs = fit_image(image, sfm_model)
+    driving = fit_landmarks(sfm_model, torch.from_numpy(d3_track.points), (512, 512), fps=30)
+    target = transfer_motion(coeffs, driving).frames([261])
+    (x0, y0, x1, y1), positions, _ = WarpRenderer(sfm_model, image, coeffs).flow(target)
+    screen = project_vertices(target, face_vertices(sfm_model, target))
+    face = rasterize(screen - torch.tensor([x0, y0, 0.0]), sfm_model.triangles,
+                     (y1 - y0, x1 - x0)).face_index[0] >= 0
+    # The face's own outline (and its mouth) may change sharply: left out, with a margin.
+    beyond = ~torch.from_numpy(ndimage.binary_dilation(face.numpy(), iterations=5))
+    p = positions[0]
+    step_x = (p[:, :, 1:] - p[:, :, :-1] - torch.tensor([1.0, 0.0])[:, None, None]).norm(dim=0)
+    step_y = (p[:, 1:] - p[:, :-1] - torch.tensor([0.0, 1.0])[:, None, None]).norm(dim=0)
+    jumps = torch.cat([step_x[beyond[:, 1:] & beyond[:, :-1]],
+                       step_y[beyond[1:] & beyond[:-1]]])
+    assert len(jumps) > 10_000
+    assert float(jumps.max()) < 6.0, float(jumps.max())

@@ -1100,25 +1100,11 @@ class WarpRenderer(BoxRenderer):
         if c.seam > 0:
             # The coarse outside flow cannot follow the exact one's sharp change at the face's
             # outline (a cheek turning away): the photo's face edge showed as a jagged seam of
-            # skin and hair. Their difference, known on the seen face, is continued a few
-            # pixels outwards at full resolution and added around it.
-            region = positions[:, fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0]      # (T, fh, fw, 2)
-            known = pixel[valid]
-            residual = positions.new_zeros(t * fh * fw, 3)
-            residual[known, :2] = position[valid] - flat_positions[chosen]
-            residual[known, 2] = 1
-            residual = residual.view(t, fh, fw, 3).permute(0, 3, 1, 2)
-            # At half or quarter resolution (the continuation is smooth; a sigma of 1-2 cells
-            # there), then interpolated back.
-            scale = 2 if c.seam <= 4 else 4
-            coarser = F.avg_pool2d(residual, scale, ceil_mode=True)
-            blurred = gaussian_blur(coarser, c.seam / scale, border="zero")
-            blurred = F.interpolate(blurred, scale_factor=scale, mode="bilinear",
-                                    align_corners=False)[..., :fh, :fw]
-            density = blurred[:, 2:]
-            extended = blurred[:, :2] / density.clamp_min(1e-6)
-            fade = (2 * density).clamp(0.0, 1.0)
-            region += (extended * fade).permute(0, 2, 3, 1)
+            # skin and hair. Their difference, known on the seen face, is continued outwards at
+            # full resolution and added around it (:meth:`_seam`).
+            self._seam(positions, position[valid] - flat_positions[chosen], pixel[valid],
+                       (fx0 - x0, fy0 - y0, fw, fh), (x0, y0),
+                       self._border_weight(grid_x, grid_y))
         flat_positions[chosen] = torch.lerp(flat_positions[chosen], fetch[valid],
                                             alpha[:, None])
 
@@ -1167,6 +1153,58 @@ class WarpRenderer(BoxRenderer):
             corners = screen[:, ends, :2] - torch.tensor([x0, y0], dtype=dtype, device=device)
         return box, positions, (mouth_pixels, mouth_share, mouth_uv, corners, mouth_edge, lid,
                                 lash)
+
+    def _seam(self, positions: torch.Tensor, difference: torch.Tensor, pixel: torch.Tensor,
+              face_box: tuple[int, int, int, int], origin: tuple[int, int],
+              still: torch.Tensor) -> None:
+        """Continue the exact face flow's ``difference (P, 2)`` from the outside flow, known at
+        the seen face's pixels (``pixel (P,)``, flat over the face box's ``(T, fh, fw)``; the
+        face box ``(x, y, fw, fh)`` in the head's box, whose corner in the photo is
+        ``origin``), outwards beyond the outline over ``config.seam`` pixels (a normalized
+        Gaussian convolution faded by its own density), and add it to ``positions (T, h, w,
+        2)`` (the head's box) in place, scaled by ``still (h, w)`` (the image border's motion
+        weight).
+
+        The band is laid out around the face's box grown by three sigmas, where the
+        continuation has faded: laid out over the face's box itself (grown by 6 px, what the
+        rasterizer needs), it ended there in a straight cut, a jump of up to 19 px between
+        neighbouring fetches where the face's motion is large (image_0010 by d3's largest
+        turn: a vertical cut through the hand under her chin). Its cells lie on the photo's
+        multiples of their size, so a frame renders the same in any batch."""
+        c = self.config
+        t, h, w, _ = positions.shape
+        ox, oy, fw, fh = face_box
+        x0, y0 = origin
+        sigma = c.seam
+        scale = 2 if sigma <= 4 else 4
+        pad = math.ceil(3 * sigma)
+        # The band's box, its corner on the photo's multiples of ``scale``; it may reach beyond
+        # the head's box (zeros there), and only its part inside is added.
+        bx0 = (x0 + ox - pad) // scale * scale - x0
+        by0 = (y0 + oy - pad) // scale * scale - y0
+        hc, wc = -(-(oy + fh + pad - by0) // scale), -(-(ox + fw + pad - bx0) // scale)
+        # Pooled straight into the band's coarse cells (a sixteenth of its pixels at a scale of
+        # 4), blurred there (the continuation is smooth: a sigma of 1-2 cells), then
+        # interpolated back.
+        frame = pixel.div(fh * fw, rounding_mode="floor")
+        flat = pixel - frame * (fh * fw)
+        row = (flat.div(fw, rounding_mode="floor") + (oy - by0)).div(scale, rounding_mode="floor")
+        col = (flat % fw + (ox - bx0)).div(scale, rounding_mode="floor")
+        known = torch.cat([difference, torch.ones_like(difference[:, :1])], 1)       # (P, 3)
+        sums = known.new_zeros(t * hc * wc, 3).index_add_(0, (frame * hc + row) * wc + col,
+                                                            known)
+        coarser = sums.view(t, hc, wc, 3).permute(0, 3, 1, 2) / scale ** 2
+        coarser = gaussian_blur(coarser, sigma / scale, border="zero")
+        density = coarser[:, 2:]
+        # Two planar channels upsampled: the channels-last layout is several times slower.
+        faded = coarser[:, :2] / density.clamp_min(1e-6) * (2 * density).clamp(0.0, 1.0)
+        faded = F.interpolate(faded.contiguous(), scale_factor=scale, mode="bilinear",
+                              align_corners=False)
+        # Its part inside the head's box.
+        cx0, cy0 = max(bx0, 0), max(by0, 0)
+        cx1, cy1 = min(bx0 + wc * scale, w), min(by0 + hc * scale, h)
+        faded = faded[..., cy0 - by0:cy1 - by0, cx0 - bx0:cx1 - bx0] * still[cy0:cy1, cx0:cx1]
+        positions[:, cy0:cy1, cx0:cx1] += faded.permute(0, 2, 3, 1)
 
     def _lash(self, target: Coefficients, position: torch.Tensor, valid: torch.Tensor,
               frame: torch.Tensor, at: torch.Tensor
