@@ -639,7 +639,20 @@ def test_an_open_mouthed_photo_shows_its_lips_closing(sfm_model, data_dir, d3_tr
     assert with_lips < 0.7 * jaw_only
 
 
-def test_the_seam_does_not_end_in_a_straight_cut_at_the_faces_box(sfm_model, data_dir, d3_track):
+@pytest.fixture(scope="module")
+def image_0010_by_d3_261(sfm_model, data_dir, d3_track):
+    """image_0010, its fit, and its coefficients at d3's largest turn and move (frame 261):
+    her head moves down and to the side, her hair cropped by the frame's top."""
+    from faceanime.fitting import fit_landmarks
+    from faceanime.motion import transfer_motion
+
+    image = np.array(Image.open(data_dir / "faces" / "image_0010.png").convert("RGB"))
+    coeffs = fit_image(image, sfm_model)
+    driving = fit_landmarks(sfm_model, torch.from_numpy(d3_track.points), (512, 512), fps=30)
+    return image, coeffs, transfer_motion(coeffs, driving).frames([261])
+
+
+def test_the_seam_does_not_end_in_a_straight_cut_at_the_faces_box(sfm_model, image_0010_by_d3_261):
     """image_0010 by d3's largest turn and move (frame 261): along the face's outline the exact
     flow differs from the outside flow by up to 65 px, and its continuation beyond the outline
     (``seam``) was laid out over the face's box grown by 6 px: it ended there in a straight
@@ -647,13 +660,7 @@ def test_the_seam_does_not_end_in_a_straight_cut_at_the_faces_box(sfm_model, dat
     through the hand under her chin, looked at). Laid out as far as it fades (three of its
     Gaussian's sigmas), beyond the face no neighbours' fetches lie more than 6 px apart (5.4,
     under her chin, where the continuation itself falls off steeply)."""
-    from faceanime.fitting import fit_landmarks
-    from faceanime.motion import transfer_motion
-
-    image = np.array(Image.open(data_dir / "faces" / "image_0010.png").convert("RGB"))
-    coeffs = fit_image(image, sfm_model)
-    driving = fit_landmarks(sfm_model, torch.from_numpy(d3_track.points), (512, 512), fps=30)
-    target = transfer_motion(coeffs, driving).frames([261])
+    image, coeffs, target = image_0010_by_d3_261
     (x0, y0, x1, y1), positions, _ = WarpRenderer(sfm_model, image, coeffs).flow(target)
     screen = project_vertices(target, face_vertices(sfm_model, target))
     face = rasterize(screen - torch.tensor([x0, y0, 0.0]), sfm_model.triangles,
@@ -667,3 +674,25 @@ def test_the_seam_does_not_end_in_a_straight_cut_at_the_faces_box(sfm_model, dat
                        step_y[beyond[1:] & beyond[:-1]]])
     assert len(jumps) > 10_000
     assert float(jumps.max()) < 6.0, float(jumps.max())
+
+
+def test_a_head_moving_away_from_the_frames_edge_fetches_nothing_beyond_it(
+        sfm_model, image_0010_by_d3_261):
+    """image_0010's hair is cropped by the frame's top; at d3's frame 261 her head moves down
+    by more than the border's fade band, so the rows beside the top fetched from beyond the
+    photo, whose last row the sampling repeats: the hair above her head drawn as waves of that
+    row (looked at). Near the edge the head's motion is now kept under half the distance to
+    it: no pixel of the head's box fetches from beyond the photo, and the rows below the still
+    edge keep fetching hair from within it."""
+    image, coeffs, target = image_0010_by_d3_261
+    (x0, y0, _, _), positions, _ = WarpRenderer(sfm_model, image, coeffs).flow(target)
+    p = positions[0]
+    h, w = image.shape[:2]
+    beyond = (p[0] < 0) | (p[0] > w - 1) | (p[1] < 0) | (p[1] > h - 1)
+    assert int(beyond.sum()) == 0, int(beyond.sum())
+    # The top rows over her hair: fetched from rows that deepen steadily (the stretch), not
+    # all from the photo's first row.
+    assert y0 == 0
+    hair = p[1, 1:40, 700 - x0:900 - x0]                     # (rows, columns) fetched rows
+    assert float(hair[-1].mean()) > float(hair[0].mean()) + 10
+    assert bool((hair[1:] >= hair[:-1] - 1e-3).all())

@@ -129,6 +129,12 @@ class WarpConfig:
     border: float = 0.03
     """Band along the image border, relative to the image's shorter side, over which all motion
     fades out (the frame's edge stays still)."""
+    border_stretch: float = 2.0
+    """Near the photo content's edge a cell moves at most this many times less than its
+    distance to the edge towards it, so nothing is fetched from beyond the photo: a head
+    moving away from the frame's top that crops its hair stretches the hair beside the edge
+    (here over twice the motion) instead of repeating the photo's last row in streaks (0:
+    off, the border's fade alone)."""
     extend_sigma: float = 0.08
     """Reach of the face's non-rigid motion (jaw, cheeks) and depth beyond its edge: the
     Gaussian's sigma relative to the face's size."""
@@ -246,6 +252,11 @@ class WarpConfig:
                 and (self.flank_stretch == 0 or self.flank_stretch > 1)):
             raise InputError(f"warp setting flank_stretch must be 0 (off) or above 1, got "
                              f"{self.flank_stretch!r}")
+        if not (isinstance(self.border_stretch, (int, float))
+                and math.isfinite(self.border_stretch)
+                and (self.border_stretch == 0 or self.border_stretch >= 1)):
+            raise InputError(f"warp setting border_stretch must be 0 (off) or at least 1, got "
+                             f"{self.border_stretch!r}")
         if self.proxy not in ("ellipsoid", "plane"):
             raise InputError(f"warp setting proxy must be ellipsoid or plane, got {self.proxy!r}")
         if not isinstance(self.grid, int) or self.grid < 1:
@@ -793,6 +804,26 @@ class WarpRenderer(BoxRenderer):
             upper = upper * (1 - smoothstep(self.head_distance / band[:, None, None, None]))
         return torch.maximum(upper, self.head_near).expand(reach.shape[0], -1, -1, -1)
 
+    def _border_room(self, displacement: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+        """``(T, 1, hc, wc)`` how much of its ``displacement (T, 2, hc, wc)`` (the photo
+        position each coarse cell at ``cells (hc, wc, 2)`` fetches, less its own) a cell keeps
+        so that it fetches at most ``1 / config.border_stretch`` of its distance beyond itself
+        towards the photo content's edge (:func:`content_box`): a head that moves away from an
+        edge it touches (hair cropped by the frame's top, a head moving down) fetched from
+        beyond the photo, whose last row the sampling repeats: the hair above her head drawn
+        as waves of that row (image_0010 by d3's frame 261, looked at); now the hair beside the
+        edge is stretched over the band instead. 1 where the motion is small for its room."""
+        x0, y0, x1, y1 = self.content
+        stretch = self.config.border_stretch
+        x, y = cells[..., 0], cells[..., 1]
+        dx, dy = displacement[:, 0], displacement[:, 1]
+        # Room before the content's outermost pixel, which stays still (as _border_weight).
+        room_x = torch.where(dx < 0, x - x0 - 1, (x1 - 2) - x).clamp_min(0)
+        room_y = torch.where(dy < 0, y - y0 - 1, (y1 - 2) - y).clamp_min(0)
+        keep = torch.minimum(room_x / (stretch * dx.abs()).clamp_min(1e-6),
+                             room_y / (stretch * dy.abs()).clamp_min(1e-6))
+        return keep.clamp(max=1.0)[:, None]
+
     def _border_weight(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
         """``(h, w)`` motion weight at pixels ``xs (w,)``, ``ys (h,)``: 1 inside, fading over
         ``config.border`` of the image's shorter side to 0 on the outermost two pixels of the
@@ -1077,6 +1108,8 @@ class WarpRenderer(BoxRenderer):
         # (unfold) and upsampling that layout are several times slower on the CPU.
         coarse = (weight * ((carried - cells).permute(0, 3, 1, 2) + fade * extended[:, :2])
                   ).contiguous()
+        if c.border_stretch > 0:
+            coarse = coarse * self._border_room(coarse, cells)
         if c.unfold > 0:
             coarse = unfold(coarse, g, c.unfold, ignore=share > whole)
         outside = F.interpolate(coarse, size=(hc * g, wc * g), mode="bilinear",
