@@ -130,11 +130,11 @@ class WarpConfig:
     """Band along the image border, relative to the image's shorter side, over which all motion
     fades out (the frame's edge stays still)."""
     border_stretch: float = 2.0
-    """Near the photo content's edge a cell moves at most this many times less than its
-    distance to the edge towards it, so nothing is fetched from beyond the photo: a head
-    moving away from the frame's top that crops its hair stretches the hair beside the edge
-    (here over twice the motion) instead of repeating the photo's last row in streaks (0:
-    off, the border's fade alone)."""
+    """Near the photo content's edge, the head's motion towards that edge is kept under the
+    distance to it divided by this, so nothing is fetched from beyond the photo: a head moving
+    away from the frame's top that crops its hair stretches the hair beside the edge (over
+    twice the motion) instead of repeating the photo's last row in streaks (0: off, the
+    border's fade alone)."""
     extend_sigma: float = 0.08
     """Reach of the face's non-rigid motion (jaw, cheeks) and depth beyond its edge: the
     Gaussian's sigma relative to the face's size."""
@@ -1117,8 +1117,8 @@ class WarpRenderer(BoxRenderer):
         # From here on pixel-last, (T, h, w, 2), the layout grid_sample reads: one copy here
         # instead of one per step below.
         positions = torch.empty(t, h, w, 2, dtype=dtype, device=device)
-        torch.mul(outside.permute(0, 2, 3, 1), self._border_weight(grid_x, grid_y)[..., None],
-                  out=positions)
+        still = self._border_weight(grid_x, grid_y)                          # (h, w)
+        torch.mul(outside.permute(0, 2, 3, 1), still[..., None], out=positions)
         positions += torch.stack(torch.broadcast_tensors(grid_x[None, :], grid_y[:, None]), -1)
 
         # The exact flow blends into the outside one at the face's outline only; surface the
@@ -1136,8 +1136,7 @@ class WarpRenderer(BoxRenderer):
             # skin and hair. Their difference, known on the seen face, is continued outwards at
             # full resolution and added around it (:meth:`_seam`).
             self._seam(positions, position[valid] - flat_positions[chosen], pixel[valid],
-                       (fx0 - x0, fy0 - y0, fw, fh), (x0, y0),
-                       self._border_weight(grid_x, grid_y))
+                       (fx0 - x0, fy0 - y0, fw, fh), (x0, y0), still)
         flat_positions[chosen] = torch.lerp(flat_positions[chosen], fetch[valid],
                                             alpha[:, None])
 
