@@ -656,8 +656,8 @@ def test_the_seam_does_not_end_in_a_straight_cut_at_the_faces_box(sfm_model, ima
     """image_0010 by d3's largest turn and move (frame 261): along the face's outline the exact
     flow differs from the outside flow by up to 65 px, and its continuation beyond the outline
     (``seam``) was laid out over the face's box grown by 6 px: it ended there in a straight
-    cut, a jump of 19 px between neighbouring pixels of the backward map (a vertical cut
-    through the hand under her chin, looked at). Laid out as far as it fades (three of its
+    cut, a jump of 19 px between neighbouring pixels of the backward map (in the dark shadow
+    under her chin, where it showed little: looked at). Laid out as far as it fades (three of its
     Gaussian's sigmas), beyond the face no neighbours' fetches lie more than 6 px apart (5.4,
     under her chin, where the continuation itself falls off steeply)."""
     image, coeffs, target = image_0010_by_d3_261

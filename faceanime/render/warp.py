@@ -1201,8 +1201,8 @@ class WarpRenderer(BoxRenderer):
         continuation has faded: laid out over the face's box itself (grown by 6 px, what the
         rasterizer needs), it ended there in a straight cut, a jump of up to 19 px between
         neighbouring fetches where the face's motion is large (image_0010 by d3's largest
-        turn: a vertical cut through the hand under her chin). Its cells lie on the photo's
-        multiples of their size, so a frame renders the same in any batch."""
+        turn, in the shadow under her chin). Its cells lie on the photo's multiples of their
+        size, so a frame renders the same in any batch."""
         c = self.config
         t, h, w, _ = positions.shape
         ox, oy, fw, fh = face_box
