@@ -254,6 +254,7 @@ def test_cuda_matches_cpu(sfm_model, s1_photo):
     {"rotation_follow": -0.1}, {"scale_follow": 2.0}, {"segment_band": 0}, {"lid_skin": -0.5},
     {"lid_fill": 1.5}, {"lid_dark": -0.1}, {"lid_feather": -1.0}, {"lid_grain": 2.0},
     {"flank_stretch": 0.5}, {"flank_stretch": -1}, {"lash_band": -0.1},
+    {"border_stretch": 0.5}, {"border_stretch": float("nan")},
 ])
 def test_bad_settings_are_one_clear_error(setting):
     (name, value), = setting.items()
