@@ -133,6 +133,12 @@ def test_viewer_metrics_for_every_method(self_report, results_dir):
         assert set(VIEWER) <= set(retest) and retest["double_face"] is None
         assert retest["mouth_corr"] > 0.8, v
     assert set(VIEWER) <= set(report["retest_mean"])
+    # The job's own tracking of the driver, scored the same way: it drives every renderer.
+    for v in VIDEOS:
+        tracked = _video(report, v)["reference"]["summary"]["tracked"]
+        assert set(VIEWER) <= set(tracked) and tracked["double_face"] is None
+        assert tracked["mouth_corr"] > 0.8, v
+    assert set(VIEWER) <= set(report["tracked_mean"])
 
 
 @pytest.mark.slow

@@ -307,6 +307,36 @@ def test_blink_and_mouth_follow_through_viewer_summary():
                for k in ("head_follow", "blink_follow", "mouth_corr", "width_corr"))
 
 
+def test_the_jobs_own_reading_of_the_driver_is_scored_as_an_output():
+    """The ``tracked`` reference row: the landmarks the job tracks, scored against the
+    evaluator's reading of the same frames as an output is; a mouth the tracker reads shut
+    where the evaluator sees it open lowers the mouth follow, a lost frame is left out."""
+    from faceanime.evaluation.protocol import EvalConfig, tracked_reference
+
+    t = torch.linspace(0, 6, 30)
+    driver = face_track(0.1 * torch.sin(t), 0.05 * torch.cos(t))
+    gap = (20 * torch.sin(2 * t)).clamp(min=0).double()
+    driver[:, [67, 66, 65]] = driver[:, [61, 62, 63]]
+    driver[:, [67, 66, 65], 1] += gap[:, None]
+    for k, ear in enumerate((0.3 - 0.2 * torch.sin(t).clamp(min=0)).tolist()):
+        set_eyes(driver, k, ear)
+    same = tracked_reference(driver.float(), driver, EvalConfig())
+    assert math.isnan(same["double_face"])
+    assert all(same[k] == pytest.approx(1.0) for k in ("head_follow", "blink_follow", "mouth_corr"))
+    assert math.isnan(same["width_corr"])  # the corners never move: no correlation to speak of
+    tracked = driver.clone()
+    widest = gap.argsort(descending=True)[:4]
+    tracked[widest, 65:68] = tracked[widest][:, [63, 62, 61]]  # the widest mouths read shut
+    tracked[5] = float("nan")  # a frame the tracker lost
+    read = tracked_reference(tracked.float(), driver, EvalConfig())
+    kept = torch.ones(30, dtype=torch.bool)
+    kept[5] = False
+    expected = correlation(mouth_opening(tracked[kept]), mouth_opening(driver[kept]))
+    assert read["mouth_corr"] == pytest.approx(float(expected), abs=1e-5)
+    assert read["mouth_corr"] < 0.9
+    assert read["head_follow"] == pytest.approx(1.0)
+
+
 def test_double_face_rate():
     assert M.double_face_rate(torch.tensor([1, 2, 1, 3]), 1) == 50.0
     assert M.double_face_rate(torch.tensor([0, 1]), 1) == 0.0  # fewer faces are not double

@@ -348,6 +348,26 @@ def driver_reference(driver: torch.Tensor, config: EvalConfig,
     return {k: [float(x) for x in v.tolist()] for k, v in series.items()}, summary
 
 
+def tracked_reference(tracked: torch.Tensor, driver: torch.Tensor, config: EvalConfig
+                      ) -> dict[str, float]:
+    """The driver as the job reads it, scored against the driver as an output is (the
+    ``tracked`` row of ``reference_summary``): the landmarks retarget tracks and fits, which
+    drive every renderer, against the evaluator's frame-by-frame reading of the same frames.
+    A renderer that draws exactly what it is driven by agrees with the measure this far and
+    no further (d6's mouth: 0.90, where dlib's reading of an "o" or a tongue depends on the box
+    it starts from).
+
+    Args:
+        tracked: ``(T, 68, 2)`` the captured driver's landmarks at the scored frames.
+        driver: ``(T, 68, 2)`` the evaluator's reading of them (NaN without a face).
+        config: the thresholds.
+    """
+    faces = torch.isfinite(tracked).flatten(1).all(1).long()
+    summary, _ = viewer_summary(tracked.float(), faces, driver, 1, config)
+    summary["double_face"] = float("nan")  # one face by construction, not a question
+    return summary
+
+
 class Warp2D:
     """The ``warp2d`` baseline for one source image (see :mod:`faceanime.evaluation.warp2d`).
 
@@ -545,6 +565,9 @@ def evaluate_self_video(video: str | os.PathLike, config: EvalConfig, model: Fac
             raise MediaError(f"{video}: {coeffs.n_frames} frames tracked, {total} decoded; "
                              "re-encode the video (e.g. ffmpeg -i in.mp4 out.mp4)")
         source_coeffs = coeffs.frames([config.source_frame])
+        if coeffs.landmarks is not None:
+            result.reference_summary["tracked"] = tracked_reference(
+                coeffs.landmarks[indices], gt_points[indices], config)
 
     # Pass 4: render and score, batch by batch.
     renderers, streams = {}, {}
@@ -766,6 +789,9 @@ def measure_driving(driving: Path, model: FaceModel, scorer: Scorer, config: Eva
     if captured.n_frames != total:
         raise MediaError(f"{driving}: {captured.n_frames} frames tracked, {total} decoded; "
                          "re-encode the video (e.g. ffmpeg -i in.mp4 out.mp4)")
+    if captured.landmarks is not None:
+        reference_summary["tracked"] = tracked_reference(captured.landmarks[indices], points,
+                                                         config)
     return DrivingVideo(total, indices, points, fit, fit_config, reference, reference_summary,
                         captured)
 

@@ -60,6 +60,12 @@ RETEST = "driver, read mirrored"
 """The viewer tables' reference row: the driver's frames read again, mirrored, scored as an
 output against the driver (:func:`~faceanime.evaluation.protocol.driver_reference`)."""
 
+TRACKED = "driver, as the job tracks it"
+"""The viewer tables' second reference row: the landmarks retarget tracks and fits (what drives
+every renderer) scored as an output against the driver
+(:func:`~faceanime.evaluation.protocol.tracked_reference`): how far a renderer that draws
+exactly what drives it can agree with the measure."""
+
 
 def json_number(value: float) -> float | str | None:
     """A float as JSON can hold it: ``"inf"``/``"-inf"`` for infinities, None for NaN."""
@@ -126,12 +132,13 @@ def mean_over_videos(results: Sequence[VideoResult], methods: Sequence[str]) -> 
     return out
 
 
-def retest_mean(results: Sequence[VideoResult]) -> dict[str, float] | None:
-    """The mean over videos of the driver's mirrored re-reading (``reference_summary
-    ["retest"]``), each value over the videos where it is defined; None when no video has
-    one."""
-    rows = [v.reference_summary["retest"] for v in results
-            if v.error is None and "retest" in v.reference_summary]
+def retest_mean(results: Sequence[VideoResult], key: str = "retest"
+                ) -> dict[str, float] | None:
+    """The mean over videos of a reference row of the driver (``reference_summary[key]``: its
+    mirrored re-reading, ``retest``, or the job's tracking of it, ``tracked``), each value over
+    the videos where it is defined; None when no video has one."""
+    rows = [v.reference_summary[key] for v in results
+            if v.error is None and key in v.reference_summary]
     return _mean_of(rows) if rows else None
 
 
@@ -164,6 +171,7 @@ def build_report(protocol: str, results: Sequence[VideoResult], config: EvalConf
         "seconds": round(sum(v.seconds for v in results), 1),
         "mean": mean_over_videos(results, methods),
         "retest_mean": retest_mean(results),
+        "tracked_mean": retest_mean(results, "tracked"),
         "videos": [],
     }
     for v in results:
@@ -191,14 +199,16 @@ def _cell(value, fmt: str) -> str:
 
 
 def _table(rows: dict[str, dict], columns, first: str = "method", extra=(),
-           reference: dict | None = None) -> list[str]:
-    """A markdown table, a row per method (and a last, italic :data:`RETEST` row when
-    ``reference`` is given)."""
+           reference: dict | None = None, tracked: dict | None = None) -> list[str]:
+    """A markdown table, a row per method (and last, italic :data:`RETEST` and :data:`TRACKED`
+    rows when ``reference`` and ``tracked`` are given)."""
     head = [first, *[c[1] for c in columns], *[e[1] for e in extra]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     named = [(f"`{name}`", summary) for name, summary in rows.items()]
     if reference is not None:
         named.append((f"*{RETEST}*", reference))
+    if tracked is not None:
+        named.append((f"*{TRACKED}*", tracked))
     for name, summary in named:
         cells = [_cell(summary.get(k), fmt) for k, _, fmt in columns]
         cells += [str(summary.get(k, "")) for k, _ in extra]
@@ -244,12 +254,16 @@ def render_markdown(report: dict, plots: dict[str, str] | None = None) -> str:
               "counts output frames where dlib found no face (left out of landmark and identity "
               "distances, failures for ID %); the second table is what a viewer sees, measured "
               "on the output's landmarks against the driver's (`–`: undefined, e.g. an output "
-              f"that does not move); its last row, *{RETEST}*, scores the driver's own frames "
-              "read again mirrored: how far the measure agrees with itself", ""]
+              f"that does not move); its row *{RETEST}* scores the driver's own frames "
+              "read again mirrored: how far the measure agrees with itself; its last row, "
+              f"*{TRACKED}*, the landmarks the job tracks and fits (what drives every "
+              "renderer): how far a renderer that draws exactly what drives it can agree "
+              "with the measure", ""]
     lines += ["## Mean over videos", ""]
     lines += _table(report["mean"], cols, extra=[("no_face", "no face"),
                                                  ("videos", "videos")])
-    lines += ["", *_table(report["mean"], VIEWER_COLUMNS, reference=report.get("retest_mean"))]
+    lines += ["", *_table(report["mean"], VIEWER_COLUMNS, reference=report.get("retest_mean"),
+                          tracked=report.get("tracked_mean"))]
     lines.append("")
     for v in report["videos"]:
         head = f"## {v['name']}"
@@ -272,7 +286,8 @@ def render_markdown(report: dict, plots: dict[str, str] | None = None) -> str:
         ok = {n: r["summary"] for n, r in v["methods"].items() if not r["error"]}
         lines += _table(ok, cols, extra=[("no_face", "no face")])
         lines += ["", *_table(ok, VIEWER_COLUMNS,
-                              reference=v["reference"]["summary"].get("retest"))]
+                              reference=v["reference"]["summary"].get("retest"),
+                              tracked=v["reference"]["summary"].get("tracked"))]
         for n, r in v["methods"].items():
             if r["error"]:
                 lines.append(f"\n`{n}` **failed**: {r['error']}")
