@@ -132,8 +132,7 @@ def mean_over_videos(results: Sequence[VideoResult], methods: Sequence[str]) -> 
     return out
 
 
-def retest_mean(results: Sequence[VideoResult], key: str = "retest"
-                ) -> dict[str, float] | None:
+def reference_mean(results: Sequence[VideoResult], key: str) -> dict[str, float] | None:
     """The mean over videos of a reference row of the driver (``reference_summary[key]``: its
     mirrored re-reading, ``retest``, or the job's tracking of it, ``tracked``), each value over
     the videos where it is defined; None when no video has one."""
@@ -170,8 +169,8 @@ def build_report(protocol: str, results: Sequence[VideoResult], config: EvalConf
         "methods": methods,
         "seconds": round(sum(v.seconds for v in results), 1),
         "mean": mean_over_videos(results, methods),
-        "retest_mean": retest_mean(results),
-        "tracked_mean": retest_mean(results, "tracked"),
+        "retest_mean": reference_mean(results, "retest"),
+        "tracked_mean": reference_mean(results, "tracked"),
         "videos": [],
     }
     for v in results:
