@@ -353,9 +353,9 @@ def tracked_reference(tracked: torch.Tensor, driver: torch.Tensor, config: EvalC
     """The driver as the job reads it, scored against the driver as an output is (the
     ``tracked`` row of ``reference_summary``): the landmarks retarget tracks and fits, which
     drive every renderer, against the evaluator's frame-by-frame reading of the same frames.
-    A renderer that draws exactly what it is driven by agrees with the measure this far and
-    no further (d6's mouth: 0.90, where dlib's reading of an "o" or a tongue depends on the box
-    it starts from).
+    A renderer that draws exactly what it is driven by agrees with the measure about this far,
+    less the noise of its own output's reading (d6's mouth: 0.90, where dlib's reading of an
+    "o" or a tongue depends on the box it starts from).
 
     Args:
         tracked: ``(T, 68, 2)`` the captured driver's landmarks at the scored frames.

@@ -63,8 +63,8 @@ output against the driver (:func:`~faceanime.evaluation.protocol.driver_referenc
 TRACKED = "driver, as the job tracks it"
 """The viewer tables' second reference row: the landmarks retarget tracks and fits (what drives
 every renderer) scored as an output against the driver
-(:func:`~faceanime.evaluation.protocol.tracked_reference`): how far a renderer that draws
-exactly what drives it can agree with the measure."""
+(:func:`~faceanime.evaluation.protocol.tracked_reference`): about how far a renderer that
+draws exactly what drives it can agree with the measure."""
 
 
 def json_number(value: float) -> float | str | None:
