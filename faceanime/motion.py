@@ -74,10 +74,11 @@ class MotionConfig:
     first has it closed to that opening, then takes the driver's change: its mouth closes when
     the driver's does and opens as far (LivePortrait's ``--flag_normalize_lip``). The jaw
     closes first (when wider by more than :data:`CLOSE_MOUTH_MARGIN`); what an expression
-    holds open (d19's surprise) the lips close (:mod:`faceanime.morphable.lips`, when the
-    model is given to :func:`transfer_motion` and the gap left is wider by more than
-    :data:`CLOSE_LIPS_MARGIN`). From the first frame on the output then shows the driver's
-    opening, not the photo's. False: the photo's opening is the rest state and the driver's
+    holds open (d19's surprise), when the model is given to :func:`transfer_motion` and the
+    gap left is wider by more than :data:`CLOSE_LIPS_MARGIN`, the jaw closes further as far as
+    the expression holds the chin down, and the lips close the rest
+    (:func:`rest_mouth`, :mod:`faceanime.morphable.lips`). From the first frame on the output
+    then shows the driver's opening, not the photo's. False: the photo's opening is the rest state and the driver's
     change is added to it (the mouth never closes)."""
 
     def __post_init__(self) -> None:
@@ -121,28 +122,70 @@ def lip_gap(model: FaceModel, coeffs: Coefficients, lips: Lips | None = None) ->
     return gap / (verts[:, ids[36]] - verts[:, ids[45]]).norm(dim=-1)
 
 
-def rest_lips(model: FaceModel, source: Coefficients, reference: Coefficients,
-              lips: Lips | None = None) -> torch.Tensor:
-    """The source's lip closure ``(1,)`` that relative transfer starts from: its own, or,
-    where its lips (at the jaw it starts from) are apart wider than the driver's ``reference``
-    frame's by more than :data:`CLOSE_LIPS_MARGIN`, the closure that brings them to the
-    reference's gap (see :attr:`MotionConfig.close_mouth`), within ``LIPS_RANGE``."""
+# Most the jaw turns past the photo's own rest to lift a chin its expression holds down (see
+# rest_mouth): a yawn's jaw drops 20-30°; more than this is a fit's error, not a chin.
+CLOSE_CHIN_LIMIT = math.radians(20.0)
+
+
+def chin_height(model: FaceModel, coeffs: Coefficients, lips: Lips | None = None
+                ) -> torch.Tensor:
+    """``(T,)`` the chin's height (iBUG 9) in the model's own frame (pose left out) over the
+    outer eye corners' distance; larger is higher."""
+    verts = face_vertices(model, coeffs, lips=lips)
+    ids = model.landmark_indices.to(verts.device)
+    return verts[:, ids[8], 1] / (verts[:, ids[36]] - verts[:, ids[45]]).norm(dim=-1)
+
+
+def rest_mouth(model: FaceModel, source: Coefficients, reference: Coefficients,
+               lips: Lips | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The source's jaw angle and lip closure, ``(1,)`` each, that relative transfer starts
+    from, once its jaw is closed to the driver's ``reference`` frame (:func:`rest_jaw`): its
+    own, or, where its lips are still apart wider than the reference's by more than
+    :data:`CLOSE_LIPS_MARGIN` (an expression holds the mouth open: SFM's surprise drops the
+    chin, and d19's yawn is fitted as 8° of jaw and 0.47 of surprise), the mouth closed to the
+    reference's gap (see :attr:`MotionConfig.close_mouth`):
+
+    1. the chin that expression holds down is lifted by the jaw, as a mouth closing from a
+       yawn lifts it: turned further closed until the chin is where the face without its
+       expression holds it, no further than the lips meeting at the reference's gap nor than
+       :data:`CLOSE_CHIN_LIMIT` past its own;
+    2. what is left open the lips close (their closure, within ``LIPS_RANGE``).
+
+    Closed by the lips alone, the chin stayed down under a shut mouth: d19 by d3's first frame
+    a face 0.2 inter-ocular distances longer from nose to chin than the closed face.
+    """
     lips = lips if lips is not None else lip_rig(model)
-    own = source.lips.to(source.jaw.device, source.jaw.dtype)
+    jaw = source.jaw.to(source.rotation.dtype)
+    own = source.lips.to(jaw)
     if lips is None:
-        return own
+        return jaw, own
     goal = lip_gap(model, reference, lips).to(own)
-    gap = lip_gap(model, source, lips).to(own)
-    if not bool(gap > goal + CLOSE_LIPS_MARGIN):
-        return own
-    closure = own
-    # The gap is linear in the closure (the jaw's turn of the lower lip aside): two secant
-    # steps land on it.
-    for _ in range(2):
-        now = lip_gap(model, replace(source, lips=closure), lips).to(own)
-        after = lip_gap(model, replace(source, lips=closure + 1), lips).to(own)
-        closure = closure + (now - goal) / (now - after).clamp_min(1e-6)
-    return closure.clamp(*LIPS_RANGE)
+    if not bool(lip_gap(model, source, lips).to(own) > goal + CLOSE_LIPS_MARGIN):
+        return jaw, own
+
+    def solve(value, target: torch.Tensor, start: torch.Tensor, step: float) -> torch.Tensor:
+        # The chin's height and the gap are near linear in the jaw's angle and the closure
+        # over these ranges: two secant steps land on the target.
+        x = start
+        for _ in range(2):
+            now, after = value(x), value(x + step)
+            slope = (after - now) / step
+            slope = torch.where(slope.abs() > 1e-6, slope, torch.full_like(slope, 1e-6))
+            x = x - (now - target) / slope
+        return x
+
+    if int(model.landmark_indices[8]) >= 0:
+        plain = replace(source, expression=torch.zeros_like(source.expression))
+        chin = solve(lambda j: chin_height(model, replace(source, jaw=j), lips).to(own),
+                     chin_height(model, plain, lips).to(own), jaw, -0.05)
+        shut = solve(lambda j: lip_gap(model, replace(source, jaw=j), lips).to(own), goal, jaw,
+                     -0.05)
+        jaw = torch.minimum(torch.maximum(torch.maximum(chin, shut), jaw - CLOSE_CHIN_LIMIT),
+                            jaw)
+    closed = replace(source, jaw=jaw)
+    closure = solve(lambda c: lip_gap(model, replace(closed, lips=c), lips).to(own), goal, own,
+                    1.0)
+    return jaw, closure.clamp(*LIPS_RANGE)
 
 
 def rest_jaw(source: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -273,7 +316,7 @@ def transfer_motion(source: Coefficients, driving: Coefficients,
         driving: ``T`` driving frames, fitted with the same morphable model.
         config: transfer settings.
         model: that model; with it, ``close_mouth`` also closes what an expression holds open
-            (by the lips), without it only the jaw.
+            (:func:`rest_mouth`), without it only the jaw.
 
     Returns:
         ``T`` frames with the source's identity, camera and image size.
@@ -309,10 +352,15 @@ def transfer_motion(source: Coefficients, driving: Coefficients,
     src_jaw = src.jaw
     if config.close_mouth and mouth_mode == "relative":
         src_jaw = rest_jaw(src.jaw, drv.jaw[ref].reshape(1))
-    jaw = _part(src_jaw, drv.jaw, ref, mouth_mode, config.lip_gain)
     src_lips = src.lips
+    lift = 0.0
     if config.close_mouth and mouth_mode == "relative" and model is not None:
-        src_lips = rest_lips(model, replace(src, jaw=src_jaw), drv.frames([ref]))
+        closed = src_jaw
+        src_jaw, src_lips = rest_mouth(model, replace(src, jaw=src_jaw), drv.frames([ref]))
+        # A chin lifted past closed takes the range below it along: the driver's closing
+        # below its reference still closes it further.
+        lift = float((closed - src_jaw).max())
+    jaw = _part(src_jaw, drv.jaw, ref, mouth_mode, config.lip_gain)
     lips = _part(src_lips, drv.lips, ref, mouth_mode, config.lip_gain).clamp(*LIPS_RANGE)
     pucker = _part(src.pucker, drv.pucker, ref, mouth_mode, config.lip_gain).clamp(*PUCKER_RANGE)
     # The brows go with the expression (relative: the photo's own raised by the driver's change).
@@ -323,7 +371,7 @@ def transfer_motion(source: Coefficients, driving: Coefficients,
     gaze = transfer_gaze(src.gaze, drv.gaze, ref, config.eyes or default) if config.gaze else None
     if blendshapes:
         expression = expression.clamp_min(0)
-    jaw = jaw.clamp(*JAW_RANGE)
+    jaw = jaw.clamp(JAW_RANGE[0] - lift, JAW_RANGE[1])
 
     if config.pose and config.mode == "relative":
         # Rotation change in the camera frame, applied on top of the source's head rotation.
