@@ -78,8 +78,8 @@ class MotionConfig:
     gap left is wider by more than :data:`CLOSE_LIPS_MARGIN`, the jaw closes further as far as
     the expression holds the chin down, and the lips close the rest
     (:func:`rest_mouth`, :mod:`faceanime.morphable.lips`). From the first frame on the output
-    then shows the driver's opening, not the photo's. False: the photo's opening is the rest state and the driver's
-    change is added to it (the mouth never closes)."""
+    then shows the driver's opening, not the photo's. False: the photo's opening is the rest
+    state and the driver's change is added to it (the mouth never closes)."""
 
     def __post_init__(self) -> None:
         best = isinstance(self.reference_frame, str) and self.reference_frame == "best"
