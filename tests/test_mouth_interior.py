@@ -465,6 +465,31 @@ def test_the_drivers_own_lips_at_the_mouths_corners_are_left_out(sfm_model, data
     assert float(grin[ends].float().mean()) > 0.6 * 255
 
 
+def test_the_skin_beside_the_drivers_mouth_corners_is_left_out(sfm_model, data_dir):
+    """Where the fit's mouth corners reach past the driver's, the capture's very ends held the
+    skin beside the driver's lips' corners, not its lips: d6's wide-open frames 494, 504 and
+    991 kept two thirds and more of those texels, and on a pale photo (s42, its interior
+    brought up 1.6 times) they were white wedges at the mouth's corners (looked at). Texels
+    there that look like the driver's skin now let the synthesised interior through; the
+    middle stays the driver's."""
+    want = (494, 504, 991)
+    frames = np.stack([f for i, f in enumerate(itertools.islice(
+        iter_video_frames(data_dir / "videos" / "d6.mp4"), 992)) if i in want])
+    with create_detector("dlib") as detector:
+        points = np.stack([detector.detect(f)[0].points for f in frames]).astype(np.float32)
+    capture = InteriorCapture(sfm_model)
+    # Each frame fitted on its own (far apart in the video: no temporal tie between them).
+    alpha = torch.cat([capture(frame[None], fit_landmarks(sfm_model, p[None], frames.shape[1:3]))
+                       for frame, p in zip(frames, points, strict=True)])[:, 3].float()
+    h, w = TEXTURE_SIZE
+    across = ((torch.arange(w) - (w - 1) / 2) / ((w - 1) / 2)).abs()[None].expand(h, w)
+    inside = capture.layout.inside
+    ends, middle = inside & (across > 0.9), inside & (across < 0.5)
+    for frame in alpha:
+        assert float(frame[middle].mean()) == 255.0
+        assert float(frame[ends].mean()) < 0.5 * 255
+
+
 def test_the_lips_shade_the_mouths_inside_where_they_meet(sfm_model, data_dir):
     """s42 (1024², lips apart by a hair) opened to d18's wide mouth (frame 136, its interior
     captured): the driver's own lit lip edges and cheek walls at the rim of its opening ended in

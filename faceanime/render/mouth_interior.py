@@ -309,24 +309,28 @@ def capture_interior(frames: torch.Tensor, screen: torch.Tensor, cap: MouthCap,
     alpha = ((opening - low) / (high - low)).clamp(0, 1)
     alpha = alpha * alpha * (3 - 2 * alpha)
     alpha = alpha[:, None, None, None] * (1 - lip_texels(frames, colours, screen, cap, layout,
-                                                         lips))
+                                                         lips, skin))
     rgba = torch.cat([colours * gain[:, :, None, None], alpha.to(colours.dtype)], 1)
     return rgba.mul(255).round().clamp(0, 255).byte()
 
 
 def lip_texels(frames: torch.Tensor, colours: torch.Tensor, screen: torch.Tensor,
-               cap: MouthCap, layout: MouthLayout, lips: torch.Tensor) -> torch.Tensor:
+               cap: MouthCap, layout: MouthLayout, lips: torch.Tensor,
+               skin: torch.Tensor | None = None) -> torch.Tensor:
     """``(T, 1, h, w)`` in [0, 1]: how much each captured texel towards the mouth's corners
-    (:data:`LIP_GUARD`) shows the driver's lips rather than its mouth's inside, judged by its
-    colour (CIE L*a*b*): nearer the lips' (the median a fifth of the way in from the outer lip
-    points) than the inside's (the median over the layout's middle half), in full from a third
-    nearer.
+    (:data:`LIP_GUARD`) shows the driver's lips (or skin) rather than its mouth's inside, judged
+    by its colour (CIE L*a*b*): nearer the lips' (the median a fifth of the way in from the
+    outer lip points), or the skin's (the median at ``skin``'s vertices), than the inside's (the
+    median over the layout's middle half), in full from a third nearer. Where the fit's mouth
+    corners reach past the driver's, the capture's very ends hold the skin beside its lips'
+    corners: brought to a pale photo's brightness (s42 by d6's 991, 1.6 times), white wedges.
 
     Args:
         frames: ``(T, 3, H, W)`` driving frames in [0, 1].
         colours: ``(T, 3, h, w)`` their captured interiors.
         screen: ``(T, N, 3)`` the capped mesh posed by each frame's fit.
-        cap: its cap; ``layout`` the canonical layout; ``lips`` its outer-lip vertices.
+        cap: its cap; ``layout`` the canonical layout; ``lips`` its outer-lip vertices;
+            ``skin`` its skin vertices (:func:`skin_vertices`; None: the lips alone).
     """
     w = layout.size[1]
     outline = screen[:, lips, :2]                                              # (T, L, 2)
@@ -338,6 +342,9 @@ def lip_texels(frames: torch.Tensor, colours: torch.Tensor, screen: torch.Tensor
     inner = layout.inside.to(colours.device) & (across < 0.5)[None, :]
     inside = lab[..., inner].median(-1).values[..., None, None]                # (T, 3, 1, 1)
     to_lip = (lab - lip).square().sum(1, keepdim=True).sqrt()
+    if skin is not None:
+        face = rgb_to_lab(median_colours(frames, screen[:, skin, :2])[..., None, None])
+        to_lip = torch.minimum(to_lip, (lab - face).square().sum(1, keepdim=True).sqrt())
     to_inside = (lab - inside).square().sum(1, keepdim=True).sqrt()
     nearer = (to_inside - to_lip) / (to_inside + to_lip).clamp_min(1e-6)       # -1 .. 1
     low, high = LIP_GUARD
