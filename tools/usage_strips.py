@@ -3,9 +3,12 @@ but for the framing the captions name), so the figures show what a user gets tod
 
     python tools/usage_strips.py --out docs/img
 
-Writes ``retarget_s12_d0.png`` (``faces/s12.jpg`` driven by ``videos/d0.mp4``,
-``--side-by-side``), ``usage_predict_s1.png`` (``predict`` on ``faces/s1.jpg``, seeds 0 and 1)
-and ``usage_animate_s1_d19.png`` (``animate`` from ``faces/s1.jpg`` to ``faces/d19.jpg``).
+Writes ``demo_templates.png`` (``faceanime demo`` with each motion template, face close-ups:
+frame 0, then the frames of largest yaw, largest pitch, widest jaw, most-closed eyes and
+broadest smile),
+``retarget_s12_d0.png`` (``faces/s12.jpg`` driven by ``videos/d0.mp4``, ``--side-by-side``),
+``usage_predict_s1.png`` (``predict`` on ``faces/s1.jpg``, seeds 0 and 1) and
+``usage_animate_s1_d19.png`` (``animate`` from ``faces/s1.jpg`` to ``faces/d19.jpg``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FACEANIME_TEST_DATA", ROOT.parent / "shared" / "data"))
+HAPPINESS = 3  # SFM's expression blendshapes: anger, disgust, fear, happiness, ...
 
 
 def rows_of(frames: np.ndarray, picks: list[int]) -> np.ndarray:
@@ -34,15 +38,31 @@ def main() -> int:
     args = parser.parse_args()
 
     import faceanime
+    from faceanime.geometry.rotation import matrix_to_euler
     from faceanime.jobs.animate import AnimateConfig
     from faceanime.jobs.common import OutputConfig
     from faceanime.jobs.predict import PredictConfig
     from faceanime.jobs.retarget import RetargetConfig
+    from faceanime.samples import sample_portrait
 
     faces, videos = args.data / "faces", args.data / "videos"
     args.out.mkdir(parents=True, exist_ok=True)
     quiet = OutputConfig(progress=False)
     crop = replace(quiet, paste_back=False, size=256)
+
+    # Demo: the sample portrait with each template, at the frames that show its motion most.
+    rows = []
+    for template in ("talk", "nod", "turn", "smile"):
+        result = faceanime.retarget(sample_portrait(), template, config=RetargetConfig(
+            output=replace(quiet, paste_back=False, size=150)))
+        coeffs = result.coefficients
+        turn = matrix_to_euler(coeffs.rotation @ coeffs.rotation[:1].transpose(-1, -2))
+        picks = [0, int(turn[:, 0].abs().argmax()), int(turn[:, 1].abs().argmax()),
+                 int(coeffs.jaw.argmax()), int(coeffs.eyes.mean(1).argmax()),
+                 int(coeffs.expression[:, HAPPINESS].argmax())]
+        rows.append(rows_of(result.video, picks))
+    Image.fromarray(np.concatenate(rows, 0)).save(args.out / "demo_templates.png",
+                                                  optimize=True)
 
     # Retarget: photo | driver | result, every frame; five of them stacked.
     result = faceanime.retarget(faces / "s12.jpg", videos / "d0.mp4",
@@ -65,7 +85,8 @@ def main() -> int:
                                config=AnimateConfig(output=crop))
     Image.fromarray(rows_of(result.video, [0, 8, 15, 22, 29])).save(
         args.out / "usage_animate_s1_d19.png", optimize=True)
-    for name in ("retarget_s12_d0.png", "usage_predict_s1.png", "usage_animate_s1_d19.png"):
+    for name in ("demo_templates.png", "retarget_s12_d0.png", "usage_predict_s1.png",
+                 "usage_animate_s1_d19.png"):
         print(args.out / name)
     return 0
 
