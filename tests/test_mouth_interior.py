@@ -518,8 +518,13 @@ def test_the_lips_shade_the_mouths_inside_where_they_meet(sfm_model, data_dir):
         assert len(rim) > 300 and len(inside) > 1000
         return float(rim.mean() / inside.mean())
 
-    assert rim_over_inside(WarpConfig()) < 0.97
-    assert rim_over_inside(WarpConfig(mouth_shadow=0.0)) > 1.05
+    shaded = rim_over_inside(WarpConfig())
+    assert shaded < 0.97
+    # The shadow darkens the rim; without it and without the photo's own rows carried with
+    # the lips (``rigid_teeth``: s42's parted lips put their own darker line at the rim), the
+    # driver's pale rim comes back.
+    assert shaded < rim_over_inside(WarpConfig(mouth_shadow=0.0)) - 0.1
+    assert rim_over_inside(WarpConfig(mouth_shadow=0.0, rigid_teeth=False)) > 1.05
 
 
 def test_the_mouths_outline_is_no_paler_than_the_lips_beside_it(sfm_model, data_dir):

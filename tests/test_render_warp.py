@@ -697,3 +697,33 @@ def test_a_head_moving_away_from_the_frames_edge_fetches_nothing_beyond_it(
     hair = p[1, 1:40, 700 - x0:900 - x0]                     # (rows, columns) fetched rows
     assert float(hair[-1].mean()) > float(hair[0].mean()) + 10
     assert bool((hair[1:] >= hair[:-1] - 1e-3).all())
+
+
+def test_a_smiles_teeth_keep_their_height_as_the_mouth_opens(sfm_model):
+    """The sample portrait smiles with its upper teeth showing. Opened further (the jaw by
+    0.12 rad, the opening 9.8 → 17.9 px at 512²), the mouth cap's fan stretched its own
+    interior with the opening: the teeth under the upper lip drawn nearly twice their height
+    (the photo fetched at 0.45 px per output pixel down the mouth's middle), tall and grey (the
+    demo's `talk`, looked at). Carried as two rows (``rigid_teeth``), the upper row keeps its
+    height under the upper lip, and what the opening adds below it is the mouth's inside. At
+    the photo's own pose both fetch the photo itself."""
+    from dataclasses import replace
+
+    from faceanime.jobs.common import OutputConfig, load_source
+    from faceanime.samples import sample_portrait
+
+    image, source = load_source(sample_portrait(), sfm_model, OutputConfig(size=512))
+    ids = sfm_model.landmark_indices
+
+    def slope_under_the_upper_lip(config: WarpConfig, jaw: float) -> float:
+        target = replace(source.frames([0]), jaw=source.jaw + jaw)
+        renderer = WarpRenderer(sfm_model, image, source, config)
+        (x0, y0, _, _), positions, _ = renderer.flow(target)
+        screen = renderer._screen(target)[0]
+        x, y = (round(v) for v in screen[ids[62], :2].tolist())    # the upper lip's middle
+        fetched = positions[0, 1, y + 2 - y0:y + 9 - y0, x - x0]
+        return float(fetched[-1] - fetched[0]) / 6
+
+    assert slope_under_the_upper_lip(WarpConfig(), 0.0) == pytest.approx(1.0, abs=0.02)
+    assert slope_under_the_upper_lip(WarpConfig(), 0.12) > 0.85
+    assert slope_under_the_upper_lip(WarpConfig(rigid_teeth=False), 0.12) < 0.6

@@ -227,6 +227,11 @@ class WarpConfig:
     driver_interior: bool = True
     """Where the target carries the driver's mouth interior (``Coefficients.mouth``, captured
     from a driving video), show its teeth and tongue instead of the synthesised ones."""
+    rigid_teeth: bool = True
+    """The photo's own mouth interior moves as two rows, each with its lip: what lies in the
+    upper half of the photo's opening keeps its height under the upper lip, the lower half over
+    the lower lip, and where the target opens wider the line between them is stretched (a
+    smile's teeth stay teeth). False: the interior is stretched with the opening."""
     batch_size: int = 0
     """Frames rendered at once (memory grows with it and the image size); 0: 8 on the CPU,
     32 on CUDA (:func:`faceanime.parallel.default_batch`)."""
@@ -582,6 +587,48 @@ def sample_field(field: torch.Tensor, points: torch.Tensor, step: int) -> torch.
 # --- the renderer ----------------------------------------------------------------------------
 
 
+def mouth_axes(left: torch.Tensor, right: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The mouth's frame from its corners ``left``, ``right`` ``(..., 2)`` (pixels): the unit
+    vector along it ``(..., 2)``, the one across it (down the face) ``(..., 2)`` and its width
+    ``(...,)``."""
+    axis = right - left
+    width = axis.norm(dim=-1).clamp_min(1e-6)
+    along = axis / width[..., None]
+    across = torch.stack([-along[..., 1], along[..., 0]], -1)
+    return along, across, width
+
+
+def chain_height(u: torch.Tensor, chain_u: torch.Tensor, chain_v: torch.Tensor) -> torch.Tensor:
+    """``(M,)`` the height ``v`` of a lip's edge at positions ``u (M,)`` along the mouth: the
+    piecewise-linear chain through ``(chain_u, chain_v)`` ``(M, K)`` (each row sorted by ``u``),
+    held level beyond its ends."""
+    k = chain_u.shape[1]
+    hi = torch.searchsorted(chain_u.contiguous(), u[:, None].contiguous()).clamp(1, k - 1)
+    lo = hi - 1
+    u0, u1 = chain_u.gather(1, lo)[:, 0], chain_u.gather(1, hi)[:, 0]
+    v0, v1 = chain_v.gather(1, lo)[:, 0], chain_v.gather(1, hi)[:, 0]
+    t = ((u - u0) / (u1 - u0).clamp_min(1e-6)).clamp(0, 1)
+    return torch.lerp(v0, v1, t)
+
+
+def lip_chains(points: torch.Tensor, left: torch.Tensor, along: torch.Tensor,
+               across: torch.Tensor, width: torch.Tensor, upper: torch.Tensor,
+               lower: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The inner lips' edges of ``B`` posed mouths in their own frames: ``points (B, K, 2)``
+    the loop's screen positions, the frames' corner ``left``, axes and widths ``(B, 2)``,
+    ``(B,)``; ``upper`` and ``lower`` the loop's indices of each lip. Returns the upper lip's
+    ``u`` and ``v`` (sorted by ``u``) and the lower lip's, ``(B, Ku)`` and ``(B, Kl)``."""
+    rel = points - left[:, None]
+    u = (rel * along[:, None]).sum(-1) / width[:, None]
+    v = (rel * across[:, None]).sum(-1)
+    out = []
+    for index in (upper, lower):
+        cu, order = u[:, index].sort(1)
+        out += [cu, v[:, index].gather(1, order)]
+    return tuple(out)
+
+
 def lips_beside(frames: torch.Tensor, pixels: torch.Tensor, sigma: float) -> torch.Tensor:
     """``(M, 3)`` the colour of the pixels around each of ``pixels`` ``(M,)`` (flat over
     ``(T, H, W)`` of ``frames (T, 3, H, W)``) that are not among them: a Gaussian of ``sigma``
@@ -689,6 +736,7 @@ class WarpRenderer(BoxRenderer):
         mouth = self.neutral_mouth_height(model)
         self.pivot = torch.stack([self.ellipsoid[0][0], mouth, self.ellipsoid[0][2]]).to(src)
         self.lip_colour = self._lip_colour(src)
+        self.teeth_rows = self._teeth_rows(src) if c.rigid_teeth else None
         if self.cap is not None:
             self.layout = mouth_layout(self.cap).to(src.device)
             skin_colour = median_colours(self.image[None], src[None, skin_vertices(
@@ -716,6 +764,97 @@ class WarpRenderer(BoxRenderer):
         """The model's mean mouth height (iBUG 63's y, else the mean's centre)."""
         index = int(model.landmark_indices[62])
         return model.mean[index, 1] if index >= 0 else model.mean[:, 1].mean()
+
+    def _teeth_rows(self, src: torch.Tensor) -> tuple | None:
+        """The photo's mouth in its own frame, for :meth:`_rigid_interior`: the loop's
+        vertices of each lip and their edges (:func:`lip_chains`), or None without a cap or
+        mapped mouth corners."""
+        if self.cap is None:
+            return None
+        ends = self.mesh.landmark_indices[[48, 54]]
+        if bool((ends < 0).any()):
+            return None
+        loop = self.cap.loop.to(src.device)
+        points = src[loop, :2]
+        left, right = src[ends[0], :2], src[ends[1], :2]
+        along, across, width = mouth_axes(left, right)
+        rel = points - left
+        u = (rel * along).sum(-1) / width
+        v = (rel * across).sum(-1)
+        # The loop runs corner to corner and back: split at its ends along the mouth; the arc
+        # lying higher is the upper lip's.
+        k = len(loop)
+        first, last = int(u.argmin()), int(u.argmax())
+        a = torch.arange(first, first + (last - first) % k + 1, device=src.device) % k
+        b = torch.arange(last, last + (first - last) % k + 1, device=src.device) % k
+        upper, lower = (a, b) if float(v[a].mean()) < float(v[b].mean()) else (b, a)
+        chains = lip_chains(points[None], left[None], along[None], across[None], width[None],
+                            upper, lower)
+        # Where the two rows meet, along the mouth: the darkest point between the lips (the
+        # line between the teeth, the mouth's dark inside) in each of a few strips across it,
+        # as a share of the opening there, smoothed along the mouth.
+        us = torch.linspace(0.05, 0.95, 32, dtype=src.dtype, device=src.device)
+        top = chain_height(us, chains[0].expand(32, -1), chains[1].expand(32, -1))
+        bottom = chain_height(us, chains[2].expand(32, -1), chains[3].expand(32, -1))
+        shares = torch.linspace(0.1, 0.9, 17, dtype=src.dtype, device=src.device)
+        depth = top[:, None] + shares[None] * (bottom - top).clamp_min(0)[:, None]   # (32, 17)
+        where = (left + (us * width)[:, None, None] * along
+                 + depth[..., None] * across)                                   # (32, 17, 2)
+        h, w = self.image.shape[-2:]
+        lum = F.grid_sample(luma(self.image.movedim(0, -1))[None, None],
+                            pixel_grid(where[None], h, w).to(self.image.dtype),
+                            mode="bilinear", padding_mode="border", align_corners=True)[0, 0]
+        split = shares[lum.argmin(1)]
+        split = torch.where((bottom - top) >= 2, split, torch.full_like(split, 0.5))
+        split = torch.from_numpy(ndimage.median_filter(split.cpu().numpy(), 5, mode="nearest")
+                                 ).to(split)
+        return loop, ends, upper, lower, (left, along, across, width), chains, (us, split)
+
+    def _rigid_interior(self, screen: torch.Tensor, xy: torch.Tensor, frame: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(M, 2)`` where the photo's own mouth interior is fetched for target pixels
+        ``xy (M, 2)`` of frames ``frame (M,)`` on the mouth cap (``screen (T, N, 3)``): each
+        pixel keeps its distance from its lip (in the photo's pixels), up to where the photo's
+        rows meet there (the darkest line between its lips); the rest of a wider opening
+        fetches that line. At the photo's own pose every pixel fetches itself. Also ``(M,)``
+        how far in from the lips each pixel lies and ``(M,)`` how far into that wider part,
+        each in [0, 1] over two of the photo's pixels, and ``(M,)`` that share where the
+        photo's own teeth show above it."""
+        loop, ends, upper, lower, photo, chains, (split_u, split) = self.teeth_rows
+        left, right = screen[:, ends[0], :2], screen[:, ends[1], :2]
+        along, across, width = mouth_axes(left, right)                           # (T, 2), (T,)
+        up_u, up_v, low_u, low_v = lip_chains(screen[:, loop, :2], left, along, across, width,
+                                              upper, lower)
+        rel = xy - left[frame]
+        u = (rel * along[frame]).sum(-1) / width[frame]
+        v = (rel * across[frame]).sum(-1)
+        p_left, p_along, p_across, p_width = photo
+        scale = p_width / width[frame]                                            # (M,)
+        a = (v - chain_height(u, up_u[frame], up_v[frame])) * scale
+        b = (chain_height(u, low_u[frame], low_v[frame]) - v) * scale
+        m = len(u)
+        top = chain_height(u, chains[0].expand(m, -1), chains[1].expand(m, -1))
+        bottom = chain_height(u, chains[2].expand(m, -1), chains[3].expand(m, -1))
+        share = chain_height(u, split_u.expand(m, -1), split.expand(m, -1))
+        upper_rows = ((bottom - top) * share).clamp_min(0)
+        lower_rows = ((bottom - top) * (1 - share)).clamp_min(0)
+        depth = torch.where(a <= share * (a + b), top + torch.minimum(a, upper_rows),
+                            bottom - torch.minimum(b, lower_rows))
+        rigid = p_left + (u * p_width)[:, None] * p_along + depth[:, None] * p_across
+        # Where the target opens wider than the photo's rows reach: the mouth's inside, not a
+        # line of the photo stretched down each column (stripes).
+        gap = (torch.minimum(a - upper_rows, b - lower_rows) / 2).clamp(0, 1)
+        # The synthesised teeth are left out there only where the photo's upper rows are tall
+        # enough to hold its own (a twentieth of the mouth's width): lips together hold none.
+        own_teeth = gap * (upper_rows / (0.05 * p_width)).clamp(0, 1)
+        # At the lips the cap's own correspondence (exact along its rasterized outline, which
+        # the lips' polylines only approximate): blended in over two of the photo's pixels. And
+        # where the target's opening is no wider than the photo's: a mouth closing from the
+        # photo's is squeezed by the cap's fan, smoothly (as two rows overlapping, d19's open
+        # "O" showed the step between them).
+        wider = ((a + b - (bottom - top)) / 2).clamp(0, 1)
+        return (rigid, torch.minimum((torch.minimum(a, b) / 2).clamp(0, 1), wider), gap,
+                own_teeth)
 
     def _depth_buffer(self, src: torch.Tensor) -> None:
         """The photo's depth buffer over its face box: which surface point each pixel shows."""
@@ -1022,6 +1161,13 @@ class WarpRenderer(BoxRenderer):
         valid = use | mirrored
         position = torch.where(mirrored[:, None], values[:, 3:5], values[:, :2]) \
             if self.has_mirror else values[:, :2]
+        if self.teeth_rows is not None and bool(on_cap.any()):
+            position = position.clone()
+            rigid, weight, cap_gap, own_teeth = self._rigid_interior(screen, xy[on_cap],
+                                                                     frame[on_cap])
+            position[on_cap] = torch.lerp(position[on_cap], rigid, weight[:, None])
+        else:
+            cap_gap = own_teeth = None
         lid = None
         if self.lid_reach is not None:
             # Lids closing further than the photo's show its lid skin from higher up.
@@ -1142,7 +1288,7 @@ class WarpRenderer(BoxRenderer):
 
         mouth_pixels = pixel[:0]
         mouth_share = depth[:0]
-        mouth_edge = depth.new_zeros(0, 2)
+        mouth_edge = depth.new_zeros(0, 3)
         mouth_uv = xy[:0]
         corners = screen.new_zeros(t, 2, 2)
         if self.cap is not None:
@@ -1157,7 +1303,12 @@ class WarpRenderer(BoxRenderer):
             # the lips in front serve (s1's lips apart by a hair showed a white band of
             # synthesised teeth at d3's closed mouth).
             hidden = smoothstep((ratio - 1) / 0.5)[frame[on_cap]]
-            mouth_share = torch.where(valid[on_cap], synthetic, hidden)
+            # The widened part beyond the photo's rows (``rigid_teeth``) is the mouth's inside,
+            # fading in as the hidden part does.
+            gap = cap_gap * hidden if cap_gap is not None else torch.zeros_like(synthetic)
+            no_teeth = (torch.where(valid[on_cap], own_teeth * hidden, 0.0)
+                        if own_teeth is not None else torch.zeros_like(synthetic))
+            mouth_share = torch.where(valid[on_cap], torch.maximum(synthetic, gap), hidden)
             if len(mouth_share):
                 # Scaled by the photo's mouth, not the batch's: a frame renders the same in any
                 # batch.
@@ -1168,7 +1319,7 @@ class WarpRenderer(BoxRenderer):
                 # feather gives back taken as the lips' colour: the photo's own cap there is
                 # its lip line (a hair of teeth for s1 and s42) stretched into a pale rim.
                 mouth_edge = torch.stack([1 - c.mouth_shadow * (1 - deep).square(),
-                                          whole - mouth_share], 1)
+                                          whole - mouth_share, no_teeth], 1)
                 keep = mouth_share > 0
                 mouth_pixels = at[on_cap][keep]
                 mouth_share = mouth_share[keep]
@@ -1327,18 +1478,23 @@ class WarpRenderer(BoxRenderer):
         return whole, share, deep
 
     def _interior(self, target: Coefficients, pixels: torch.Tensor, uv: torch.Tensor,
-                  corners: torch.Tensor, box: tuple[int, int]) -> torch.Tensor:
+                  corners: torch.Tensor, box: tuple[int, int],
+                  no_teeth: torch.Tensor | None = None) -> torch.Tensor:
         """``(M, 3)`` the mouth interior at mouth pixels (flat over ``(T, h, w)`` of a box of
         ``box = (h, w)``) lying at texel positions ``uv (M, 2)``: the driver's own where the
         target carries it (scaled to the photo's skin brightness) and its mouth was open, the
         synthesised one elsewhere (teeth below the upper lip of mouths between ``corners``,
-        ``(T, 2, 2)``)."""
+        ``(T, 2, 2)``, but for pixels weighted by ``no_teeth (M,)``, where the photo's own
+        teeth already show)."""
         h, w = box
         frame = pixels.div(h * w, rounding_mode="floor")
         flat = pixels % (h * w)
         synthetic = sample_texture(self.synthetic, torch.zeros_like(frame), uv)[:, :3]
         teeth, white = upper_teeth(flat.div(w, rounding_mode="floor"), flat % w, frame, corners,
                                    self.skin)
+        if no_teeth is not None:
+            # The photo's own teeth already hang from its upper lip there (a smile widened).
+            teeth = teeth * (1 - no_teeth)
         synthetic = torch.lerp(synthetic, (white * self.teeth_tint).clamp(0, 1), teeth[:, None])
         if target.mouth is None or not self.config.driver_interior:
             return synthetic
@@ -1357,13 +1513,14 @@ class WarpRenderer(BoxRenderer):
                             align_corners=True)
         if len(pixels):
             t, _, bh, bw = out.shape
-            mouth = self._interior(target, pixels, uv, corners, (bh, bw)).clamp(0, 1)  # (M, 3)
+            mouth = self._interior(target, pixels, uv, corners, (bh, bw),
+                                   edge[:, 2]).clamp(0, 1)                                # (M, 3)
             mouth = mouth * edge[:, :1]
             frame = pixels.div(bh * bw, rounding_mode="floor")
             flat = out.view(t, 3, bh * bw)
             at = (frame, slice(None), pixels - frame * (bh * bw))
             photo = torch.lerp(flat[at], lips_beside(out, pixels, self.config.mouth_feather + 1),
-                               edge[:, 1:])
+                               edge[:, 1:2])
             flat[at] = torch.lerp(photo, mouth, share[:, None])
         if lid is not None:
             t, _, bh, bw = out.shape
