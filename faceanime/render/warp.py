@@ -228,10 +228,11 @@ class WarpConfig:
     """Where the target carries the driver's mouth interior (``Coefficients.mouth``, captured
     from a driving video), show its teeth and tongue instead of the synthesised ones."""
     rigid_teeth: bool = True
-    """The photo's own mouth interior moves as two rows, each with its lip: what lies in the
-    upper half of the photo's opening keeps its height under the upper lip, the lower half over
-    the lower lip, and where the target opens wider the line between them is stretched (a
-    smile's teeth stay teeth). False: the interior is stretched with the opening."""
+    """Where the target opens wider than the photo, its own mouth interior moves as two rows,
+    each with its lip: what lies above the darkest line between the photo's lips keeps its
+    height under the upper lip, what lies below it over the lower lip, and the part the
+    opening adds between them is the mouth's inside (a smile's teeth stay teeth). False: the
+    interior is stretched with the opening by the mouth cap's fan."""
     batch_size: int = 0
     """Frames rendered at once (memory grows with it and the image size); 0: 8 on the CPU,
     32 on CUDA (:func:`faceanime.parallel.default_batch`)."""
