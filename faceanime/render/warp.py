@@ -1098,8 +1098,10 @@ class WarpRenderer(BoxRenderer):
     def _flow(self, target: Coefficients) -> tuple[Box, torch.Tensor, tuple[torch.Tensor, ...]]:
         """:meth:`flow`, with the positions as ``(T, h, w, 2)`` and the mouth interior as flat
         pixel indices ``(M,)`` over ``(T, h, w)``, their share of interior ``(M,)`` and texel
-        positions in the interior layout ``(M, 2)``, and each frame's mouth corners' x in the
-        box ``(T, 2)``."""
+        positions in the interior layout ``(M, 2)``, each frame's mouth corners in the box
+        ``(T, 2, 2)``, per mouth pixel ``(M, 3)`` the lips' shadow on the interior, the share
+        of the lips' colour at the outline and how far the photo's own teeth show above it
+        (``rigid_teeth``), then the closing lids' and the lash line's pixels."""
         c = self.config
         screen = self._screen(target)                                       # (T, N, 3)
         t = screen.shape[0]
