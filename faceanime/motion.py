@@ -152,7 +152,7 @@ def rest_mouth(model: FaceModel, source: Coefficients, reference: Coefficients,
     2. what is left open the lips close (their closure, within ``LIPS_RANGE``).
 
     Closed by the lips alone, the chin stayed down under a shut mouth: d19 by d3's first frame
-    a face 0.2 inter-ocular distances longer from nose to chin than the closed face.
+    a face 0.16 inter-ocular distances longer from nose to chin than without its expression.
     """
     lips = lips if lips is not None else lip_rig(model)
     jaw = source.jaw.to(source.rotation.dtype)
