@@ -27,18 +27,22 @@ from faceanime.render.frames import to_uint8
 from faceanime.render.mouth_interior import (
     CHROMA_ADAPTATION,
     MONOCHROME_SPREAD,
+    REFERENCE_LIP_RATIO,
     REFERENCE_LUMA,
     REFERENCE_SKIN,
     TEXTURE_SIZE,
     InteriorCapture,
     capture_interior,
     colour_spread,
+    face_highlight,
+    highlight_shoulder,
     interior_saturation,
     luma,
     mouth_layout,
     mouth_opening,
     mouth_uv,
     outer_lip_vertices,
+    red_response,
     sample_texture,
     skin_vertices,
     synthetic_interior,
@@ -304,6 +308,46 @@ def test_a_raised_chin_keeps_the_drivers_upper_teeth(sfm_model, data_dir, d0_gri
     assert raised > 0.7 * level
 
 
+def test_the_highlight_shoulder_keeps_order_and_stays_under_the_highlight():
+    colour = torch.linspace(0.0, 1.5, 301)[:, None].expand(-1, 3)   # gains reach 2: teeth 1.5
+    rolled = highlight_shoulder(colour, 0.9)
+    below = colour[:, 0] <= 0.8 * 0.9
+    assert torch.equal(rolled[below], colour[below])               # shadows and midtones kept
+    assert float(rolled.max()) < 0.9                                # under the highlight
+    assert bool((rolled[1:, 0] > rolled[:-1, 0]).all())             # shading kept: no flat top
+    # Continuous and smooth at the knee (slope 1 on both sides).
+    at = torch.tensor([0.72 - 1e-3, 0.72, 0.72 + 1e-3])[:, None].expand(-1, 3)
+    slope = highlight_shoulder(at, 0.9)[:, 0].diff() / 1e-3
+    assert_close(slope, torch.ones(2), atol=1e-2, rtol=0)
+    assert face_highlight(torch.full((10, 3), 2.0)) == 1.0 and face_highlight(
+        torch.zeros(0, 3)) == 1.0
+
+
+def test_a_pale_photos_teeth_keep_their_shading(sfm_model, data_dir, d0_grin):
+    """s42 (pale skin, luma 0.85) driven to d0's grin: the driver's teeth, brought to her skin's
+    brightness, came out above 1 and were clipped: 14 % of the pixels inside the output's inner
+    lips had a channel at 254-255, flat white patches (the driver: none). Now they roll off
+    below her face's brightest skin and keep the teeth's shading."""
+    from PIL import Image, ImageDraw
+
+    frames, _, coeffs = d0_grin
+    coeffs = replace(coeffs, mouth=InteriorCapture(sfm_model)(frames, coeffs))
+    image, source = load_source(data_dir / "faces" / "s42.jpg", sfm_model,
+                                OutputConfig(size=512))
+    renderer = WarpRenderer(sfm_model, image, source)
+    out = to_uint8(renderer.render(transfer_motion(source, coeffs).frames([1])))[0]
+    with create_detector("dlib") as detector:
+        inner = detector.detect(out)[0].points[60:68]
+    polygon = Image.new("1", out.shape[1::-1])
+    ImageDraw.Draw(polygon).polygon([tuple(p) for p in inner.tolist()], fill=1)
+    mouth = out[np.array(polygon)].astype(np.float32)
+    assert len(mouth) > 500
+    assert float((mouth >= 254).any(-1).mean()) < 0.005
+    # Still teeth: a bright, shaded band, as the driver's (luma spread 38).
+    assert float(mouth.max()) > 0.85 * 255 * renderer.highlight
+    assert float(mouth.mean(-1).std()) > 30
+
+
 def test_flattened_cap_centres_the_fan_and_keeps_its_depth(cap):
     screen = torch.randn(2, cap.model.n_vertices, 3)
     flat = flatten_cap(screen, cap)
@@ -426,6 +470,30 @@ def test_a_monochrome_photo_shows_the_drivers_mouth_in_its_own_tone(sfm_model, d
         # before).
         assert interior_saturation(photo_spread) == 1.0
         assert shown > MONOCHROME_SPREAD[0]
+
+
+def test_a_monochrome_photo_darkens_red_tissue_as_its_film_did(sfm_model, data_dir, d0_grin):
+    """d0's grin on s12, whose film darkened red (its lips 0.35 of its skin's brightness,
+    colour video's 0.65): the gums and lips in the driver's mouth, toned at their luma alone,
+    came out twice as bright as s12's own lips (the darker quarter of the mouth's pixels 2.04
+    times their luma), a pale blob; they now sit near its lips as in a colour photo (s1 1.13,
+    s42 1.01), and the teeth stay as bright as its skin."""
+    frames, _, coeffs = d0_grin
+    coeffs = replace(coeffs, mouth=InteriorCapture(sfm_model)(frames, coeffs))
+    image, source = load_source(data_dir / "faces" / "s12.jpg", sfm_model,
+                                OutputConfig(size=512))
+    renderer = WarpRenderer(sfm_model, image, source)
+    assert red_response(float(luma(renderer.lip_colour)) / renderer.skin) < 0.7
+    target = transfer_motion(source, coeffs).frames([1])
+    (x0, y0, x1, y1), _, interior = renderer.flow(target)
+    out = to_uint8(renderer.render(target))[0, y0:y1, x0:x1]
+    shown = luma(torch.from_numpy(out[interior[0, 0].numpy() > 0.9]).float() / 255)
+    assert len(shown) > 300
+    lips = float(luma(renderer.lip_colour))
+    assert float(torch.quantile(shown, 0.25)) < 1.5 * lips
+    assert float(torch.quantile(shown, 0.9)) > 0.9 * renderer.skin
+    # Colour photos show red as video does.
+    assert red_response(REFERENCE_LIP_RATIO) == 1.0 and red_response(0.9) == 1.0
 
 
 def _ab_distance(colours: torch.Tensor, split: int) -> float:

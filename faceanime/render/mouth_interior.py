@@ -69,6 +69,18 @@ light, part the person (blush, make-up, a tan): all of it turned white teeth pin
 face (s1; half of it still left them too warm to read as teeth), none left a vivid pink tongue
 in a sepia portrait (s12)."""
 
+SHOULDER_KNEE = 0.8
+"""Share of a photo's highlight (:func:`highlight_shoulder`) up to which the mouth's colours
+are left as they are; above it they are compressed towards the highlight."""
+
+REFERENCE_LIP_RATIO = 0.65
+"""A face's lips' brightness over its skin's (Rec. 601 luma) as colour film and video show it:
+the shared drivers' 0.54-0.80 (d3, d6, d0), s1's and s42's 0.59 and 0.63."""
+
+RED_TISSUE = (0.15, 0.35)
+"""Redness (:func:`redness`) over which an interior colour goes from neutral (teeth) to red
+tissue (tongue, gums, lips): d6's captured interiors 0.16-0.61, median 0.33-0.40."""
+
 TEXTURE_SIZE = (48, 96)
 """``(h, w)`` of an interior texture: about the mouth's size in a 512² frame."""
 
@@ -213,6 +225,30 @@ def colour_spread(colours: torch.Tensor) -> float:
     return float(torch.quantile(distance, 0.99)) if len(distance) else 0.0
 
 
+def face_highlight(colours: torch.Tensor) -> float:
+    """The brightness ``colours (P, 3)`` (a photo's face pixels, [0, 1]) reach at their
+    brightest, leaving out specular glints: the 99th percentile of their luma."""
+    if len(colours) == 0:
+        return 1.0
+    return float(torch.quantile(luma(colours.float()), 0.99).clamp(0.5, 1.0))
+
+
+def highlight_shoulder(colour: torch.Tensor, highlight: float,
+                       knee: float = SHOULDER_KNEE) -> torch.Tensor:
+    """``colour (..., 3)``, each channel left as it is up to ``knee * highlight`` and
+    compressed above it (a tanh, slope 1 at the knee) towards ``highlight``, as a camera's tone
+    curve rolls off its highlights.
+
+    A driver's teeth are brighter than its skin, and brought to a pale photo's skin brightness
+    (s42, luma 0.85) they came out above 1: clipped, flat white patches without the teeth's
+    shading, brighter than anything else in the face (s42's own teeth, in the shade of its
+    lips, reach 0.72)."""
+    start = knee * highlight
+    room = max(highlight - start, 1e-6)
+    rolled = start + room * torch.tanh((colour - start).clamp_min(0) / room)
+    return torch.where(colour > start, rolled, colour.clamp_min(0))
+
+
 def interior_saturation(spread: float) -> float:
     """How much of a driver's mouth interior's own colour (its pink tongue, red lips) a photo
     of colour spread ``spread`` (:func:`colour_spread`) shows, in [0, 1]: none in a
@@ -221,12 +257,36 @@ def interior_saturation(spread: float) -> float:
     return min(max((spread - low) / (high - low), 0.0), 1.0)
 
 
-def tone_interior(colour: torch.Tensor, tone: torch.Tensor, saturation: float) -> torch.Tensor:
+def redness(colour: torch.Tensor) -> torch.Tensor:
+    """``(..., 3) -> (...)`` how much redder than its green and blue a colour is, over its red:
+    0 for a grey, about 0.3 for skin, 0.5 for lips."""
+    red = colour[..., 0]
+    return (red - (colour[..., 1] + colour[..., 2]) / 2) / red.clamp_min(1e-3)
+
+
+def red_response(lip_ratio: float) -> float:
+    """How much darker than colour video a photo shows red tissue, from its lips' brightness
+    over its skin's (``lip_ratio``, Rec. 601 luma), in [0.5, 1]: 1 for a colour photo's lips
+    (:data:`REFERENCE_LIP_RATIO`), less for old film blind to red (s12's lips, 0.35 of its
+    skin, against video's 0.65)."""
+    return min(max(lip_ratio / REFERENCE_LIP_RATIO, 0.5), 1.0)
+
+
+def tone_interior(colour: torch.Tensor, tone: torch.Tensor, saturation: float,
+                  red: float = 1.0) -> torch.Tensor:
     """``(M, 3)`` interior colours ``colour (M, 3)`` with only ``saturation`` of their own hue
-    left, the rest the photo's ``tone (3,)`` (its colour at luma 1) at their brightness."""
+    left, the rest the photo's ``tone (3,)`` (its colour at luma 1) at their brightness, its red
+    tissue darkened by the photo's :func:`red_response` ``red``.
+
+    Toned at the luma of its colours alone, a driver's pink tongue came out at 0.77 of a
+    monochrome photo's skin brightness, twice as bright as the photo's own lips (s12, whose
+    film darkened red): a pale blob that read as a lower lip (dlib put s12's lips together
+    above it; mouth follow by d6 0.58 with the mesh's opening following at 0.90)."""
     if saturation >= 1.0:
         return colour
-    toned = luma(colour)[:, None] * tone
+    low, high = RED_TISSUE
+    tissue = ((redness(colour) - low) / (high - low)).clamp(0, 1)
+    toned = (luma(colour) * (1 - (1 - red) * tissue * tissue * (3 - 2 * tissue)))[:, None] * tone
     return torch.lerp(toned, colour, saturation)
 
 

@@ -58,11 +58,14 @@ from faceanime.render.frames import Box, BoxRenderer, clip_box, to_uint8
 from faceanime.render.head_mask import head_mask
 from faceanime.render.mouth_interior import (
     colour_spread,
+    face_highlight,
+    highlight_shoulder,
     interior_saturation,
     luma,
     median_colours,
     mouth_layout,
     outer_lip_vertices,
+    red_response,
     sample_texture,
     skin_gain,
     skin_vertices,
@@ -756,6 +759,9 @@ class WarpRenderer(BoxRenderer):
             zx0, zy0, zx1, zy1 = self.zbox
             face = self.image[:, zy0:zy1, zx0:zx1][:, torch.isfinite(self.zbuf)].T  # (P, 3)
             self.interior_saturation = interior_saturation(colour_spread(face))
+            # The interior's colours roll off below the face's brightest skin, not at 1.
+            self.highlight = face_highlight(face)
+            self.red_response = red_response(float(luma(self.lip_colour)) / skin)
             self.tone = skin_colour / luma(skin_colour)
 
     # -- source-side set-up, once per photo --
@@ -1498,12 +1504,14 @@ class WarpRenderer(BoxRenderer):
         if no_teeth is not None:
             # The photo's own teeth already hang from its upper lip there (a smile widened).
             teeth = teeth * (1 - no_teeth)
-        synthetic = torch.lerp(synthetic, (white * self.teeth_tint).clamp(0, 1), teeth[:, None])
+        synthetic = torch.lerp(synthetic, highlight_shoulder(white * self.teeth_tint,
+                                                             self.highlight), teeth[:, None])
         if target.mouth is None or not self.config.driver_interior:
             return synthetic
         driver = sample_texture(target.mouth.to(uv.device, uv.dtype) / 255, frame, uv)
-        colour = tone_interior((driver[:, :3] * self.interior_gain).clamp(0, 1), self.tone,
-                               self.interior_saturation).clamp(0, 1)
+        colour = tone_interior(highlight_shoulder(driver[:, :3] * self.interior_gain,
+                                                  self.highlight), self.tone,
+                               self.interior_saturation, self.red_response).clamp(0, 1)
         return torch.lerp(synthetic, colour, driver[:, 3:])
 
     def _render_box(self, target: Coefficients) -> tuple[Box, torch.Tensor]:
