@@ -348,6 +348,44 @@ def test_a_pale_photos_teeth_keep_their_shading(sfm_model, data_dir, d0_grin):
     assert float(mouth.mean(-1).std()) > 30
 
 
+@pytest.fixture(scope="module")
+def d19_by_d3_o(data_dir, sfm_model):
+    """d19 (a wide yawn) and its coefficients driven to d3's narrow "O" (frame 310)."""
+    frames = np.stack([f for i, f in enumerate(itertools.islice(
+        iter_video_frames(data_dir / "videos" / "d3.mp4"), 311)) if i in (0, 310)])
+    with create_detector("dlib") as detector:
+        points = np.stack([detector.detect(f)[0].points for f in frames]).astype(np.float32)
+    coeffs = fit_landmarks(sfm_model, points, frames.shape[1:3])
+    coeffs.mouth = InteriorCapture(sfm_model)(frames, coeffs)
+    image, source = load_source(data_dir / "faces" / "d19.jpg", sfm_model,
+                                OutputConfig(size=512))
+    return image, source, transfer_motion(source, coeffs).frames([1])
+
+
+def test_a_yawn_narrowed_to_an_o_fetches_no_line_down_the_mouth(sfm_model, d19_by_d3_o):
+    """d19's yawn driven to d3's "O" (its cap 1.15 times the photo's): taller than the
+    photo's rows down the middle, the mouth showed the rows' continuation, the darkest line
+    between d19's lips, fetched by 18-20 output rows in a column: a dark band of vertical
+    stripes (the interior only fades in from 1 to 1.5 times the photo's cap). What it does
+    not cover yet is now the cap's fan over the photo's own mouth: down the mouth's middle
+    every row fetches a different row of the photo, and the fan joins the rows smoothly."""
+    image, source, target = d19_by_d3_o
+    renderer = WarpRenderer(sfm_model, image, source)
+    (x0, y0, _, _), positions, _ = renderer.flow(target)
+    screen = renderer._screen(target)[0]
+    top, bottom = screen[renderer.mesh.landmark_indices[[62, 66]], :2]   # inner lips' middles
+    assert float(bottom[1] - top[1]) > 50                                # a tall "O"
+    for dx in (-10, 0, 10):
+        x = round(float(top[0] + bottom[0]) / 2) + dx - x0
+        fetched = positions[0, 1, int(top[1]) + 1 - y0:int(bottom[1]) - y0, x]
+        flat = (fetched.diff().abs() < 0.05).int().tolist()
+        longest = max(len(run) for run in "".join(map(str, flat)).split("0"))
+        assert longest <= 2, (dx, longest)
+        # Where the rows meet the fan, their fetches are joined, not a jump back up the photo
+        # (5.4-5.8 px unsmoothed: a jagged dark line across the mouth).
+        assert float(fetched.diff().abs().max()) < 2.5, dx
+
+
 def test_flattened_cap_centres_the_fan_and_keeps_its_depth(cap):
     screen = torch.randn(2, cap.model.n_vertices, 3)
     flat = flatten_cap(screen, cap)
