@@ -62,14 +62,22 @@ def layout(cap):
     return mouth_layout(cap)
 
 
+def _frames_and_points(data_dir, video: str, want: tuple[int, ...]
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """The frames ``want`` of the shared video ``video`` (``(T, H, W, 3)`` uint8) and their
+    dlib landmarks (``(T, 68, 2)`` float32)."""
+    frames = np.stack([f for i, f in enumerate(itertools.islice(
+        iter_video_frames(data_dir / "videos" / video), max(want) + 1)) if i in want])
+    with create_detector("dlib") as detector:
+        points = np.stack([detector.detect(f)[0].points for f in frames]).astype(np.float32)
+    return frames, points
+
+
 @pytest.fixture(scope="module")
 def d0_grin(data_dir, sfm_model):
     """d0's frames 0 and 48 (48: a wide grin showing both rows of teeth), their landmarks and
     fit."""
-    frames = np.stack([f for i, f in enumerate(itertools.islice(
-        iter_video_frames(data_dir / "videos" / "d0.mp4"), 49)) if i in (0, 48)])
-    with create_detector("dlib") as detector:
-        points = np.stack([detector.detect(f)[0].points for f in frames]).astype(np.float32)
+    frames, points = _frames_and_points(data_dir, "d0.mp4", (0, 48))
     coeffs = fit_landmarks(sfm_model, points, frames.shape[1:3])
     return frames, points, coeffs
 
@@ -351,10 +359,7 @@ def test_a_pale_photos_teeth_keep_their_shading(sfm_model, data_dir, d0_grin):
 @pytest.fixture(scope="module")
 def d19_by_d3_o(data_dir, sfm_model):
     """d19 (a wide yawn) and its coefficients driven to d3's narrow "O" (frame 310)."""
-    frames = np.stack([f for i, f in enumerate(itertools.islice(
-        iter_video_frames(data_dir / "videos" / "d3.mp4"), 311)) if i in (0, 310)])
-    with create_detector("dlib") as detector:
-        points = np.stack([detector.detect(f)[0].points for f in frames]).astype(np.float32)
+    frames, points = _frames_and_points(data_dir, "d3.mp4", (0, 310))
     coeffs = fit_landmarks(sfm_model, points, frames.shape[1:3])
     coeffs.mouth = InteriorCapture(sfm_model)(frames, coeffs)
     image, source = load_source(data_dir / "faces" / "d19.jpg", sfm_model,
@@ -551,10 +556,7 @@ def test_the_drivers_own_lips_at_the_mouths_corners_are_left_out(sfm_model, data
     (s1 by d18's frame 92, an "O" with pale lips; docs/img/mouth_corners.png). Texels towards
     the corners that look like the driver's lips now let the synthesised interior through (a
     darker corner); the middle of the mouth, and a grin's ends, keep the driver's."""
-    frames = np.stack([f for i, f in enumerate(itertools.islice(
-        iter_video_frames(data_dir / "videos" / "d18.mp4"), 93)) if i in (0, 92)])
-    with create_detector("dlib") as detector:
-        points = np.stack([detector.detect(f)[0].points for f in frames]).astype(np.float32)
+    frames, points = _frames_and_points(data_dir, "d18.mp4", (0, 92))
     capture = InteriorCapture(sfm_model)
     o_mouth = capture(frames, fit_landmarks(sfm_model, points, frames.shape[1:3]))[1, 3]
     grin_frames, _, grin_coeffs = d0_grin
@@ -579,10 +581,7 @@ def test_the_skin_beside_the_drivers_mouth_corners_is_left_out(sfm_model, data_d
     there that look like the driver's skin now let the synthesised interior through; the
     middle stays the driver's."""
     want = (494, 504, 991)
-    frames = np.stack([f for i, f in enumerate(itertools.islice(
-        iter_video_frames(data_dir / "videos" / "d6.mp4"), 992)) if i in want])
-    with create_detector("dlib") as detector:
-        points = np.stack([detector.detect(f)[0].points for f in frames]).astype(np.float32)
+    frames, points = _frames_and_points(data_dir, "d6.mp4", want)
     capture = InteriorCapture(sfm_model)
     # Each frame fitted on its own (far apart in the video: no temporal tie between them).
     alpha = torch.cat([capture(frame[None], fit_landmarks(sfm_model, p[None], frames.shape[1:3]))
@@ -604,10 +603,7 @@ def test_the_lips_shade_the_mouths_inside_where_they_meet(sfm_model, data_dir):
     the rim darker than the inside (0.91 times); ``mouth_shadow=0`` restores the pale rim."""
     from faceanime.render.paste import inside_distance
 
-    frames = np.stack([f for i, f in enumerate(itertools.islice(
-        iter_video_frames(data_dir / "videos" / "d18.mp4"), 137)) if i in (0, 136)])
-    with create_detector("dlib") as detector:
-        points = np.stack([detector.detect(f)[0].points for f in frames]).astype(np.float32)
+    frames, points = _frames_and_points(data_dir, "d18.mp4", (0, 136))
     driving = fit_landmarks(sfm_model, points, frames.shape[1:3])
     driving.mouth = InteriorCapture(sfm_model)(frames, driving)
     image, source = load_source(data_dir / "faces" / "s42.jpg", sfm_model,
