@@ -1186,7 +1186,7 @@ class WarpRenderer(BoxRenderer):
                 # The rows and the fan fetch different parts of the photo where they meet (a
                 # jagged dark line across the mouth): around the fan's share the fetch is
                 # smoothed over the cap, as a displacement (zero motion stays the identity),
-                # over 0.03 of the photo's mouth width. Elsewhere it is left as it was: smoothed
+                # over 0.06 of the photo's mouth width. Elsewhere it is left as it was: smoothed
                 # everywhere, the lips' rim moved, and dlib's reading of the eyes with it
                 # (cross closed-eye ratio 0.682 → 0.707).
                 moved = position[on_cap] - xy[on_cap]
@@ -1475,9 +1475,9 @@ class WarpRenderer(BoxRenderer):
 
     def _smooth_on_cap(self, fragments, pixels: torch.Tensor, values: torch.Tensor,
                        sigma: float) -> torch.Tensor:
-        """``values (M, C)`` at the mouth cap's pixels ``(M,)`` (flat over the fragments'
-        ``(T, h, w)``), smoothed over the cap by a Gaussian of ``sigma`` pixels, normalised
-        within the cap (the lips beyond hold no values)."""
+        """``values (M, C)`` at the mouth cap's pixels ``(M,)``, all of them (flat over the
+        fragments' ``(T, h, w)``), smoothed over the cap by a Gaussian of ``sigma`` pixels,
+        normalised within the cap (the lips beyond hold no values)."""
         if sigma < 0.5 or len(pixels) == 0:
             return values
         h, w = fragments.face_index.shape[1:]
@@ -1515,12 +1515,7 @@ class WarpRenderer(BoxRenderer):
         r1, c1 = min(int(row.max()) + pad + 1, h), min(int(col.max()) + pad + 1, w)
         cap = (fragments.face_index[:, r0:r1, c0:c1] >= self.n_face_triangles)[:, None]
         cap = cap.to(self.image.dtype)
-        if sigma >= 0.5:
-            values = torch.zeros_like(cap)
-            values[frame, 0, row - r0, col - c0] = share
-            # Blurring a one-channel map is cheap; the cap's own weights go alongside.
-            both = gaussian_blur(torch.cat([values, cap], 1), sigma, border="zero")
-            share = (both[:, 0] / both[:, 1].clamp_min(1e-6))[frame, row - r0, col - c0]
+        share = self._smooth_on_cap(fragments, pixels, share[:, None], sigma)[:, 0]
         whole = share
         if feather > 0:
             share = share * feather_mask(cap, feather)[frame, 0, row - r0, col - c0]
