@@ -56,6 +56,15 @@ def d3_track(data_dir):
     return track_video(data_dir / "videos" / "d3.mp4", TrackerConfig(progress=False))
 
 
+@pytest.fixture(scope="session")
+def d18_track(data_dir):
+    """dlib landmarks of videos/d18.mp4 (216 frames: presses and pushes out its lips, shouts,
+    blinks), tracked once per session."""
+    from faceanime.landmarks import TrackerConfig, track_video
+
+    return track_video(data_dir / "videos" / "d18.mp4", TrackerConfig(progress=False))
+
+
 @pytest.fixture
 def isolated_models(tmp_path, monkeypatch) -> Path:
     """Model lookup that sees only what a test puts there: an empty working directory, no

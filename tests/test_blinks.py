@@ -16,14 +16,12 @@ D18_EDGES = {93, 98, 184, 185, 188, 189}
 
 
 @pytest.fixture(scope="module")
-def d18(data_dir):
+def d18(data_dir, d18_track):
     """videos/d18.mp4's frames and tracked landmarks."""
     from faceanime.io import iter_video_frames
-    from faceanime.landmarks import TrackerConfig, track_video
 
     video = data_dir / "videos" / "d18.mp4"
-    track = track_video(video, TrackerConfig(progress=False))
-    return video, np.stack(list(iter_video_frames(video))), track
+    return video, np.stack(list(iter_video_frames(video))), d18_track
 
 
 def _contrast(frames: np.ndarray, points: np.ndarray) -> torch.Tensor:

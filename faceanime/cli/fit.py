@@ -45,6 +45,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default: %(default)g)")
     p.add_argument("--expression-weight", type=float, default=_DEFAULT.expression_weight,
                    help="expression regularisation (default: %(default)g)")
+    p.add_argument("--lower-face-weight", type=float, default=_DEFAULT.lower_face_weight,
+                   help="weight of the chin's and mouth's landmarks against the others' (1: "
+                        "all alike; lower keeps mouth shapes the model cannot make from "
+                        "moving the head; default: %(default)g)")
     p.add_argument("--temporal-weight", type=float, default=_DEFAULT.temporal_weight,
                    help="smoothness of expression and pose over time, videos only "
                         "(default: %(default)g)")
@@ -84,6 +88,7 @@ def run(args: argparse.Namespace) -> None:
     config = FitConfig(camera=args.camera, focal=args.focal, shape_weight=args.shape_weight,
                        expression_weight=args.expression_weight,
                        temporal_weight=args.temporal_weight, iterations=args.iterations,
+                       lower_face_weight=args.lower_face_weight,
                        jaw=not args.no_jaw, contour=not args.no_contour, device=args.device)
     tracker = TrackerConfig(backend=args.backend, face_index=args.face_index,
                             progress=not args.no_progress, parts=args.parts)
