@@ -1,8 +1,8 @@
 """Self-reenactment frames of a video fitted two ways: the video's frame | the warp with the fit at
-``--before`` lower-face weight | the warp with the default fit | each one's difference from the
-frame (×4), one row per frame. Shows where a fit's head pose puts the hair, ears and shoulders.
+``--before`` lower-face weight | at ``--after`` | each one's difference from the frame (×4), one
+row per frame. Shows where a fit's head pose puts the hair, ears and shoulders.
 
-    python tools/pose_strips.py --video d18 --frames 16 24 32 --before 1 \
+    python tools/pose_strips.py --video d18 --frames 16 32 120 --before 1 --after 0.5 \
         -o docs/img/fit_lower_face.png
 """
 
@@ -25,6 +25,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, nargs="+", required=True)
     parser.add_argument("--before", type=float, default=1.0,
                         help="lower_face_weight of the 'before' fit")
+    parser.add_argument("--after", type=float, default=0.5,
+                        help="lower_face_weight of the 'after' fit")
     parser.add_argument("--height", type=int, default=240, help="tile height in pixels")
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("-o", "--output", type=Path, required=True)
@@ -47,7 +49,7 @@ def main() -> None:
     photo = frames[0]
     config = OutputConfig(progress=False)
     outputs = []
-    for weight in (args.before, FitConfig().lower_face_weight):
+    for weight in (args.before, args.after):
         fit = FitConfig(lower_face_weight=weight)
         driving = fit_landmarks(model, torch.from_numpy(track.points), tuple(track.image_size),
                                 fit, fps=track.fps)
