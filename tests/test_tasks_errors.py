@@ -40,6 +40,7 @@ CASES = {
         ("--source {photo} --driving {notes}", ("notes.txt", "video", ".npz")),
         ("--source {photo} --driving {other}", ("other.npz", "missing")),
         ("--source {photo} --driving {video} --smooth -1", ("smooth",)),
+        ("--source {photo} --driving {video} --lower-face-weight 0", ("lower_face_weight",)),
         ("--source {photo} --driving {video} --track-parts 0", ("--track-parts",)),
     ],
     "predict": [

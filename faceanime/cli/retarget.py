@@ -181,6 +181,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--smooth", type=float, default=0.0,
                    help="smooth the driver's motion over time: Gaussian sigma in frames "
                         "(default: 0 = off)")
+    p.add_argument("--lower-face-weight", type=float, default=FitConfig().lower_face_weight,
+                   metavar="W", help="fit the chin's and mouth's landmarks at this weight "
+                   "against the others' (default: %(default)g; 0.5 keeps a driver's pressed "
+                   "lips from moving the head, at some cost to how faithfully its mouth "
+                   "transfers: docs/fitting.md)")
     p.add_argument("--audio", action=argparse.BooleanOptionalAction, default=True,
                    help="keep the driver's audio (default: on)")
     p.add_argument("--side-by-side", action="store_true",
@@ -231,8 +236,9 @@ def run(args: argparse.Namespace) -> None:
                             eyes=args.eyes, mouth=args.mouth, blink_gain=args.blink_gain,
                             lip_gain=args.lip_gain, gaze=args.gaze,
                             close_mouth=args.close_mouth, pose=not args.no_pose),
-        output=output_config(args), fit=FitConfig(device=args.device), model=args.model,
-        face_index=args.face_index, backend=args.backend,
+        output=output_config(args),
+        fit=FitConfig(device=args.device, lower_face_weight=args.lower_face_weight),
+        model=args.model, face_index=args.face_index, backend=args.backend,
         source_landmarks=args.source_landmarks, smooth=args.smooth, audio=args.audio, fps=args.fps,
         side_by_side=args.side_by_side, track_parts=args.track_parts,
         allow_truncated=args.allow_truncated, video_face_index=args.video_face_index)
