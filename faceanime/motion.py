@@ -80,6 +80,14 @@ class MotionConfig:
     (:func:`rest_mouth`, :mod:`faceanime.morphable.lips`). From the first frame on the output
     then shows the driver's opening, not the photo's. False: the photo's opening is the rest
     state and the driver's change is added to it (the mouth never closes)."""
+    follow_gap: bool = True
+    """Relative mouth, with the model given to :func:`transfer_motion`: each frame's jaw is
+    corrected so that the lips part as far as the driver's do, however its fit shared the
+    opening between the jaw, the lips and the expression (:func:`follow_lip_gap`). The
+    expression's share is scaled to the photo's room (:func:`relative_weights`) and the jaw's
+    is not, so without it a photo whose own expression already opens its mouth (d19's
+    surprise) opened less than the driver where the driver's fit leant on an expression.
+    False: the jaw takes the driver's change as it is."""
 
     def __post_init__(self) -> None:
         best = isinstance(self.reference_frame, str) and self.reference_frame == "best"
@@ -111,15 +119,19 @@ CLOSE_MOUTH_MARGIN = math.radians(3.0)
 CLOSE_LIPS_MARGIN = 0.06
 
 
+# iBUG points (0-based) of lip_gap: the upper inner lip, the lower below it, the outer eye
+# corners. Only their vertices are made.
+_GAP_POINTS = (61, 62, 63, 67, 66, 65, 36, 45)
+
+
 def lip_gap(model: FaceModel, coeffs: Coefficients, lips: Lips | None = None) -> torch.Tensor:
     """``(T,)`` how far apart the lips of each frame are in the model's own frame (pose left
     out): the mean vertical gap of the three inner-lip landmark pairs (iBUG 62/68, 63/67,
     64/66) over the outer eye corners' distance."""
-    verts = face_vertices(model, coeffs, lips=lips)
-    ids = model.landmark_indices.to(verts.device)
-    upper, lower = ids[[61, 62, 63]], ids[[67, 66, 65]]
-    gap = (verts[:, upper, 1] - verts[:, lower, 1]).mean(1)
-    return gap / (verts[:, ids[36]] - verts[:, ids[45]]).norm(dim=-1)
+    ids = model.landmark_indices[list(_GAP_POINTS)]
+    verts = face_vertices(model, coeffs, lips=lips, index=ids)
+    gap = (verts[:, :3, 1] - verts[:, 3:6, 1]).mean(1)
+    return gap / (verts[:, 6] - verts[:, 7]).norm(dim=-1)
 
 
 # Most the jaw turns past the photo's own rest to lift a chin its expression holds down (see
@@ -131,9 +143,21 @@ def chin_height(model: FaceModel, coeffs: Coefficients, lips: Lips | None = None
                 ) -> torch.Tensor:
     """``(T,)`` the chin's height (iBUG 9) in the model's own frame (pose left out) over the
     outer eye corners' distance; larger is higher."""
-    verts = face_vertices(model, coeffs, lips=lips)
-    ids = model.landmark_indices.to(verts.device)
-    return verts[:, ids[8], 1] / (verts[:, ids[36]] - verts[:, ids[45]]).norm(dim=-1)
+    verts = face_vertices(model, coeffs, lips=lips, index=model.landmark_indices[[8, 36, 45]])
+    return verts[:, 0, 1] / (verts[:, 1] - verts[:, 2]).norm(dim=-1)
+
+
+def _secant(value, target: torch.Tensor, start: torch.Tensor, step: float,
+            steps: int = 2) -> torch.Tensor:
+    """``x`` with ``value(x) == target`` (elementwise, ``value`` near linear in ``x``): secant
+    steps from ``start``, each slope measured ``step`` away."""
+    x = start
+    for _ in range(steps):
+        now, after = value(x), value(x + step)
+        slope = (after - now) / step
+        slope = torch.where(slope.abs() > 1e-6, slope, torch.full_like(slope, 1e-6))
+        x = x - (now - target) / slope
+    return x
 
 
 def rest_mouth(model: FaceModel, source: Coefficients, reference: Coefficients,
@@ -163,29 +187,51 @@ def rest_mouth(model: FaceModel, source: Coefficients, reference: Coefficients,
     if not bool(lip_gap(model, source, lips).to(own) > goal + CLOSE_LIPS_MARGIN):
         return jaw, own
 
-    def solve(value, target: torch.Tensor, start: torch.Tensor, step: float) -> torch.Tensor:
-        # The chin's height and the gap are near linear in the jaw's angle and the closure
-        # over these ranges: two secant steps land on the target.
-        x = start
-        for _ in range(2):
-            now, after = value(x), value(x + step)
-            slope = (after - now) / step
-            slope = torch.where(slope.abs() > 1e-6, slope, torch.full_like(slope, 1e-6))
-            x = x - (now - target) / slope
-        return x
-
+    # The chin's height and the gap are near linear in the jaw's angle and the closure over
+    # these ranges: two secant steps land on the target.
     if int(model.landmark_indices[8]) >= 0:
         plain = replace(source, expression=torch.zeros_like(source.expression))
-        chin = solve(lambda j: chin_height(model, replace(source, jaw=j), lips).to(own),
+        chin = _secant(lambda j: chin_height(model, replace(source, jaw=j), lips).to(own),
                      chin_height(model, plain, lips).to(own), jaw, -0.05)
-        shut = solve(lambda j: lip_gap(model, replace(source, jaw=j), lips).to(own), goal, jaw,
+        shut = _secant(lambda j: lip_gap(model, replace(source, jaw=j), lips).to(own), goal, jaw,
                      -0.05)
         jaw = torch.minimum(torch.maximum(torch.maximum(chin, shut), jaw - CLOSE_CHIN_LIMIT),
                             jaw)
     closed = replace(source, jaw=jaw)
-    closure = solve(lambda c: lip_gap(model, replace(closed, lips=c), lips).to(own), goal, own,
+    closure = _secant(lambda c: lip_gap(model, replace(closed, lips=c), lips).to(own), goal, own,
                     1.0)
     return jaw, closure.clamp(*LIPS_RANGE)
+
+
+def follow_lip_gap(model: FaceModel, target: Coefficients, driving: Coefficients, ref: int,
+                   gain: float = 1.0, lips: Lips | None = None) -> torch.Tensor:
+    """``(T,)`` the target's jaw angles, each turned so that the target's lips part from their
+    gap at frame ``ref`` by ``gain`` times the driver's change from its own (:func:`lip_gap`:
+    the inner lips' gap over the outer eye corners' distance, in the model's frame).
+
+    The driver's opening is what its fit's jaw, lips and expression make together; relative
+    transfer moves each by its own rule (the jaw and the lips by the driver's change, the
+    blendshapes scaled to the photo's room), so their sum on the photo need not part its lips
+    as far as the driver's: d19's surprise (0.5 in the photo) took half of every rise of the
+    driver's. The jaw takes up the difference, as LivePortrait's lip retargeting matches a
+    lip-open ratio. At ``ref`` nothing changes (the output there is the photo's rest mouth).
+    Frames the jaw cannot bring to the goal within its range are left to the caller's clamp.
+
+    Args:
+        model: the model both were fitted with.
+        target: ``T`` frames of the transferred coefficients.
+        driving: the ``T`` driving frames they were made from.
+        ref: the driver's reference frame.
+        gain: multiplies the driver's change (``MotionConfig.lip_gain``).
+        lips: the model's lip rig (built when None).
+    """
+    own = lip_gap(model, target, lips)
+    change = lip_gap(model, driving, lips).to(own)
+    goal = own[ref] + gain * (change - change[ref])
+    jaw = target.jaw.to(own)
+    # The gap is near linear in the jaw's angle over its range: two secant steps land on it.
+    return _secant(lambda j: lip_gap(model, replace(target, jaw=j), lips).to(own), goal, jaw,
+                   0.05)
 
 
 def rest_jaw(source: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -392,12 +438,17 @@ def transfer_motion(source: Coefficients, driving: Coefficients,
         translation, scale = src.translation.expand(t, -1).clone(), src.scale.expand(t).clone()
     # The driver's mouth interior goes with its mouth motion.
     mouth = drv.mouth if mouth_mode != "off" else None
-    return Coefficients(model=src.model, shape=src.shape.clone(), expression=expression,
-                        jaw=jaw, eyes=eyes, lips=lips, pucker=pucker, brows=brows,
-                        rotation=rotation,
-                        translation=translation, scale=scale,
-                        camera=src.camera, image_size=src.image_size, fps=drv.fps, mouth=mouth,
-                        gaze=gaze)
+    out = Coefficients(model=src.model, shape=src.shape.clone(), expression=expression,
+                       jaw=jaw, eyes=eyes, lips=lips, pucker=pucker, brows=brows,
+                       rotation=rotation,
+                       translation=translation, scale=scale,
+                       camera=src.camera, image_size=src.image_size, fps=drv.fps, mouth=mouth,
+                       gaze=gaze)
+    if (config.follow_gap and mouth_mode == "relative" and model is not None
+            and bool((model.landmark_indices[list(_GAP_POINTS)] >= 0).all())):
+        followed = follow_lip_gap(model, out, drv, ref, config.lip_gain, lip_rig(model))
+        out.jaw = followed.to(jaw).clamp(JAW_RANGE[0] - lift, JAW_RANGE[1])
+    return out
 
 
 def transfer_gaze(source: torch.Tensor | None, driving: torch.Tensor | None, ref: int,

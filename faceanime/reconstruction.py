@@ -20,7 +20,8 @@ from faceanime.morphable.model import FaceModel
 
 def face_vertices(model: FaceModel, coeffs: Coefficients, jaw: Jaw | None = None,
                   eyelids: Eyelids | None = None, lips: Lips | None = None,
-                  brows: Brows | None = None) -> torch.Tensor:
+                  brows: Brows | None = None, index: torch.Tensor | None = None
+                  ) -> torch.Tensor:
     """Model-space vertices of every frame, eyelids and lips closed, lips puckered, brows
     raised and jaw opened as the coefficients say.
 
@@ -31,9 +32,11 @@ def face_vertices(model: FaceModel, coeffs: Coefficients, jaw: Jaw | None = None
         eyelids: the model's eyelid rig (built from the model when None and needed).
         lips: the model's lip rig (built from the model and ``jaw`` when None and needed).
         brows: the model's brow rig (built from the model when None and needed).
+        index: ``(M,)`` vertex indices: only those vertices are made (a few landmarks of a
+            long video cost a few of its full meshes' time); None: all of them.
 
     Returns:
-        ``(T, N, 3)``.
+        ``(T, N, 3)``, or ``(T, M, 3)`` with ``index``.
     """
     if coeffs.shape.shape[0] > model.n_shape or coeffs.expression.shape[1] > model.n_expression:
         raise InputError(f"coefficients ({coeffs.shape.shape[0]} shape, "
@@ -42,27 +45,37 @@ def face_vertices(model: FaceModel, coeffs: Coefficients, jaw: Jaw | None = None
     t = coeffs.n_frames
     dtype, device = model.dtype, model.device
     shape = coeffs.shape.to(device, dtype)[None].expand(t, -1)
-    verts = model.vertices(shape, coeffs.expression.to(device, dtype))
+    expression = coeffs.expression.to(device, dtype)
+    if index is None:
+        verts = model.vertices(shape, expression)
+        sub = slice(None)
+    else:
+        sub = index.to(device)
+        ks, ke = shape.shape[1], expression.shape[1]
+        verts = (model.mean[sub][None]
+                 + torch.einsum("bk,knd->bnd", shape, model.shape_basis[:ks, sub])
+                 + torch.einsum("bk,knd->bnd", expression, model.expression_basis[:ke, sub]))
     if coeffs.eyes is not None and bool((coeffs.eyes != 0).any()):
         eyelids = eyelids if eyelids is not None else build_eyelids(model)
         verts = apply_eyelids(verts, coeffs.eyes.to(device, dtype),
-                              eyelids.offsets.to(device, dtype), eyelids.raised.to(device, dtype))
+                              eyelids.offsets[:, sub].to(device, dtype),
+                              eyelids.raised[:, sub].to(device, dtype))
     if lips is not None and lips.rest is not None:
-        verts = verts + lips.rest.to(device, dtype)
+        verts = verts + lips.rest[sub].to(device, dtype)
     for closure, part in ((coeffs.lips, "offsets"), (coeffs.pucker, "pucker")):
         if closure is not None and bool((closure != 0).any()):
             jaw = jaw if jaw is not None else build_jaw(model)
             lips = lips if lips is not None else build_lips(model, jaw)
             verts = apply_lips(verts, closure.to(device, dtype),
-                               getattr(lips, part).to(device, dtype))
+                               getattr(lips, part)[sub].to(device, dtype))
     if coeffs.brows is not None and bool((coeffs.brows != 0).any()):
         brows = brows if brows is not None else build_brows(model)
         verts = apply_brows(verts, coeffs.brows.to(device, dtype),
-                            brows.offsets.to(device, dtype))
+                            brows.offsets[:, sub].to(device, dtype))
     if bool((coeffs.jaw != 0).any()):
         jaw = jaw if jaw is not None else build_jaw(model)
         verts = apply_jaw(verts, coeffs.jaw.to(device, dtype), jaw.pivot.to(device, dtype),
-                          jaw.weights.to(device, dtype))
+                          jaw.weights[sub].to(device, dtype))
     return verts
 
 

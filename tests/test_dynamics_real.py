@@ -41,7 +41,9 @@ REAL_NET = DynamicsConfig(hidden=16, layers=1, dropout=0.0)
 
 @pytest.fixture(scope="session")
 def real_dataset(data_dir, sfm_model, tmp_path_factory):
-    """The four videos fitted once per session, in the ``faceanime prepare`` layout."""
+    """The four videos fitted once per session as ``faceanime prepare`` fits them, in its
+    layout."""
+    from faceanime.dataset.prepare import training_fit
     from faceanime.fitting import fit_file
     from faceanime.landmarks import TrackerConfig
 
@@ -49,7 +51,7 @@ def real_dataset(data_dir, sfm_model, tmp_path_factory):
     (root / "coefficients").mkdir()
     for stem in VIDEOS:
         coeffs = fit_file(data_dir / "videos" / f"{stem}.mp4", sfm_model,
-                          tracker=TrackerConfig(progress=False))
+                          config=training_fit(), tracker=TrackerConfig(progress=False))
         coeffs.save(root / "coefficients" / f"{stem}.npz")
     videos = {stem: {"status": "ok"} for stem in VIDEOS}
     (root / "manifest.json").write_text(json.dumps({"version": 1, "model": "sfm",

@@ -79,12 +79,16 @@ def test_synthetic_sequence_recovers_pose_across_yaw(sfm_model):
 @pytest.mark.parametrize("yaw", [-60.0, -30.0, 0.0, 30.0, 60.0])
 def test_synthetic_single_photo(sfm_model, yaw):
     # One view leaves identity and pitch partly ambiguous under 1 px noise: the per-photo
-    # bound is looser than the sequence's (docs/fitting.md gives the measured numbers).
+    # bound is looser than the sequence's (docs/fitting.md gives the measured numbers). The
+    # synthetic mouths are the model's own and the noise is alike on every point, so every
+    # landmark alike is the right weighting here; the default (the chin's and mouth's at half
+    # weight) gives up a little (30°: 1.65 px against 1.5 or less).
     clean, noisy, truth = synthetic_faces(sfm_model, [yaw], seed=int(yaw) + 100)
-    coeffs = fit_landmarks(sfm_model, noisy, (480, 640))
-    err = float(rotation_angle_between(coeffs.rotation, truth["rotation"]).rad2deg()[0])
-    assert err < 5.0
-    assert mean_error(coeffs.fitted_landmarks, clean) < 1.5
+    for config, bound in ((FitConfig(lower_face_weight=1.0), 1.5), (FitConfig(), 1.8)):
+        coeffs = fit_landmarks(sfm_model, noisy, (480, 640), config)
+        err = float(rotation_angle_between(coeffs.rotation, truth["rotation"]).rad2deg()[0])
+        assert err < 5.0
+        assert mean_error(coeffs.fitted_landmarks, clean) < bound
 
 
 def test_perspective_camera(sfm_model):
@@ -141,11 +145,12 @@ SKULL = [27, 28, 29, 30, 36, 39, 42, 45]
 
 def test_pressed_lips_move_the_head_unless_the_lower_face_counts_less(sfm_model, d18_track):
     """d18 presses and pushes out its lips (frames 16-40), which no rig of the joint fit can
-    make: fitted with every landmark alike (the default), the head moves 3-4 px down to shrink
-    the mouth's residual while the nose bridge and the eye corners move up by about one
+    make: fitted with every landmark alike (the default before), the head moves 3-4 px down to
+    shrink the mouth's residual while the nose bridge and the eye corners move up by about one
     (2.47 px mean, 4.25 px largest error of the skull's motion from frame 0), and the warp
     moves the hair and shoulders with it. With the lower face's landmarks at half weight the
-    head follows its skull, and the fitted inner lips still part as the detected ones."""
+    head follows its skull (the default), and the fitted inner lips still part as the detected
+    ones."""
     points = torch.from_numpy(d18_track.points)
 
     def skull_error(coeffs: Coefficients) -> torch.Tensor:
@@ -153,10 +158,11 @@ def test_pressed_lips_move_the_head_unless_the_lower_face_counts_less(sfm_model,
         detected = points[:, SKULL].mean(1)
         return ((fitted - fitted[:1]) - (detected - detected[:1])).norm(dim=-1)
 
-    alike = skull_error(fit_landmarks(sfm_model, points, (480, 480), fps=30))
+    alike = skull_error(fit_landmarks(sfm_model, points, (480, 480),
+                                      FitConfig(lower_face_weight=1.0), fps=30))
     assert float(alike.mean()) > 2.0 and float(alike.max()) > 3.8
-    coeffs = fit_landmarks(sfm_model, points, (480, 480), FitConfig(lower_face_weight=0.5),
-                           fps=30)
+    assert FitConfig().lower_face_weight == 0.5
+    coeffs = fit_landmarks(sfm_model, points, (480, 480), fps=30)
     error = skull_error(coeffs)
     assert float(error.mean()) < 1.8 and float(error.max()) < 3.5
     gap_fit = (coeffs.fitted_landmarks[:, 62] - coeffs.fitted_landmarks[:, 66]).norm(dim=-1)

@@ -172,7 +172,9 @@ def test_an_open_mouthed_photo_closes_its_mouth_from_the_best_reference(sfm_mode
     assert float(first.jaw.min()) > own - math.radians(3)
     assert float(best.jaw.min()) < own - math.radians(6)
     k = best_reference(photo, driving)
-    assert abs(float(driving.jaw[k]) - own) < math.radians(2)
+    # d3 never opens as wide as the yawn (its widest lip gap 0.23 inter-ocular distances, the
+    # photo's 0.32): the best frame is one of its widest.
+    assert abs(float(driving.jaw[k]) - own) < math.radians(3)
     # The mouth follows the driver's: the jaw's correlation over the clip is kept.
     assert float(torch.corrcoef(torch.stack([best.jaw, driving.jaw]))[0, 1]) > 0.99
 
@@ -256,10 +258,12 @@ def test_close_mouth_also_closes_what_an_expression_holds_open(sfm_model, data_d
     assert float(lip_gap(sfm_model, jaw_only.frames([0]))[0]) > reference + 0.1
     out = transfer_motion(d19, driving, model=sfm_model)
     assert abs(float(lip_gap(sfm_model, out.frames([0]))[0]) - reference) < 0.005
-    # The jaw the driver moves from is the photo's closed one: it opens and closes as d3's.
-    assert_close(out.jaw - out.jaw[0], driving.jaw - driving.jaw[0], atol=1e-5)
+    # From the photo's closed mouth its lips part and close as d3's do.
     gaps = lip_gap(sfm_model, out)
     assert float(torch.corrcoef(torch.stack([gaps, lip_gap(sfm_model, driving)]))[0, 1]) > 0.99
+    # Without follow_gap the jaw takes the driver's change as it is.
+    plain = transfer_motion(d19, driving, MotionConfig(follow_gap=False), sfm_model)
+    assert_close(plain.jaw - plain.jaw[0], driving.jaw - driving.jaw[0], atol=1e-5)
     # Off without close_mouth, and in the absolute mode (the driver's lips).
     assert_close(transfer_motion(d19, driving, MotionConfig(close_mouth=False), sfm_model).lips,
                  moved)
@@ -268,7 +272,8 @@ def test_close_mouth_also_closes_what_an_expression_holds_open(sfm_model, data_d
     for name in ("s1", "s42"):
         face = photo(name)
         assert float(lip_gap(sfm_model, face)[0]) < reference + CLOSE_LIPS_MARGIN
-        closed = transfer_motion(face, driving, model=sfm_model)
+        plain = MotionConfig(follow_gap=False)
+        closed = transfer_motion(face, driving, plain, model=sfm_model)
         assert_close(closed.lips, transfer_motion(face, driving).lips)
         assert_close(closed.jaw, transfer_motion(face, driving).jaw)
 
@@ -296,10 +301,79 @@ def test_a_yawn_closed_to_the_driver_lifts_its_chin(sfm_model, data_dir, d3_trac
                     expression=torch.zeros_like(d19.expression))
     lifted = float(chin_height(sfm_model, first)[0] - chin_height(sfm_model, d19)[0])
     assert lifted > 0.15
-    assert abs(float(chin_height(sfm_model, first)[0] - chin_height(sfm_model, plain)[0])) < 0.02
+    # Up to where the lips meet at d3's gap: 0.027 short of the expressionless chin for the
+    # yawn's fit (its disgust lifts the upper lip).
+    assert abs(float(chin_height(sfm_model, first)[0] - chin_height(sfm_model, plain)[0])) < 0.03
     assert float(out.jaw[0]) > float(driving.jaw[0]) - CLOSE_CHIN_LIMIT - 1e-6
-    below = driving.jaw < driving.jaw[0] - 1e-3
-    assert bool(below.any())
-    assert bool((out.jaw[below] < out.jaw[0]).all())
+    # The driver's lips closing below their gap in its first frame close the photo's further
+    # (the jaw's range below the lifted chin is kept).
+    gaps, own = lip_gap(sfm_model, driving), lip_gap(sfm_model, out)
+    below = gaps < gaps[0] - 0.003
+    assert int(below.sum()) > 100
+    assert bool((own[below] < own[0] + 1e-4).all())
+    assert float(out.jaw[below].min()) < float(out.jaw[0]) - math.radians(0.5)
     assert abs(float(lip_gap(sfm_model, first)[0] - lip_gap(sfm_model, driving.frames([0]))[0])
                ) < 0.005
+
+
+def test_a_few_vertices_are_made_as_the_whole_mesh_makes_them(sfm_model, d3_track):
+    """``face_vertices(index=...)`` makes only the vertices asked for (lip_gap over d6's 1008
+    frames took 0.38 s with whole meshes, 8 ms with its eight vertices), each exactly as the
+    whole mesh has it: every rig (lids, the lips' rest, closure and pucker, brows, jaw)
+    applied to those alone."""
+    from faceanime.fitting import fit_landmarks
+    from faceanime.morphable.lips import lip_rig
+    from faceanime.reconstruction import face_vertices
+
+    driving = fit_landmarks(sfm_model, torch.from_numpy(d3_track.points), (512, 512), fps=30)
+    for part in (driving.eyes, driving.lips, driving.pucker, driving.brows, driving.jaw):
+        assert bool((part != 0).any())
+    lips = lip_rig(sfm_model)
+    index = torch.cat([sfm_model.landmark_indices[sfm_model.landmark_mask()],
+                       torch.arange(0, sfm_model.n_vertices, 97)])
+    whole = face_vertices(sfm_model, driving, lips=lips)
+    assert torch.equal(face_vertices(sfm_model, driving, lips=lips, index=index), whole[:, index])
+    assert torch.equal(face_vertices(sfm_model, driving, index=index),
+                       face_vertices(sfm_model, driving)[:, index])
+
+
+@pytest.mark.parametrize("name", ["d19", "s1", "s42"])
+def test_the_lips_part_as_far_as_the_drivers(sfm_model, data_dir, d3_track, name):
+    """Relative transfer moves the driver's jaw and lips by its change but scales each
+    blendshape's rise to the photo's room, so a photo's lips need not part as far as the
+    driver's: d19's surprise (0.51 in the photo) takes about half of each rise of d3's, and
+    where d3's fit opens its mouth by surprise d19's opened less (on the frames d3 opens its
+    lips by more than 0.03 inter-ocular distances, the median 0.88 of the driver's opening,
+    and a tenth of them closing as d3 opened); s1 1.12, s42 1.04, s12 1.24 (by d6, fitted at
+    full weight, s1 0.86 with a tenth of the frames under 0.53). follow_gap turns each frame's
+    jaw until the lips part from their rest by the driver's change (the inner lips' gap over
+    the outer eye corners' distance): the output opens as far on most of those frames, and
+    never less."""
+    import numpy as np
+    from PIL import Image
+
+    from faceanime.fitting import fit_image, fit_landmarks
+    from faceanime.motion import lip_gap
+
+    image = np.array(Image.open(data_dir / "faces" / f"{name}.jpg").convert("RGB"))
+    photo = fit_image(image, sfm_model)
+    driving = fit_landmarks(sfm_model, torch.from_numpy(d3_track.points), (512, 512), fps=30)
+    change = lip_gap(sfm_model, driving) - lip_gap(sfm_model, driving.frames([0]))
+    opens = change > 0.03
+    assert int(opens.sum()) > 40
+
+    def ratio(config: MotionConfig) -> torch.Tensor:
+        out = transfer_motion(photo, driving, config, sfm_model)
+        return ((lip_gap(sfm_model, out) - lip_gap(sfm_model, out.frames([0])))[opens]
+                / change[opens])
+
+    def within(r: torch.Tensor) -> float:
+        return float(((r - 1).abs() < 0.01).float().mean())
+
+    followed, plain = ratio(MotionConfig()), ratio(MotionConfig(follow_gap=False))
+    assert abs(float(followed.median()) - 1) < 0.005
+    assert within(followed) > 0.6
+    assert within(plain) < 0.1
+    # Where the jaw cannot close further (an expression of the photo's opens the mouth more
+    # than the driver's change asks), the lips stay wider; never narrower.
+    assert float(followed.min()) > 0.99

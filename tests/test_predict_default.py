@@ -10,6 +10,7 @@ import torch
 from helpers import run_cli
 
 from faceanime.coefficients import Coefficients
+from faceanime.dataset.prepare import training_fit
 from faceanime.dynamics import Dynamics, VertexSubset, to_features
 from faceanime.fitting import fit_video
 from faceanime.jobs.common import OutputConfig
@@ -19,7 +20,8 @@ from faceanime.samples import DEFAULT_DYNAMICS
 
 @pytest.fixture(scope="module")
 def d18(data_dir, sfm_model):
-    return fit_video(data_dir / "videos" / "d18.mp4", sfm_model)
+    """d18 fitted as the shipped checkpoint's training data were (``training_fit``)."""
+    return fit_video(data_dir / "videos" / "d18.mp4", sfm_model, config=training_fit())
 
 
 def vertex_motion(raw: torch.Tensor, shape: torch.Tensor, vertices: VertexSubset

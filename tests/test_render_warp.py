@@ -398,21 +398,27 @@ def test_hair_beside_a_large_turn_is_not_swept_into_streaks(sfm_model, data_dir,
 def test_s42_by_d3_shows_one_face_where_the_mask_shows_two(sfm_model, data_dir, d3_track):
     """The case that made the pasted mask unusable: s42 driven by d3's largest turn (frames
     258-270, the head down and turned). The pasted mask leaves the photo's own face beside the
-    moved one, and dlib finds two faces; the warp moves the head, and it finds one."""
-    from faceanime.fitting import fit_landmarks
+    moved one, and dlib finds two faces; the warp moves the head, and it finds one. Fitted as
+    when this was found (every landmark alike) and with the default fit (the chin's and mouth's
+    landmarks at half weight), under which the mask's second face is there to see but dlib
+    finds one."""
+    from faceanime.fitting import FitConfig, fit_landmarks
     from faceanime.landmarks import create_detector
     from faceanime.motion import transfer_motion
 
     image = np.array(Image.open(data_dir / "faces" / "s42.jpg").convert("RGB"))
-    coeffs = fit_image(image, sfm_model)
-    driving = fit_landmarks(sfm_model, torch.from_numpy(d3_track.points), (512, 512), fps=30)
-    target = transfer_motion(coeffs, driving).frames([258, 262, 266, 270])
-    warp = to_uint8(WarpRenderer(sfm_model, image, coeffs).render(target))
-    mask = to_uint8(ClassicRenderer(sfm_model, image, coeffs).render(target))
+    points = torch.from_numpy(d3_track.points)
     with create_detector("dlib") as detector:
         assert len(detector.detect(image)) == 1
-        assert [len(detector.detect(f)) for f in warp] == [1, 1, 1, 1]
-        assert max(len(detector.detect(f)) for f in mask) >= 2
+        for config in (FitConfig(lower_face_weight=1.0), FitConfig()):
+            coeffs = fit_image(image, sfm_model, config=config)
+            driving = fit_landmarks(sfm_model, points, (512, 512), config, fps=30)
+            target = transfer_motion(coeffs, driving).frames([258, 262, 266, 270])
+            warp = to_uint8(WarpRenderer(sfm_model, image, coeffs).render(target))
+            assert [len(detector.detect(f)) for f in warp] == [1, 1, 1, 1]
+            if config.lower_face_weight == 1.0:
+                mask = to_uint8(ClassicRenderer(sfm_model, image, coeffs).render(target))
+                assert max(len(detector.detect(f)) for f in mask) >= 2
 
 
 def _angle(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -470,9 +476,11 @@ def test_hair_follows_the_real_videos_motion_better_than_the_fitted_pose(sfm_mod
     frames = [0, 240, 248, 256, 264, 272]
     video = {i: f for i, f in enumerate(iter_video_frames(data_dir / "videos" / "d3.mp4"))
              if i in frames}
-    # Frames 8 apart: no temporal term linking them.
+    # Frames 8 apart: no temporal term linking them. Every landmark alike, the fit the follows
+    # were calibrated on: with the default's half weight on the chin and mouth the fitted pose
+    # moves less with the mouth and following it in full comes nearer (15.9 px against 18.2).
     coeffs = fit_landmarks(sfm_model, torch.from_numpy(d3_track.points[frames]), (512, 512),
-                           FitConfig(temporal_weight=0.0))
+                           FitConfig(temporal_weight=0.0, lower_face_weight=1.0))
     photo = video[0]
     grey = {i: cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for i, f in video.items()}
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
@@ -659,8 +667,9 @@ def test_the_seam_does_not_end_in_a_straight_cut_at_the_faces_box(sfm_model, ima
     (``seam``) was laid out over the face's box grown by 6 px: it ended there in a straight
     cut, a jump of 19 px between neighbouring pixels of the backward map (in the dark shadow
     under her chin, where it showed little: looked at). Laid out as far as it fades (three of its
-    Gaussian's sigmas), beyond the face no neighbours' fetches lie more than 6 px apart (5.4,
-    under her chin, where the continuation itself falls off steeply)."""
+    Gaussian's sigmas), beyond the face no neighbours' fetches lie more than 7 px apart (6.3
+    with the default fit, 5.4 with every landmark alike: under her chin, in the shadow where
+    her hand meets it, where the continuation itself falls off steeply; looked at)."""
     image, coeffs, target = image_0010_by_d3_261
     (x0, y0, x1, y1), positions, _ = WarpRenderer(sfm_model, image, coeffs).flow(target)
     screen = project_vertices(target, face_vertices(sfm_model, target))
@@ -674,7 +683,7 @@ def test_the_seam_does_not_end_in_a_straight_cut_at_the_faces_box(sfm_model, ima
     jumps = torch.cat([step_x[beyond[:, 1:] & beyond[:, :-1]],
                        step_y[beyond[1:] & beyond[:-1]]])
     assert len(jumps) > 10_000
-    assert float(jumps.max()) < 6.0, float(jumps.max())
+    assert float(jumps.max()) < 7.0, float(jumps.max())
 
 
 def test_a_head_moving_away_from_the_frames_edge_fetches_nothing_beyond_it(

@@ -466,17 +466,21 @@ def test_hair_strands_on_the_photos_cheeks_leave_no_dark_streaks(data_dir, sfm_m
     own dark lines count alike either way)."""
     from scipy import ndimage
 
-    from faceanime.fitting import fit_image, fit_landmarks
+    from faceanime.fitting import FitConfig, fit_image, fit_landmarks
     from faceanime.io import read_image
 
+    # Fitted as when the streaks were found, every landmark alike. With the chin's and mouth's
+    # at half weight (the default since) neither setting draws streaks on these frames (98 and
+    # 19 such pixels without the mask, 97 and 18 with it; looked at, 2026-12-07).
+    alike = FitConfig(lower_face_weight=1.0)
     photo = read_image(data_dir / "faces" / "s1.jpg")
-    photo_fit = fit_image(photo, sfm_model)
+    photo_fit = fit_image(photo, sfm_model, config=alike)
     # A stretch of consecutive frames (the fit's temporal prior assumes them), frames 216-271.
     window = range(216, 272)
     frames = np.stack([f for i, f in enumerate(iter_video_frames(data_dir / "videos" / "d3.mp4"))
                        if i in window])
     coeffs = fit_landmarks(sfm_model, torch.from_numpy(d3_track.points[216:272]), (512, 512),
-                           fps=30)
+                           alike, fps=30)
     references, at = [0, 24, 40], [224 - 216, 267 - 216]
     pixels = frames_tensor(frames[at])
 

@@ -50,6 +50,7 @@ VIDEOS = ("d0", "d3", "d6", "d18")
 
 
 def prepare(data: Path, root: Path, model) -> Path:
+    from faceanime.dataset.prepare import training_fit
     from faceanime.fitting import fit_file
     from faceanime.landmarks import TrackerConfig
 
@@ -57,7 +58,7 @@ def prepare(data: Path, root: Path, model) -> Path:
     for stem in VIDEOS:
         path = root / "coefficients" / f"{stem}.npz"
         if not path.is_file():
-            fit_file(data / "videos" / f"{stem}.mp4", model,
+            fit_file(data / "videos" / f"{stem}.mp4", model, config=training_fit(),
                      tracker=TrackerConfig(progress=False)).save(path)
     (root / "manifest.json").write_text(json.dumps(
         {"version": 1, "model": "sfm", "videos": {s: {"status": "ok"} for s in VIDEOS}}))

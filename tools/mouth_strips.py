@@ -1,8 +1,9 @@
 """Close-ups of the mouth of a photo driven by a video under different ways of moving the
 mouth: driver | ``--no-close-mouth`` | the default (``close_mouth``) | ``--reference-frame
 best``, one row per driver frame, the photo's own mouth at the top. With ``--before
-NAME=VALUE,...`` (warp settings) or ``--before-fit NAME=VALUE,...`` (fitter settings, for the
-photo and the driver) the columns are driver | those settings | the default instead.
+NAME=VALUE,...`` (warp settings), ``--before-fit NAME=VALUE,...`` (fitter settings, for the
+photo and the driver) or ``--before-motion NAME=VALUE,...`` (motion transfer settings) the
+columns are driver | those settings | the default instead.
 
 Without ``:frame`` a pair shows the driver's frames with the mouth most closed, about half open
 and widest open (the fitted jaw). Relative motion from the driver's first frame otherwise, as
@@ -14,6 +15,8 @@ and widest open (the fitted jaw). Relative motion from the driver's first frame 
         --before mouth_blend=0 --height 140 -o docs/img/mouth_blend.png
     python tools/mouth_strips.py --pairs s42:d6:528 s42:d6:776 s1:d6:776 d19:d6:776 \
         --before-fit pucker=False --height 140 -o docs/img/pucker_d6.png
+    python tools/mouth_strips.py --pairs d19:d6:360 s1:d6:340 --before-motion follow_gap=False \
+        --height 140 -o docs/img/follow_gap.png
 """
 
 from __future__ import annotations
@@ -61,6 +64,8 @@ def main() -> None:
                         "NAME=VALUE,... (e.g. mouth_blend=0)")
     parser.add_argument("--before-fit", help="compare the default with these fitter settings "
                         "of the photo and the driver, NAME=VALUE,... (e.g. pucker=False)")
+    parser.add_argument("--before-motion", help="compare the default with these motion "
+                        "transfer settings, NAME=VALUE,... (e.g. follow_gap=False)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="the .png to write")
     args = parser.parse_args()
 
@@ -73,13 +78,15 @@ def main() -> None:
     from faceanime.render.warp import WarpConfig
 
     # Per column: motion settings, warp settings, fitter settings.
-    variants = {title: (settings, WarpConfig(), FitConfig())
+    variants = {title: (MotionConfig(**settings), WarpConfig(), FitConfig())
                 for title, settings in VARIANTS.items()}
-    if args.before or args.before_fit:
-        before = (config_from(args.before, WarpConfig()) if args.before else WarpConfig(),
+    if args.before or args.before_fit or args.before_motion:
+        before = (config_from(args.before_motion, MotionConfig()) if args.before_motion
+                  else MotionConfig(),
+                  config_from(args.before, WarpConfig()) if args.before else WarpConfig(),
                   config_from(args.before_fit, FitConfig()) if args.before_fit else FitConfig())
-        variants = {args.before or args.before_fit: ({}, *before),
-                    "default": ({}, WarpConfig(), FitConfig())}
+        variants = {args.before or args.before_fit or args.before_motion: before,
+                    "default": (MotionConfig(), WarpConfig(), FitConfig())}
 
     torch.set_num_threads(2)
     model = load_model("sfm")
@@ -97,7 +104,7 @@ def main() -> None:
         path = next((DATA / "faces").glob(f"{photo}.*"))
         picture, source = load_source(path, model, config)
         outputs, screens = [], []
-        for settings, warp, fit in variants.values():
+        for motion, warp, fit in variants.values():
             # The default fit's photo and driver are the ones above; another fit's are refitted.
             column_source, column_driving = source, driving
             if fit != FitConfig():
@@ -105,8 +112,7 @@ def main() -> None:
                 column_driving = fitted_driver(driver, model, fits, fit)
             renderer = make_renderer(model, picture, column_source,
                                      OutputConfig(progress=False, warp=warp))
-            target = transfer_motion(column_source, column_driving, MotionConfig(**settings),
-                                    model).frames(index)
+            target = transfer_motion(column_source, column_driving, motion, model).frames(index)
             outputs.append(list(renderer.iter_frames(target)))
             screens.append(project_vertices(target, face_vertices(model, target))[
                 :, model.landmark_indices, :2].numpy())

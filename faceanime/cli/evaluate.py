@@ -92,6 +92,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--close-mouth", action=argparse.BooleanOptionalAction, default=True,
                    help="relative mouth: a photo open wider than the driver's reference is "
                         "closed to it first, as retarget does (default: on)")
+    c.add_argument("--follow-gap", action=argparse.BooleanOptionalAction, default=True,
+                   help="relative mouth: the photo's lips part as far as the driver's, as "
+                        "retarget does (default: on)")
     _common(c)
     c.set_defaults(func=run)
     w = protocols.add_parser(
@@ -148,7 +151,7 @@ def run(args: argparse.Namespace) -> None:
     else:
         config.motion = MotionConfig(mode=args.motion, reference_frame=(
             "best" if args.reference_frame == "best" else 0), gaze=args.gaze,
-            close_mouth=args.close_mouth)
+            close_mouth=args.close_mouth, follow_gap=args.follow_gap)
         results = evaluate_cross(args.photos, args.driving, config)
     report = build_report(args.protocol, results, config, command_line())
     write_report(report, out, plots=not args.no_plots, markdown=args.markdown,

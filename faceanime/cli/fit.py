@@ -47,9 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="expression regularisation (default: %(default)g)")
     p.add_argument("--lower-face-weight", type=float, default=_DEFAULT.lower_face_weight,
                    help="weight of the chin's and mouth's landmarks against the others' (1: "
-                        "all alike; 0.5 keeps mouth shapes the model cannot make from "
-                        "moving the head, at some cost to how faithfully the mouth "
-                        "transfers: docs/fitting.md; default: %(default)g)")
+                        "all alike; the default keeps mouth shapes the model cannot make "
+                        "from moving the head: docs/fitting.md; default: %(default)g)")
     p.add_argument("--temporal-weight", type=float, default=_DEFAULT.temporal_weight,
                    help="smoothness of expression and pose over time, videos only "
                         "(default: %(default)g)")

@@ -173,6 +173,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "it closes when the driver's does (LivePortrait's "
                         "--flag_normalize_lip); --no-close-mouth keeps the photo's opening as "
                         "the rest state (default: on)")
+    p.add_argument("--follow-gap", action=argparse.BooleanOptionalAction,
+                   default=_MOTION.follow_gap,
+                   help="relative mouth: turn the jaw so the photo's lips part as far as the "
+                        "driver's (their gap over the eye corners' distance), however the fit "
+                        "shared the opening between jaw, lips and expression; "
+                        "--no-follow-gap moves the jaw by the driver's change as it is "
+                        "(default: on)")
     p.add_argument("--blink-gain", type=float, default=_MOTION.blink_gain, metavar="G",
                    help="multiply the transferred lid motion (default: %(default)s; e.g. 1.5 "
                         "for fuller blinks)")
@@ -183,9 +190,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default: 0 = off)")
     p.add_argument("--lower-face-weight", type=float, default=FitConfig().lower_face_weight,
                    metavar="W", help="fit the chin's and mouth's landmarks at this weight "
-                   "against the others' (default: %(default)g; 0.5 keeps a driver's pressed "
-                   "lips from moving the head, at some cost to how faithfully its mouth "
-                   "transfers: docs/fitting.md)")
+                   "against the others' (default: %(default)g, which keeps a driver's pressed "
+                   "lips from moving the head; 1: all alike; docs/fitting.md)")
     p.add_argument("--audio", action=argparse.BooleanOptionalAction, default=True,
                    help="keep the driver's audio (default: on)")
     p.add_argument("--side-by-side", action="store_true",
@@ -235,7 +241,8 @@ def run(args: argparse.Namespace) -> None:
         motion=MotionConfig(mode=args.motion, reference_frame=args.reference_frame,
                             eyes=args.eyes, mouth=args.mouth, blink_gain=args.blink_gain,
                             lip_gain=args.lip_gain, gaze=args.gaze,
-                            close_mouth=args.close_mouth, pose=not args.no_pose),
+                            close_mouth=args.close_mouth, follow_gap=args.follow_gap,
+                            pose=not args.no_pose),
         output=output_config(args),
         fit=FitConfig(device=args.device, lower_face_weight=args.lower_face_weight),
         model=args.model, face_index=args.face_index, backend=args.backend,

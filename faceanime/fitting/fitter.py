@@ -66,15 +66,16 @@ class FitConfig:
     """Tikhonov weight on the expression coefficients."""
     jaw_weight: float = 1e-5
     """Tikhonov weight on the jaw angle (radians)."""
-    lower_face_weight: float = 1.0
+    lower_face_weight: float = 0.5
     """Weight of the chin's and the mouth's landmarks (iBUG 5-13 and 49-68) against the others'
     (1: every landmark alike). Lips pressed together or pushed out are a shape no part of the
     joint fit makes (the lip rigs are fitted after it): at full weight the least-squares pose
     moves the whole head to shrink their residual (d18: 3-4 px down while its nose and eye
     corners rose by one), and the warp moves the hair and shoulders with it. At 0.5 the head
     follows its skull (self-reenactment SSIM 0.8415 → 0.8471, cross pose error 3.57° →
-    2.53°), but the driver's mouth transfers less faithfully (cross mouth follow 0.886 →
-    0.867): not the default yet (docs/fitting.md)."""
+    2.55°). The fit then opens a mouth more by its expressions, which relative transfer
+    scales to the photo's room; ``MotionConfig.follow_gap`` keeps the lips parting as far as
+    the driver's (docs/fitting.md)."""
     temporal_weight: float = 0.3
     """Smoothness of expression, jaw and pose between consecutive frames (videos only), relative
     to how precisely one frame's landmarks determine each of them: 1 trusts a neighbour's value
