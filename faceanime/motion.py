@@ -223,7 +223,9 @@ def follow_lip_gap(model: FaceModel, target: Coefficients, driving: Coefficients
         driving: the ``T`` driving frames they were made from.
         ref: the driver's reference frame.
         gain: multiplies the driver's change (``MotionConfig.lip_gain``).
-        lips: the model's lip rig (built when None).
+        lips: the model's lip rig, its rest offsets included (:func:`lip_rig`; None: the
+            closures applied as :func:`~faceanime.reconstruction.face_vertices` builds the
+            rig, without rest offsets).
     """
     own = lip_gap(model, target, lips)
     change = lip_gap(model, driving, lips).to(own)
@@ -400,9 +402,11 @@ def transfer_motion(source: Coefficients, driving: Coefficients,
         src_jaw = rest_jaw(src.jaw, drv.jaw[ref].reshape(1))
     src_lips = src.lips
     lift = 0.0
+    # The lip rig, built once for the rest mouth and the gap's following (~7 ms).
+    rig = lip_rig(model) if model is not None and mouth_mode == "relative" else None
     if config.close_mouth and mouth_mode == "relative" and model is not None:
         closed = src_jaw
-        src_jaw, src_lips = rest_mouth(model, replace(src, jaw=src_jaw), drv.frames([ref]))
+        src_jaw, src_lips = rest_mouth(model, replace(src, jaw=src_jaw), drv.frames([ref]), rig)
         # A chin lifted past closed takes the range below it along: the driver's closing
         # below its reference still closes it further.
         lift = float((closed - src_jaw).max())
@@ -446,7 +450,7 @@ def transfer_motion(source: Coefficients, driving: Coefficients,
                        gaze=gaze)
     if (config.follow_gap and mouth_mode == "relative" and model is not None
             and bool((model.landmark_indices[list(_GAP_POINTS)] >= 0).all())):
-        followed = follow_lip_gap(model, out, drv, ref, config.lip_gain, lip_rig(model))
+        followed = follow_lip_gap(model, out, drv, ref, config.lip_gain, rig)
         out.jaw = followed.to(jaw).clamp(JAW_RANGE[0] - lift, JAW_RANGE[1])
     return out
 
