@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -232,7 +233,6 @@ def test_batches_equal_single_frames(sfm_model, s1_photo):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_matches_cpu(sfm_model, s1_photo):
-    from dataclasses import replace
 
     from faceanime.landmarks import measure_gaze
     from faceanime.render.frames import frames_tensor
@@ -254,7 +254,8 @@ def test_cuda_matches_cpu(sfm_model, s1_photo):
     {"rotation_follow": -0.1}, {"scale_follow": 2.0}, {"segment_band": 0}, {"lid_skin": -0.5},
     {"lid_fill": 1.5}, {"lid_dark": -0.1}, {"lid_feather": -1.0}, {"lid_grain": 2.0},
     {"flank_stretch": 0.5}, {"flank_stretch": -1}, {"lash_band": -0.1},
-    {"border_stretch": 0.5}, {"border_stretch": float("nan")},
+    {"border_stretch": 0.5}, {"border_stretch": float("nan")}, {"face_stretch": 0.5},
+    {"extend_adapt": -1.0},
 ])
 def test_bad_settings_are_one_clear_error(setting):
     (name, value), = setting.items()
@@ -716,7 +717,6 @@ def test_a_smiles_teeth_keep_their_height_as_the_mouth_opens(sfm_model):
     demo's `talk`, looked at). Carried as two rows (``rigid_teeth``), the upper row keeps its
     height under the upper lip, and what the opening adds below it is the mouth's inside. At
     the photo's own pose both fetch the photo itself."""
-    from dataclasses import replace
 
     from faceanime.jobs.common import OutputConfig, load_source
     from faceanime.samples import sample_portrait
@@ -736,3 +736,34 @@ def test_a_smiles_teeth_keep_their_height_as_the_mouth_opens(sfm_model):
     assert slope_under_the_upper_lip(WarpConfig(), 0.0) == pytest.approx(1.0, abs=0.02)
     assert slope_under_the_upper_lip(WarpConfig(), 0.12) > 0.85
     assert slope_under_the_upper_lip(WarpConfig(rigid_teeth=False), 0.12) < 0.6
+
+
+def test_a_jaw_closing_near_the_photos_edge_shows_one_chin(sfm_model, data_dir):
+    """d19 (mouth wide open, chin 21 px above the photo's bottom edge) with its mouth closed
+    (jaw and expression neutral, as a closed-mouth driver's frames make it):
+    below the risen chin the outside flow fell from the chin's motion (45 px) to the border's
+    room faster than one pixel per pixel, and folded: the photo's chin edge and stubble were
+    fetched again under the new chin, a second chin. Continued over a reach that grows with the
+    motion, and let take more of the border's room beside the face, the map under the chin
+    runs forwards: a few folded pixels at most, from the face's outline to the edge."""
+    from faceanime.jobs.common import OutputConfig, load_source
+
+    image, source = load_source(data_dir / "faces" / "d19.jpg", sfm_model,
+                                OutputConfig(size=512))
+    target = replace(source, jaw=torch.zeros_like(source.jaw),
+                     expression=torch.zeros_like(source.expression))
+    chin = source.landmarks[0, 8].round().long()
+    assert 480 < int(chin[1]) < 500                 # the photo's chin near its bottom edge
+
+    def folded(config: WarpConfig) -> int:
+        box, positions, _ = WarpRenderer(sfm_model, image, source, config).flow(target)
+        x0, y0 = box[:2]
+        # A strip 60 px wide around the chin's column, from the risen chin to the edge.
+        columns = slice(int(chin[0]) - 30 - x0, int(chin[0]) + 30 - x0)
+        fetched_y = positions[0, 1, 400 - y0:, columns]
+        return int((fetched_y[1:] - fetched_y[:-1] <= 0).sum())
+
+    before = folded(WarpConfig(extend_adapt=0.0, face_stretch=0.0))
+    after = folded(WarpConfig())
+    assert before > 200, before
+    assert after < 0.1 * before, (before, after)

@@ -141,6 +141,17 @@ class WarpConfig:
     extend_sigma: float = 0.08
     """Reach of the face's non-rigid motion (jaw, cheeks) and depth beyond its edge: the
     Gaussian's sigma relative to the face's size."""
+    extend_adapt: float = 1.6
+    """Where the face's edge moves further than the reach can fade without folding (the chin
+    rising 45 px as an open-mouthed photo's mouth closes), the reach grows up to 4 times, to
+    this many times the motion (a Gaussian fade stays one-to-one while its sigma exceeds 0.8
+    times the motion): fading too fast, the outside fetched the photo's chin again under the
+    new chin (0: the fixed reach)."""
+    face_stretch: float = 1.33
+    """Beside the face, ``border_stretch`` eases to this (at least 1): the face's own motion
+    towards the photo's edge (a chin near the bottom edge rising) may take up to ``1 / this``
+    of the room before the edge, which the outside must reach to meet the face's exact flow
+    without a jump (0: ``border_stretch`` everywhere)."""
     grid: int = 4
     """The outside flow is computed on a grid this many times coarser than the photo and
     interpolated (it is smooth; the face's own flow is computed per pixel)."""
@@ -266,6 +277,13 @@ class WarpConfig:
                 and (self.border_stretch == 0 or self.border_stretch >= 1)):
             raise InputError(f"warp setting border_stretch must be 0 (off) or at least 1, got "
                              f"{self.border_stretch!r}")
+        if not (isinstance(self.face_stretch, (int, float)) and math.isfinite(self.face_stretch)
+                and (self.face_stretch == 0 or self.face_stretch >= 1)):
+            raise InputError(f"warp setting face_stretch must be 0 (off) or at least 1, got "
+                             f"{self.face_stretch!r}")
+        if not (isinstance(self.extend_adapt, (int, float)) and math.isfinite(self.extend_adapt)
+                and self.extend_adapt >= 0):
+            raise InputError(f"warp setting extend_adapt must be ≥ 0, got {self.extend_adapt!r}")
         if self.proxy not in ("ellipsoid", "plane"):
             raise InputError(f"warp setting proxy must be ellipsoid or plane, got {self.proxy!r}")
         if not isinstance(self.grid, int) or self.grid < 1:
@@ -950,7 +968,31 @@ class WarpRenderer(BoxRenderer):
             upper = upper * (1 - smoothstep(self.head_distance / band[:, None, None, None]))
         return torch.maximum(upper, self.head_near).expand(reach.shape[0], -1, -1, -1)
 
-    def _border_room(self, displacement: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+    def _fade(self, share: torch.Tensor, edge: torch.Tensor, extended: torch.Tensor,
+              sigma: float) -> torch.Tensor:
+        """``(T, 1, hc, wc)`` how much of the face's continued motion ``extended (T, 2, hc,
+        wc)`` each coarse cell takes, from the face's coverage ``share (T, 1, hc, wc)`` and
+        its outermost cells' weights ``edge``; ``sigma`` in cells.
+
+        A Gaussian's normalized density falls from 1 at the outline; where the motion is
+        large for ``sigma`` (``extend_adapt``), the density of a Gaussian up to 4 times wider
+        takes over, interpolated per cell in the log of the width. Each width's density is
+        divided by its value at the outline (carried outwards): a wide Gaussian's density on a
+        convex outline (the chin) is under a half, and its fade started with a jump there."""
+        c = self.config
+        if c.extend_adapt <= 0:
+            return (2 * gaussian_blur(share, max(sigma, 0.5), border="zero")).clamp(0.0, 1.0)
+        density = torch.cat([gaussian_blur(share, max(sigma * m, 0.5), border="zero")
+                             for m in (1, 2, 4)], 1)
+        at_edge, _ = extend_field(density, edge, sigma)
+        levels = (density / at_edge.clamp_min(1e-6)).clamp(0.0, 1.0)
+        need = (c.extend_adapt * extended.norm(dim=1, keepdim=True)
+                / (sigma * c.grid)).clamp(1.0, 4.0).log2()
+        return torch.where(need < 1, torch.lerp(levels[:, :1], levels[:, 1:2], need),
+                           torch.lerp(levels[:, 1:2], levels[:, 2:], (need - 1).clamp_min(0)))
+
+    def _border_room(self, displacement: torch.Tensor, cells: torch.Tensor,
+                     fade: torch.Tensor | None = None) -> torch.Tensor:
         """``(T, 1, hc, wc)`` how much of its ``displacement (T, 2, hc, wc)`` (the photo
         position each coarse cell at ``cells (hc, wc, 2)`` fetches, less its own) a cell keeps
         so that it fetches at most ``1 / config.border_stretch`` of its distance beyond itself
@@ -961,6 +1003,11 @@ class WarpRenderer(BoxRenderer):
         edge is stretched over the band instead. 1 where the motion is small for its room."""
         x0, y0, x1, y1 = self.content
         stretch = self.config.border_stretch
+        if fade is not None and self.config.face_stretch > 0:
+            # Beside the face (``fade`` ~1) its own motion must get through to meet the exact
+            # flow; the still head beyond keeps the configured stretch.
+            eased = min(stretch, self.config.face_stretch)
+            stretch = stretch + (eased - stretch) * fade[:, 0]
         x, y = cells[..., 0], cells[..., 1]
         dx, dy = displacement[:, 0], displacement[:, 1]
         # Room before the content's outermost pixel, which stays still (as _border_weight).
@@ -1258,10 +1305,10 @@ class WarpRenderer(BoxRenderer):
         # its hairline drawn as a dark stroke on the temple, skin again beyond it).
         full = (share > whole).to(share)
         interior = -F.max_pool2d(-full, 2 * _EDGE_CELLS + 1, stride=1, padding=_EDGE_CELLS)
-        extended, _ = extend_field(mean, share * (1 - interior), sigma)
+        edge = share * (1 - interior)
+        extended, _ = extend_field(mean, edge, sigma)
         extended = torch.where(share > whole, mean, extended)
-        density = gaussian_blur(share, max(sigma, 0.5), border="zero")
-        fade = torch.where(share > whole, 1.0, (2 * density).clamp(0.0, 1.0))
+        fade = torch.where(share > whole, 1.0, self._fade(share, edge, extended[:, :2], sigma))
         cells = self._cells(box)                                             # (hc, wc, 2)
         model_to_screen = fit_affine(self.neutral, neutral)                  # (T, 4, 3)
         centre, radii = self.ellipsoid
@@ -1284,7 +1331,7 @@ class WarpRenderer(BoxRenderer):
         coarse = (weight * ((carried - cells).permute(0, 3, 1, 2) + fade * extended[:, :2])
                   ).contiguous()
         if c.border_stretch > 0:
-            coarse = coarse * self._border_room(coarse, cells)
+            coarse = coarse * self._border_room(coarse, cells, fade)
         if c.unfold > 0:
             coarse = unfold(coarse, g, c.unfold, ignore=share > whole)
         outside = F.interpolate(coarse, size=(hc * g, wc * g), mode="bilinear",
