@@ -982,12 +982,17 @@ class WarpRenderer(BoxRenderer):
         c = self.config
         if c.extend_adapt <= 0:
             return (2 * gaussian_blur(share, max(sigma, 0.5), border="zero")).clamp(0.0, 1.0)
-        density = torch.cat([gaussian_blur(share, max(sigma * m, 0.5), border="zero")
-                             for m in (1, 2, 4)], 1)
-        at_edge, _ = extend_field(density, edge, sigma)
-        levels = (density / at_edge.clamp_min(1e-6)).clamp(0.0, 1.0)
         need = (c.extend_adapt * extended.norm(dim=1, keepdim=True)
                 / (sigma * c.grid)).clamp(1.0, 4.0).log2()
+        # The wider Gaussians only where some cell needs them (a frame's fade is the same
+        # either way: lerp by 0 is exact, so a frame renders the same in any batch).
+        widths = (1, 2, 4) if bool((need > 0).any()) else (1,)
+        density = torch.cat([gaussian_blur(share, max(sigma * m, 0.5), border="zero")
+                             for m in widths], 1)
+        at_edge, _ = extend_field(density, edge, sigma)
+        levels = (density / at_edge.clamp_min(1e-6)).clamp(0.0, 1.0)
+        if len(widths) == 1:
+            return levels
         return torch.where(need < 1, torch.lerp(levels[:, :1], levels[:, 1:2], need),
                            torch.lerp(levels[:, 1:2], levels[:, 2:], (need - 1).clamp_min(0)))
 
