@@ -31,6 +31,9 @@ VARIANTS = {
     "warp, folds left in place": {"unfold": 0.0},
     "warp, plane proxy": {"proxy": "plane"},
     "warp, the ellipsoid's exact flank (never softened)": {"flank_stretch": 0},
+    "warp, the proxy's depth beyond the face not smoothed": {"proxy_smooth": 0.0},
+    "warp, the face's motion continued over a fixed reach, the border's cap beside it too": {
+        "extend_adapt": 0.0, "face_stretch": 0.0},
     "warp, no head motion beyond the face": {"head_width": 0.01, "head_height": 0.01,
                                             "falloff": 0.01},
 }

@@ -152,6 +152,10 @@ class WarpConfig:
     towards the photo's edge (a chin near the bottom edge rising) may take up to ``1 / this``
     of the room before the edge, which the outside must reach to meet the face's exact flow
     without a jump (0: ``border_stretch`` everywhere)."""
+    proxy_smooth: float = 8.0
+    """The head proxy's depth beyond the face (the face's own depth continued, less the
+    ellipsoid's) is blurred over this many pixels (a Gaussian's sigma), so that the face's
+    outline cells, each covered in part, do not make it jump from cell to cell (0: off)."""
     grid: int = 4
     """The outside flow is computed on a grid this many times coarser than the photo and
     interpolated (it is smooth; the face's own flow is computed per pixel)."""
@@ -257,6 +261,10 @@ class WarpConfig:
     """Rasterizer backend (``torch`` or ``pytorch3d``)."""
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.proxy_smooth, (int, float)) and math.isfinite(self.proxy_smooth)
+                and self.proxy_smooth >= 0):
+            raise InputError(f"warp setting proxy_smooth must be ≥ 0 pixels, got "
+                             f"{self.proxy_smooth!r}")
         positive = ("head_width", "head_height", "falloff", "neck", "extend_sigma",
                     "max_stretch", "segment_reach", "segment_band")
         for name in positive:
@@ -1328,6 +1336,13 @@ class WarpRenderer(BoxRenderer):
             outline = screen[:, self.outline, 2].mean(1)
             ellipsoid = outline[:, None, None, None].expand_as(ellipsoid)
         proxy = torch.lerp(ellipsoid, extended[:, 2:], fade)
+        if c.proxy_smooth > 0:
+            # The face's depth at its outline is a mean over the part of each cell it covers,
+            # which jumps from cell to cell where a cheek turns away (the depth steepest there);
+            # carried through the head's turn, those jumps drew skin-coloured bumps into the
+            # background along the cheek (d19 by d6's frame 393). Smoothed as an offset from
+            # the ellipsoid, which is smooth itself.
+            proxy = ellipsoid + gaussian_blur(proxy - ellipsoid, c.proxy_smooth / g)
         carried = apply_affine(back, torch.cat([cells.expand(t, -1, -1, -1),
                                                 proxy.permute(0, 2, 3, 1)], -1))
         weight = sample_field(self._head_weight(frame_reach), carried, g)
