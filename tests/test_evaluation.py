@@ -418,3 +418,28 @@ def test_cross_driver_without_a_face_fails_each_of_its_pairs(tmp_path, data_dir)
             assert r.error and "blank.mp4" in r.error
         else:
             assert r.error is None and r.methods["warp"].error is None
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")
+def test_a_report_names_code_that_no_commit_holds(tmp_path):
+    """A report measured on a checkout with uncommitted changes named the bare commit, as if
+    its numbers were that commit's; now ``+changes`` follows it (untracked files aside)."""
+    import subprocess
+    from pathlib import Path
+
+    from faceanime.evaluation.report import _git_commit
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(tmp_path), *args], check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    assert _git_commit(tmp_path) is None                      # not a checkout
+    git("init", "-q")
+    (tmp_path / "a.py").write_text("x = 1\n")
+    git("add", "a.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "a")
+    head = git("rev-parse", "--short", "HEAD")
+    (tmp_path / "notes.txt").write_text("untracked\n")
+    assert _git_commit(Path(tmp_path)) == head
+    (tmp_path / "a.py").write_text("x = 2\n")
+    assert _git_commit(tmp_path) == head + "+changes"

@@ -96,16 +96,24 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _git_commit() -> str | None:
-    root = Path(__file__).resolve().parents[2]
+def _git_commit(root: Path | None = None) -> str | None:
+    """The checkout's short commit, with ``+changes`` when tracked files differ from it (the
+    numbers then belong to code no commit holds); None outside a git checkout."""
+    root = Path(__file__).resolve().parents[2] if root is None else root
     if not (root / ".git").exists() or shutil.which("git") is None:
         return None
     try:
         out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
                              capture_output=True, text=True, timeout=10, check=True)
+        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain",
+                                 "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=10, check=True)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    commit = out.stdout.strip()
+    if not commit:
+        return None
+    return commit + ("+changes" if status.stdout.strip() else "")
 
 
 def machine_info(device: str) -> dict:
