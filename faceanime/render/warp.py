@@ -261,10 +261,10 @@ class WarpConfig:
     """Rasterizer backend (``torch`` or ``pytorch3d``)."""
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.proxy_smooth, (int, float)) and math.isfinite(self.proxy_smooth)
-                and self.proxy_smooth >= 0):
-            raise InputError(f"warp setting proxy_smooth must be ≥ 0 pixels, got "
-                             f"{self.proxy_smooth!r}")
+        for name in ("extend_adapt", "proxy_smooth"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise InputError(f"warp setting {name} must be ≥ 0, got {value!r}")
         positive = ("head_width", "head_height", "falloff", "neck", "extend_sigma",
                     "max_stretch", "segment_reach", "segment_band")
         for name in positive:
@@ -280,18 +280,12 @@ class WarpConfig:
                 and (self.flank_stretch == 0 or self.flank_stretch > 1)):
             raise InputError(f"warp setting flank_stretch must be 0 (off) or above 1, got "
                              f"{self.flank_stretch!r}")
-        if not (isinstance(self.border_stretch, (int, float))
-                and math.isfinite(self.border_stretch)
-                and (self.border_stretch == 0 or self.border_stretch >= 1)):
-            raise InputError(f"warp setting border_stretch must be 0 (off) or at least 1, got "
-                             f"{self.border_stretch!r}")
-        if not (isinstance(self.face_stretch, (int, float)) and math.isfinite(self.face_stretch)
-                and (self.face_stretch == 0 or self.face_stretch >= 1)):
-            raise InputError(f"warp setting face_stretch must be 0 (off) or at least 1, got "
-                             f"{self.face_stretch!r}")
-        if not (isinstance(self.extend_adapt, (int, float)) and math.isfinite(self.extend_adapt)
-                and self.extend_adapt >= 0):
-            raise InputError(f"warp setting extend_adapt must be ≥ 0, got {self.extend_adapt!r}")
+        for name in ("border_stretch", "face_stretch"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value)
+                    and (value == 0 or value >= 1)):
+                raise InputError(f"warp setting {name} must be 0 (off) or at least 1, got "
+                                 f"{value!r}")
         if self.proxy not in ("ellipsoid", "plane"):
             raise InputError(f"warp setting proxy must be ellipsoid or plane, got {self.proxy!r}")
         if not isinstance(self.grid, int) or self.grid < 1:
