@@ -59,10 +59,11 @@ class Coefficients:
             (:mod:`faceanime.morphable.lips`): positive rounds the lips ("o"), negative widens
             the mouth; fitted from the mouth's landmark widths; zeros when not given (files
             written before the pucker).
-        brows: ``(T, 4)`` how far each brow's inner and outer half is raised (iBUG's 18-22
-            brow first, inner half first: :data:`faceanime.morphable.brows.PARTS`): 0 as in
-            the model, negative lowered; fitted from the brows' landmarks; zeros when not given
-            (files written before the brow rig).
+        brows: ``(T, 6)`` how far each brow's inner and outer half is raised (iBUG's 18-22
+            brow first, inner half first), then how far each brow's inner half is drawn in
+            (:data:`faceanime.morphable.brows.PARTS`): 0 as in the model, negative lowered (or
+            moved out); fitted from the brows' landmarks; zeros when not given (files written
+            before the brow rig), the last two zeros when given ``(T, 4)`` (raises alone).
         mouth: ``(T, 4, h, w)`` uint8 RGBA, the mouth interior each frame shows, in the
             canonical layout of :mod:`faceanime.render.mouth_interior` (captured from a
             driving video; alpha: how open that frame's mouth was), or None.
@@ -99,7 +100,8 @@ class Coefficients:
         if self.pucker is None:
             self.pucker = self.expression.new_zeros(t)
         if self.brows is None:
-            self.brows = self.expression.new_zeros(t, 4)
+            self.brows = self.expression.new_zeros(t, 6)
+        self.brows = _brow_parts(self.brows)
         if self.gaze is not None and tuple(self.gaze.shape) != (t, 2, 2):
             raise InputError(f"coefficients: gaze must be ({t}, 2, 2), "
                              f"got {tuple(self.gaze.shape)}")
@@ -107,7 +109,7 @@ class Coefficients:
                                        or self.mouth.dtype != torch.uint8):
             raise InputError(f"coefficients: mouth must be ({t}, 4, h, w) uint8, got "
                              f"{tuple(self.mouth.shape)} {self.mouth.dtype}")
-        expect = {"jaw": (t,), "lips": (t,), "pucker": (t,), "brows": (t, 4),
+        expect = {"jaw": (t,), "lips": (t,), "pucker": (t,), "brows": (t, 6),
                   "rotation": (t, 3, 3), "translation": (t, 3), "scale": (t,)}
         for name, shape in expect.items():
             got = tuple(getattr(self, name).shape)
@@ -236,10 +238,13 @@ class Coefficients:
 
 
 def _brow_parts(brows: torch.Tensor | None) -> torch.Tensor | None:
-    """A file's brows as ``(T, 4)``: files written with one raise per brow (``(T, 2)``, before
-    each brow's halves moved apart) give both halves that raise, the same geometry."""
+    """Brows as ``(T, 6)``: files written with one raise per brow (``(T, 2)``, before each
+    brow's halves moved apart) give both halves that raise, the same geometry; raises alone
+    (``(T, 4)``, before the brows were drawn in) are not drawn in."""
     if brows is not None and brows.ndim == 2 and brows.shape[1] == 2:
-        return brows.repeat_interleave(2, dim=1)
+        brows = brows.repeat_interleave(2, dim=1)
+    if brows is not None and brows.ndim == 2 and brows.shape[1] == 4:
+        brows = torch.cat([brows, brows.new_zeros(brows.shape[0], 2)], 1)
     return brows
 
 

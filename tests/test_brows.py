@@ -1,5 +1,5 @@
-"""The brow rig: each brow's inner and outer half raised or lowered (rigged, fitted, transferred
-and drawn)."""
+"""The brow rig: each brow's inner and outer half raised or lowered, its inner half drawn in
+(rigged, fitted, transferred and drawn)."""
 
 from __future__ import annotations
 
@@ -54,6 +54,33 @@ def test_a_raised_brow_moves_up_alone(sfm_model, brows):
     assert 0.3 < float(inner[ids[19], 1]) / (BROW_UNIT * iod) < 0.7
 
 
+def test_a_brow_drawn_in_moves_towards_the_other(sfm_model, brows):
+    """Each brow's third part at 1: its inner end (iBUG 22, 23, 1-based) moves BROW_UNIT
+    inter-ocular distances sideways towards the face's middle, its outer end not at all, its
+    middle half way; nothing moves up or down or in depth; the eyes, the nose and the mouth
+    stay; the two brows' motions mirror each other, so drawn in alike the brows' inner gap
+    narrows by twice the unit."""
+    ids = sfm_model.landmark_indices
+    mean = sfm_model.mean
+    iod = float((mean[ids[36]] - mean[ids[45]]).norm())
+    middle = float(mean[ids[[21, 22]], 0].mean())
+    for part, (inner, outer, centre) in ((4, (21, 17, 19)), (5, (22, 26, 24))):
+        amounts = torch.zeros(1, 6)
+        amounts[0, part] = 1.0
+        move = apply_brows(mean[None], amounts, brows.offsets)[0] - mean
+        assert float(move[:, 1:].abs().max()) == 0.0
+        towards = 1.0 if float(mean[ids[inner], 0]) < middle else -1.0
+        assert float(move[ids[inner], 0]) * towards == pytest.approx(BROW_UNIT * iod, rel=1e-4)
+        assert abs(float(move[ids[outer], 0])) < 1e-4 * iod
+        assert 0.3 < float(move[ids[centre], 0]) * towards / (BROW_UNIT * iod) < 0.7
+        for still in (36, 39, 42, 45, 37, 44, 27, 30, 33, 48, 57, 8):
+            assert float(move[ids[still]].norm()) < 1e-3 * iod, still
+    both = apply_brows(mean[None], torch.tensor([[0.0, 0.0, 0.0, 0.0, 1.0, 1.0]]),
+                       brows.offsets)[0]
+    gap = float((both[ids[21]] - both[ids[22]]).norm() - (mean[ids[21]] - mean[ids[22]]).norm())
+    assert gap == pytest.approx(-2 * BROW_UNIT * iod, rel=1e-3)
+
+
 def test_known_raises_are_fitted_back(sfm_model):
     """Ground truth: the mean face turned and tilted, drawn with known raises (each brow its
     own, up and down); from its projected landmarks each frame's raises come back exactly (the
@@ -63,20 +90,20 @@ def test_known_raises_are_fitted_back(sfm_model):
     from faceanime.fitting import fit_landmarks
     from faceanime.fitting.fitter import FitConfig
 
-    truth = torch.tensor([[-1.0, 0.5, 0.3, 0.3], [0.0, 0.0, 0.0, 0.0], [0.8, 0.8, -0.4, 1.0],
-                          [2.0, -1.0, 1.0, 1.5]])
+    truth = torch.tensor([[-1.0, 0.5, 0.3, 0.3, 0.5, 0.2], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+                          [0.8, 0.8, -0.4, 1.0, -0.5, 1.0], [2.0, -1.0, 1.0, 1.5, 1.2, 0.0]])
     coeffs = posed_mean_face(sfm_model, 4)
     coeffs.landmarks = projected_landmarks(sfm_model, replace(coeffs, brows=truth))
     assert_close(fit_brows(sfm_model, coeffs, temporal_weight=0.0), truth, atol=1e-3)
-    still = torch.tensor([[1.2, 0.4, -0.6, 0.0]])
+    still = torch.tensor([[1.2, 0.4, -0.6, 0.0, 0.7, 0.7]])
     steady = replace(coeffs, landmarks=projected_landmarks(sfm_model, replace(
-        coeffs, brows=still.expand(4, 4).clone())))
-    assert_close(fit_brows(sfm_model, steady, temporal_weight=5.0), still.expand(4, 4),
+        coeffs, brows=still.expand(4, 6).clone())))
+    assert_close(fit_brows(sfm_model, steady, temporal_weight=5.0), still.expand(4, 6),
                  atol=1e-3)
     high = replace(coeffs, landmarks=projected_landmarks(sfm_model, replace(
-        coeffs, brows=torch.full((4, 4), 6.0))))
+        coeffs, brows=torch.full((4, 6), 6.0))))
     assert float(fit_brows(sfm_model, high).max()) == BROWS_RANGE[1]
-    assert torch.equal(fit_brows(sfm_model, replace(coeffs, landmarks=None)), torch.zeros(4, 4))
+    assert torch.equal(fit_brows(sfm_model, replace(coeffs, landmarks=None)), torch.zeros(4, 6))
     fitted = fit_landmarks(sfm_model, coeffs.landmarks, (512, 512))
     assert_close(fitted.fitted_landmarks[:, 17:27],
                  projected_landmarks(sfm_model, fitted)[:, 17:27], atol=0.05)
@@ -110,25 +137,45 @@ def test_d3s_brows_are_followed(sfm_model, d3_track):
     assert corr > 0.93 and corr > corr_before + 0.05
 
 
+def test_d3s_frown_draws_the_brows_together(sfm_model, d3_track):
+    """d3 frowns (the brows' inner ends 0.16-0.27 inter-ocular distances apart in dlib's
+    points): with raises alone the fitted inner gap followed dlib's with a correlation of 0.71
+    and half its spread (standard deviation 0.012 against 0.026); the brows drawn in follow it
+    at 0.98, with 0.84 of its spread."""
+    from faceanime.fitting import fit_landmarks
+
+    points = torch.from_numpy(d3_track.points).double()
+    coeffs = fit_landmarks(sfm_model, points.float(), (512, 512), fps=30)
+    fitted = coeffs.fitted_landmarks.double()
+
+    def inner_gap(p: torch.Tensor) -> torch.Tensor:
+        return (p[:, 21] - p[:, 22]).norm(dim=-1) / (p[:, 36] - p[:, 45]).norm(dim=-1)
+
+    real, fit = inner_gap(points), inner_gap(fitted)
+    assert float(torch.corrcoef(torch.stack([real, fit]))[0, 1]) > 0.93
+    assert float(fit.std() / real.std()) > 0.7
+
+
 def test_the_photo_takes_the_drivers_change_of_brows(sfm_model, s1_photo):
     """Relative transfer adds the driver's change from its reference frame to the photo's own
     raises (bounded); absolute takes the driver's; without the expression the photo's stay."""
     from faceanime.motion import MotionConfig, transfer_motion
 
     _, source = s1_photo
-    source = replace(source, brows=torch.tensor([[0.2, 0.0, -0.3, 0.1]]))
+    source = replace(source, brows=torch.tensor([[0.2, 0.0, -0.3, 0.1, 0.4, -0.2]]))
     driving = posed_mean_face(sfm_model, 3)
     driving.shape = source.shape.clone()
     driving.image_size = source.image_size
-    driving.brows = torch.tensor([[0.1, 0.1, 0.1, 0.1], [1.1, 0.6, -0.4, 0.1],
-                                  [0.1, 0.1, 9.0, 0.1]])
+    driving.brows = torch.tensor([[0.1, 0.1, 0.1, 0.1, 0.0, 0.0], [1.1, 0.6, -0.4, 0.1, 0.5, 0.3],
+                                  [0.1, 0.1, 9.0, 0.1, 0.0, -9.0]])
     relative = transfer_motion(source, driving, model=sfm_model).brows
-    assert_close(relative, torch.tensor([[0.2, 0.0, -0.3, 0.1], [1.2, 0.5, -0.8, 0.1],
-                                         [0.2, 0.0, BROWS_RANGE[1], 0.1]]))
+    assert_close(relative, torch.tensor([[0.2, 0.0, -0.3, 0.1, 0.4, -0.2],
+                                         [1.2, 0.5, -0.8, 0.1, 0.9, 0.1],
+                                         [0.2, 0.0, BROWS_RANGE[1], 0.1, 0.4, BROWS_RANGE[0]]]))
     absolute = transfer_motion(source, driving, MotionConfig(mode="absolute")).brows
     assert_close(absolute, driving.brows.clamp(*BROWS_RANGE))
     kept = transfer_motion(source, driving, MotionConfig(expression=False)).brows
-    assert_close(kept, source.brows.expand(3, 4))
+    assert_close(kept, source.brows.expand(3, 6))
 
 
 def test_a_raised_brow_is_drawn_raised(sfm_model, data_dir):
@@ -155,24 +202,54 @@ def test_a_raised_brow_is_drawn_raised(sfm_model, data_dir):
     assert float(heights[0] - heights[2]) > 0.5 * 1.5 * BROW_UNIT
 
 
+def test_brows_drawn_in_are_drawn_closer(sfm_model, data_dir):
+    """d19 (720², dark brows) rendered by the warp at its own brows and with both brows drawn
+    in by 1.5 (a frown: 0.075 inter-ocular distances each), nothing else changed: dlib reads
+    the rendered brows' inner ends closer by more than 0.4 of the rig's motion (measured: 0.085
+    for the rig's 0.15; s12 0.076, s42 0.082: dlib's brow points follow a frown about half
+    way, as they do a raise)."""
+    from faceanime.jobs.common import OutputConfig, load_source
+    from faceanime.landmarks import create_detector
+    from faceanime.render.frames import to_uint8
+    from faceanime.render.warp import WarpRenderer
+
+    image, source = load_source(data_dir / "faces" / "d19.jpg", sfm_model,
+                                OutputConfig(size=512))
+    renderer = WarpRenderer(sfm_model, image, source)
+    target = source.frames([0, 0])
+    target.brows = target.brows.clone()
+    target.brows[1, 4:] += 1.5
+    frames = to_uint8(renderer.render(target))
+    with create_detector("dlib") as detector:
+        points = torch.from_numpy(np.stack([detector.detect(f)[0].points for f in frames]))
+    points = points.double()
+    gap = (points[:, 21] - points[:, 22]).norm(dim=-1) / (points[:, 36] - points[:, 45]).norm(
+        dim=-1)
+    assert float(gap[0] - gap[1]) > 0.4 * 2 * 1.5 * BROW_UNIT
+
+
 def test_brows_round_trip_through_a_coefficient_file(sfm_model, tmp_path):
     """Saved and read back; a file written before the brow rig reads as zeros, one written with
-    one raise per brow gives both halves that raise; the dynamics' vector view keeps them (the
-    last frame's held when the length changes)."""
+    one raise per brow gives both halves that raise, one with raises alone is not drawn in;
+    the dynamics' vector view keeps them (the last frame's held when the length changes)."""
     coeffs = posed_mean_face(sfm_model, 3)
-    coeffs.brows = torch.tensor([[0.0, 0.1, 0.0, 0.1], [0.5, -0.2, 0.4, 0.0],
-                                 [-0.2, 0.3, 0.1, 0.2]])
+    coeffs.brows = torch.tensor([[0.0, 0.1, 0.0, 0.1, 0.3, 0.2], [0.5, -0.2, 0.4, 0.0, 0.0, -0.1],
+                                 [-0.2, 0.3, 0.1, 0.2, 1.0, 0.5]])
     path = coeffs.save(tmp_path / "c.npz")
     assert torch.equal(Coefficients.load(path).brows, coeffs.brows)
     arrays = dict(np.load(path))
     del arrays["brows"]
-    assert torch.equal(Coefficients.from_arrays(arrays, "old.npz").brows, torch.zeros(3, 4))
+    assert torch.equal(Coefficients.from_arrays(arrays, "old.npz").brows, torch.zeros(3, 6))
     # One raise per brow (files of the rig's first form): both halves take it.
     arrays["brows"] = np.array([[0.5, -0.2], [0.0, 1.0], [0.3, 0.3]], dtype=np.float32)
     assert torch.equal(Coefficients.from_arrays(arrays, "two.npz").brows, torch.tensor(
-        [[0.5, 0.5, -0.2, -0.2], [0.0, 0.0, 1.0, 1.0], [0.3, 0.3, 0.3, 0.3]]))
+        [[0.5, 0.5, -0.2, -0.2, 0, 0], [0.0, 0.0, 1.0, 1.0, 0, 0], [0.3, 0.3, 0.3, 0.3, 0, 0]]))
+    # Raises alone (files written before the brows were drawn in).
+    arrays["brows"] = coeffs.brows[:, :4].numpy()
+    assert torch.equal(Coefficients.from_arrays(arrays, "four.npz").brows,
+                       torch.cat([coeffs.brows[:, :4], torch.zeros(3, 2)], 1))
     assert torch.equal(coeffs.with_tensor(coeffs.to_tensor()).brows, coeffs.brows)
     assert torch.equal(coeffs.with_tensor(coeffs.to_tensor()[:2]).brows,
-                       coeffs.brows[-1:].expand(2, 4))
+                       coeffs.brows[-1:].expand(2, 6))
     with pytest.raises(Exception, match="brows must be"):
         replace(coeffs, brows=torch.zeros(3))

@@ -1,12 +1,12 @@
-"""Fit how far each brow's inner and outer half is raised in every frame, from the brows'
-landmarks.
+"""Fit how far each brow's inner and outer half is raised, and how far its inner half is drawn
+in, in every frame, from the brows' landmarks.
 
 After the main fit (identity, expression, jaw, pose), the raises ``k`` of the brows' parts
 (:mod:`faceanime.morphable.brows`) are those whose projected brow landmarks (iBUG 18-22 and
 23-27, 1-based) best match the detected ones. With ``p0`` a point of the fit at raise 0 and
 ``J_j`` its projected motion at raise 1 of part ``j``, the point is ``p0 + Σ_j k_j J_j``:
-linear in the raises (exactly for the orthographic camera). Per frame that is a 4 × 4 least
-squares (two per brow: its halves share its middle points); over a video consecutive frames
+linear in the raises (exactly for the orthographic camera). Per frame that is a 6 × 6 least
+squares (three per brow: its halves share its middle points); over a video consecutive frames
 are tied as the eyelids' are, one block-tridiagonal solve
 (:func:`~faceanime.fitting.linalg.solve_block_tridiagonal`), then bounded to ``BROWS_RANGE``.
 
@@ -36,7 +36,7 @@ def _brow_points(model: FaceModel) -> list[list[int]]:
 
 def fit_brows(model: FaceModel, coeffs: Coefficients, temporal_weight: float = 0.1,
               brows: Brows | None = None) -> torch.Tensor:
-    """Raises of the brows' parts in every frame of a fit.
+    """Raises of the brows' parts (and how far each is drawn in) in every frame of a fit.
 
     Args:
         model: the model the coefficients were fitted with.
@@ -47,7 +47,7 @@ def fit_brows(model: FaceModel, coeffs: Coefficients, temporal_weight: float = 0
         brows: the model's brow rig (built when None).
 
     Returns:
-        ``(T, 4)`` raises (:data:`~faceanime.morphable.brows.PARTS`) within ``BROWS_RANGE``;
+        ``(T, 6)`` amounts (:data:`~faceanime.morphable.brows.PARTS`) within ``BROWS_RANGE``;
         zeros when the coefficients hold no landmarks.
     """
     t, k = coeffs.n_frames, len(PARTS)
@@ -75,16 +75,17 @@ def fit_brows(model: FaceModel, coeffs: Coefficients, temporal_weight: float = 0
         index, at = ids[brow], slice(start, start + len(brow))
         start += len(brow)
         rest = project_vertices(c, verts[:, at])[..., :2]                        # (T, n, 2)
-        parts = [2 * e, 2 * e + 1]
+        # The brow's two raises and the part drawing it in.
+        parts = torch.tensor([2 * e, 2 * e + 1, 2 * len(groups) + e], device=device)
         motion = torch.stack([project_vertices(
             c, verts[:, at] + brows.offsets[j, index].to(device, dtype))[..., :2] - rest
-            for j in parts], -1)                                                # (T, n, 2, 2)
+            for j in parts.tolist()], -1)                                       # (T, n, 2, 3)
         seen = torch.isfinite(points[:, brow]).all(-1)                          # (T, n)
         motion = motion * seen[..., None, None]
         diff = torch.nan_to_num(points[:, brow] - rest)
         block = torch.einsum("tnci,tncj->tij", motion, motion)
-        normal[:, parts[0]:parts[1] + 1, parts[0]:parts[1] + 1] = block
-        rhs[:, parts[0]:parts[1] + 1, 0] = torch.einsum("tnci,tnc->ti", motion, diff)
+        normal[:, parts[:, None], parts[None, :]] = block
+        rhs[:, parts, 0] = torch.einsum("tnci,tnc->ti", motion, diff)
     scale = torch.diagonal(normal, dim1=1, dim2=2)                              # (T, k)
     known = scale > 0
     if not bool(known.any()):
