@@ -21,7 +21,7 @@ VIDEOS = ("d0", "d3", "d6", "d18")
 FRAMES = 4  # scored frames per video: enough for the properties, fast on two cores
 BASELINES = ("static", "warp", "warp2d")
 VIEWER = ("double_face", "head_follow", "blink_follow", "closed_eye", "mouth_corr",
-          "width_corr")
+          "width_corr", "brow_corr")
 
 
 @pytest.fixture(scope="session")

@@ -202,6 +202,24 @@ def set_eyes(points: torch.Tensor, frame: int, ear: float) -> None:
             points[frame, bottom] = torch.tensor([x, y0 + 15 * ear])
 
 
+def test_brow_position_known_values():
+    """The brows' height above the eyes' four corners and their inner ends' gap, over the outer
+    corners' distance; a blink (the lids) does not move it; NaN without a face."""
+    points = torch.zeros(3, 68, 2)
+    points[:, [36, 39, 42, 45]] = torch.tensor([[0.0, 100.0], [30.0, 100.0], [50.0, 100.0],
+                                               [80.0, 100.0]])
+    points[:, 17:27, 1] = 60.0
+    points[:, 21, 0], points[:, 22, 0] = 32.0, 48.0
+    points[1, 17:27, 1] = 52.0                                 # raised by 8 px
+    points[1, 21, 0], points[1, 22, 0] = 36.0, 44.0            # drawn in: 8 px apart
+    points[1, [37, 38], 1] = 100.0                             # the upper lids shut
+    points[2] = float("nan")
+    brows = M.brow_position(points)
+    assert brows[0].tolist() == pytest.approx([40 / 80, 16 / 80])
+    assert brows[1].tolist() == pytest.approx([48 / 80, 8 / 80])
+    assert torch.isnan(brows[2]).all()
+
+
 def test_eye_aspect_ratio_known_values():
     points = torch.zeros(3, 68, 2)
     points[0, 36:48] = torch.tensor([
@@ -286,6 +304,12 @@ def test_blink_and_mouth_follow_through_viewer_summary():
     for track, scale in ((driver, 6), (output, 3)):  # the corners drawn in: an "o"
         track[:, 48, 0] += scale * torch.sin(3 * t).double()
         track[:, 54, 0] -= scale * torch.sin(3 * t).double()
+    for track, scale in ((driver, 6), (output, 2)):  # the brows raised, then drawn in
+        track[:, 21] = track[:, 36] + torch.tensor([35.0, -30.0], dtype=torch.float64)
+        track[:, 22] = track[:, 36] + torch.tensor([65.0, -30.0], dtype=torch.float64)
+        track[:, 17:27, 1] -= scale * torch.sin(t).double()[:, None]
+        track[:, 21, 0] += scale * torch.cos(2 * t).double()
+        track[:, 22, 0] -= scale * torch.cos(2 * t).double()
     faces = torch.tensor([1] * 27 + [2, 2, 0])
     summary, series = viewer_summary(output, faces, driver, 1, EvalConfig())
     assert summary["double_face"] == pytest.approx(200 / 30)
@@ -293,18 +317,20 @@ def test_blink_and_mouth_follow_through_viewer_summary():
     assert summary["blink_follow"] == pytest.approx(1.0)
     assert summary["mouth_corr"] == pytest.approx(1.0)
     assert summary["width_corr"] > 0.99  # the eye distance moves a little with the head
+    assert summary["brow_corr"] > 0.99
     # The driver's 2 most closed frames (5 % of 30, rounded up), the output's median.
     ear = np.array([0.5 * e for e in (0.3 - 0.2 * torch.sin(t).clamp(min=0)).tolist()])
     closed = np.argsort(ear, kind="stable")[:2]
     assert summary["closed_eye"] == pytest.approx(ear[closed].mean() / np.median(ear), rel=1e-5)
     assert summary["closed_eye"] < 0.5
-    assert set(series) == {"faces", "ear", "mouth", "width", "head_dx", "head_dy"}
+    assert set(series) == {"faces", "ear", "mouth", "width", "head_dx", "head_dy", "brow_height",
+                           "brow_gap"}
     assert all(len(v) == 30 for v in series.values())
     static = output[:1].expand(30, -1, -1)
     summary, _ = viewer_summary(static, torch.ones(30, dtype=torch.long), driver, 1, EvalConfig())
     assert summary["double_face"] == 0 and summary["closed_eye"] == pytest.approx(1.0)
     assert all(math.isnan(summary[k])
-               for k in ("head_follow", "blink_follow", "mouth_corr", "width_corr"))
+               for k in ("head_follow", "blink_follow", "mouth_corr", "width_corr", "brow_corr"))
 
 
 def test_the_jobs_own_reading_of_the_driver_is_scored_as_an_output():

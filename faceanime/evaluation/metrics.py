@@ -200,6 +200,18 @@ def mouth_width(points: torch.Tensor) -> torch.Tensor:
     return (points[:, 48] - points[:, 54]).norm(dim=-1) / interocular(points)
 
 
+def brow_position(points: torch.Tensor) -> torch.Tensor:
+    """Where the brows are: ``(T, 68, 2)`` -> ``(T, 2)``, their height above the eyes' corners
+    (the mean y of iBUG 37, 40, 43 and 46, 1-based, less that of the brows, 18-27: image y
+    points down, so a raised brow is higher) and the gap between their inner ends (22 and 23:
+    a frown narrows it), both over the outer-eye-corner distance (NaN without a face). The
+    eyes' corners, not their lids: a blink does not move the brows."""
+    _check_track(points)
+    height = points[:, [36, 39, 42, 45], 1].mean(1) - points[:, 17:27, 1].mean(1)
+    gap = (points[:, 21] - points[:, 22]).norm(dim=-1)
+    return torch.stack([height, gap], 1) / interocular(points)[:, None]
+
+
 def eye_aspect_ratio(points: torch.Tensor) -> torch.Tensor:
     """Eye aspect ratio (Soukupová & Čech 2016), mean of both eyes: ``(T, 68, 2)`` -> ``(T,)``.
 

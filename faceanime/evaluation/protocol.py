@@ -287,19 +287,22 @@ def summarise(per_frame: dict[str, list[float]], threshold: float) -> dict[str, 
 
 def viewer_series(points: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-frame landmark measures of what a viewer sees: ``(T, 68, 2)`` -> ``ear``, ``mouth``,
-    ``width`` ``(T,)`` and ``head_dx``, ``head_dy`` ``(T,)`` (inter-ocular units), NaN without
-    a face."""
+    ``width``, ``head_dx``, ``head_dy`` and ``brow_height``, ``brow_gap`` (:func:`~faceanime.
+    evaluation.metrics.brow_position`), each ``(T,)`` (inter-ocular units), NaN without a face."""
     head = M.head_displacement(points)
+    brows = M.brow_position(points)
     return {"ear": M.eye_aspect_ratio(points), "mouth": mouth_opening(points),
-            "width": M.mouth_width(points), "head_dx": head[:, 0], "head_dy": head[:, 1]}
+            "width": M.mouth_width(points), "head_dx": head[:, 0], "head_dy": head[:, 1],
+            "brow_height": brows[:, 0], "brow_gap": brows[:, 1]}
 
 
 def viewer_summary(points: torch.Tensor, faces: torch.Tensor, driver: torch.Tensor,
                    source_faces: int, config: EvalConfig
                    ) -> tuple[dict[str, float], dict[str, list[float]]]:
     """A method's per-video values of what a viewer sees (``double_face``, ``head_follow``,
-    ``blink_follow``, ``closed_eye``, ``mouth_corr``, ``width_corr``) and its per-frame series
-    (``faces``, ``ear``, ``mouth``, ``width``, ``head_dx``, ``head_dy``).
+    ``blink_follow``, ``closed_eye``, ``mouth_corr``, ``width_corr``, ``brow_corr``: the
+    brows' height and inner gap correlated as one, each centred) and its per-frame series
+    (``faces`` and :func:`viewer_series`).
 
     Args:
         points: ``(T, 68, 2)`` the output's landmarks, NaN where no face was found.
@@ -316,6 +319,8 @@ def viewer_summary(points: torch.Tensor, faces: torch.Tensor, driver: torch.Tens
         "closed_eye": M.closed_eye_ratio(out["ear"], drv["ear"], config.closed_eye_share),
         "mouth_corr": correlation(out["mouth"], drv["mouth"]),
         "width_corr": correlation(out["width"], drv["width"]),
+        "brow_corr": correlation(torch.stack([out["brow_height"], out["brow_gap"]], 1),
+                                 torch.stack([drv["brow_height"], drv["brow_gap"]], 1)),
     }
     series = {"faces": [float(f) for f in faces.tolist()]}
     series.update({k: [float(x) for x in v.tolist()] for k, v in out.items()})
@@ -329,8 +334,8 @@ def driver_reference(driver: torch.Tensor, config: EvalConfig,
     ratio against itself (``closed_eye``) and, given ``mirrored``, the driver's frames read
     again, mirrored (:meth:`Scorer.mirrored_landmarks`), scored against the driver as an
     output is (``retest``: ``head_follow``, ``blink_follow``, ``closed_eye``, ``mouth_corr``,
-    ``width_corr``): how far the measure agrees with itself on this video, which no output's
-    reading, noisy in its own way, can be expected to beat.
+    ``width_corr``, ``brow_corr``): how far the measure agrees with itself on this video,
+    which no output's reading, noisy in its own way, can be expected to beat.
 
     Args:
         driver: ``(T, 68, 2)`` the driver's landmarks (NaN without a face).

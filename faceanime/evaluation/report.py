@@ -40,7 +40,8 @@ VIEWER_COLUMNS = [("double_face", "double face % ↓", "{:.1f}"),
                   ("blink_follow", "blink follow ↑", "{:.3f}"),
                   ("closed_eye", "closed-eye ratio ↓", "{:.3f}"),
                   ("mouth_corr", "mouth follow ↑", "{:.3f}"),
-                  ("width_corr", "mouth width follow ↑", "{:.3f}")]
+                  ("width_corr", "mouth width follow ↑", "{:.3f}"),
+                  ("brow_corr", "brow follow ↑", "{:.3f}")]
 # Per-frame series drawn with the driver's own beside the methods'.
 VIEWER_CURVES = [("head_dx", "head x displacement (inter-ocular units)"),
                  ("head_dy", "head y displacement (inter-ocular units)"),
