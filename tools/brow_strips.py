@@ -5,6 +5,9 @@ driver's raises not transferred, as before the brow rig) | the default, one row 
     python tools/brow_strips.py --pairs s42:d6:532 s42:d6:906 s12:d3:269 d19:d6:532 \
         -o docs/img/brows.png
 
+With ``--held in``, the middle column holds only the photo's own pull of the brows towards each
+other (the driver's raises transferred, its frown's pull not: the rig before its third part).
+
 Without a frame, a pair shows the driver's frame whose brows are raised most and the one
 whose brows are lowered most (against its first frame). Fits are cached in ``--cache``.
 """
@@ -26,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", nargs="+", required=True, help="photo:driver[:frame]")
     parser.add_argument("--width", type=int, default=320, help="tile width in pixels")
+    parser.add_argument("--held", choices=["all", "in"], default="all",
+                        help="what the middle column holds at the photo's own: all the brows' "
+                        "parts, or only their pull towards each other")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/faceanime_strips_cache"))
     parser.add_argument("-o", "--output", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -68,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
                                     OutputConfig(size=512))
         renderer = WarpRenderer(model, image, source)
         target = transfer_motion(source, driving, model=model).frames(frames)
-        held = replace(target, brows=source.brows.expand(len(frames), -1).clone())
+        own = source.brows.expand(len(frames), -1)
+        held = replace(target, brows=own.clone() if args.held == "all" else torch.cat(
+            [target.brows[:, :4], own[:, 4:]], 1))
         outputs = [(renderer.render(t).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1)
                    .numpy() for t in (held, target)]
         points = project_vertices(target, face_vertices(model, target))[
