@@ -47,6 +47,8 @@ VIEWER_CURVES = [("head_dx", "head x displacement (inter-ocular units)"),
                  ("head_dy", "head y displacement (inter-ocular units)"),
                  ("ear", "eye aspect ratio"), ("mouth", "mouth opening / eye distance"),
                  ("width", "mouth width / eye distance"),
+                 ("brow_height", "brows' height above the eyes / eye distance"),
+                 ("brow_gap", "gap between the brows' inner ends / eye distance"),
                  ("faces", "faces found")]
 CURVES = {
     "self": [("l1", "L1 (mean absolute error)"), ("psnr", "PSNR (dB)"), ("ssim", "SSIM"),
