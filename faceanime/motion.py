@@ -18,7 +18,7 @@ import torch
 from faceanime.coefficients import Coefficients, check_same_fit
 from faceanime.errors import InputError
 from faceanime.geometry.rotation import rotation_angle_between
-from faceanime.morphable.brows import BROWS_RANGE
+from faceanime.morphable.brows import bound_brows
 from faceanime.morphable.eyelid import CLOSURE_RANGE
 from faceanime.morphable.lips import LIPS_RANGE, PUCKER_RANGE, Lips, lip_rig
 from faceanime.morphable.model import FaceModel
@@ -414,7 +414,7 @@ def transfer_motion(source: Coefficients, driving: Coefficients,
     lips = _part(src_lips, drv.lips, ref, mouth_mode, config.lip_gain).clamp(*LIPS_RANGE)
     pucker = _part(src.pucker, drv.pucker, ref, mouth_mode, config.lip_gain).clamp(*PUCKER_RANGE)
     # The brows go with the expression (relative: the photo's own raised by the driver's change).
-    brows = _part(src.brows, drv.brows, ref, default, 1.0).clamp(*BROWS_RANGE)
+    brows = bound_brows(_part(src.brows, drv.brows, ref, default, 1.0))
     eyes = _part(src.eyes, drv.eyes, ref, config.eyes or default, config.blink_gain,
                  room=CLOSURE_RANGE)
     eyes = eyes.clamp(*CLOSURE_RANGE)

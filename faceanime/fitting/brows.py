@@ -8,7 +8,8 @@ After the main fit (identity, expression, jaw, pose), the raises ``k`` of the br
 linear in the raises (exactly for the orthographic camera). Per frame that is a 6 × 6 least
 squares (three per brow: its halves share its middle points); over a video consecutive frames
 are tied as the eyelids' are, one block-tridiagonal solve
-(:func:`~faceanime.fitting.linalg.solve_block_tridiagonal`), then bounded to ``BROWS_RANGE``.
+(:func:`~faceanime.fitting.linalg.solve_block_tridiagonal`), then bounded
+(:func:`~faceanime.morphable.brows.bound_brows`).
 
 After the emotions, as the pucker is (:mod:`faceanime.fitting.lips`): it takes the part of
 the brows' motion the emotions leave, and changes nothing they already fit. A constant part of
@@ -23,7 +24,7 @@ import torch
 from faceanime.coefficients import Coefficients
 from faceanime.fitting.eyelid import lid_vertices
 from faceanime.fitting.linalg import solve_block_tridiagonal
-from faceanime.morphable.brows import BROWS, BROWS_RANGE, PARTS, Brows, build_brows
+from faceanime.morphable.brows import BROWS, PARTS, Brows, bound_brows, build_brows
 from faceanime.morphable.model import FaceModel
 from faceanime.reconstruction import project_vertices
 
@@ -47,7 +48,7 @@ def fit_brows(model: FaceModel, coeffs: Coefficients, temporal_weight: float = 0
         brows: the model's brow rig (built when None).
 
     Returns:
-        ``(T, 6)`` amounts (:data:`~faceanime.morphable.brows.PARTS`) within ``BROWS_RANGE``;
+        ``(T, 6)`` amounts (:data:`~faceanime.morphable.brows.PARTS`) within their bounds;
         zeros when the coefficients hold no landmarks.
     """
     t, k = coeffs.n_frames, len(PARTS)
@@ -101,7 +102,7 @@ def fit_brows(model: FaceModel, coeffs: Coefficients, temporal_weight: float = 0
         * eye
     lower = (-weight * eye).expand(t, k, k)
     raises = solve_block_tridiagonal(diag, lower, rhs)[..., 0]
-    return torch.where(known.any(0, keepdim=True), raises, 0.0).clamp(*BROWS_RANGE).float()
+    return bound_brows(torch.where(known.any(0, keepdim=True), raises, 0.0)).float()
 
 
 def brow_landmarks(model: FaceModel, coeffs: Coefficients, brows: Brows | None = None

@@ -55,6 +55,18 @@ BROWS_RANGE = (-1.5, 3.0)
 """Bounds of a raise: lowered by up to 0.075 inter-ocular distances (a frown), raised by up to
 0.15."""
 
+BROWS_IN_RANGE = (-1.5, 1.5)
+"""Bounds of a brow drawn in (or moved out) at its inner end: 0.075 inter-ocular distances
+either way. The brows' inner ends lie about 0.2-0.3 apart, so drawn in alike they still do not
+meet (d3's and d6's fits stay within -0.72...0.56)."""
+
+
+def bound_brows(amounts: torch.Tensor) -> torch.Tensor:
+    """``(T, 6)`` amounts of the rig's parts (:data:`PARTS`) within their bounds: the raises
+    within :data:`BROWS_RANGE`, the parts drawing the brows in within :data:`BROWS_IN_RANGE`."""
+    raises, drawn = amounts[:, :4], amounts[:, 4:]
+    return torch.cat([raises.clamp(*BROWS_RANGE), drawn.clamp(*BROWS_IN_RANGE)], 1)
+
 # 0-based iBUG indices: each brow's five points (iBUG's 18-22 brow first), the upper lids'
 # two points under each, the outer eye corners.
 BROWS = ((17, 18, 19, 20, 21), (22, 23, 24, 25, 26))
