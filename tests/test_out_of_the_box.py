@@ -85,6 +85,19 @@ def test_templates_are_real_motion():
     assert smile.expression[:, 3].max() > 0.9  # happiness near the full blendshape
 
 
+def test_templates_hold_what_a_fit_holds_now():
+    """The templates are remade with the fit's every part: besides the expression, jaw, lids
+    and pose, the lips' gap and pucker and the brows (raised and drawn in) move in each; files
+    made before those parts hold none of them, and a photo driven by ``talk`` kept its brows
+    and lips still."""
+    for template in MOTION_TEMPLATES:
+        coeffs = Coefficients.load(template.path)
+        change = (coeffs.brows - coeffs.brows[0]).abs().amax(0)
+        assert bool((change[:4] > 0.1).all()) and bool((change[4:] > 0.1).all()), template.name
+        assert np.ptp(coeffs.lips.numpy()) > 0.1 and np.ptp(coeffs.pucker.numpy()) > 0.1, \
+            template.name
+
+
 def test_template_names_resolve(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert resolve_driving("talk") == motion_template("talk").path

@@ -3,8 +3,10 @@
     python tools/make_motion_templates.py --videos ../shared/data/videos [--model sfm]
 
 Each template (:data:`faceanime.samples.MOTION_TEMPLATES`) is a span of one video's fit with the
-Surrey Face Model, reduced to what drives a job: per frame the expression, jaw, eyelids and pose
-(no landmarks, no captured mouth images), float32, compressed. The span's first frame (the
+Surrey Face Model, reduced to what drives a job: per frame what the fit holds (the expression,
+jaw, eyelids, the lips' gap and pucker, the brows, the pose; no landmarks, no captured mouth
+images), float32, compressed. Rerun it when the fit gains a part (the templates of 2026-12-04
+held no lips' gap, pucker or brows until 2026-12-08). The span's first frame (the
 reference of relative motion) is moved, within a third of a second, to the frame with the mouth
 most closed and the eyes most open, so a template starts from a resting face. Deterministic: the
 same videos give the same files.
